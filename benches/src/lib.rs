@@ -1,0 +1,32 @@
+//! Shared code for holdfast's benchmarks: the in-process drivers the
+//! criterion benches use, and the side-by-side comparison (`compare`) of
+//! the engine with the Redis-Lua reservation most shops run today.
+//!
+//! Everything here measures; nothing asserts on speed (the machines are
+//! shared and noisy, so figures are read as ratios within one run, see
+//! `docs/PERFORMANCE.md`).
+//!
+//! # Layout
+//!
+//! - [`harness`]: an engine with full bookkeeping (events drained, expirer
+//!   running), rotating drops, the reserve→commit pair.
+//! - [`measure`]: warm-up / measure / stop phases, latency histograms.
+//! - [`redis_server`]: a private, throw-away `redis-server` on a free port.
+//! - [`redis_lua`]: the Redis-Lua baseline (EVALSHA, C connections,
+//!   unpipelined or pipelined).
+//! - [`compare`]: the workload, the [`compare::Target`] rows, the table.
+//! - [`gateway_proc`]: the real `holdfast` binary as a child process on a
+//!   free loopback port (RSS, CPU, `/metrics`, admin calls).
+//! - [`gateway_ws`]: the gateway end-to-end rows of `compare` (pipelined
+//!   websocket checkout clients).
+//! - [`fanout`]: the fan-out measurement (idle viewers per GiB, update
+//!   delivery latency and deliveries/s).
+
+pub mod compare;
+pub mod fanout;
+pub mod gateway_proc;
+pub mod gateway_ws;
+pub mod harness;
+pub mod measure;
+pub mod redis_lua;
+pub mod redis_server;

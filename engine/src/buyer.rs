@@ -1,0 +1,238 @@
+//! Per-buyer limits: a fixed-capacity, open-addressed, lock-free table of
+//! `(sku, buyer) -> units` counting live holds plus purchases.
+//!
+//! Entries are claimed with one CAS on an empty key and never removed (a
+//! buyer's purchases count for the life of the engine), so a key, once in a
+//! position, stays there, and two threads inserting the same key always
+//! meet at the same position. A key that finds no room in its probe window
+//! is refused as `Capacity`, never silently unlimited.
+
+use crate::catalog::SkuIdx;
+use crate::limits::PROBE_WINDOW;
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// Identifies a buyer. The gateway derives it from the buyer's token or id
+/// with a keyed hash, so ids from outside cannot be crafted to collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BuyerId(pub u64);
+
+/// 64-bit finaliser from MurmurHash3: a cheap bijective mix so nearby keys
+/// spread over the table.
+#[inline]
+pub(crate) fn mix64(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BuyerRefusal {
+    LimitExceeded,
+    Capacity,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: AtomicU64,
+    units: AtomicU32,
+    /// The pair the key was made from, so the table can be listed (journal
+    /// resync). Written right after the key is claimed; a lister recomputes
+    /// the key from them and skips an entry still being filled.
+    sku: AtomicU32,
+    buyer: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct BuyerTable {
+    entries: Box<[Entry]>,
+    mask: usize,
+}
+
+impl BuyerTable {
+    pub(crate) fn new(capacity: u32) -> Self {
+        let size = (capacity as usize).next_power_of_two().max(PROBE_WINDOW);
+        Self {
+            entries: (0..size)
+                .map(|_| Entry {
+                    key: AtomicU64::new(0),
+                    units: AtomicU32::new(0),
+                    sku: AtomicU32::new(0),
+                    buyer: AtomicU64::new(0),
+                })
+                .collect(),
+            mask: size - 1,
+        }
+    }
+
+    #[inline]
+    fn key(sku: SkuIdx, buyer: BuyerId) -> u64 {
+        // Never 0: 0 marks an empty position.
+        mix64(buyer.0 ^ mix64(u64::from(sku.0) + 1)).max(1)
+    }
+
+    /// The entry for the pair, claiming an empty position if `insert`.
+    #[inline]
+    fn find_pair(&self, sku: SkuIdx, buyer: BuyerId, insert: bool) -> Option<&Entry> {
+        let entry = self.find(Self::key(sku, buyer), insert)?;
+        // Relaxed: see `list`, which validates these against the key.
+        if insert && entry.buyer.load(Ordering::Relaxed) != buyer.0 {
+            entry.sku.store(sku.0, Ordering::Relaxed);
+            entry.buyer.store(buyer.0, Ordering::Relaxed);
+        }
+        Some(entry)
+    }
+
+    #[inline]
+    fn find(&self, key: u64, insert: bool) -> Option<&Entry> {
+        let start = key as usize & self.mask;
+        for i in 0..PROBE_WINDOW {
+            let entry = &self.entries[(start + i) & self.mask];
+            // Relaxed: the key is the only data an entry publishes about
+            // itself; `units` is only touched with RMWs, which see the
+            // latest value whatever the ordering.
+            let seen = entry.key.load(Ordering::Relaxed);
+            if seen == key {
+                return Some(entry);
+            }
+            if seen == 0 {
+                if !insert {
+                    return None;
+                }
+                // Relaxed on both: as above. On failure someone claimed this
+                // position first; if it was for our key we share it.
+                match entry
+                    .key
+                    .compare_exchange(0, key, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => return Some(entry),
+                    Err(other) if other == key => return Some(entry),
+                    Err(_) => continue,
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts up to `want` (at least `min`) more units against `limit`.
+    /// Returns the units granted.
+    #[inline]
+    pub(crate) fn acquire(
+        &self,
+        sku: SkuIdx,
+        buyer: BuyerId,
+        want: u32,
+        min: u32,
+        limit: u32,
+    ) -> Result<u32, BuyerRefusal> {
+        let entry = self
+            .find_pair(sku, buyer, true)
+            .ok_or(BuyerRefusal::Capacity)?;
+        // Relaxed: a per-pair counter; RMWs on it are totally ordered, and a
+        // later release of the same hold is ordered after this through the
+        // hold slot's publish.
+        let mut current = entry.units.load(Ordering::Relaxed);
+        loop {
+            let room = limit.saturating_sub(current);
+            let grant = want.min(room);
+            if grant < min {
+                return Err(BuyerRefusal::LimitExceeded);
+            }
+            match entry.units.compare_exchange_weak(
+                current,
+                current + grant,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(grant),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Adds units without a limit check (recovery of existing holds/sales).
+    pub(crate) fn add(&self, sku: SkuIdx, buyer: BuyerId, units: u32) -> Result<(), BuyerRefusal> {
+        let entry = self
+            .find_pair(sku, buyer, true)
+            .ok_or(BuyerRefusal::Capacity)?;
+        // Relaxed: see `acquire`.
+        entry.units.fetch_add(units, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives back `units` counted by an earlier `acquire`.
+    #[inline]
+    pub(crate) fn release(&self, sku: SkuIdx, buyer: BuyerId, units: u32) {
+        if units == 0 {
+            return;
+        }
+        let entry = self
+            .find(Self::key(sku, buyer), false)
+            .expect("release of a buyer entry that was never acquired");
+        // Relaxed: see `acquire`.
+        let before = entry.units.fetch_sub(units, Ordering::Relaxed);
+        assert!(before >= units, "buyer units underflow: {before} - {units}");
+    }
+
+    /// Every pair with units counted, as `(sku, buyer, units)`.
+    pub(crate) fn list(&self) -> Vec<(SkuIdx, BuyerId, u32)> {
+        let mut out = Vec::new();
+        for entry in self.entries.iter() {
+            // Relaxed: a listing for a resync, validated by the key check.
+            let key = entry.key.load(Ordering::Relaxed);
+            if key == 0 {
+                continue;
+            }
+            let (sku, buyer) = (
+                SkuIdx(entry.sku.load(Ordering::Relaxed)),
+                BuyerId(entry.buyer.load(Ordering::Relaxed)),
+            );
+            let units = entry.units.load(Ordering::Relaxed);
+            if Self::key(sku, buyer) == key && units > 0 {
+                out.push((sku, buyer, units));
+            }
+        }
+        out
+    }
+
+    /// Units counted for the pair right now.
+    pub(crate) fn units(&self, sku: SkuIdx, buyer: BuyerId) -> u32 {
+        // Relaxed: a reading for reports.
+        self.find(Self::key(sku, buyer), false)
+            .map_or(0, |e| e.units.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_counts_and_releases() {
+        let t = BuyerTable::new(64);
+        let (s, b) = (SkuIdx(1), BuyerId(9));
+        assert_eq!(t.acquire(s, b, 2, 2, 3), Ok(2));
+        assert_eq!(t.acquire(s, b, 2, 2, 3), Err(BuyerRefusal::LimitExceeded));
+        assert_eq!(t.acquire(s, b, 2, 1, 3), Ok(1), "partial up to the limit");
+        t.release(s, b, 3);
+        assert_eq!(t.units(s, b), 0);
+        assert_eq!(
+            t.acquire(SkuIdx(2), b, 3, 3, 3),
+            Ok(3),
+            "limits are per sku"
+        );
+    }
+
+    #[test]
+    fn full_window_is_capacity() {
+        let t = BuyerTable::new(1); // PROBE_WINDOW positions in all
+        for buyer in 0..PROBE_WINDOW as u64 {
+            assert!(t.acquire(SkuIdx(0), BuyerId(buyer), 1, 1, 5).is_ok());
+        }
+        assert_eq!(
+            t.acquire(SkuIdx(0), BuyerId(1000), 1, 1, 5),
+            Err(BuyerRefusal::Capacity)
+        );
+    }
+}

@@ -1,0 +1,302 @@
+//! Expiry: a hashed timing wheel owned by one [`Expirer`], fed through a
+//! bounded lock-free inbox.
+//!
+//! A reservation pushes "link slot S at deadline D" into the inbox before it
+//! publishes the hold; whoever ends a hold (commit, release, or an expiry
+//! decided on the commit path) pushes "unlink S". The expirer alone owns the
+//! wheel's doubly-linked bucket lists, so linking and unlinking are O(1) with
+//! no atomics, and it alone returns slots to the free list, so a slot is never
+//! reused while still linked. Because a hold's link notice is pushed before
+//! the hold becomes visible, and its unlink notice only after someone saw it,
+//! the FIFO inbox always delivers a slot's link before its unlink.
+//!
+//! Each run drains the inbox, then walks the buckets of the ticks that have
+//! fully elapsed. A hold found there is expired with the same one-CAS
+//! decision commit uses; one whose deadline moved later (extend, or a later
+//! turn of the wheel) is relinked where it now belongs. Cost per hold is O(1)
+//! (plus one look per wheel turn it outlives: with 65 536 buckets of 10 ms a
+//! turn is 11 minutes). Nothing here scans all holds.
+
+use crate::catalog::SkuIdx;
+use crate::engine::{End, Engine};
+use crate::hold::{self, COMMITTED, EXPIRED, HELD, Lost, RELEASED, RESERVING, To, Won};
+use crate::lanes::Lanes;
+use crate::sync::Ordering;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+const NONE: u32 = u32::MAX;
+const UNLINK: u64 = 1 << 63;
+const SLOT_BITS: u32 = 24;
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+
+/// Tells the expirer a new hold lives in `slot` until `deadline_ms`.
+#[inline]
+pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, tick_ms: u64) {
+    let tick = deadline_ms.div_ceil(tick_ms);
+    // Cannot fail: capacity is twice the hold table and a slot has at most
+    // one link and one unlink notice outstanding.
+    inbox
+        .lane(slot as usize)
+        .push(tick << SLOT_BITS | u64::from(slot))
+        .expect("inbox sized to the hold table");
+}
+
+/// Tells the expirer the hold in `slot` has ended and may be reclaimed.
+#[inline]
+pub(crate) fn notify_unlink(inbox: &Lanes<u64>, slot: u32) {
+    inbox
+        .lane(slot as usize)
+        .push(UNLINK | u64::from(slot))
+        .expect("inbox sized to the hold table");
+}
+
+/// What one [`Expirer::run`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpiryReport {
+    /// Holds this run expired.
+    pub expired_holds: u32,
+    /// Units those holds gave back.
+    pub expired_units: u64,
+    /// Hold slots returned to the free list.
+    pub freed_slots: u32,
+    /// Scheduled sale windows this run opened.
+    pub windows_opened: u32,
+    /// True if some due expiries were put off because the event queue was
+    /// full (they run on a later call).
+    pub deferred: bool,
+}
+
+/// Expires holds and reclaims slots. Exactly one exists per engine; call
+/// [`Expirer::run`] every few milliseconds from one thread.
+pub struct Expirer {
+    engine: Arc<Engine>,
+    next: Box<[u32]>,
+    prev: Box<[u32]>,
+    /// Bucket a slot is linked in, or `NONE`.
+    bucket_of: Box<[u32]>,
+    heads: Box<[u32]>,
+    mask: u64,
+    tick_ms: u64,
+    /// First tick whose bucket has not been processed.
+    next_tick: u64,
+    scheduled: HashSet<SkuIdx>,
+    linked: usize,
+    /// Runs since the last sweep of all SKUs for scheduled windows.
+    runs_since_sweep: u32,
+}
+
+impl std::fmt::Debug for Expirer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Expirer")
+            .field("linked", &self.linked)
+            .field("next_tick", &self.next_tick)
+            .finish()
+    }
+}
+
+impl Expirer {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
+        let slots = engine.holds.capacity() as usize;
+        let buckets = engine.config().expiry_wheel_buckets as usize;
+        let tick_ms = engine.config().expiry_tick_ms;
+        // One tick back, so holds already past due (restored after downtime)
+        // are filed in a bucket the very first run processes.
+        let next_tick = (engine.now_ms() / tick_ms).saturating_sub(1);
+        Self {
+            next: vec![NONE; slots].into(),
+            prev: vec![NONE; slots].into(),
+            bucket_of: vec![NONE; slots].into(),
+            heads: vec![NONE; buckets].into(),
+            mask: buckets as u64 - 1,
+            tick_ms,
+            next_tick,
+            scheduled: HashSet::new(),
+            linked: 0,
+            runs_since_sweep: 0,
+            engine,
+        }
+    }
+
+    /// The engine this expirer serves.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Holds currently tracked by the wheel (live or awaiting reclaim).
+    pub fn tracked(&self) -> usize {
+        self.linked
+    }
+
+    /// Expires due holds, reclaims finished ones, opens due sale windows
+    /// and ages out old request ids, at the engine clock's current time.
+    pub fn run(&mut self) -> ExpiryReport {
+        let now = self.engine.now_ms();
+        let mut report = ExpiryReport::default();
+        self.engine.requests.rotate(now);
+        self.open_windows(now, &mut report);
+        self.drain_inbox(&mut report);
+        self.expire_due(now, &mut report);
+        report
+    }
+
+    fn open_windows(&mut self, now: u64, report: &mut ExpiryReport) {
+        while let Some(index) = self.engine.scheduled.pop() {
+            self.scheduled.insert(SkuIdx(index));
+        }
+        // The scheduled queue can overflow if every SKU is rescheduled
+        // between two runs; a rare full sweep catches anything missed.
+        self.runs_since_sweep += 1;
+        if self.runs_since_sweep >= 1000 {
+            self.runs_since_sweep = 0;
+            let found: Vec<SkuIdx> = self
+                .engine
+                .snapshots()
+                .into_iter()
+                .filter(|s| matches!(s.window, crate::SaleWindow::Scheduled { .. }))
+                .map(|s| s.sku)
+                .collect();
+            self.scheduled.extend(found);
+        }
+        let engine = &self.engine;
+        self.scheduled
+            .retain(|&sku| match engine.open_if_due(sku, now) {
+                Some(true) => {
+                    report.windows_opened += 1;
+                    false
+                }
+                Some(false) => true,
+                None => false,
+            });
+    }
+
+    fn drain_inbox(&mut self, report: &mut ExpiryReport) {
+        let engine = self.engine.clone();
+        for lane in engine.inbox.all() {
+            // Bounded by the lane's capacity so a busy engine cannot keep
+            // this loop going forever. A slot's notices are all in one lane,
+            // in order, so lanes may be drained one after another.
+            for _ in 0..lane.capacity() {
+                let Some(notice) = lane.pop() else { break };
+                let slot = (notice & SLOT_MASK) as u32;
+                if notice & UNLINK != 0 {
+                    self.unlink(slot);
+                    self.engine.free_hold_slots(slot);
+                    report.freed_slots += 1;
+                } else {
+                    let tick = (notice & !UNLINK) >> SLOT_BITS;
+                    self.link(slot, tick);
+                }
+            }
+        }
+    }
+
+    fn link(&mut self, slot: u32, tick: u64) {
+        debug_assert_eq!(
+            self.bucket_of[slot as usize], NONE,
+            "slot {slot} linked twice"
+        );
+        let bucket = (tick.max(self.next_tick) & self.mask) as u32;
+        let head = self.heads[bucket as usize];
+        self.next[slot as usize] = head;
+        self.prev[slot as usize] = NONE;
+        if head != NONE {
+            self.prev[head as usize] = slot;
+        }
+        self.heads[bucket as usize] = slot;
+        self.bucket_of[slot as usize] = bucket;
+        self.linked += 1;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let bucket = self.bucket_of[slot as usize];
+        assert_ne!(
+            bucket, NONE,
+            "unlink of slot {slot} that is not linked: inbox order broken"
+        );
+        let (prev, next) = (self.prev[slot as usize], self.next[slot as usize]);
+        if prev == NONE {
+            self.heads[bucket as usize] = next;
+        } else {
+            self.next[prev as usize] = next;
+        }
+        if next != NONE {
+            self.prev[next as usize] = prev;
+        }
+        self.bucket_of[slot as usize] = NONE;
+        self.next[slot as usize] = NONE;
+        self.prev[slot as usize] = NONE;
+        self.linked -= 1;
+    }
+
+    fn expire_due(&mut self, now: u64, report: &mut ExpiryReport) {
+        let now_tick = now / self.tick_ms;
+        let buckets = self.mask + 1;
+        // Only ticks that have fully elapsed: every deadline in them is due.
+        let end = now_tick.min(self.next_tick + buckets);
+        let mut tick = self.next_tick;
+        while tick < end {
+            let bucket = (tick & self.mask) as usize;
+            let mut slot = std::mem::replace(&mut self.heads[bucket], NONE);
+            let mut deferred_from = None;
+            while slot != NONE {
+                let next = self.next[slot as usize];
+                self.bucket_of[slot as usize] = NONE;
+                self.next[slot as usize] = NONE;
+                self.prev[slot as usize] = NONE;
+                self.linked -= 1;
+                if deferred_from.is_some() {
+                    self.link(slot, tick);
+                } else if !self.visit(slot, now, now_tick, report) {
+                    report.deferred = true;
+                    deferred_from = Some(tick);
+                    self.link(slot, tick);
+                }
+                slot = next;
+            }
+            if deferred_from.is_some() {
+                // Stay on this tick: the rest are retried on the next run.
+                self.next_tick = tick;
+                return;
+            }
+            tick += 1;
+        }
+        self.next_tick = self.next_tick.max(now_tick);
+    }
+
+    /// Handles one slot found in a due bucket. Returns false if it could not
+    /// be expired for lack of event-queue room.
+    fn visit(&mut self, slot: u32, now: u64, now_tick: u64, report: &mut ExpiryReport) -> bool {
+        let table = &self.engine.holds;
+        // Acquire: pairs with the hold's Release publish (fields follow).
+        let word = table.slot(slot).word.load(Ordering::Acquire);
+        match hold::state(word) {
+            HELD => {
+                if hold::deadline(word) <= now && !self.engine.admits_events() {
+                    return false;
+                }
+                let generation = hold::generation(word);
+                match table.slot(slot).transition(generation, To::Expire, now) {
+                    Ok(Won::Expired) => {
+                        let (_, units) = self.engine.apply_end(slot, End::Expire, now);
+                        report.expired_holds += 1;
+                        report.expired_units += u64::from(units);
+                        self.engine.free_hold_slots(slot);
+                        report.freed_slots += 1;
+                    }
+                    Err(Lost::NotDue(deadline_ms)) => {
+                        self.link(slot, deadline_ms.div_ceil(self.tick_ms))
+                    }
+                    // Someone else ended it just now: its unlink notice is on
+                    // the way; keep it linked until then.
+                    _ => self.link(slot, now_tick),
+                }
+            }
+            // Ended by commit/release, or still being filled: the unlink
+            // notice (or the publish) is on its way.
+            RESERVING | COMMITTED | RELEASED | EXPIRED => self.link(slot, now_tick),
+            other => unreachable!("slot {slot} in the wheel with state {other}"),
+        }
+        true
+    }
+}

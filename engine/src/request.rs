@@ -1,0 +1,406 @@
+//! Idempotency: remembers the first outcome of each request id for a bounded
+//! window, in two fixed-capacity, lock-free, open-addressed tables.
+//!
+//! Time is cut into epochs of half the window. Inserts go to the table of the
+//! current epoch's parity; lookups check both. An entry is live while its
+//! epoch tag is the current or the previous epoch, so it is remembered for at
+//! least one window and at most two, and stale entries are simply overwritten:
+//! no clearing pass, no allocation. Within one epoch a position only ever
+//! goes from free to taken, so two threads claiming the same key meet at the
+//! same position. For the rare claim that straddles an epoch change, every
+//! claim is re-verified against both tables after the CAS (a Dekker-style
+//! check with `SeqCst`): if two claims of one key see each other, both back
+//! off and report `InProgress`, so at most one ever proceeds.
+//!
+//! A claimed position still carries the previous occupant's outcome until
+//! ours is recorded, so `record` writes the outcome first and then `owner`
+//! (the key it belongs to, Release); a reader trusts an outcome only when
+//! `owner` equals the key it found.
+
+use crate::buyer::mix64;
+use crate::limits::PROBE_WINDOW;
+use crate::sync::{AtomicU64, Ordering, fence};
+
+/// A client-chosen request id, hashed by the gateway with a keyed hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+const HASH_BITS: u32 = 48;
+const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
+const TAG_MASK: u64 = 0xffff;
+/// Never a valid outcome (callers encode a non-zero tag).
+const PENDING: u64 = 0;
+
+/// What was remembered about a finished request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    pub(crate) outcome: u64,
+    pub(crate) deadline_ms: u64,
+    pub(crate) aux: u32,
+}
+
+#[derive(Debug)]
+pub(crate) enum Claim<'a> {
+    /// First time: run the request, then `record` or `abandon` the ticket.
+    New(Ticket<'a>),
+    /// Seen before: this is how it ended.
+    Done(Recorded),
+    /// Seen before and still running.
+    InProgress,
+    /// Seen before with a different fingerprint.
+    Mismatch,
+    /// No room in the probe window.
+    Full,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// `epoch_tag:16 | hash:48`, 0 when never used.
+    key: AtomicU64,
+    /// The key whose outcome `outcome`, `meta` and `deadline_ms` hold;
+    /// written last by `record`.
+    owner: AtomicU64,
+    /// `fingerprint:32 | aux:32`.
+    meta: AtomicU64,
+    deadline_ms: AtomicU64,
+    /// The recorded outcome, valid only when `owner == key`.
+    outcome: AtomicU64,
+}
+
+/// A claimed entry; must be recorded or abandoned.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Ticket<'a> {
+    entry: &'a Entry,
+    key: u64,
+    fingerprint: u32,
+}
+
+impl Ticket<'_> {
+    /// The fingerprint the request was claimed with.
+    pub(crate) fn fingerprint(&self) -> u32 {
+        self.fingerprint
+    }
+
+    /// Remembers the outcome. `outcome` must not be `PENDING`.
+    pub(crate) fn record(self, outcome: u64, deadline_ms: u64, aux: u32) {
+        debug_assert_ne!(outcome, PENDING);
+        // Relaxed: published by the Release store of `owner` below.
+        self.entry.meta.store(
+            u64::from(self.fingerprint) << 32 | u64::from(aux),
+            Ordering::Relaxed,
+        );
+        self.entry.deadline_ms.store(deadline_ms, Ordering::Relaxed);
+        self.entry.outcome.store(outcome, Ordering::Relaxed);
+        // Release: pairs with the Acquire load in `inspect`, which then sees
+        // the three stores above.
+        self.entry.owner.store(self.key, Ordering::Release);
+    }
+
+    /// Forgets the claim (transient refusal): a retry runs afresh.
+    pub(crate) fn abandon(self) {
+        // Release: orders our earlier writes before the position is reused.
+        self.entry.key.store(0, Ordering::Release);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct RequestTable {
+    tables: [Box<[Entry]>; 2],
+    mask: usize,
+    epoch: AtomicU64,
+    epoch_started_ms: AtomicU64,
+    epoch_ms: u64,
+}
+
+impl RequestTable {
+    pub(crate) fn new(capacity: u32, window_ms: u64, now_ms: u64) -> Self {
+        let size = (capacity as usize).next_power_of_two().max(PROBE_WINDOW);
+        let table = || -> Box<[Entry]> {
+            (0..size)
+                .map(|_| Entry {
+                    key: AtomicU64::new(0),
+                    owner: AtomicU64::new(0),
+                    meta: AtomicU64::new(0),
+                    deadline_ms: AtomicU64::new(0),
+                    outcome: AtomicU64::new(PENDING),
+                })
+                .collect()
+        };
+        Self {
+            tables: [table(), table()],
+            mask: size - 1,
+            // Start at 2 so that tag 0 (never used) is never "previous".
+            epoch: AtomicU64::new(2),
+            epoch_started_ms: AtomicU64::new(now_ms),
+            epoch_ms: (window_ms / 2).max(1),
+        }
+    }
+
+    /// Advances the epoch when half a window has passed. Called by the
+    /// expirer; entries older than two epochs become free positions.
+    pub(crate) fn rotate(&self, now_ms: u64) {
+        // Relaxed: only the expirer writes these; readers of `epoch` need no
+        // data from the rotation, only its value (see `claim`).
+        let started = self.epoch_started_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(started) >= self.epoch_ms {
+            self.epoch_started_ms.store(now_ms, Ordering::Relaxed);
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// 48 well-mixed bits of the request id, never 0 (0 marks a free
+    /// position), so ids that differ only in high bits do not collide.
+    fn hash(request: u64) -> u64 {
+        (mix64(request ^ 0x9e37_79b9_7f4a_7c15) & HASH_MASK).max(1)
+    }
+
+    fn tag(epoch: u64) -> u64 {
+        (epoch & TAG_MASK) << HASH_BITS
+    }
+
+    fn live_key(epoch: u64, hash: u64) -> u64 {
+        Self::tag(epoch) | hash
+    }
+
+    fn window(&self, table: usize, hash: u64) -> impl Iterator<Item = &Entry> {
+        let start = mix64(hash) as usize & self.mask;
+        let entries = &self.tables[table];
+        (0..PROBE_WINDOW).map(move |i| &entries[(start + i) & self.mask])
+    }
+
+    fn inspect(entry: &Entry, key: u64, fingerprint: u32) -> Claim<'static> {
+        // Acquire: pairs with `record`'s Release store of `owner`, so the
+        // fields read next are that record's.
+        if entry.owner.load(Ordering::Acquire) != key {
+            return Claim::InProgress;
+        }
+        // Relaxed: synchronised by the `owner` load above.
+        let outcome = entry.outcome.load(Ordering::Relaxed);
+        let meta = entry.meta.load(Ordering::Relaxed);
+        let deadline_ms = entry.deadline_ms.load(Ordering::Relaxed);
+        // Seqlock-style re-check: a position is only reused two epochs after
+        // its key was live, but make sure it did not happen while we read.
+        fence(Ordering::Acquire);
+        if entry.key.load(Ordering::Relaxed) != key || entry.owner.load(Ordering::Relaxed) != key {
+            return Claim::InProgress;
+        }
+        if (meta >> 32) as u32 != fingerprint {
+            return Claim::Mismatch;
+        }
+        Claim::Done(Recorded {
+            outcome,
+            deadline_ms,
+            aux: meta as u32,
+        })
+    }
+
+    /// Looks up or claims `request`. `fingerprint` identifies the request's
+    /// content, so a reused id with other content is caught.
+    pub(crate) fn claim(&self, request: u64, fingerprint: u32) -> Claim<'_> {
+        let hash = Self::hash(request);
+        // SeqCst: part of the Dekker check below with `rotate`'s increment.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let current = (epoch & 1) as usize;
+        let previous = current ^ 1;
+        let cur_key = Self::live_key(epoch, hash);
+        let prev_key = Self::live_key(epoch.wrapping_sub(1), hash);
+
+        // 1. Seen in the previous epoch?
+        for entry in self.window(previous, hash) {
+            // SeqCst: these loads pair with other claimers' SeqCst CAS in
+            // the final verification (see module docs).
+            if entry.key.load(Ordering::SeqCst) == prev_key {
+                return Self::inspect(entry, prev_key, fingerprint);
+            }
+        }
+        // 2. Seen in this epoch, or claim the first free position.
+        let cur_tag = Self::tag(epoch);
+        let mut claimed = None;
+        'probe: for entry in self.window(current, hash) {
+            let mut seen = entry.key.load(Ordering::SeqCst);
+            loop {
+                if seen == cur_key {
+                    return Self::inspect(entry, cur_key, fingerprint);
+                }
+                let free = seen == 0 || seen & !HASH_MASK != cur_tag;
+                if !free {
+                    continue 'probe;
+                }
+                // SeqCst on success: the store half of the Dekker check.
+                // On failure we re-examine the same position (SeqCst load).
+                match entry
+                    .key
+                    .compare_exchange(seen, cur_key, Ordering::SeqCst, Ordering::SeqCst)
+                {
+                    Ok(_) => {
+                        claimed = Some(entry);
+                        break 'probe;
+                    }
+                    Err(actual) => seen = actual,
+                }
+            }
+        }
+        let Some(mine) = claimed else {
+            return Claim::Full;
+        };
+        // 3. Verify no other live claim of this key exists anywhere (a claim
+        // made under another epoch). Either we see theirs or they see ours.
+        for table in [current, previous] {
+            for entry in self.window(table, hash) {
+                if std::ptr::eq(entry, mine) {
+                    continue;
+                }
+                let k = entry.key.load(Ordering::SeqCst);
+                if k == cur_key || k == prev_key || k == Self::live_key(epoch + 1, hash) {
+                    // Release: our position becomes free for others; we wrote
+                    // nothing else to it.
+                    mine.key.store(0, Ordering::Release);
+                    return Claim::InProgress;
+                }
+            }
+        }
+        Claim::New(Ticket {
+            entry: mine,
+            key: cur_key,
+            fingerprint,
+        })
+    }
+
+    /// Forgets a recorded request (used when a durable write failed and the
+    /// operation was undone, so a retry must run again).
+    pub(crate) fn forget(&self, request: u64) {
+        let hash = Self::hash(request);
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        for (table, e) in [
+            ((epoch & 1) as usize, epoch),
+            (((epoch & 1) ^ 1) as usize, epoch.wrapping_sub(1)),
+        ] {
+            let key = Self::live_key(e, hash);
+            for entry in self.window(table, hash) {
+                // Acquire: we only remove a finished entry (owner == key),
+                // never one whose request is still running.
+                if entry.key.load(Ordering::Acquire) == key
+                    && entry.owner.load(Ordering::Acquire) == key
+                {
+                    // Clear the owner first so a later claim of the same key
+                    // at this position cannot read this record as its own.
+                    entry.owner.store(0, Ordering::Relaxed);
+                    // Release: orders the owner reset before the position
+                    // becomes claimable.
+                    let _ =
+                        entry
+                            .key
+                            .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn new_ticket(c: Claim<'_>) -> Ticket<'_> {
+        match c {
+            Claim::New(t) => t,
+            other => panic!("expected a new claim, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn first_outcome_is_replayed_and_mismatch_caught() {
+        let t = RequestTable::new(64, 1000, 0);
+        let ticket = new_ticket(t.claim(42, 7));
+        assert!(matches!(t.claim(42, 7), Claim::InProgress));
+        ticket.record(99, 1234, 5);
+        match t.claim(42, 7) {
+            Claim::Done(r) => assert_eq!(
+                r,
+                Recorded {
+                    outcome: 99,
+                    deadline_ms: 1234,
+                    aux: 5
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.claim(42, 8), Claim::Mismatch));
+    }
+
+    #[test]
+    fn abandoned_claims_run_again() {
+        let t = RequestTable::new(64, 1000, 0);
+        new_ticket(t.claim(1, 1)).abandon();
+        new_ticket(t.claim(1, 1)).record(3, 0, 0);
+        t.forget(1);
+        new_ticket(t.claim(1, 1)).abandon();
+    }
+
+    #[test]
+    fn entries_live_one_to_two_windows_then_age_out() {
+        let t = RequestTable::new(64, 1000, 0);
+        new_ticket(t.claim(5, 1)).record(3, 0, 0);
+        t.rotate(499);
+        assert!(matches!(t.claim(5, 1), Claim::Done(_)), "same epoch");
+        t.rotate(500);
+        assert!(
+            matches!(t.claim(5, 1), Claim::Done(_)),
+            "previous epoch still remembered"
+        );
+        t.rotate(1000);
+        new_ticket(t.claim(5, 1)).record(4, 0, 0);
+    }
+
+    #[test]
+    fn full_window_refuses() {
+        let t = RequestTable::new(1, 1000, 0);
+        let mut n = 0u64;
+        let mut kept = Vec::new();
+        // Fill every position of one window by finding keys that share it.
+        let target = mix64(1) as usize & t.mask;
+        for key in 1.. {
+            if mix64(key) as usize & t.mask == target {
+                match t.claim(key, 0) {
+                    Claim::New(ticket) => kept.push(ticket),
+                    Claim::Full => break,
+                    other => panic!("{other:?}"),
+                }
+                n += 1;
+            }
+            assert!(n <= PROBE_WINDOW as u64 + 1);
+        }
+        assert_eq!(kept.len(), PROBE_WINDOW.min(t.mask + 1));
+        for k in kept {
+            k.abandon();
+        }
+    }
+
+    #[test]
+    fn concurrent_duplicates_run_at_most_once() {
+        use std::sync::Arc;
+        let t = Arc::new(RequestTable::new(1024, 1000, 0));
+        for request in 0..2000u64 {
+            let runs: usize = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|_| {
+                        let t = &t;
+                        s.spawn(move || match t.claim(request, 0) {
+                            Claim::New(ticket) => {
+                                ticket.record(1, 0, 0);
+                                1
+                            }
+                            _ => 0,
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).sum()
+            });
+            assert!(runs <= 1);
+            if request % 100 == 0 {
+                t.rotate(request * 10);
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Idempotency: a retried request with the same request id gets the first
+//! answer and changes nothing; ids age out after the window.
+
+mod common;
+use common::*;
+use holdfast_engine::*;
+
+#[test]
+fn a_retried_reserve_returns_the_first_answer() {
+    let r = Rig::with_events();
+    let tee = r.sku("tee", 1, settings(60_000, 0));
+    r.drain_events();
+    let first = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(42)), false)
+        .unwrap();
+    let again = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(42)), false)
+        .unwrap();
+    assert_eq!(
+        again,
+        Reservation {
+            replayed: true,
+            ..first
+        }
+    );
+    assert_eq!(r.counts(tee).held, 1, "the retry changed nothing");
+    let kinds: Vec<EventKind> = r.drain_events().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds.len(),
+        3,
+        "reserved + sold_out + the remembered answer, once: {kinds:?}"
+    );
+    assert!(matches!(
+        kinds[2],
+        EventKind::RequestDone {
+            request: RequestId(42),
+            ..
+        }
+    ));
+    // A refusal is remembered too (the first answer).
+    let refused = r
+        .engine
+        .reserve(tee, 1, BuyerId(2), Some(RequestId(43)), false);
+    assert_eq!(refused, Err(ReserveError::SoldOut));
+    r.engine.restock(tee, 1).unwrap();
+    assert_eq!(
+        r.engine
+            .reserve(tee, 1, BuyerId(2), Some(RequestId(43)), false),
+        Err(ReserveError::SoldOut)
+    );
+    // The same id for a different request is refused, not replayed.
+    assert_eq!(
+        r.engine
+            .reserve(tee, 1, BuyerId(3), Some(RequestId(42)), false),
+        Err(ReserveError::RequestMismatch)
+    );
+}
+
+#[test]
+fn transient_refusals_are_not_remembered() {
+    let r = Rig::new(EngineConfig {
+        holds_max: 2,
+        ..EngineConfig::default()
+    });
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let a = r.engine.reserve(tee, 1, BuyerId(1), None, false).unwrap();
+    r.engine.reserve(tee, 1, BuyerId(1), None, false).unwrap();
+    assert_eq!(
+        r.engine
+            .reserve(tee, 1, BuyerId(2), Some(RequestId(7)), false),
+        Err(ReserveError::Capacity)
+    );
+    r.engine.release(a.hold, None).unwrap();
+    let mut expirer = r.expirer;
+    expirer.run();
+    assert!(
+        r.engine
+            .reserve(tee, 1, BuyerId(2), Some(RequestId(7)), false)
+            .is_ok(),
+        "retry ran afresh"
+    );
+}
+
+#[test]
+fn commit_release_and_extend_are_idempotent() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 5, settings(10_000, 0));
+    let h = r
+        .engine
+        .reserve(tee, 3, BuyerId(1), None, false)
+        .unwrap()
+        .hold;
+    let first = r.engine.commit(h, Some(&[2]), Some(RequestId(1))).unwrap();
+    let again = r.engine.commit(h, Some(&[2]), Some(RequestId(1))).unwrap();
+    assert_eq!(
+        again,
+        Settlement {
+            replayed: true,
+            ..first
+        }
+    );
+    assert_eq!(
+        r.engine.commit(h, None, Some(RequestId(2))),
+        Err(HoldError::AlreadyCommitted)
+    );
+    assert_eq!(
+        r.counts(tee),
+        Counts {
+            available: 3,
+            held: 0,
+            sold: 2
+        }
+    );
+
+    let h = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), None, false)
+        .unwrap()
+        .hold;
+    let d1 = r.engine.extend(h, 1_000, Some(RequestId(3))).unwrap();
+    let d2 = r.engine.extend(h, 1_000, Some(RequestId(3))).unwrap();
+    assert_eq!(d1, d2, "a retried extend does not extend twice");
+    assert_eq!(r.engine.hold(h).unwrap().deadline_ms, d1);
+    r.engine.release(h, Some(RequestId(4))).unwrap();
+    r.engine.release(h, Some(RequestId(4))).unwrap();
+    assert_eq!(
+        r.engine.release(h, Some(RequestId(5))),
+        Err(HoldError::AlreadyReleased)
+    );
+}
+
+#[test]
+fn request_ids_age_out_after_the_window() {
+    let mut r = Rig::new(EngineConfig {
+        request_window_ms: 10_000,
+        ..EngineConfig::default()
+    });
+    let tee = r.sku("tee", 5, settings(100_000, 0));
+    let first = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
+        .unwrap();
+    r.advance(9_000);
+    assert!(
+        r.engine
+            .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
+            .unwrap()
+            .replayed
+    );
+    r.advance(6_000);
+    r.advance(6_000);
+    let later = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
+        .unwrap();
+    assert!(!later.replayed, "forgotten after at most two windows");
+    assert_ne!(later.hold, first.hold);
+}
+
+#[test]
+fn forgetting_a_request_lets_it_run_again() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 5, settings(100_000, 0));
+    let first = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
+        .unwrap();
+    r.engine.release(first.hold, None).unwrap();
+    r.engine.forget_request(RequestId(9));
+    let again = r
+        .engine
+        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
+        .unwrap();
+    assert!(!again.replayed);
+}
+
+#[test]
+fn concurrent_duplicates_reserve_once() {
+    let r = Rig::new(EngineConfig {
+        holds_max: 1 << 16,
+        ..EngineConfig::default()
+    });
+    let tee = r.sku("tee", 1_000_000, settings(100_000, 0));
+    let engine = &r.engine;
+    for request in 0..2_000u64 {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(move || {
+                        engine.reserve(tee, 1, BuyerId(1), Some(RequestId(request)), false)
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let fresh = results
+            .iter()
+            .filter(|r| matches!(r, Ok(x) if !x.replayed))
+            .count();
+        assert_eq!(fresh, 1, "exactly one fresh reservation: {results:?}");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(_) | Err(ReserveError::InProgress)))
+        );
+        let holds: std::collections::HashSet<_> =
+            results.iter().flatten().map(|x| x.hold).collect();
+        assert!(holds.len() <= 1, "both answers name the same hold");
+    }
+    assert_eq!(
+        r.counts(tee).held,
+        2_000,
+        "every request reserved exactly once"
+    );
+}

@@ -1,0 +1,97 @@
+// i18n.js owns the overlay's words in each language it speaks. Numbers,
+// prices and times are not here: format.js formats them with Intl for the
+// locale, so "{n}" arrives already formatted ("1 200" in nb, "1,200" in en).
+
+const STRINGS = {
+  en: {
+    left: "{n} left",
+    low: "Only {n} left!",
+    soldOut: "SOLD OUT",
+    back: "Back in stock!",
+    opens: "Opens {time}",
+    paused: "Paused",
+    closed: "Sale closed",
+    reconnecting: "Reconnecting…",
+    unknown: "Product not found",
+    setup: "Add ?sku=<id> or ?show=<id> to the address",
+  },
+  nb: {
+    left: "{n} igjen",
+    low: "Bare {n} igjen!",
+    soldOut: "UTSOLGT",
+    back: "Tilbake på lager!",
+    opens: "Åpner {time}",
+    paused: "Pause",
+    closed: "Salget er stengt",
+    reconnecting: "Kobler til på nytt…",
+    unknown: "Fant ikke produktet",
+    setup: "Legg ?sku=<id> eller ?show=<id> til adressen",
+  },
+  sv: {
+    left: "{n} kvar",
+    low: "Bara {n} kvar!",
+    soldOut: "SLUTSÅLD",
+    back: "Åter i lager!",
+    opens: "Öppnar {time}",
+    paused: "Pausad",
+    closed: "Försäljningen är stängd",
+    reconnecting: "Återansluter…",
+    unknown: "Produkten hittades inte",
+    setup: "Lägg till ?sku=<id> eller ?show=<id> i adressen",
+  },
+  da: {
+    left: "{n} tilbage",
+    low: "Kun {n} tilbage!",
+    soldOut: "UDSOLGT",
+    back: "På lager igen!",
+    opens: "Åbner {time}",
+    paused: "Pause",
+    closed: "Salget er lukket",
+    reconnecting: "Forbinder igen…",
+    unknown: "Produktet blev ikke fundet",
+    setup: "Tilføj ?sku=<id> eller ?show=<id> til adressen",
+  },
+  de: {
+    left: "Noch {n} Stück",
+    low: "Nur noch {n} Stück!",
+    soldOut: "AUSVERKAUFT",
+    back: "Wieder da!",
+    opens: "Ab {time}",
+    paused: "Pausiert",
+    closed: "Verkauf beendet",
+    reconnecting: "Verbinde neu…",
+    unknown: "Produkt nicht gefunden",
+    setup: "?sku=<id> oder ?show=<id> an die Adresse anhängen",
+  },
+};
+
+/** Norwegian comes as nb (Bokmål), no (Norwegian) or nn (Nynorsk, which
+ * reads Bokmål well enough for these few words). */
+const ALIASES = { no: "nb", nn: "nb" };
+
+/** Languages with their own strings. */
+export const LANGUAGES = Object.keys(STRINGS);
+
+/**
+ * Resolves a `?lang=` value to {locale, strings, lang}: `locale` is the
+ * canonical BCP 47 tag for Intl (kept even when we have no strings for the
+ * language, so numbers still follow it), `strings` falls back to English.
+ */
+export function resolve(tag) {
+  let locale = "en";
+  try {
+    if (tag) locale = Intl.getCanonicalLocales(tag)[0];
+  } catch {
+    locale = "en";
+  }
+  const primary = locale.split("-")[0].toLowerCase();
+  const lang = ALIASES[primary] || primary;
+  const strings = STRINGS[lang] || STRINGS.en;
+  if (lang === "nb" && primary === "no") locale = locale.replace(/^no/, "nb");
+  return { locale, lang: STRINGS[lang] ? lang : "en", strings };
+}
+
+/** Fills `{name}` placeholders. */
+export function fill(template, values) {
+  return template.replace(/\{(\w+)\}/g, (_, k) => (k in values ? values[k] : ""));
+}

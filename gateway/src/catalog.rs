@@ -1,0 +1,236 @@
+//! Display data of the catalog (titles, prices, images, shows) that the
+//! engine does not carry, the catalog file, and the built-in demo show.
+//!
+//! The engine owns stock; this module owns what viewers see about a product.
+//! Shows group SKUs for the `show:<id>` topic.
+
+use crate::error::ApiError;
+use crate::protocol::{SkuDef, SkuMeta, WindowReq};
+use dashmap::DashMap;
+use holdfast_engine::{SaleWindow, SkuIdx, SkuSettings, SkuSpec};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// Longest title, currency and image URL accepted (bytes).
+pub const TITLE_BYTES_MAX: usize = 200;
+pub const IMAGE_URL_BYTES_MAX: usize = 2048;
+
+/// Titles, prices and shows by SKU.
+#[derive(Debug, Default)]
+pub struct Meta {
+    by_sku: DashMap<SkuIdx, Arc<SkuMeta>>,
+    /// Show id -> its SKUs in creation order. Read on every subscribe and
+    /// broadcast, written only by admin actions: an RwLock fits.
+    shows: RwLock<Vec<(String, Vec<SkuIdx>)>>,
+}
+
+impl Meta {
+    pub fn get(&self, sku: SkuIdx) -> Option<Arc<SkuMeta>> {
+        self.by_sku.get(&sku).map(|m| m.clone())
+    }
+
+    pub fn set(&self, sku: SkuIdx, meta: SkuMeta) {
+        if let Some(show) = &meta.show {
+            let mut shows = self.shows.write().expect("shows lock");
+            match shows.iter_mut().find(|(id, _)| id == show) {
+                Some((_, skus)) if !skus.contains(&sku) => skus.push(sku),
+                Some(_) => {}
+                None => shows.push((show.clone(), vec![sku])),
+            }
+        }
+        self.by_sku.insert(sku, Arc::new(meta));
+    }
+
+    /// The SKUs of a show, if it exists.
+    pub fn show(&self, show: &str) -> Option<Vec<SkuIdx>> {
+        let shows = self.shows.read().expect("shows lock");
+        shows
+            .iter()
+            .find(|(id, _)| id == show)
+            .map(|(_, skus)| skus.clone())
+    }
+
+    /// Every show id.
+    pub fn shows(&self) -> Vec<String> {
+        self.shows
+            .read()
+            .expect("shows lock")
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// Parses a sale window from its wire form.
+pub fn parse_window(w: &WindowReq) -> Result<SaleWindow, ApiError> {
+    match (w.state.as_str(), w.opens_at_ms) {
+        ("open", _) => Ok(SaleWindow::Open),
+        ("paused", _) => Ok(SaleWindow::Paused),
+        ("closed", _) => Ok(SaleWindow::Closed),
+        ("scheduled", Some(at)) => Ok(SaleWindow::Scheduled { opens_at_ms: at }),
+        ("scheduled", None) => Err(ApiError::invalid("a scheduled window needs opens_at_ms")),
+        (other, _) => Err(ApiError::invalid(format!(
+            "window state {other:?} is not open, paused, closed or scheduled"
+        ))),
+    }
+}
+
+/// Checks display fields.
+pub fn check_meta(meta: &SkuMeta) -> Result<(), ApiError> {
+    if meta.title.len() > TITLE_BYTES_MAX {
+        return Err(ApiError::invalid(format!(
+            "title longer than {TITLE_BYTES_MAX} bytes"
+        )));
+    }
+    if meta.currency.len() != 3 || !meta.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ApiError::invalid(
+            "currency must be an ISO 4217 code like NOK",
+        ));
+    }
+    if meta.image_url.len() > IMAGE_URL_BYTES_MAX {
+        return Err(ApiError::invalid("image_url too long"));
+    }
+    if meta
+        .show
+        .as_deref()
+        .is_some_and(|s| !holdfast_engine::is_valid_sku_id(s))
+    {
+        return Err(ApiError::invalid(
+            "show id must be 1-64 of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    Ok(())
+}
+
+/// Turns a SKU definition into the engine's spec and the display data.
+pub fn def_to_spec(def: &SkuDef) -> Result<(SkuSpec, SkuMeta), ApiError> {
+    let defaults = SkuSettings::default();
+    let settings = SkuSettings {
+        buyer_limit: def.buyer_limit,
+        hold_ttl_ms: def.hold_ttl_ms.unwrap_or(defaults.hold_ttl_ms),
+        hold_lifetime_max_ms: def.hold_lifetime_max_ms.unwrap_or(
+            defaults
+                .hold_lifetime_max_ms
+                .max(def.hold_ttl_ms.unwrap_or(0)),
+        ),
+        order_units_max: def.order_units_max.unwrap_or(defaults.order_units_max),
+    };
+    let window = match &def.window {
+        Some(w) => parse_window(w)?,
+        None => SaleWindow::Open,
+    };
+    let meta = SkuMeta {
+        title: if def.title.is_empty() {
+            def.id.clone()
+        } else {
+            def.title.clone()
+        },
+        price_minor: def.price_minor,
+        currency: def.currency.clone().unwrap_or_else(|| "NOK".into()),
+        image_url: def.image_url.clone(),
+        show: def.show.clone(),
+    };
+    check_meta(&meta)?;
+    Ok((
+        SkuSpec {
+            total: def.total,
+            settings,
+            window,
+        },
+        meta,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    skus: Vec<SkuDef>,
+}
+
+/// Reads a catalog file: TOML (`[[skus]]` tables) or JSON (`{"skus":[...]}`)
+/// by extension. Errors name the file and, for TOML, the line.
+pub fn load_file(path: &Path) -> anyhow::Result<Vec<SkuDef>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read catalog {}: {e}", path.display()))?;
+    let parsed: CatalogFile = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("catalog {}: {e}", path.display()))?,
+        _ => {
+            toml::from_str(&text).map_err(|e| anyhow::anyhow!("catalog {}: {e}", path.display()))?
+        }
+    };
+    Ok(parsed.skus)
+}
+
+/// The built-in demo show: a Friday-night drop of five products.
+pub fn demo() -> Vec<SkuDef> {
+    let sku =
+        |id: &str, title: &str, price_minor: u64, image: &str, total: u32, buyer_limit: u32| {
+            SkuDef {
+                id: id.into(),
+                title: title.into(),
+                price_minor,
+                currency: Some("NOK".into()),
+                image_url: format!("/assets/img/{image}.svg"),
+                show: Some("demo".into()),
+                total,
+                buyer_limit,
+                hold_ttl_ms: Some(5 * 60 * 1000),
+                hold_lifetime_max_ms: Some(15 * 60 * 1000),
+                order_units_max: Some(10),
+                window: None,
+            }
+        };
+    vec![
+        sku("hoodie-sand", "Hoodie, sand", 59_900, "hoodie", 40, 2),
+        sku("tee-black-m", "Tee, black, M", 24_900, "tee", 120, 4),
+        sku("cap-olive", "Cap, olive", 19_900, "cap", 200, 0),
+        sku("runner-42", "Runner 42, limited", 149_900, "runner", 12, 1),
+        sku("tote-canvas", "Canvas tote", 9_900, "tote", 500, 0),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_is_valid() {
+        for def in demo() {
+            def_to_spec(&def).unwrap();
+        }
+    }
+
+    #[test]
+    fn windows_parse_or_say_why_not() {
+        let w = |state: &str, at| WindowReq {
+            state: state.into(),
+            opens_at_ms: at,
+        };
+        assert_eq!(parse_window(&w("open", None)).unwrap(), SaleWindow::Open);
+        assert_eq!(
+            parse_window(&w("scheduled", Some(5))).unwrap(),
+            SaleWindow::Scheduled { opens_at_ms: 5 }
+        );
+        assert_eq!(
+            parse_window(&w("scheduled", None)).unwrap_err().code,
+            "invalid"
+        );
+        assert_eq!(parse_window(&w("later", None)).unwrap_err().code, "invalid");
+    }
+
+    #[test]
+    fn catalog_files_parse_and_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("c.toml");
+        std::fs::write(&good, "[[skus]]\nid = \"a\"\ntotal = 3\n\n[[skus]]\nid = \"b\"\ntotal = 1\nwindow = { state = \"paused\" }\n").unwrap();
+        assert_eq!(load_file(&good).unwrap().len(), 2);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[skus]]\nid = \"a\"\ntotal = \"three\"\n").unwrap();
+        let err = load_file(&bad).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let json = dir.path().join("c.json");
+        std::fs::write(&json, r#"{"skus":[{"id":"a","total":1,"colour":"red"}]}"#).unwrap();
+        assert!(load_file(&json).unwrap_err().to_string().contains("colour"));
+    }
+}

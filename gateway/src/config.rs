@@ -1,0 +1,294 @@
+//! Command-line and environment configuration of the `holdfast` binary.
+//!
+//! Every flag has a `HOLDFAST_*` environment variable and a default that
+//! suits the demo; every limit is a flag whose doc says its default and why.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// holdfast: a live-shopping inventory engine that never oversells.
+#[derive(Debug, Parser)]
+#[command(name = "holdfast", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API, websockets, pages and metrics on one port.
+    Serve(ServeArgs),
+}
+
+/// How reservations are persisted when `--redis` is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Persistence {
+    /// Acknowledge a change only after Redis has it (no acknowledged
+    /// reservation is ever lost).
+    Durable,
+    /// Acknowledge from memory; persist right behind, with a bounded backlog.
+    Async,
+}
+
+impl Persistence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Durable => "durable",
+            Self::Async => "async",
+        }
+    }
+}
+
+/// `holdfast serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (HTTP API, websockets, pages, /metrics).
+    #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Bearer token for catalog changes (the host dashboard). The demo default
+    /// is logged as a warning: set your own in production.
+    #[arg(
+        long,
+        env = "HOLDFAST_ADMIN_TOKEN",
+        default_value = "demo-admin",
+        hide_env_values = true
+    )]
+    pub admin_token: String,
+
+    /// Bearer token for reservations (the shop's checkout backend).
+    #[arg(
+        long,
+        env = "HOLDFAST_CHECKOUT_TOKEN",
+        default_value = "demo-checkout",
+        hide_env_values = true
+    )]
+    pub checkout_token: String,
+
+    /// Load the built-in demo show (a handful of products, all on sale).
+    #[arg(long, env = "HOLDFAST_DEMO")]
+    pub demo: bool,
+
+    /// Catalog file (TOML or JSON, by extension) with `[[skus]]` entries:
+    /// id, title, price_minor, currency, image_url, show, total, buyer_limit,
+    /// hold_ttl_ms, hold_lifetime_max_ms, order_units_max, window.
+    #[arg(long, env = "HOLDFAST_CATALOG")]
+    pub catalog: Option<PathBuf>,
+
+    /// Redis URL (`redis://`, `rediss://`, password allowed). Without it,
+    /// holdfast runs in memory and says so at start.
+    #[arg(long, env = "HOLDFAST_REDIS")]
+    pub redis: Option<String>,
+
+    /// Persistence mode with `--redis`.
+    #[arg(
+        long,
+        env = "HOLDFAST_PERSISTENCE",
+        value_enum,
+        default_value = "durable"
+    )]
+    pub persistence: Persistence,
+
+    /// Key prefix in Redis.
+    #[arg(long, env = "HOLDFAST_REDIS_PREFIX", default_value = "hf")]
+    pub redis_prefix: String,
+
+    /// Node id carried in hold ids (0-255), for several gateways on one Redis.
+    #[arg(long, env = "HOLDFAST_NODE_ID", default_value_t = 0)]
+    pub node_id: u8,
+
+    /// How often live counts are pushed to subscribers, in ms. Default 100:
+    /// ten updates a second reads as live and coalesces bursts.
+    #[arg(long, env = "HOLDFAST_BROADCAST_INTERVAL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(5..=10_000))]
+    pub broadcast_interval_ms: u64,
+
+    /// How often the expirer runs, in ms. Default 10: holds expire at most
+    /// about 20 ms after their deadline.
+    #[arg(long, env = "HOLDFAST_EXPIRY_INTERVAL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub expiry_interval_ms: u64,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub journal: JournalArgs,
+}
+
+/// Bounds on everything a client can make the server hold.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Most concurrent websocket connections. Default 20 000: one process
+    /// may hold 20 000 open files on these machines.
+    #[arg(long, env = "HOLDFAST_WS_CONNECTIONS_MAX", default_value_t = 20_000)]
+    pub ws_connections_max: usize,
+
+    /// Most concurrent plain HTTP connections. Default 2 048: checkout
+    /// backends use keep-alive pools, not one connection per buyer.
+    #[arg(long, env = "HOLDFAST_HTTP_CONNECTIONS_MAX", default_value_t = 2_048)]
+    pub http_connections_max: usize,
+
+    /// Most topics one websocket may subscribe to. Default 64: an overlay
+    /// needs one, a dashboard a show.
+    #[arg(long, env = "HOLDFAST_SUBSCRIPTIONS_MAX", default_value_t = 64)]
+    pub subscriptions_max: usize,
+
+    /// Largest inbound websocket frame / message in bytes. Default 4 096:
+    /// the largest legitimate message (a 16-line cart) is well under 2 KiB.
+    #[arg(long, env = "HOLDFAST_FRAME_BYTES_MAX", default_value_t = 4_096)]
+    pub frame_bytes_max: usize,
+
+    /// Largest HTTP request body in bytes. Default 16 384.
+    #[arg(long, env = "HOLDFAST_BODY_BYTES_MAX", default_value_t = 16_384)]
+    pub body_bytes_max: usize,
+
+    /// Inbound websocket messages per second per connection (burst: twice
+    /// this). Default 50: a buyer clicks, a load tester pipelines.
+    #[arg(long, env = "HOLDFAST_MESSAGES_PER_SEC_MAX", default_value_t = 50)]
+    pub messages_per_sec_max: u32,
+
+    /// Requests one websocket may have in flight at once. Default 32.
+    #[arg(long, env = "HOLDFAST_INFLIGHT_MAX", default_value_t = 32)]
+    pub inflight_max: usize,
+
+    /// Time allowed for the HTTP request head / websocket handshake, in ms.
+    /// Default 10 000.
+    #[arg(long, env = "HOLDFAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub handshake_timeout_ms: u64,
+
+    /// A websocket that sends nothing (no frame, no pong) for this long is
+    /// closed, in ms. Default 60 000.
+    #[arg(long, env = "HOLDFAST_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// Interval of server pings, in ms. Default 20 000 (a third of the idle
+    /// timeout, so two can be lost).
+    #[arg(long, env = "HOLDFAST_PING_INTERVAL_MS", default_value_t = 20_000)]
+    pub ping_interval_ms: u64,
+
+    /// A websocket whose writes stall this long (the client stopped
+    /// reading) is dropped as a slow consumer, in ms. Default 10 000.
+    #[arg(long, env = "HOLDFAST_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Most bytes buffered for one websocket before it is dropped as a slow
+    /// consumer. Default 8 MiB: latest-value semantics buffer at most one
+    /// round of frames (the largest is an `all` snapshot of a full catalog,
+    /// about 250 bytes per SKU); a client that is not reading stalls the
+    /// flush and is dropped by the write timeout long before.
+    #[arg(long, env = "HOLDFAST_WRITE_BUFFER_BYTES_MAX", default_value_t = 8 << 20)]
+    pub write_buffer_bytes_max: usize,
+
+    /// Kernel send buffer per accepted socket, in bytes (SO_SNDBUF); 0 keeps
+    /// the system default. Smaller bounds kernel memory per viewer and makes
+    /// a stalled client visible sooner.
+    #[arg(long, env = "HOLDFAST_SOCKET_SEND_BUFFER_BYTES", default_value_t = 0)]
+    pub socket_send_buffer_bytes: usize,
+
+    /// Hold table size (live holds). Default 262 144.
+    #[arg(long, env = "HOLDFAST_HOLDS_MAX", default_value_t = 262_144)]
+    pub holds_max: u32,
+
+    /// Catalog size. Default 16 384 SKUs.
+    #[arg(long, env = "HOLDFAST_SKUS_MAX", default_value_t = 16_384)]
+    pub skus_max: u32,
+
+    /// Distinct buyer ids remembered (for per-buyer limits and the order
+    /// stream). Default 1 048 576.
+    #[arg(long, env = "HOLDFAST_BUYERS_MAX", default_value_t = 1 << 20)]
+    pub buyers_max: u32,
+
+    /// Request ids remembered for idempotency, per generation. Default
+    /// 262 144.
+    #[arg(long, env = "HOLDFAST_REQUESTS_MAX", default_value_t = 262_144)]
+    pub requests_max: u32,
+
+    /// How long a request id is remembered, in ms (at least; at most twice).
+    /// Default 600 000 (10 minutes).
+    #[arg(long, env = "HOLDFAST_REQUEST_WINDOW_MS", default_value_t = 600_000)]
+    pub request_window_ms: u64,
+}
+
+/// Journal (Redis) bounds.
+#[derive(Debug, Clone, Args)]
+pub struct JournalArgs {
+    /// Most events in one Redis batch (one MULTI/EXEC). Default 4 096.
+    #[arg(long, env = "HOLDFAST_BATCH_SIZE_MAX", default_value_t = 4_096)]
+    pub batch_size_max: usize,
+
+    /// Longest a batch waits for more events before it is written, in
+    /// microseconds. Default 0: while one batch is in flight the next one
+    /// fills by itself (group commit without added latency); a small delay
+    /// can help only at low, steady rates.
+    #[arg(long, env = "HOLDFAST_BATCH_DELAY_MAX_US", default_value_t = 0)]
+    pub batch_delay_max_us: u64,
+
+    /// Engine event queue capacity (unwritten events). Default 262 144.
+    #[arg(long, env = "HOLDFAST_EVENTS_MAX", default_value_t = 262_144)]
+    pub events_max: usize,
+
+    /// In async mode, most events not yet in Redis before new reservations
+    /// are refused (503). Default 100 000.
+    #[arg(long, env = "HOLDFAST_BACKLOG_MAX", default_value_t = 100_000)]
+    pub backlog_max: usize,
+
+    /// Approximate cap on the order stream's length (XADD MAXLEN ~). Default
+    /// 10 000 000: days of orders for a busy shop; size it so consumers
+    /// always read entries before they are trimmed. 0: no cap.
+    #[arg(long, env = "HOLDFAST_ORDERS_MAXLEN", default_value_t = 10_000_000)]
+    pub orders_maxlen: usize,
+
+    /// Timeout of one Redis command or batch, in ms. Default 2 000.
+    #[arg(long, env = "HOLDFAST_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
+    pub redis_timeout_ms: u64,
+}
+
+impl Limits {
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+}
+
+impl ServeArgs {
+    /// Checks combinations clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.frame_bytes_max < 256 {
+            return Err("--frame-bytes-max must be at least 256".into());
+        }
+        if l.write_buffer_bytes_max <= 8192 {
+            return Err("--write-buffer-bytes-max must be above 8192".into());
+        }
+        if l.messages_per_sec_max == 0 || l.inflight_max == 0 || l.subscriptions_max == 0 {
+            return Err("message rate, in-flight and subscription limits must be positive".into());
+        }
+        if self.admin_token.is_empty() || self.checkout_token.is_empty() {
+            return Err("tokens must not be empty".into());
+        }
+        if self.admin_token == self.checkout_token {
+            return Err("the admin and checkout tokens must differ".into());
+        }
+        if self.journal.backlog_max >= self.journal.events_max {
+            return Err("--backlog-max must be below --events-max".into());
+        }
+        Ok(())
+    }
+
+    /// Defaults for tests and embedding: demo tokens, in memory, port 0.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from(["holdfast", "serve", "--listen", "127.0.0.1:0"]);
+        match cli.command {
+            Command::Serve(args) => args,
+        }
+    }
+}

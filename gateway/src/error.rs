@@ -1,0 +1,182 @@
+//! The one error type of the request path: a stable `code` (the engine's
+//! refusal names, verbatim), an HTTP status, and a message safe to show.
+//! Details that could leak internals are logged, not returned.
+
+use crate::protocol::ErrorMsg;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdfast_engine::{CatalogError, HoldError, ReserveError};
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: Cow<'static, str>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong token",
+        )
+    }
+
+    pub fn forbidden(what: &'static str) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", what)
+    }
+
+    pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unknown_sku() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "unknown_sku", "unknown sku")
+    }
+
+    pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn capacity(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", message)
+    }
+
+    pub fn rate_limited() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many messages, slow down",
+        )
+    }
+
+    /// The body sent over HTTP and (with an `id`) as a websocket error frame.
+    pub fn to_msg(&self, id: Option<u64>) -> ErrorMsg {
+        ErrorMsg {
+            id,
+            error: self.code.to_string(),
+            message: self.message.to_string(),
+        }
+    }
+
+    /// Whether a client should retry later (sent with `Retry-After`).
+    pub fn is_retryable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.status.as_u16(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry = self.is_retryable();
+        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<ReserveError> for ApiError {
+    fn from(e: ReserveError) -> Self {
+        let status = match e {
+            ReserveError::UnknownSku => StatusCode::NOT_FOUND,
+            ReserveError::NotOpen | ReserveError::SoldOut | ReserveError::InProgress => {
+                StatusCode::CONFLICT
+            }
+            ReserveError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            ReserveError::Invalid | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
+            ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<HoldError> for ApiError {
+    fn from(e: HoldError) -> Self {
+        let status = match e {
+            HoldError::HoldNotFound => StatusCode::NOT_FOUND,
+            HoldError::AlreadyCommitted
+            | HoldError::AlreadyReleased
+            | HoldError::HoldExpired
+            | HoldError::ExtendLimit
+            | HoldError::InProgress => StatusCode::CONFLICT,
+            HoldError::Invalid | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
+            HoldError::Capacity | HoldError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<CatalogError> for ApiError {
+    fn from(e: CatalogError) -> Self {
+        let status = match e {
+            CatalogError::UnknownSku => StatusCode::NOT_FOUND,
+            CatalogError::AlreadyExists | CatalogError::NotEnoughAvailable => StatusCode::CONFLICT,
+            CatalogError::Invalid => StatusCode::BAD_REQUEST,
+            CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_refusals_keep_their_names() {
+        assert_eq!(ApiError::from(ReserveError::SoldOut).code, "sold_out");
+        assert_eq!(
+            ApiError::from(ReserveError::SoldOut).status,
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            ApiError::from(ReserveError::LimitExceeded).status,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(ApiError::from(HoldError::HoldExpired).code, "hold_expired");
+        assert_eq!(
+            ApiError::from(CatalogError::NotEnoughAvailable).status,
+            StatusCode::CONFLICT
+        );
+    }
+}

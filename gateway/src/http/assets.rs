@@ -1,0 +1,219 @@
+//! Static assets embedded in the binary (no CDN, no files at run time): the
+//! host dashboard (`/`, `/dashboard`), the viewer overlay (`/overlay`), their
+//! scripts and styles, and the demo catalog's product images, all under
+//! `/assets/`. The pages themselves live in `gateway/assets/pages/` and are
+//! described in `docs/PAGES.md`.
+//!
+//! This module owns what the browser is allowed to do with them: every
+//! response carries its exact content type and `nosniff`, and the pages a
+//! Content-Security-Policy that allows only this origin (plus websocket
+//! connections), so a product title or URL parameter can never run code.
+//! It must never serve anything that is not in [`FILES`].
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+/// (path under `/assets/`, bytes). Content types come from the extension.
+const FILES: &[(&str, &[u8])] = &[
+    (
+        "img/hoodie.svg",
+        include_bytes!("../../assets/img/hoodie.svg"),
+    ),
+    ("img/tee.svg", include_bytes!("../../assets/img/tee.svg")),
+    ("img/cap.svg", include_bytes!("../../assets/img/cap.svg")),
+    (
+        "img/runner.svg",
+        include_bytes!("../../assets/img/runner.svg"),
+    ),
+    ("img/tote.svg", include_bytes!("../../assets/img/tote.svg")),
+    (
+        "pages/dashboard.html",
+        include_bytes!("../../assets/pages/dashboard.html"),
+    ),
+    (
+        "pages/dashboard.css",
+        include_bytes!("../../assets/pages/dashboard.css"),
+    ),
+    (
+        "pages/dashboard.js",
+        include_bytes!("../../assets/pages/dashboard.js"),
+    ),
+    (
+        "pages/overlay.html",
+        include_bytes!("../../assets/pages/overlay.html"),
+    ),
+    (
+        "pages/overlay.css",
+        include_bytes!("../../assets/pages/overlay.css"),
+    ),
+    (
+        "pages/overlay.js",
+        include_bytes!("../../assets/pages/overlay.js"),
+    ),
+    (
+        "pages/live.js",
+        include_bytes!("../../assets/pages/live.js"),
+    ),
+    ("pages/kpi.js", include_bytes!("../../assets/pages/kpi.js")),
+    (
+        "pages/chart.js",
+        include_bytes!("../../assets/pages/chart.js"),
+    ),
+    (
+        "pages/format.js",
+        include_bytes!("../../assets/pages/format.js"),
+    ),
+    (
+        "pages/i18n.js",
+        include_bytes!("../../assets/pages/i18n.js"),
+    ),
+];
+
+/// Policy of the host dashboard: scripts, styles, images and fonts from this
+/// origin only (no inline code, no eval), websockets back to the gateway,
+/// no native form submission (a form that posted without the script would
+/// put the admin token in a URL), and no framing (the dashboard holds an
+/// admin token; framing it invites clickjacking).
+pub const CSP_DASHBOARD: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; \
+     form-action 'none'; frame-ancestors 'none'";
+
+/// Policy of the overlay: the same, except that it may be framed, because
+/// in-app overlays embed it in an iframe and it has no actions to hijack.
+pub const CSP_OVERLAY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; \
+     form-action 'none'";
+
+/// Routes of the pages and of `/assets/`.
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard))
+        .route("/overlay", get(overlay))
+        .route("/assets/{*path}", get(asset))
+}
+
+async fn dashboard() -> Response {
+    page("pages/dashboard.html", CSP_DASHBOARD)
+}
+
+async fn overlay() -> Response {
+    page("pages/overlay.html", CSP_OVERLAY)
+}
+
+fn page(path: &str, csp: &'static str) -> Response {
+    let mut response = asset_response(path);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+async fn asset(Path(path): Path<String>) -> Response {
+    asset_response(&path)
+}
+
+fn asset_response(path: &str) -> Response {
+    let Some((_, bytes)) = FILES.iter().find(|(p, _)| *p == path) else {
+        return crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")
+            .into_response();
+    };
+    // Pages and their code must follow the gateway's version at once after
+    // an upgrade (an old script against a new protocol is a broken overlay
+    // mid-show), so they are revalidated on every load; images may be cached.
+    let cache = if path.starts_with("img/") {
+        "public, max-age=3600"
+    } else {
+        "no-cache"
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type(path)),
+            (header::CACHE_CONTROL, cache),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        *bytes,
+    )
+        .into_response()
+}
+
+/// The content type of an embedded file, by extension. Module scripts are
+/// refused by browsers unless served as JavaScript, and `nosniff` makes the
+/// type binding, so every extension in [`FILES`] must be known here.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_file_has_a_known_content_type() {
+        for (path, bytes) in FILES {
+            assert_ne!(
+                content_type(path),
+                "application/octet-stream",
+                "{path} has no content type"
+            );
+            assert!(!bytes.is_empty(), "{path} is empty");
+        }
+    }
+
+    #[test]
+    fn policies_allow_only_this_origin() {
+        for csp in [CSP_DASHBOARD, CSP_OVERLAY] {
+            assert!(csp.starts_with("default-src 'none';"));
+            assert!(!csp.contains("unsafe"), "{csp}");
+            assert!(!csp.contains('*'), "{csp}");
+            assert!(!csp.contains("http"), "{csp}");
+        }
+        assert!(CSP_DASHBOARD.contains("frame-ancestors 'none'"));
+    }
+
+    #[test]
+    fn pages_import_only_embedded_modules() {
+        // A module that a page imports but FILES lacks is a 404 and a blank
+        // overlay on stream: check every relative import resolves.
+        for (path, bytes) in FILES.iter().filter(|(p, _)| p.ends_with(".js")) {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for line in text.lines().filter(|l| l.starts_with("import ")) {
+                let module = line
+                    .split(['"', '\''])
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{path}: cannot parse {line:?}"));
+                let target = format!("pages/{}", module.trim_start_matches("./"));
+                assert!(
+                    FILES.iter().any(|(p, _)| *p == target),
+                    "{path} imports {module}, which is not embedded"
+                );
+            }
+        }
+        for (path, bytes) in FILES.iter().filter(|(p, _)| p.ends_with(".html")) {
+            let text = std::str::from_utf8(bytes).unwrap();
+            for reference in text.split("\"/assets/").skip(1) {
+                let target = reference.split('"').next().unwrap();
+                assert!(
+                    FILES.iter().any(|(p, _)| *p == target),
+                    "{path} references /assets/{target}, which is not embedded"
+                );
+            }
+        }
+    }
+}

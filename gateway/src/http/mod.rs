@@ -1,0 +1,332 @@
+//! The HTTP API (see `docs/API.md`): viewers, checkout, admin, operations.
+//! Handlers are thin: authenticate, extract, call [`crate::ops`], answer.
+//! Every failure, including a malformed body or an unknown route, is a JSON
+//! `{"error","message"}` body with a fitting status.
+
+use crate::auth::{Role, Tokens, require};
+use crate::error::ApiError;
+use crate::ops::Ops;
+use crate::protocol::{Commit, Extend, QtyReq, Release, Reserve, SkuDef, SkuPatch, WindowReq};
+use crate::ws::{self, WsCtx};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub mod assets;
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ops: Arc<Ops>,
+    pub tokens: Tokens,
+    pub metrics: PrometheusHandle,
+    pub ready: Arc<crate::server::Readiness>,
+}
+
+/// A JSON body whose rejections become our JSON errors.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    let status = rejection.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(status, "too_large", "request body too large");
+    }
+    if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return ApiError::bad_request("expected Content-Type: application/json");
+    }
+    ApiError::bad_request(rejection.body_text())
+}
+
+fn role(state: &AppState, headers: &HeaderMap, need: Role) -> Result<(), ApiError> {
+    require(state.tokens.role_of_headers(headers)?, need)
+}
+
+/// Extractor: the request carries the checkout (or admin) token.
+pub struct Checkout;
+
+/// Extractor: the request carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Checkout {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        role(state, &parts.headers, Role::Checkout).map(|()| Self)
+    }
+}
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        role(state, &parts.headers, Role::Admin).map(|()| Self)
+    }
+}
+
+/// Builds the router.
+pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, body_bytes_max: usize) -> Router {
+    let api = Router::new()
+        .route("/api/skus", get(list))
+        .route("/api/skus/{id}", get(one))
+        .route("/api/shows/{id}", get(show))
+        .route("/api/reservations", post(reserve))
+        .route("/api/holds/{hold}", get(hold))
+        .route("/api/holds/{hold}/commit", post(commit))
+        .route("/api/holds/{hold}/release", post(release))
+        .route("/api/holds/{hold}/extend", post(extend))
+        .route("/api/admin/skus", post(create_sku))
+        .route("/api/admin/skus/{id}", axum::routing::patch(patch_sku))
+        .route("/api/admin/skus/{id}/restock", post(restock))
+        .route("/api/admin/skus/{id}/adjust", post(adjust))
+        .route("/api/admin/skus/{id}/window", post(window))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(assets::routes())
+        .layer(middleware::from_fn(timing))
+        .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state);
+    let ws = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .with_state(ws_ctx);
+    api.merge(ws)
+}
+
+async fn timing(request: Request, next: Next) -> Response {
+    let op = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!("holdfast_request_seconds", "api" => "http", "op" => op)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn list(State(s): State<AppState>) -> impl IntoResponse {
+    Json(s.ops.list())
+}
+
+async fn one(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.sku(&id)?))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.show(&id)?))
+}
+
+async fn reserve(
+    State(s): State<AppState>,
+    _: Checkout,
+    ApiJson(req): ApiJson<Reserve>,
+) -> Result<Response, ApiError> {
+    let r = s.ops.reserve(&req).await?;
+    let status = if r.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(r)).into_response())
+}
+
+async fn hold(
+    State(s): State<AppState>,
+    _: Checkout,
+    Path(hold): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.hold(&hold)?))
+}
+
+/// A hold operation's body may be empty (`{}` implied).
+fn body_or_default<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad json: {e}")))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitBody {
+    #[serde(default)]
+    qty: Option<u32>,
+    #[serde(default)]
+    lines: Option<Vec<u32>>,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtendBody {
+    by_ms: u64,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+async fn commit(
+    State(s): State<AppState>,
+    _: Checkout,
+    Path(hold): Path<String>,
+    body: bytes::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let b: CommitBody = body_or_default(&body)?;
+    let req = Commit {
+        id: 0,
+        hold,
+        qty: b.qty,
+        lines: b.lines,
+        request_id: b.request_id,
+    };
+    Ok(Json(s.ops.commit(&req).await?))
+}
+
+async fn release(
+    State(s): State<AppState>,
+    _: Checkout,
+    Path(hold): Path<String>,
+    body: bytes::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let b: ReleaseBody = body_or_default(&body)?;
+    let req = Release {
+        id: 0,
+        hold,
+        request_id: b.request_id,
+    };
+    Ok(Json(s.ops.release(&req).await?))
+}
+
+async fn extend(
+    State(s): State<AppState>,
+    _: Checkout,
+    Path(hold): Path<String>,
+    ApiJson(b): ApiJson<ExtendBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = Extend {
+        id: 0,
+        hold,
+        by_ms: b.by_ms,
+        request_id: b.request_id,
+    };
+    Ok(Json(s.ops.extend(&req).await?))
+}
+
+async fn create_sku(
+    State(s): State<AppState>,
+    _: Admin,
+    ApiJson(def): ApiJson<SkuDef>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok((StatusCode::CREATED, Json(s.ops.create_sku(&def).await?)))
+}
+
+async fn patch_sku(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(patch): ApiJson<SkuPatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.patch_sku(&id, &patch).await?))
+}
+
+async fn restock(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(q): ApiJson<QtyReq>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.restock(&id, &q).await?))
+}
+
+async fn adjust(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(q): ApiJson<QtyReq>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.adjust(&id, &q).await?))
+}
+
+async fn window(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+    ApiJson(w): ApiJson<WindowReq>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.ops.set_window(&id, &w).await?))
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let report = s.ready.report(&s.ops);
+    let status = if report.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = serde_json::to_value(&report).unwrap_or_default();
+    if !report.ready {
+        body["error"] = "not_ready".into();
+        body["message"] = report.reason.clone().into();
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    s.ready.refresh_gauges(&s.ops);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+}

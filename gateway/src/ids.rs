@@ -1,0 +1,127 @@
+//! Client-chosen buyer ids and request ids, hashed into the engine's 64-bit
+//! ids with a keyed SipHash, so nobody outside can craft two ids that
+//! collide (and share a buyer limit or a remembered answer).
+//!
+//! The key is persisted with the journal (ids must hash the same after a
+//! restart, or buyer limits would reset); in memory it is random per start.
+//! Buyer names are kept (bounded) for the order stream.
+
+use crate::error::ApiError;
+use dashmap::DashMap;
+use holdfast_engine::{BuyerId, RequestId};
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+use std::sync::Arc;
+
+/// Longest buyer id and request id accepted, in bytes.
+pub const ID_BYTES_MAX: usize = 128;
+
+#[derive(Debug)]
+pub struct Ids {
+    key: (u64, u64),
+    names: DashMap<u64, Arc<str>>,
+    names_max: usize,
+}
+
+impl Ids {
+    pub fn new(key: (u64, u64), names_max: usize) -> Self {
+        Self {
+            key,
+            names: DashMap::new(),
+            names_max,
+        }
+    }
+
+    /// A fresh random key.
+    pub fn random_key() -> (u64, u64) {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        let (a, b) = bytes.split_at(8);
+        (
+            u64::from_le_bytes(a.try_into().expect("8 bytes")),
+            u64::from_le_bytes(b.try_into().expect("8 bytes")),
+        )
+    }
+
+    pub fn key(&self) -> (u64, u64) {
+        self.key
+    }
+
+    fn hash(&self, domain: u8, text: &str) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
+        h.write_u8(domain);
+        h.write(text.as_bytes());
+        h.finish()
+    }
+
+    fn check(what: &str, text: &str) -> Result<(), ApiError> {
+        if text.is_empty() || text.len() > ID_BYTES_MAX || text.chars().any(char::is_control) {
+            return Err(ApiError::invalid(format!(
+                "{what} must be 1-{ID_BYTES_MAX} bytes without control characters"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The engine id of a buyer, remembering its name.
+    pub fn buyer(&self, name: &str) -> Result<BuyerId, ApiError> {
+        Self::check("buyer", name)?;
+        let id = self.hash(b'b', name);
+        if !self.names.contains_key(&id) {
+            if self.names.len() >= self.names_max {
+                return Err(ApiError::capacity("too many distinct buyers"));
+            }
+            self.names.insert(id, Arc::from(name));
+        }
+        Ok(BuyerId(id))
+    }
+
+    /// The name a buyer id was made from, if known.
+    pub fn buyer_name(&self, id: BuyerId) -> Option<Arc<str>> {
+        self.names.get(&id.0).map(|n| n.clone())
+    }
+
+    /// Learns a buyer name (recovery).
+    pub fn remember_buyer(&self, id: BuyerId, name: &str) {
+        self.names.insert(id.0, Arc::from(name));
+    }
+
+    pub fn request(&self, request: Option<&str>) -> Result<Option<RequestId>, ApiError> {
+        match request {
+            None => Ok(None),
+            Some(r) => {
+                Self::check("request_id", r)?;
+                Ok(Some(RequestId(self.hash(b'r', r))))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_keyed_checked_and_bounded() {
+        let a = Ids::new((1, 2), 2);
+        let b = Ids::new((3, 4), 2);
+        assert_ne!(
+            a.buyer("x").unwrap(),
+            b.buyer("x").unwrap(),
+            "the key matters"
+        );
+        assert_eq!(a.buyer("x").unwrap(), a.buyer("x").unwrap());
+        assert_eq!(a.buyer_name(a.buyer("x").unwrap()).as_deref(), Some("x"));
+        assert_ne!(
+            a.request(Some("x")).unwrap().unwrap().0,
+            a.buyer("x").unwrap().0,
+            "domains differ"
+        );
+        assert_eq!(a.buyer("").unwrap_err().code, "invalid");
+        assert_eq!(a.buyer(&"x".repeat(129)).unwrap_err().code, "invalid");
+        assert_eq!(a.buyer("a\nb").unwrap_err().code, "invalid");
+        a.buyer("y").unwrap();
+        assert_eq!(a.buyer("z").unwrap_err().code, "capacity");
+        assert!(a.buyer("y").is_ok(), "known buyers still work when full");
+    }
+}

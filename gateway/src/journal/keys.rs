@@ -1,0 +1,177 @@
+//! Redis key names and stored record formats (see `docs/REDIS.md`).
+//!
+//! Every key of one SKU carries the SKU id as a hash tag, `{<sku>}`, so a
+//! SKU's keys share a Redis Cluster slot.
+
+use holdfast_engine::{BuyerId, HoldId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+    /// Keys named on every batch, built once.
+    orders: String,
+    journal: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            orders: format!("{prefix}:orders"),
+            journal: format!("{prefix}:journal"),
+        }
+    }
+
+    pub fn sku(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:sku", self.prefix)
+    }
+
+    pub fn holds(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:holds", self.prefix)
+    }
+
+    pub fn buyers(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:buyers", self.prefix)
+    }
+
+    pub fn catalog(&self) -> String {
+        format!("{}:catalog", self.prefix)
+    }
+
+    pub fn buyer_names(&self) -> String {
+        format!("{}:buyers", self.prefix)
+    }
+
+    pub fn journal(&self) -> &str {
+        &self.journal
+    }
+
+    pub fn orders(&self) -> &str {
+        &self.orders
+    }
+
+    /// The remembered request answers of one time bucket: a hash, request
+    /// id (hex) -> postcard [`RequestRecord`], expiring as a whole once
+    /// its newest answer is older than two request windows. One key per
+    /// bucket (not per request) so a batch writes them with one `HSET`.
+    pub fn requests(&self, bucket: u64) -> String {
+        format!("{}:reqs:{bucket}", self.prefix)
+    }
+
+    /// SCAN pattern of all request buckets.
+    pub fn requests_pattern(&self) -> String {
+        format!("{}:reqs:*", self.prefix)
+    }
+}
+
+/// Width of one request bucket: answers given within the same second share
+/// a key.
+pub const REQUEST_BUCKET_MS: u64 = 1_000;
+
+/// Bucket of an answer given at `at_ms`.
+pub fn request_bucket(at_ms: u64) -> u64 {
+    at_ms / REQUEST_BUCKET_MS
+}
+
+/// Milliseconds until a bucket may go: its last possible answer is then two
+/// request windows old (at least 1, as `PEXPIRE` wants).
+pub fn request_bucket_ttl_ms(bucket: u64, window_ms: u64, now_ms: u64) -> u64 {
+    ((bucket + 1) * REQUEST_BUCKET_MS + 2 * window_ms)
+        .saturating_sub(now_ms)
+        .max(1)
+}
+
+/// Field of a request id in a request bucket.
+pub fn request_field(request: u64) -> String {
+    format!("{request:016x}")
+}
+
+pub fn parse_request_field(field: &str) -> Option<u64> {
+    u64::from_str_radix(field, 16).ok()
+}
+
+/// A remembered request answer, as stored (postcard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub fingerprint: u32,
+    pub outcome: u64,
+    pub deadline_ms: u64,
+    pub aux: u32,
+    pub at_ms: u64,
+}
+
+impl RequestRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+/// Field of a hold line in `<prefix>:{<sku>}:holds`.
+pub fn hold_field(hold: HoldId, line: u8) -> String {
+    format!("{hold}:{line}")
+}
+
+/// Field of a buyer in `<prefix>:{<sku>}:buyers` and `<prefix>:buyers`.
+pub fn buyer_field(buyer: BuyerId) -> String {
+    format!("{:016x}", buyer.0)
+}
+
+pub fn parse_buyer_field(field: &str) -> Option<BuyerId> {
+    u64::from_str_radix(field, 16).ok().map(BuyerId)
+}
+
+/// One live hold line, as stored (postcard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    pub hold: u64,
+    pub line: u8,
+    pub lines: u8,
+    pub qty: u32,
+    pub buyer: u64,
+    pub deadline_ms: u64,
+    pub latest_ms: u64,
+    pub counted: bool,
+}
+
+impl HoldRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_a_hash_tag_per_sku() {
+        let k = Keys::new("hf");
+        assert_eq!(k.sku("tee"), "hf:{tee}:sku");
+        assert_eq!(k.holds("tee"), "hf:{tee}:holds");
+        assert_eq!(k.buyers("tee"), "hf:{tee}:buyers");
+        let r = HoldRecord {
+            hold: 7,
+            line: 1,
+            lines: 2,
+            qty: 3,
+            buyer: 9,
+            deadline_ms: 10,
+            latest_ms: 20,
+            counted: true,
+        };
+        assert_eq!(HoldRecord::decode(&r.encode()), Some(r));
+        assert_eq!(
+            parse_buyer_field(&buyer_field(BuyerId(u64::MAX))),
+            Some(BuyerId(u64::MAX))
+        );
+    }
+}

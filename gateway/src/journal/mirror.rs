@@ -1,0 +1,791 @@
+//! The journal's mirror: exactly what Redis holds (or is about to hold) at
+//! the journal's sequence number, kept in memory.
+//!
+//! Events are applied to the mirror in sequence order, and each batch writes
+//! the *absolute* values of what it touched (counts, hold records, buyer
+//! units), coalesced: a hold reserved and committed within one batch never
+//! touches the holds hash at all. Absolute writes make a batch idempotent,
+//! and the mirror makes recovering from a Redis that came back empty exact:
+//! write the mirror out, and the stream of batches continues from there.
+
+use super::keys::{
+    HoldRecord, Keys, RequestRecord, buyer_field, hold_field, request_bucket,
+    request_bucket_ttl_ms, request_field,
+};
+use crate::catalog::Meta;
+use crate::ids::Ids;
+use holdfast_engine::{
+    BuyerId, Counts, Engine, Event, EventKind, HoldId, SaleWindow, SavedState, SkuIdx, SkuSettings,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Redis commands per non-atomic pipeline chunk in a full re-write.
+const RESYNC_CHUNK: usize = 200;
+/// Fields per `HSET` / `HDEL`: a batch writes all its changes to one hash
+/// with one command, cut at this size.
+const FIELDS_MAX: usize = 1_000;
+
+/// One hash key's field changes as `HSET key f v …` and `HDEL key f …`
+/// (instead of a command per field: Redis's cost is mostly per command).
+struct HashWrites {
+    key: Arc<str>,
+    set: redis::Cmd,
+    sets: usize,
+    del: redis::Cmd,
+    dels: usize,
+    done: Vec<redis::Cmd>,
+}
+
+impl HashWrites {
+    fn new(key: Arc<str>) -> Self {
+        Self {
+            set: Self::start("HSET", &key),
+            del: Self::start("HDEL", &key),
+            key,
+            sets: 0,
+            dels: 0,
+            done: Vec::new(),
+        }
+    }
+
+    fn start(name: &str, key: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(key);
+        cmd
+    }
+
+    fn set(&mut self, field: impl redis::ToRedisArgs, value: impl redis::ToRedisArgs) {
+        if self.sets == FIELDS_MAX {
+            let full = std::mem::replace(&mut self.set, Self::start("HSET", &self.key));
+            self.done.push(full);
+            self.sets = 0;
+        }
+        self.set.arg(field).arg(value);
+        self.sets += 1;
+    }
+
+    fn del(&mut self, field: impl redis::ToRedisArgs) {
+        if self.dels == FIELDS_MAX {
+            let full = std::mem::replace(&mut self.del, Self::start("HDEL", &self.key));
+            self.done.push(full);
+            self.dels = 0;
+        }
+        self.del.arg(field);
+        self.dels += 1;
+    }
+
+    fn finish(mut self) -> Vec<redis::Cmd> {
+        if self.sets > 0 {
+            self.done.push(self.set);
+        }
+        if self.dels > 0 {
+            self.done.push(self.del);
+        }
+        self.done
+    }
+}
+
+/// Adds commands to a pipeline whose replies the caller does not read.
+fn add_all(pipe: &mut redis::Pipeline, cmds: impl IntoIterator<Item = redis::Cmd>) {
+    for cmd in cmds {
+        pipe.add_command(cmd).ignore();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct MirrorSku {
+    pub id: Arc<str>,
+    pub idx: SkuIdx,
+    pub counts: Counts,
+    pub settings: SkuSettings,
+    pub window: SaleWindow,
+    /// This SKU's Redis keys, built once (batches name them constantly).
+    key_sku: Arc<str>,
+    key_holds: Arc<str>,
+    key_buyers: Arc<str>,
+}
+
+impl MirrorSku {
+    fn new(
+        keys: &Keys,
+        id: Arc<str>,
+        idx: SkuIdx,
+        counts: Counts,
+        settings: SkuSettings,
+        window: SaleWindow,
+    ) -> Self {
+        Self {
+            key_sku: Arc::from(keys.sku(&id)),
+            key_holds: Arc::from(keys.holds(&id)),
+            key_buyers: Arc::from(keys.buyers(&id)),
+            id,
+            idx,
+            counts,
+            settings,
+            window,
+        }
+    }
+}
+
+/// A hold line's place in Redis: the SKU's holds hash, field `<hold>:<line>`
+/// (formatted only when written).
+type HoldKey = (SkuIdx, HoldId, u8);
+
+/// One order-stream entry, kept typed until it is written (no string
+/// building per event).
+#[derive(Debug)]
+enum Order {
+    Committed {
+        seq: u64,
+        at_ms: u64,
+        hold: HoldId,
+        line: u8,
+        lines: u8,
+        sku: Arc<str>,
+        qty: u32,
+        returned: u32,
+        buyer: BuyerId,
+    },
+    Stock {
+        event: &'static str,
+        seq: u64,
+        at_ms: u64,
+        sku: Arc<str>,
+    },
+}
+
+/// What one batch changed, coalesced, in the order Redis must see it.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Last event sequence number in the batch.
+    pub seq: u64,
+    pub events: usize,
+    skus: BTreeSet<SkuIdx>,
+    created: BTreeSet<SkuIdx>,
+    meta: BTreeSet<SkuIdx>,
+    /// (sku, field) -> record (None: delete). Insertion order kept for
+    /// deterministic output.
+    holds: BTreeMap<HoldKey, Option<HoldRecord>>,
+    /// Hold fields created in this batch: deleting them again needs no write.
+    fresh_holds: HashSet<HoldKey>,
+    buyers: BTreeSet<(SkuIdx, BuyerId)>,
+    names: Vec<(BuyerId, Arc<str>)>,
+    orders: Vec<Order>,
+    requests: Vec<(u64, RequestRecord)>,
+}
+
+impl Writes {
+    pub fn is_empty(&self) -> bool {
+        self.events == 0 && self.meta.is_empty()
+    }
+
+    pub fn orders(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+/// What the mirror needs from the rest of the gateway to name things.
+pub struct Ctx<'a> {
+    pub engine: &'a Engine,
+    pub meta: &'a Meta,
+    pub ids: &'a Ids,
+    pub keys: &'a Keys,
+    pub orders_maxlen: usize,
+    /// How long a request id is remembered (the engine's window).
+    pub request_window_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Mirror {
+    pub seq: u64,
+    pub skus: HashMap<SkuIdx, MirrorSku>,
+    pub holds: HashMap<HoldId, Vec<(SkuIdx, HoldRecord)>>,
+    pub buyers: HashMap<(SkuIdx, BuyerId), u32>,
+    names: HashSet<BuyerId>,
+    /// Remembered request answers, kept for at most two request windows.
+    requests: HashMap<u64, RequestRecord>,
+}
+
+fn window_fields(w: SaleWindow) -> (&'static str, String) {
+    match w {
+        SaleWindow::Scheduled { opens_at_ms } => ("scheduled", opens_at_ms.to_string()),
+        other => (other.as_str(), String::new()),
+    }
+}
+
+impl Mirror {
+    /// The mirror of a restored state (the engine restored from it).
+    pub fn from_saved(
+        state: &SavedState,
+        engine: &Engine,
+        known_names: impl Iterator<Item = BuyerId>,
+        keys: &Keys,
+    ) -> Self {
+        let mut m = Self {
+            seq: state.last_seq,
+            names: known_names.collect(),
+            ..Self::default()
+        };
+        for s in &state.skus {
+            if let Some(idx) = engine.sku(&s.id) {
+                let id = Arc::from(s.id.as_str());
+                m.skus.insert(
+                    idx,
+                    MirrorSku::new(keys, id, idx, s.counts, s.settings, s.window),
+                );
+            }
+        }
+        for h in &state.holds {
+            let lines = h
+                .lines
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| {
+                    let sku = engine.sku(&l.sku)?;
+                    Some((
+                        sku,
+                        HoldRecord {
+                            hold: h.hold.to_raw(),
+                            line: i as u8,
+                            lines: h.lines.len() as u8,
+                            qty: l.qty,
+                            buyer: h.buyer.0,
+                            deadline_ms: h.deadline_ms,
+                            latest_ms: h.latest_ms,
+                            counted: l.counted,
+                        },
+                    ))
+                })
+                .collect();
+            m.holds.insert(h.hold, lines);
+        }
+        for b in &state.buyers {
+            if let Some(idx) = engine.sku(&b.sku) {
+                m.buyers.insert((idx, b.buyer), b.units);
+            }
+        }
+        m
+    }
+
+    /// Adds remembered requests read back from Redis.
+    pub fn add_requests(&mut self, requests: impl IntoIterator<Item = (u64, RequestRecord)>) {
+        self.requests.extend(requests);
+    }
+
+    /// Forgets request answers older than two windows (the engine has).
+    pub fn prune_requests(&mut self, now_ms: u64, window_ms: u64) {
+        self.requests
+            .retain(|_, r| r.at_ms + 2 * window_ms > now_ms);
+    }
+
+    fn sku_mut(&mut self, sku: SkuIdx) -> Result<&mut MirrorSku, String> {
+        self.skus
+            .get_mut(&sku)
+            .ok_or_else(|| format!("event for sku #{} the journal never saw created", sku.get()))
+    }
+
+    fn buyer_add(&mut self, w: &mut Writes, sku: SkuIdx, buyer: BuyerId, delta: i64) {
+        let units = self.buyers.entry((sku, buyer)).or_default();
+        *units = (i64::from(*units) + delta).max(0) as u32;
+        w.buyers.insert((sku, buyer));
+    }
+
+    fn hold_gone(&mut self, w: &mut Writes, hold: HoldId, line: u8, sku: SkuIdx) {
+        if let Some(lines) = self.holds.get_mut(&hold) {
+            lines.retain(|(s, r)| !(*s == sku && r.line == line));
+            if lines.is_empty() {
+                self.holds.remove(&hold);
+            }
+        }
+        let key = (sku, hold, line);
+        if w.fresh_holds.remove(&key) {
+            w.holds.remove(&key);
+        } else {
+            w.holds.insert(key, None);
+        }
+    }
+
+    /// Applies one event (in sequence order) and records what to write.
+    /// An `Err` means the event stream and the mirror disagree: a bug.
+    pub fn apply(&mut self, e: &Event, w: &mut Writes, ctx: &Ctx<'_>) -> Result<(), String> {
+        debug_assert!(e.seq > self.seq, "events applied in order");
+        self.seq = e.seq;
+        w.seq = e.seq;
+        w.events += 1;
+        match e.kind {
+            EventKind::SkuCreated { sku, settings } => {
+                let id = ctx.engine.sku_id(sku).ok_or("created sku has no id")?;
+                let fresh = MirrorSku::new(
+                    ctx.keys,
+                    id,
+                    sku,
+                    Counts::default(),
+                    settings,
+                    SaleWindow::Closed,
+                );
+                self.skus.insert(sku, fresh);
+                w.created.insert(sku);
+                w.skus.insert(sku);
+                w.meta.insert(sku);
+            }
+            EventKind::SettingsChanged { sku, settings } => {
+                self.sku_mut(sku)?.settings = settings;
+                w.skus.insert(sku);
+            }
+            EventKind::WindowChanged { sku, window } => {
+                self.sku_mut(sku)?.window = window;
+                w.skus.insert(sku);
+            }
+            EventKind::Restocked { sku, qty } => {
+                self.sku_mut(sku)?.counts.available += qty;
+                w.skus.insert(sku);
+            }
+            EventKind::Adjusted { sku, qty } => {
+                let c = &mut self.sku_mut(sku)?.counts;
+                c.available = c.available.checked_sub(qty).ok_or("adjust below zero")?;
+                w.skus.insert(sku);
+            }
+            EventKind::Reserved {
+                line,
+                qty,
+                deadline_ms,
+                latest_ms,
+            } => {
+                let c = &mut self.sku_mut(line.sku)?.counts;
+                c.available = c.available.checked_sub(qty).ok_or("reserve below zero")?;
+                c.held += qty;
+                w.skus.insert(line.sku);
+                let record = HoldRecord {
+                    hold: line.hold.to_raw(),
+                    line: line.line,
+                    lines: line.lines,
+                    qty,
+                    buyer: line.buyer.0,
+                    deadline_ms,
+                    latest_ms,
+                    counted: line.counted,
+                };
+                self.holds
+                    .entry(line.hold)
+                    .or_default()
+                    .push((line.sku, record));
+                let key = (line.sku, line.hold, line.line);
+                w.fresh_holds.insert(key);
+                w.holds.insert(key, Some(record));
+                if line.counted {
+                    self.buyer_add(w, line.sku, line.buyer, i64::from(qty));
+                }
+                if self.names.insert(line.buyer)
+                    && let Some(name) = ctx.ids.buyer_name(line.buyer)
+                {
+                    w.names.push((line.buyer, name));
+                }
+            }
+            EventKind::Committed {
+                line,
+                sold,
+                returned,
+            } => {
+                let c = &mut self.sku_mut(line.sku)?.counts;
+                c.held = c
+                    .held
+                    .checked_sub(sold + returned)
+                    .ok_or("commit more than held")?;
+                c.sold += sold;
+                c.available += returned;
+                w.skus.insert(line.sku);
+                self.hold_gone(w, line.hold, line.line, line.sku);
+                if line.counted {
+                    self.buyer_add(w, line.sku, line.buyer, -i64::from(returned));
+                }
+                w.orders.push(Order::Committed {
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    hold: line.hold,
+                    line: line.line,
+                    lines: line.lines,
+                    sku: self.skus[&line.sku].id.clone(),
+                    qty: sold,
+                    returned,
+                    buyer: line.buyer,
+                });
+            }
+            EventKind::Released { line, qty } | EventKind::Expired { line, qty } => {
+                let c = &mut self.sku_mut(line.sku)?.counts;
+                c.held = c.held.checked_sub(qty).ok_or("release more than held")?;
+                c.available += qty;
+                w.skus.insert(line.sku);
+                self.hold_gone(w, line.hold, line.line, line.sku);
+                if line.counted {
+                    self.buyer_add(w, line.sku, line.buyer, -i64::from(qty));
+                }
+            }
+            EventKind::Extended { hold, deadline_ms } => {
+                if let Some(lines) = self.holds.get_mut(&hold) {
+                    for (sku, record) in lines.iter_mut() {
+                        record.deadline_ms = deadline_ms;
+                        w.holds.insert((*sku, hold, record.line), Some(*record));
+                    }
+                }
+            }
+            EventKind::RequestDone {
+                request,
+                fingerprint,
+                outcome,
+                deadline_ms,
+                aux,
+            } => {
+                let record = RequestRecord {
+                    fingerprint,
+                    outcome,
+                    deadline_ms,
+                    aux,
+                    at_ms: e.at_ms,
+                };
+                self.requests.insert(request.0, record);
+                w.requests.push((request.0, record));
+            }
+            EventKind::SoldOut { sku } | EventKind::BackInStock { sku } => {
+                let event = if matches!(e.kind, EventKind::SoldOut { .. }) {
+                    "sold_out"
+                } else {
+                    "back_in_stock"
+                };
+                let sku = self.sku_mut(sku)?.id.clone();
+                w.orders.push(Order::Stock {
+                    event,
+                    seq: e.seq,
+                    at_ms: e.at_ms,
+                    sku,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a SKU's display data for writing with the next batch.
+    pub fn meta_changed(&self, w: &mut Writes, sku: SkuIdx) {
+        if self.skus.contains_key(&sku) {
+            w.meta.insert(sku);
+        }
+    }
+
+    fn sku_fields(&self, s: &MirrorSku) -> Vec<(&'static str, String)> {
+        let (window, opens_at) = window_fields(s.window);
+        vec![
+            ("idx", s.idx.get().to_string()),
+            ("total", s.counts.total().to_string()),
+            ("available", s.counts.available.to_string()),
+            ("held", s.counts.held.to_string()),
+            ("sold", s.counts.sold.to_string()),
+            ("window", window.into()),
+            ("opens_at_ms", opens_at),
+            ("buyer_limit", s.settings.buyer_limit.to_string()),
+            ("hold_ttl_ms", s.settings.hold_ttl_ms.to_string()),
+            (
+                "hold_lifetime_max_ms",
+                s.settings.hold_lifetime_max_ms.to_string(),
+            ),
+            ("order_units_max", s.settings.order_units_max.to_string()),
+        ]
+    }
+
+    /// The remembered request answers, one `HSET` per time bucket (usually
+    /// one per batch) and its `PEXPIRE`: kept as long as the engine could
+    /// remember them, two windows from the bucket's last answer.
+    fn request_commands<'r>(
+        ctx: &Ctx<'_>,
+        requests: impl IntoIterator<Item = (u64, &'r RequestRecord)>,
+        now_ms: u64,
+    ) -> Vec<redis::Cmd> {
+        let mut buckets: BTreeMap<u64, HashWrites> = BTreeMap::new();
+        for (request, r) in requests {
+            let bucket = request_bucket(r.at_ms);
+            buckets
+                .entry(bucket)
+                .or_insert_with(|| HashWrites::new(Arc::from(ctx.keys.requests(bucket))))
+                .set(request_field(request), r.encode());
+        }
+        let mut cmds = Vec::new();
+        for (bucket, hash) in buckets {
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&*hash.key).arg(request_bucket_ttl_ms(
+                bucket,
+                ctx.request_window_ms,
+                now_ms,
+            ));
+            cmds.extend(hash.finish());
+            cmds.push(expire);
+        }
+        cmds
+    }
+
+    fn meta_json(ctx: &Ctx<'_>, sku: SkuIdx) -> String {
+        ctx.meta
+            .get(sku)
+            .map(|m| serde_json::to_string(&*m).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn xadd(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>, order: &Order) {
+        let cmd = pipe.cmd("XADD").arg(ctx.keys.orders());
+        if ctx.orders_maxlen > 0 {
+            cmd.arg("MAXLEN").arg("~").arg(ctx.orders_maxlen);
+        }
+        cmd.arg("*");
+        match order {
+            Order::Committed {
+                seq,
+                at_ms,
+                hold,
+                line,
+                lines,
+                sku,
+                qty,
+                returned,
+                buyer,
+            } => {
+                cmd.arg("event")
+                    .arg("committed")
+                    .arg("seq")
+                    .arg(*seq)
+                    .arg("at_ms")
+                    .arg(*at_ms);
+                cmd.arg("hold")
+                    .arg(hold.to_string())
+                    .arg("line")
+                    .arg(*line)
+                    .arg("lines")
+                    .arg(*lines);
+                cmd.arg("sku")
+                    .arg(&**sku)
+                    .arg("qty")
+                    .arg(*qty)
+                    .arg("returned")
+                    .arg(*returned);
+                match ctx.ids.buyer_name(*buyer) {
+                    Some(name) => cmd.arg("buyer").arg(&*name),
+                    None => cmd.arg("buyer").arg(buyer_field(*buyer)),
+                };
+            }
+            Order::Stock {
+                event,
+                seq,
+                at_ms,
+                sku,
+            } => {
+                cmd.arg("event")
+                    .arg(*event)
+                    .arg("seq")
+                    .arg(*seq)
+                    .arg("at_ms")
+                    .arg(*at_ms)
+                    .arg("sku")
+                    .arg(&**sku);
+            }
+        }
+        cmd.ignore();
+    }
+
+    /// Adds one batch's writes to `pipe` (which the caller wraps in
+    /// MULTI/EXEC), ending with the new journal watermark.
+    pub fn batch_commands(
+        &self,
+        w: &Writes,
+        ctx: &Ctx<'_>,
+        pipe: &mut redis::Pipeline,
+        now_ms: u64,
+    ) {
+        let keys = ctx.keys;
+        for sku in &w.created {
+            if let Some(s) = self.skus.get(sku) {
+                pipe.cmd("HSET")
+                    .arg(keys.catalog())
+                    .arg(&*s.id)
+                    .arg(s.idx.get())
+                    .ignore();
+            }
+        }
+        for sku in &w.skus {
+            if let Some(s) = self.skus.get(sku) {
+                pipe.cmd("HSET")
+                    .arg(&*s.key_sku)
+                    .arg(self.sku_fields(s))
+                    .ignore();
+            }
+        }
+        for sku in &w.meta {
+            if let Some(s) = self.skus.get(sku) {
+                pipe.cmd("HSET")
+                    .arg(&*s.key_sku)
+                    .arg("meta")
+                    .arg(Self::meta_json(ctx, *sku))
+                    .ignore();
+            }
+        }
+        // Sorted by SKU: one HSET and one HDEL per SKU's holds hash.
+        let mut holds: Option<(SkuIdx, HashWrites)> = None;
+        for ((sku, hold, line), record) in &w.holds {
+            if holds.as_ref().is_none_or(|(at, _)| at != sku) {
+                if let Some((_, done)) = holds.take() {
+                    add_all(pipe, done.finish());
+                }
+                let Some(s) = self.skus.get(sku) else {
+                    continue;
+                };
+                holds = Some((*sku, HashWrites::new(s.key_holds.clone())));
+            }
+            let Some((_, hash)) = holds.as_mut() else {
+                continue;
+            };
+            let field = hold_field(*hold, *line);
+            match record {
+                Some(r) => hash.set(field, r.encode()),
+                None => hash.del(field),
+            }
+        }
+        if let Some((_, done)) = holds {
+            add_all(pipe, done.finish());
+        }
+        let mut buyers: Option<(SkuIdx, HashWrites)> = None;
+        for (sku, buyer) in &w.buyers {
+            if buyers.as_ref().is_none_or(|(at, _)| at != sku) {
+                if let Some((_, done)) = buyers.take() {
+                    add_all(pipe, done.finish());
+                }
+                let Some(s) = self.skus.get(sku) else {
+                    continue;
+                };
+                buyers = Some((*sku, HashWrites::new(s.key_buyers.clone())));
+            }
+            let Some((_, hash)) = buyers.as_mut() else {
+                continue;
+            };
+            match self.buyers.get(&(*sku, *buyer)).copied().unwrap_or(0) {
+                0 => hash.del(buyer_field(*buyer)),
+                units => hash.set(buyer_field(*buyer), units),
+            }
+        }
+        if let Some((_, done)) = buyers {
+            add_all(pipe, done.finish());
+        }
+        let mut names = HashWrites::new(Arc::from(keys.buyer_names()));
+        for (buyer, name) in &w.names {
+            names.set(buyer_field(*buyer), &**name);
+        }
+        add_all(pipe, names.finish());
+        for order in &w.orders {
+            Self::xadd(pipe, ctx, order);
+        }
+        add_all(
+            pipe,
+            Self::request_commands(ctx, w.requests.iter().map(|(q, r)| (*q, r)), now_ms),
+        );
+        pipe.cmd("HSET")
+            .arg(keys.journal())
+            .arg("seq")
+            .arg(w.seq.max(self.seq))
+            .arg("written_at_ms")
+            .arg(now_ms)
+            .ignore();
+    }
+
+    /// Only the order-stream entries of a batch (after a full re-write,
+    /// which carries everything else).
+    pub fn orders_only(&self, w: &Writes, ctx: &Ctx<'_>, pipe: &mut redis::Pipeline) {
+        for order in &w.orders {
+            Self::xadd(pipe, ctx, order);
+        }
+    }
+
+    /// Pipelines that write the whole mirror (after Redis came back empty,
+    /// or was found at another sequence number), in chunks. The first
+    /// deletes the journal record and every hash the mirror owns, so what an
+    /// older copy of the state held beyond the mirror (a hold since ended,
+    /// a buyer since released) cannot linger, and a re-write cut short
+    /// leaves data without a journal record, which recovery refuses rather
+    /// than trusting; the last sets the record and watermark. Buyer names
+    /// come from `ids`.
+    pub fn full_rewrite(
+        &self,
+        ctx: &Ctx<'_>,
+        header: &[(&'static str, String)],
+        now_ms: u64,
+    ) -> Vec<redis::Pipeline> {
+        let keys = ctx.keys;
+        let mut clear = redis::cmd("DEL");
+        clear
+            .arg(keys.journal())
+            .arg(keys.catalog())
+            .arg(keys.buyer_names());
+        for s in self.skus.values() {
+            clear.arg(&*s.key_holds).arg(&*s.key_buyers);
+        }
+        let mut cmds = vec![clear];
+        let mut catalog = HashWrites::new(Arc::from(keys.catalog()));
+        for s in self.skus.values() {
+            catalog.set(&*s.id, s.idx.get());
+            let mut sku = redis::cmd("HSET");
+            sku.arg(&*s.key_sku)
+                .arg(self.sku_fields(s))
+                .arg("meta")
+                .arg(Self::meta_json(ctx, s.idx));
+            cmds.push(sku);
+        }
+        cmds.extend(catalog.finish());
+        let mut holds: HashMap<SkuIdx, HashWrites> = HashMap::new();
+        for lines in self.holds.values() {
+            for (sku, r) in lines {
+                if let Some(s) = self.skus.get(sku) {
+                    let field = hold_field(
+                        HoldId::from_raw(r.hold).expect("stored ids are valid"),
+                        r.line,
+                    );
+                    holds
+                        .entry(*sku)
+                        .or_insert_with(|| HashWrites::new(s.key_holds.clone()))
+                        .set(field, r.encode());
+                }
+            }
+        }
+        cmds.extend(holds.into_values().flat_map(HashWrites::finish));
+        let mut buyers: HashMap<SkuIdx, HashWrites> = HashMap::new();
+        for ((sku, buyer), units) in &self.buyers {
+            if let Some(s) = self.skus.get(sku)
+                && *units > 0
+            {
+                buyers
+                    .entry(*sku)
+                    .or_insert_with(|| HashWrites::new(s.key_buyers.clone()))
+                    .set(buyer_field(*buyer), *units);
+            }
+        }
+        cmds.extend(buyers.into_values().flat_map(HashWrites::finish));
+        cmds.extend(Self::request_commands(
+            ctx,
+            self.requests.iter().map(|(q, r)| (*q, r)),
+            now_ms,
+        ));
+        let mut names = HashWrites::new(Arc::from(keys.buyer_names()));
+        for buyer in &self.names {
+            if let Some(name) = ctx.ids.buyer_name(*buyer) {
+                names.set(buyer_field(*buyer), &*name);
+            }
+        }
+        cmds.extend(names.finish());
+        let mut pipes: Vec<redis::Pipeline> = Vec::new();
+        for chunk in cmds.chunks(RESYNC_CHUNK) {
+            let mut pipe = redis::pipe();
+            add_all(&mut pipe, chunk.iter().cloned());
+            pipes.push(pipe);
+        }
+        let mut pipe = redis::pipe();
+        let mut fields: Vec<(&'static str, String)> = header.to_vec();
+        fields.push(("seq", self.seq.to_string()));
+        fields.push(("written_at_ms", now_ms.to_string()));
+        pipe.cmd("HSET").arg(keys.journal()).arg(fields).ignore();
+        pipes.push(pipe);
+        pipes
+    }
+}

@@ -1,0 +1,267 @@
+//! Persistence: how an acknowledged change survives a crash.
+//!
+//! Without `--redis` the gateway runs in memory ([`Durability::Memory`]):
+//! nothing survives a restart, and the start-up log says so. With it, the
+//! [`writer`] task drains the engine's events into Redis in batches
+//! (group commit), [`recover`] rebuilds the engine from Redis at start, and
+//! [`mirror`] keeps an exact copy of what Redis should hold so a Redis that
+//! came back empty is re-written, not silently diverged from.
+//!
+//! Modes: `durable` acknowledges a change only after the batch containing it
+//! is in Redis, and refuses changes (503) while Redis is down; `async`
+//! acknowledges from memory and refuses new changes only when the backlog of
+//! unwritten events passes its bound.
+
+pub mod keys;
+pub mod mirror;
+pub mod recover;
+pub mod writer;
+
+use crate::catalog::Meta;
+use crate::config::Persistence;
+use crate::error::ApiError;
+use holdfast_engine::{Engine, SkuIdx};
+use metrics::gauge;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+
+/// Smallest batch the journal accepts: a cart's events (two per line at
+/// most) always fit in one batch.
+pub const BATCH_SIZE_MIN: usize = 2 * holdfast_engine::limits::CART_LINES_MAX;
+
+/// Where acknowledged changes go.
+#[derive(Debug, Clone)]
+pub enum Durability {
+    /// Nothing is persisted.
+    Memory,
+    /// Redis, through the journal.
+    Redis(Arc<Journal>),
+}
+
+impl Durability {
+    /// Refuses up front when persistence cannot take a change right now.
+    pub fn admit(&self) -> Result<(), ApiError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Redis(j) => j.admit(),
+        }
+    }
+
+    /// Waits until the engine's events so far are persisted (durable mode).
+    pub async fn settle(&self, engine: &Engine) -> Result<(), ApiError> {
+        match self {
+            Self::Memory => Ok(()),
+            Self::Redis(j) => j.settle(engine).await,
+        }
+    }
+
+    /// A SKU's display data changed (it is persisted beside its stock).
+    pub fn meta_changed(&self, _engine: &Engine, sku: SkuIdx, _meta: &Meta) {
+        if let Self::Redis(j) = self {
+            j.meta_dirty.lock().expect("meta lock").insert(sku);
+            j.kick.notify_one();
+        }
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis(j) => j.mode.as_str(),
+        }
+    }
+}
+
+/// A request waiting for sequence number `seq` to be persisted; ordered so
+/// the heap's top is the smallest.
+#[derive(Debug)]
+struct Waiter {
+    seq: u64,
+    tx: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+
+impl Eq for Waiter {}
+
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        other.seq.cmp(&self.seq) // reversed: BinaryHeap is a max-heap
+    }
+}
+
+/// State shared between the operations and the journal task.
+#[derive(Debug)]
+pub struct Journal {
+    pub mode: Persistence,
+    engine: Arc<Engine>,
+    up: AtomicBool,
+    /// Consecutive failures, for the back-off.
+    failures: AtomicU32,
+    /// Last event sequence number known to be in Redis.
+    watermark: AtomicU64,
+    /// Requests waiting for their events to reach Redis, by the sequence
+    /// number they need: each is woken exactly once, by the batch that
+    /// covers it (a broadcast channel would wake every waiter per batch).
+    waiters: Mutex<BinaryHeap<Waiter>>,
+    pub(crate) kick: Notify,
+    meta_dirty: Mutex<BTreeSet<SkuIdx>>,
+    backlog_max: usize,
+    timeout: Duration,
+    last_error: Mutex<String>,
+}
+
+impl Journal {
+    pub fn new(
+        mode: Persistence,
+        engine: Arc<Engine>,
+        persisted: u64,
+        backlog_max: usize,
+        timeout: Duration,
+    ) -> Self {
+        gauge!("holdfast_redis_up").set(1.0);
+        Self {
+            mode,
+            engine,
+            up: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            watermark: AtomicU64::new(persisted),
+            waiters: Mutex::default(),
+            kick: Notify::new(),
+            meta_dirty: Mutex::default(),
+            backlog_max,
+            timeout,
+            last_error: Mutex::default(),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        // Acquire: pairs with the Release in set_up/set_down.
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Events numbered but not yet in Redis: those still queued, those the
+    /// journal holds in a batch and those waiting out a Redis outage alike.
+    pub fn backlog(&self, engine: &Engine) -> usize {
+        engine.events().map_or(0, |l| {
+            let numbered = l.next_seq().saturating_sub(1);
+            usize::try_from(numbered.saturating_sub(self.persisted_seq())).unwrap_or(usize::MAX)
+        })
+    }
+
+    /// The last event sequence number known to be in Redis.
+    pub fn persisted_seq(&self) -> u64 {
+        // Acquire: pairs with `persisted`'s Release.
+        self.watermark.load(Ordering::Acquire)
+    }
+
+    fn admit(&self) -> Result<(), ApiError> {
+        match self.mode {
+            Persistence::Durable if !self.is_up() => Err(ApiError::unavailable(format!(
+                "redis is unavailable ({}): changes are refused until it is back",
+                self.last_error.lock().expect("error lock")
+            ))),
+            Persistence::Async if self.backlog(&self.engine) > self.backlog_max => Err(
+                ApiError::unavailable("persistence backlog is full: retry shortly"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    async fn settle(&self, engine: &Engine) -> Result<(), ApiError> {
+        self.kick.notify_one();
+        if self.mode == Persistence::Async {
+            return Ok(());
+        }
+        // Our events were numbered before the engine call returned, so
+        // every one of them is at most this.
+        let target = engine
+            .events()
+            .map_or(0, |l| l.next_seq().saturating_sub(1));
+        if self.persisted_seq() >= target {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .expect("waiters lock")
+            .push(Waiter { seq: target, tx });
+        // The batch may have landed between the check and the push: look
+        // again now that we are in the heap (`persisted` stores the
+        // watermark before it takes the lock, so one of us sees the other).
+        if self.persisted_seq() >= target {
+            self.wake(self.persisted_seq());
+        }
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ApiError::unavailable(
+                "redis did not confirm the write in time: retry with the same request_id",
+            )),
+        }
+    }
+
+    /// Wakes every waiter whose events are now in Redis.
+    fn wake(&self, seq: u64) {
+        let mut waiters = self.waiters.lock().expect("waiters lock");
+        while waiters.peek().is_some_and(|w| w.seq <= seq) {
+            let w = waiters.pop().expect("peeked");
+            let _ = w.tx.send(());
+        }
+        // A waiter that gave up (timed out) is popped the same way once its
+        // sequence number lands; the heap never holds more than the
+        // requests in flight, since durable mode admits none while Redis
+        // is down.
+    }
+
+    pub(crate) fn persisted(&self, seq: u64) {
+        // Release: pairs with the Acquire in `persisted_seq`.
+        self.watermark.store(seq, Ordering::Release);
+        self.wake(seq);
+        self.set_up();
+    }
+
+    pub(crate) fn set_up(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!("redis is back: accepting changes again");
+            gauge!("holdfast_redis_up").set(1.0);
+        }
+    }
+
+    pub(crate) fn set_down(&self, error: &dyn std::fmt::Display) {
+        *self.last_error.lock().expect("error lock") = error.to_string();
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::error!(%error, mode = self.mode.as_str(), "redis is unavailable");
+            gauge!("holdfast_redis_up").set(0.0);
+        }
+    }
+
+    /// Capped exponential back-off between reconnect attempts.
+    pub(crate) fn next_backoff(&self) -> Duration {
+        let n = self.failures.load(Ordering::Relaxed).min(6);
+        Duration::from_millis(25 << n).min(Duration::from_secs(1))
+    }
+
+    pub(crate) fn meta_dirty_is_empty(&self) -> bool {
+        self.meta_dirty.lock().expect("meta lock").is_empty()
+    }
+
+    pub(crate) fn take_meta_dirty(&self) -> Vec<SkuIdx> {
+        std::mem::take(&mut *self.meta_dirty.lock().expect("meta lock"))
+            .into_iter()
+            .collect()
+    }
+}

@@ -1,0 +1,483 @@
+//! The journal task: drains the engine's event queue and writes it to Redis
+//! in batches, one `MULTI`/`EXEC` per batch (group commit), each guarded by
+//! `WATCH` on the journal record so a batch only lands on the exact state it
+//! follows.
+//!
+//! Per batch: take the events in sequence order (the queue may hold a few
+//! out of order: they wait in a small reorder buffer; a cart is never split
+//! across batches), apply them to the [`Mirror`], and build the batch's
+//! Redis commands right then, frozen: while one batch is on its way to
+//! Redis the next one is built, so building and the round trip overlap, and
+//! a retry sends exactly the commands first built. Sending checks the
+//! journal's `seq` in Redis:
+//!
+//! - it is the previous watermark: the batch applies;
+//! - it is this batch's end: a previous attempt landed (its reply was lost);
+//! - it is missing (Redis came back empty) or anything else: the whole state
+//!   is re-written from the mirror, then the stream of batches carries on.
+//!
+//! While batches land on one connection, the check and the batch go in one
+//! round trip (`WATCH`, `HGET`, `MULTI` … `EXEC` pipelined); after any error
+//! the check comes first (two round trips), because the last batch may have
+//! landed without our knowing. On an error the connection is dropped, Redis
+//! is marked down (durable mode then refuses new changes with 503), and the
+//! same batch is retried with a capped back-off until Redis answers again:
+//! nothing is ever skipped.
+
+use super::Journal;
+use super::keys::Keys;
+use super::mirror::{Ctx, Mirror, Writes};
+use super::recover::format_key;
+use crate::catalog::Meta;
+use crate::ids::Ids;
+use holdfast_engine::{Engine, Event, EventKind};
+use metrics::{counter, gauge, histogram};
+use redis::aio::MultiplexedConnection;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often an idle journal checks Redis is still there and not empty.
+const HEALTH_EVERY: Duration = Duration::from_millis(500);
+/// Longest the journal waits for events before looking again (events from
+/// the expirer arrive without a kick).
+const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How long shutdown waits for the last events to reach Redis.
+const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
+/// Commands before the batch body in its pipeline: `WATCH`, `HGET`, `MULTI`.
+const PREFIX_CMDS: usize = 3;
+
+pub struct Writer {
+    pub journal: Arc<Journal>,
+    pub engine: Arc<Engine>,
+    pub meta: Arc<Meta>,
+    pub ids: Arc<Ids>,
+    pub client: redis::Client,
+    pub keys: Keys,
+    pub mirror: Mirror,
+    /// Fields of the journal record a full re-write restores.
+    pub header: Vec<(&'static str, String)>,
+    pub batch_size_max: usize,
+    pub batch_delay_max: Duration,
+    pub timeout: Duration,
+    pub orders_maxlen: usize,
+    pub request_window_ms: u64,
+}
+
+enum Landed {
+    Yes,
+    /// Redis is missing our state or has another: re-write it.
+    Resync(String),
+}
+
+/// One batch, its commands built when its events were applied to the
+/// mirror: `WATCH j`, `HGET j seq`, `MULTI`, the body, `EXEC`.
+struct Batch {
+    writes: Writes,
+    pipe: redis::Pipeline,
+}
+
+/// The events taken from the engine but not yet in a batch.
+#[derive(Default)]
+struct Intake {
+    reorder: BTreeMap<u64, Event>,
+    drained: Vec<Event>,
+}
+
+impl Writer {
+    pub fn header(key: (u64, u64), incarnation: u16, node: u8) -> Vec<(&'static str, String)> {
+        vec![
+            ("hash_key", format_key(key)),
+            ("incarnation", incarnation.to_string()),
+            ("node", node.to_string()),
+        ]
+    }
+
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            engine: &self.engine,
+            meta: &self.meta,
+            ids: &self.ids,
+            keys: &self.keys,
+            orders_maxlen: self.orders_maxlen,
+            request_window_ms: self.request_window_ms,
+        }
+    }
+
+    /// Runs until `shutdown`, then flushes what it can.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut mirror = std::mem::take(&mut self.mirror);
+        let mut con: Option<MultiplexedConnection> = None;
+        let mut intake = Intake::default();
+        let mut persisted = mirror.seq;
+        // Whether the last batch landed on the current connection.
+        let mut healthy = false;
+        let mut last_health = Instant::now();
+        let mut shutdown_started: Option<Instant> = None;
+        let mut next: Option<Batch> = None;
+        loop {
+            if shutdown.is_cancelled() && shutdown_started.is_none() {
+                shutdown_started = Some(Instant::now());
+            }
+            let batch = match next.take() {
+                Some(batch) => batch,
+                None => {
+                    if self.nothing_pending(&intake) {
+                        if shutdown_started.is_some() {
+                            tracing::info!(seq = persisted, "journal flushed");
+                            return;
+                        }
+                        if last_health.elapsed() >= HEALTH_EVERY {
+                            last_health = Instant::now();
+                            mirror.prune_requests(self.engine.now_ms(), self.request_window_ms);
+                            self.health(&mut con, &mirror, persisted).await;
+                        }
+                        tokio::select! {
+                            () = self.journal.kick.notified() => {}
+                            () = tokio::time::sleep(IDLE_WAIT) => {}
+                            () = shutdown.cancelled(), if shutdown_started.is_none() => {}
+                        }
+                        // Group commit: optionally give concurrent operations
+                        // a moment to add their events to this batch.
+                        let queued = self.engine.events().map_or(0, |l| l.len());
+                        if !self.batch_delay_max.is_zero() && queued < self.batch_size_max {
+                            tokio::time::sleep(self.batch_delay_max).await;
+                        }
+                    }
+                    match self.build(&mut mirror, &mut intake) {
+                        Some(batch) => batch,
+                        None => continue,
+                    }
+                }
+            };
+            let end = batch.writes.seq.max(persisted);
+            let started = Instant::now();
+            // A fresh connection proves nothing about the last batch.
+            healthy &= con.is_some();
+            // Send this batch, and build the next one meanwhile.
+            let (first, built) =
+                tokio::join!(self.send(&mut con, &batch, persisted, healthy), async {
+                    self.build(&mut mirror, &mut intake)
+                });
+            next = built;
+            let mut outcome = first;
+            let mut rewritten = false;
+            loop {
+                match outcome {
+                    Ok(Landed::Yes) => break,
+                    Ok(Landed::Resync(why)) => {
+                        tracing::warn!(%why, seq = mirror.seq, "re-writing holdfast's whole state to Redis");
+                        counter!("holdfast_journal_resyncs_total").increment(1);
+                        match self.rewrite(&mut con, &mirror, &batch.writes).await {
+                            Ok(()) => {
+                                rewritten = true;
+                                break;
+                            }
+                            Err(e) => outcome = Err(e),
+                        }
+                    }
+                    Err(e) => {
+                        con = None;
+                        self.journal.set_down(&e);
+                        counter!("holdfast_journal_errors_total", "kind" => "redis").increment(1);
+                        if shutdown_started.is_some_and(|s| s.elapsed() > FLUSH_ON_SHUTDOWN) {
+                            tracing::error!(
+                                persisted,
+                                unwritten = end - persisted,
+                                "shutting down with events not in Redis (Redis unreachable)"
+                            );
+                            return;
+                        }
+                        tokio::time::sleep(self.journal.next_backoff()).await;
+                        // After an error, always the guarded path.
+                        outcome = self.send(&mut con, &batch, persisted, false).await;
+                    }
+                }
+            }
+            healthy = true;
+            persisted = end;
+            histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
+            histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
+            self.journal.persisted(persisted);
+            // A re-write wrote the whole mirror, which may already include
+            // the batch built meanwhile: then only its order-stream entries
+            // are still to go out.
+            if rewritten && let Some(included) = next.take_if(|n| n.writes.seq <= mirror.seq) {
+                while let Err(e) = self.orders_only(&mut con, &mirror, &included.writes).await {
+                    con = None;
+                    self.journal.set_down(&e);
+                    tokio::time::sleep(self.journal.next_backoff()).await;
+                }
+                persisted = included.writes.seq.max(persisted);
+                self.journal.persisted(persisted);
+            }
+            last_health = Instant::now();
+        }
+    }
+
+    fn nothing_pending(&self, intake: &Intake) -> bool {
+        let log = self
+            .engine
+            .events()
+            .expect("the journal runs with events enabled");
+        log.is_empty() && intake.reorder.is_empty() && self.journal.meta_dirty_is_empty()
+    }
+
+    /// Takes the events that are ready, in sequence order and never ending
+    /// inside a cart, applies them to the mirror and builds their batch.
+    fn build(&self, mirror: &mut Mirror, intake: &mut Intake) -> Option<Batch> {
+        let log = self
+            .engine
+            .events()
+            .expect("the journal runs with events enabled");
+        intake.drained.clear();
+        let room = self
+            .batch_size_max
+            .saturating_sub(intake.reorder.len())
+            .max(1);
+        log.drain_into(&mut intake.drained, room);
+        for e in intake.drained.drain(..) {
+            intake.reorder.insert(e.seq, e);
+        }
+        let ctx = self.ctx();
+        let mut writes = Writes::default();
+        let mut next = mirror.seq + 1;
+        let mut batch = Vec::new();
+        while batch.len() < self.batch_size_max {
+            let Some(e) = intake.reorder.remove(&next) else {
+                break;
+            };
+            next += 1;
+            batch.push(e);
+        }
+        while let Some(last) = batch.last() {
+            let open_cart = match last.kind {
+                EventKind::Reserved { line, .. }
+                | EventKind::Committed { line, .. }
+                | EventKind::Released { line, .. }
+                | EventKind::Expired { line, .. } => line.line + 1 < line.lines,
+                _ => false,
+            };
+            if !open_cart {
+                break;
+            }
+            let e = batch.pop().expect("non-empty");
+            intake.reorder.insert(e.seq, e);
+        }
+        for e in &batch {
+            if let Err(problem) = mirror.apply(e, &mut writes, &ctx) {
+                tracing::error!(seq = e.seq, %problem, "journal mirror disagrees with the event stream");
+                counter!("holdfast_journal_errors_total", "kind" => "mirror").increment(1);
+            }
+        }
+        for sku in self.journal.take_meta_dirty() {
+            mirror.meta_changed(&mut writes, sku);
+        }
+        if writes.is_empty() {
+            return None;
+        }
+        let journal_key = self.keys.journal();
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(journal_key).ignore();
+        pipe.cmd("HGET").arg(journal_key).arg("seq");
+        pipe.cmd("MULTI").ignore();
+        mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
+        pipe.cmd("EXEC");
+        Some(Batch { writes, pipe })
+    }
+
+    async fn connection<'a>(
+        &self,
+        con: &'a mut Option<MultiplexedConnection>,
+    ) -> redis::RedisResult<&'a mut MultiplexedConnection> {
+        if con.is_none() {
+            *con = Some(self.connect().await?);
+        }
+        Ok(con.as_mut().expect("just set"))
+    }
+
+    /// Sends one batch (bounded in time). `healthy`: the previous batch
+    /// landed on this connection, so the one-round-trip path is safe.
+    async fn send(
+        &self,
+        con: &mut Option<MultiplexedConnection>,
+        batch: &Batch,
+        persisted: u64,
+        healthy: bool,
+    ) -> redis::RedisResult<Landed> {
+        let fut = async {
+            let c = self.connection(con).await?;
+            if healthy {
+                Self::optimistic_exec(c, batch, persisted).await
+            } else {
+                self.guarded_exec(c, batch, persisted).await
+            }
+        };
+        match tokio::time::timeout(self.timeout * 4, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "journal batch timed out",
+            ))),
+        }
+    }
+
+    /// One round trip: the batch's whole pipeline. If the seq read under
+    /// `WATCH` was not ours (Redis restarted empty, or was restored from an
+    /// older copy), the batch has just been applied on top of the wrong
+    /// state, and the full re-write from the mirror (which includes it)
+    /// repairs that.
+    async fn optimistic_exec(
+        c: &mut MultiplexedConnection,
+        batch: &Batch,
+        persisted: u64,
+    ) -> redis::RedisResult<Landed> {
+        let (seq, exec): (Option<u64>, redis::Value) = batch.pipe.query_async(c).await?;
+        if matches!(exec, redis::Value::Nil) {
+            return Ok(Landed::Resync(
+                "the journal record changed under the batch".into(),
+            ));
+        }
+        Ok(match seq {
+            Some(s) if s == persisted => Landed::Yes,
+            None => Landed::Resync("Redis has no journal record (restarted empty?)".into()),
+            Some(s) => Landed::Resync(format!(
+                "Redis journal was at seq {s}, expected {persisted}"
+            )),
+        })
+    }
+
+    /// Two round trips: look at the journal's seq first, then send the
+    /// batch only if it follows (used after an error, when the last attempt
+    /// may or may not have landed).
+    async fn guarded_exec(
+        &self,
+        c: &mut MultiplexedConnection,
+        batch: &Batch,
+        persisted: u64,
+    ) -> redis::RedisResult<Landed> {
+        let journal_key = self.keys.journal();
+        let (_, seq): ((), Option<u64>) = redis::pipe()
+            .cmd("WATCH")
+            .arg(journal_key)
+            .cmd("HGET")
+            .arg(journal_key)
+            .arg("seq")
+            .query_async(c)
+            .await?;
+        let settled = match seq {
+            Some(s) if s == persisted => None,
+            Some(s) if s == batch.writes.seq => Some(Landed::Yes),
+            Some(s) => Some(Landed::Resync(format!(
+                "Redis journal is at seq {s}, expected {persisted}"
+            ))),
+            None => Some(Landed::Resync(
+                "Redis has no journal record (restarted empty?)".into(),
+            )),
+        };
+        if let Some(landed) = settled {
+            redis::cmd("UNWATCH").query_async::<()>(c).await?;
+            return Ok(landed);
+        }
+        // The frozen body, without the WATCH / HGET / MULTI before it and
+        // the EXEC after it.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - 1;
+        for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
+            pipe.add_command(cmd.clone()).ignore();
+        }
+        let result: redis::Value = pipe.query_async(c).await?;
+        if matches!(result, redis::Value::Nil) {
+            // Someone else touched the journal record between WATCH and
+            // EXEC: nothing was applied; look again.
+            return Ok(Landed::Resync(
+                "the journal record changed under the batch".into(),
+            ));
+        }
+        Ok(Landed::Yes)
+    }
+
+    /// Writes the whole mirror, then the order-stream entries of the batch
+    /// being sent (the mirror holds state, not the stream's history).
+    async fn rewrite(
+        &self,
+        con: &mut Option<MultiplexedConnection>,
+        mirror: &Mirror,
+        writes: &Writes,
+    ) -> redis::RedisResult<()> {
+        let c = self.connection(con).await?;
+        for pipe in mirror.full_rewrite(&self.ctx(), &self.header, self.engine.now_ms()) {
+            pipe.query_async::<()>(c).await?;
+        }
+        self.orders_only(con, mirror, writes).await
+    }
+
+    /// Only a batch's order-stream entries (its state is already written).
+    async fn orders_only(
+        &self,
+        con: &mut Option<MultiplexedConnection>,
+        mirror: &Mirror,
+        writes: &Writes,
+    ) -> redis::RedisResult<()> {
+        if writes.orders() == 0 {
+            return Ok(());
+        }
+        let c = self.connection(con).await?;
+        let mut pipe = redis::pipe();
+        mirror.orders_only(writes, &self.ctx(), &mut pipe);
+        pipe.query_async::<()>(c).await
+    }
+
+    /// Idle check: Redis answers and still holds our journal record.
+    async fn health(
+        &self,
+        con: &mut Option<MultiplexedConnection>,
+        mirror: &Mirror,
+        persisted: u64,
+    ) {
+        let check = async {
+            let c = self.connection(con).await?;
+            let seq: Option<u64> = redis::cmd("HGET")
+                .arg(self.keys.journal())
+                .arg("seq")
+                .query_async(c)
+                .await?;
+            if seq != Some(persisted) {
+                let why = match seq {
+                    None => "Redis has no journal record (restarted empty?)".to_string(),
+                    Some(s) => format!("Redis journal is at seq {s}, expected {persisted}"),
+                };
+                tracing::warn!(%why, "re-writing holdfast's whole state to Redis");
+                counter!("holdfast_journal_resyncs_total").increment(1);
+                let ctx = self.ctx();
+                for pipe in mirror.full_rewrite(&ctx, &self.header, self.engine.now_ms()) {
+                    pipe.query_async::<()>(c).await?;
+                }
+            }
+            redis::RedisResult::Ok(())
+        };
+        match tokio::time::timeout(self.timeout, check).await {
+            Ok(Ok(())) => self.journal.set_up(),
+            Ok(Err(e)) => {
+                *con = None;
+                self.journal.set_down(&e);
+            }
+            Err(_) => {
+                *con = None;
+                self.journal.set_down(&"health check timed out");
+            }
+        }
+        gauge!("holdfast_journal_backlog").set(self.journal.backlog(&self.engine) as f64);
+    }
+}

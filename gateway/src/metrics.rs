@@ -1,0 +1,175 @@
+//! Prometheus metrics, through the `metrics` facade. Names and labels live
+//! here, so the set is documented in one place:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `holdfast_reservations_total` | counter | `outcome` (`ok` or a refusal code) |
+//! | `holdfast_hold_ops_total` | counter | `op` (commit/release/extend), `outcome` |
+//! | `holdfast_expired_holds_total` | counter | |
+//! | `holdfast_request_seconds` | histogram | `api` (http/ws), `op` |
+//! | `holdfast_ws_connections` | gauge | |
+//! | `holdfast_ws_connections_total` | counter | `outcome` (accepted/refused) |
+//! | `holdfast_ws_frames_sent_total` | counter | `kind` (snapshot/update/stock_event/reply) |
+//! | `holdfast_ws_updates_delivered_total` | counter | |
+//! | `holdfast_ws_slow_client_drops_total` | counter | `reason` |
+//! | `holdfast_ws_closed_total` | counter | `reason` |
+//! | `holdfast_broadcast_seconds` | histogram | |
+//! | `holdfast_holds_in_use` | gauge | |
+//! | `holdfast_event_queue` | gauge | |
+//! | `holdfast_journal_batch_events` | histogram | |
+//! | `holdfast_journal_persist_seconds` | histogram | |
+//! | `holdfast_journal_backlog` | gauge | |
+//! | `holdfast_journal_errors_total` | counter | |
+//! | `holdfast_redis_up` | gauge | |
+
+use metrics::{Counter, Histogram, counter, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (tests start several
+/// gateways in one process; they share it) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let seconds = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let events = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("seconds".into()),
+                    &seconds,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        metrics_exporter_prometheus::Matcher::Full(
+                            "holdfast_journal_batch_events".into(),
+                        ),
+                        &events,
+                    )
+                })
+                .expect("static buckets are valid");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding
+            // program); then ours still renders what we record through it
+            // only if it is ours, so say so in the log.
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Every outcome code an operation can end with (engine refusals and the
+/// gateway's own), pre-registered so the hot path never looks a metric up.
+const OUTCOMES: &[&str] = &[
+    "ok",
+    "unknown_sku",
+    "not_open",
+    "sold_out",
+    "limit_exceeded",
+    "invalid",
+    "capacity",
+    "overloaded",
+    "in_progress",
+    "request_mismatch",
+    "hold_not_found",
+    "already_committed",
+    "already_released",
+    "hold_expired",
+    "extend_limit",
+    "unavailable",
+    "bad_request",
+];
+
+/// Metric handles used on hot paths (per frame, per reservation): a
+/// `counter!` call hashes its name and labels and looks the metric up in
+/// the registry every time; a handle is one atomic add.
+pub struct Hot {
+    pub updates_delivered: Counter,
+    pub frames_update: Counter,
+    pub frames_reply: Counter,
+    pub frames_snapshot: Counter,
+    pub frames_stock_event: Counter,
+    reservations: HashMap<&'static str, Counter>,
+    hold_ops: HashMap<(&'static str, &'static str), Counter>,
+    ws_request: HashMap<&'static str, Histogram>,
+}
+
+impl Hot {
+    fn new() -> Self {
+        let mut reservations = HashMap::new();
+        let mut hold_ops = HashMap::new();
+        for &outcome in OUTCOMES {
+            reservations.insert(
+                outcome,
+                counter!("holdfast_reservations_total", "outcome" => outcome),
+            );
+            for op in ["commit", "release", "extend"] {
+                hold_ops.insert(
+                    (op, outcome),
+                    counter!("holdfast_hold_ops_total", "op" => op, "outcome" => outcome),
+                );
+            }
+        }
+        let ws_request = ["reserve", "commit", "release", "extend"]
+            .into_iter()
+            .map(|op| {
+                (
+                    op,
+                    histogram!("holdfast_request_seconds", "api" => "ws", "op" => op),
+                )
+            })
+            .collect();
+        Self {
+            updates_delivered: counter!("holdfast_ws_updates_delivered_total"),
+            frames_update: counter!("holdfast_ws_frames_sent_total", "kind" => "update"),
+            frames_reply: counter!("holdfast_ws_frames_sent_total", "kind" => "reply"),
+            frames_snapshot: counter!("holdfast_ws_frames_sent_total", "kind" => "snapshot"),
+            frames_stock_event: counter!("holdfast_ws_frames_sent_total", "kind" => "stock_event"),
+            reservations,
+            hold_ops,
+            ws_request,
+        }
+    }
+}
+
+static HOT: OnceLock<Hot> = OnceLock::new();
+
+/// The hot-path handles (registered on first use, after `install`).
+pub fn hot() -> &'static Hot {
+    HOT.get_or_init(Hot::new)
+}
+
+pub fn reservation(outcome: Result<(), &'static str>) {
+    let outcome = outcome.err().unwrap_or("ok");
+    match hot().reservations.get(outcome) {
+        Some(c) => c.increment(1),
+        None => counter!("holdfast_reservations_total", "outcome" => outcome).increment(1),
+    }
+}
+
+pub fn hold_op(op: &'static str, outcome: Result<(), &'static str>) {
+    let outcome = outcome.err().unwrap_or("ok");
+    match hot().hold_ops.get(&(op, outcome)) {
+        Some(c) => c.increment(1),
+        None => counter!("holdfast_hold_ops_total", "op" => op, "outcome" => outcome).increment(1),
+    }
+}
+
+pub fn request_time(api: &'static str, op: &'static str, took: Duration) {
+    match (api, hot().ws_request.get(op)) {
+        ("ws", Some(h)) => h.record(took.as_secs_f64()),
+        _ => histogram!("holdfast_request_seconds", "api" => api, "op" => op)
+            .record(took.as_secs_f64()),
+    }
+}

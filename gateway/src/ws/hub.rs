@@ -1,0 +1,451 @@
+//! The fan-out hub: topics, their latest frames, and the broadcaster that
+//! turns engine changes into coalesced, encode-once frames.
+//!
+//! Every broadcast interval the broadcaster asks the engine which SKUs
+//! changed, builds one delta `update` per affected topic (plus `stock_event`
+//! frames for sell-outs), encodes each frame once as JSON and once as
+//! postcard, stores them as the topic's latest [`TopicFrames`] and wakes the
+//! topic's subscribers. Each subscriber's task then sends what it has not
+//! seen: the deltas if it is exactly one round behind, otherwise one `update`
+//! with the topic's full state (built lazily, once, and shared). So a slow
+//! viewer skips straight to the newest values and never makes the server
+//! queue anything for it: memory does not grow with lag.
+//!
+//! The hub never blocks an engine thread and never holds a lock across an
+//! await.
+
+use crate::catalog::Meta;
+use crate::error::ApiError;
+use crate::ops::sku_state;
+use crate::protocol::{ServerMsg, SkuState, Snapshot, StockEvent, Update};
+use arc_swap::ArcSwap;
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
+use holdfast_engine::{Engine, SkuIdx};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::Notify;
+
+/// Most SKUs taken from the engine's change list per broadcast round; the
+/// rest wait for the next round (bounds one round's work).
+pub const CHANGES_PER_ROUND_MAX: usize = 65_536;
+
+/// One server message, encoded once for each wire format and shared by
+/// every subscriber (cloning is a reference-count increment).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub json: Utf8Bytes,
+    pub bin: Bytes,
+}
+
+impl Frame {
+    pub fn encode(msg: &ServerMsg) -> Self {
+        Self {
+            json: Utf8Bytes::from(msg.to_json()),
+            bin: Bytes::from(msg.to_postcard()),
+        }
+    }
+
+    /// Encoded size for the given format.
+    pub fn len(&self, binary: bool) -> usize {
+        if binary {
+            self.bin.len()
+        } else {
+            self.json.len()
+        }
+    }
+}
+
+/// What a subscription is to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TopicKey {
+    Sku(SkuIdx),
+    Show(String),
+    All,
+}
+
+/// A topic's frames as of its latest round.
+#[derive(Debug)]
+pub struct TopicFrames {
+    /// Sequence number of the newest frame.
+    pub seq: u64,
+    /// Sequence number of `frames[0]`; frames are consecutive.
+    pub first_seq: u64,
+    /// The latest round's frames (stock events, then the delta update).
+    pub frames: Vec<Frame>,
+    /// The topic's full state at `seq`.
+    states: Arc<Vec<SkuState>>,
+    ts_ms: u64,
+    topic: Arc<str>,
+    full: OnceLock<Frame>,
+    snapshot: OnceLock<Frame>,
+}
+
+impl TopicFrames {
+    /// An `update` carrying every SKU of the topic at `seq` (for a
+    /// subscriber that fell more than one round behind).
+    pub fn full(&self) -> &Frame {
+        self.full.get_or_init(|| {
+            Frame::encode(&ServerMsg::Update(Update {
+                topic: self.topic.to_string(),
+                seq: self.seq,
+                ts_ms: self.ts_ms,
+                skus: self.states.as_ref().clone(),
+            }))
+        })
+    }
+
+    /// The `snapshot` a new subscriber gets first.
+    pub fn snapshot(&self) -> &Frame {
+        self.snapshot.get_or_init(|| {
+            Frame::encode(&ServerMsg::Snapshot(Snapshot {
+                topic: self.topic.to_string(),
+                seq: self.seq,
+                ts_ms: self.ts_ms,
+                skus: self.states.as_ref().clone(),
+            }))
+        })
+    }
+}
+
+/// Wakes one connection's task.
+#[derive(Debug, Default)]
+pub struct Signal {
+    pub notify: Notify,
+}
+
+/// Broadcaster-side state of a topic.
+#[derive(Debug, Default)]
+struct Owned {
+    index: HashMap<SkuIdx, usize>,
+    skus: Vec<SkuIdx>,
+    states: Vec<SkuState>,
+    /// No subscribers at the last round: states were not kept up to date.
+    stale: bool,
+}
+
+#[derive(Debug)]
+pub struct Topic {
+    pub name: Arc<str>,
+    key: TopicKey,
+    frames: ArcSwap<TopicFrames>,
+    subscribers: Mutex<HashMap<u64, Arc<Signal>>>,
+    owned: Mutex<Owned>,
+    has_subscribers: AtomicBool,
+}
+
+impl Topic {
+    /// The latest frames.
+    pub fn frames(&self) -> Arc<TopicFrames> {
+        self.frames.load_full()
+    }
+
+    /// The latest frames without touching the shared reference count
+    /// (thousands of sessions read this every round; `load_full` would
+    /// make them all increment one atomic).
+    pub fn frames_guard(&self) -> arc_swap::Guard<Arc<TopicFrames>> {
+        self.frames.load()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().expect("subscribers lock").len()
+    }
+}
+
+/// All topics, and what the broadcaster remembers between rounds.
+#[derive(Debug)]
+pub struct Hub {
+    engine: Arc<Engine>,
+    meta: Arc<Meta>,
+    topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
+    next_conn: AtomicU64,
+    /// Last published state per SKU (broadcaster only).
+    published: Mutex<HashMap<SkuIdx, SkuState>>,
+    changed: Mutex<Vec<SkuIdx>>,
+}
+
+impl Hub {
+    pub fn new(engine: Arc<Engine>, meta: Arc<Meta>) -> Self {
+        Self {
+            engine,
+            meta,
+            topics: Mutex::default(),
+            next_conn: AtomicU64::new(1),
+            published: Mutex::default(),
+            changed: Mutex::default(),
+        }
+    }
+
+    /// A fresh connection id.
+    pub fn conn_id(&self) -> u64 {
+        // Relaxed: only uniqueness matters.
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Parses a topic name: `sku:<id>`, `show:<id>` or `all`.
+    pub fn parse(&self, name: &str) -> Result<TopicKey, ApiError> {
+        let unknown = || {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "unknown_topic",
+                "topics are sku:<id>, show:<id> or all, naming something that exists",
+            )
+        };
+        if name == "all" {
+            return Ok(TopicKey::All);
+        }
+        if let Some(id) = name.strip_prefix("sku:") {
+            return self.engine.sku(id).map(TopicKey::Sku).ok_or_else(unknown);
+        }
+        if let Some(id) = name.strip_prefix("show:")
+            && self.meta.show(id).is_some()
+        {
+            return Ok(TopicKey::Show(id.to_string()));
+        }
+        Err(unknown())
+    }
+
+    fn topic_name(&self, key: &TopicKey) -> String {
+        match key {
+            TopicKey::Sku(sku) => {
+                format!("sku:{}", self.engine.sku_id(*sku).as_deref().unwrap_or(""))
+            }
+            TopicKey::Show(id) => format!("show:{id}"),
+            TopicKey::All => "all".into(),
+        }
+    }
+
+    fn members(&self, key: &TopicKey) -> Vec<SkuIdx> {
+        match key {
+            TopicKey::Sku(sku) => vec![*sku],
+            TopicKey::Show(id) => self.meta.show(id).unwrap_or_default(),
+            TopicKey::All => self.engine.snapshots().iter().map(|s| s.sku).collect(),
+        }
+    }
+
+    /// (Re)builds a topic's state from the engine and publishes it as a new
+    /// round, so seq keeps increasing.
+    fn rebuild(&self, topic: &Topic, owned: &mut Owned, seq: u64) {
+        owned.skus = self.members(&topic.key);
+        owned.index = owned
+            .skus
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (*s, i))
+            .collect();
+        owned.states = owned
+            .skus
+            .iter()
+            .filter_map(|&s| {
+                let snap = self.engine.snapshot(s)?;
+                Some(sku_state(&snap, self.meta.get(s).as_deref()))
+            })
+            .collect();
+        owned.stale = false;
+        let frames = TopicFrames {
+            seq,
+            first_seq: seq + 1,
+            frames: Vec::new(),
+            states: Arc::new(owned.states.clone()),
+            ts_ms: self.engine.now_ms(),
+            topic: topic.name.clone(),
+            full: OnceLock::new(),
+            snapshot: OnceLock::new(),
+        };
+        topic.frames.store(Arc::new(frames));
+    }
+
+    /// Subscribes a connection; returns the topic, whose current frames
+    /// give the snapshot to send first.
+    pub fn subscribe(&self, key: TopicKey, conn: u64, signal: &Arc<Signal>) -> Arc<Topic> {
+        let topic = {
+            let mut topics = self.topics.lock().expect("topics lock");
+            topics
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let name: Arc<str> = Arc::from(self.topic_name(&key));
+                    let empty = TopicFrames {
+                        seq: 0,
+                        first_seq: 1,
+                        frames: Vec::new(),
+                        states: Arc::default(),
+                        ts_ms: 0,
+                        topic: name.clone(),
+                        full: OnceLock::new(),
+                        snapshot: OnceLock::new(),
+                    };
+                    Arc::new(Topic {
+                        name,
+                        key,
+                        frames: ArcSwap::from_pointee(empty),
+                        subscribers: Mutex::default(),
+                        owned: Mutex::new(Owned {
+                            stale: true,
+                            ..Owned::default()
+                        }),
+                        has_subscribers: AtomicBool::new(false),
+                    })
+                })
+                .clone()
+        };
+        {
+            let mut owned = topic.owned.lock().expect("owned lock");
+            if owned.stale {
+                let seq = topic.frames.load().seq + 1;
+                self.rebuild(&topic, &mut owned, seq);
+            }
+            topic
+                .subscribers
+                .lock()
+                .expect("subscribers lock")
+                .insert(conn, signal.clone());
+            // Relaxed: a hint for the broadcaster; `owned` orders the rest.
+            topic.has_subscribers.store(true, Ordering::Relaxed);
+        }
+        topic
+    }
+
+    pub fn unsubscribe(&self, topic: &Topic, conn: u64) {
+        let mut subs = topic.subscribers.lock().expect("subscribers lock");
+        subs.remove(&conn);
+        if subs.is_empty() {
+            topic.has_subscribers.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// One broadcast round. Returns the number of subscriber wake-ups.
+    pub fn broadcast(&self) -> usize {
+        let mut changed = self.changed.lock().expect("changed lock");
+        changed.clear();
+        self.engine
+            .take_changed(&mut changed, CHANGES_PER_ROUND_MAX);
+        if changed.is_empty() {
+            return 0;
+        }
+        // New state per changed SKU, and the stock events it implies.
+        let mut published = self.published.lock().expect("published lock");
+        let mut fresh: Vec<(SkuIdx, SkuState, Option<&'static str>, bool)> =
+            Vec::with_capacity(changed.len());
+        for &sku in changed.iter() {
+            let Some(snap) = self.engine.snapshot(sku) else {
+                continue;
+            };
+            let meta = self.meta.get(sku);
+            let state = sku_state(&snap, meta.as_deref());
+            let previous = published.get(&sku);
+            if previous == Some(&state) {
+                continue;
+            }
+            let event = match previous {
+                Some(p) if !p.sold_out && state.sold_out => Some("sold_out"),
+                Some(p) if p.sold_out && !state.sold_out => Some("back_in_stock"),
+                _ => None,
+            };
+            let meta_changed = previous.is_none_or(|p| p.meta != state.meta);
+            published.insert(sku, state.clone());
+            fresh.push((sku, state, event, meta_changed));
+        }
+        drop(published);
+        if fresh.is_empty() {
+            return 0;
+        }
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
+        let now = self.engine.now_ms();
+        let mut woken = 0;
+        for topic in topics {
+            let relevant = |sku: SkuIdx| match &topic.key {
+                TopicKey::Sku(s) => *s == sku,
+                TopicKey::All => true,
+                TopicKey::Show(show) => self
+                    .meta
+                    .get(sku)
+                    .is_some_and(|m| m.show.as_deref() == Some(show.as_str())),
+            };
+            let mine: Vec<&(SkuIdx, SkuState, Option<&'static str>, bool)> =
+                fresh.iter().filter(|f| relevant(f.0)).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut guard = topic.owned.lock().expect("owned lock");
+            let owned = &mut *guard;
+            // Relaxed: see `subscribe`; a late subscriber rebuilds anyway.
+            if !topic.has_subscribers.load(Ordering::Relaxed) {
+                owned.stale = true;
+                continue;
+            }
+            if owned.stale {
+                continue; // rebuilt on the next subscribe
+            }
+            let mut seq = topic.frames.load().seq;
+            let first_seq = seq + 1;
+            let mut frames = Vec::with_capacity(mine.len() + 1);
+            let mut delta = Vec::with_capacity(mine.len());
+            for (sku, state, event, meta_changed) in mine {
+                match owned.index.get(sku) {
+                    Some(&i) => owned.states[i] = state.clone(),
+                    None => {
+                        // A SKU new to this topic (created into a show).
+                        owned.index.insert(*sku, owned.states.len());
+                        owned.skus.push(*sku);
+                        owned.states.push(state.clone());
+                    }
+                }
+                if let Some(event) = event {
+                    seq += 1;
+                    frames.push(Frame::encode(&ServerMsg::StockEvent(StockEvent {
+                        topic: topic.name.to_string(),
+                        seq,
+                        ts_ms: now,
+                        sku: state.id.clone(),
+                        event: event.to_string(),
+                    })));
+                }
+                let mut s = state.clone();
+                if !meta_changed {
+                    s.meta = None;
+                }
+                delta.push(s);
+            }
+            seq += 1;
+            frames.push(Frame::encode(&ServerMsg::Update(Update {
+                topic: topic.name.to_string(),
+                seq,
+                ts_ms: now,
+                skus: delta,
+            })));
+            topic.frames.store(Arc::new(TopicFrames {
+                seq,
+                first_seq,
+                frames,
+                states: Arc::new(owned.states.clone()),
+                ts_ms: now,
+                topic: topic.name.clone(),
+                full: OnceLock::new(),
+                snapshot: OnceLock::new(),
+            }));
+            drop(guard);
+            for signal in topic.subscribers.lock().expect("subscribers lock").values() {
+                signal.notify.notify_one();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Topics and their subscriber counts (for /readyz and tests).
+    pub fn stats(&self) -> Vec<(Arc<str>, usize)> {
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .map(|t| (t.name.clone(), t.subscriber_count()))
+            .collect()
+    }
+}

@@ -1,0 +1,94 @@
+//! The websocket endpoint `/ws`: the upgrade (auth, connection limit,
+//! subprotocol, tungstenite limits), the per-connection [`session`], and the
+//! fan-out [`hub`].
+
+pub mod hub;
+pub mod session;
+
+use crate::auth::{Role, Tokens};
+use crate::config::Limits;
+use crate::error::ApiError;
+use crate::ops::Ops;
+use crate::protocol::{SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics::counter;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a websocket session needs.
+#[derive(Debug)]
+pub struct WsCtx {
+    pub ops: Arc<Ops>,
+    pub hub: Arc<hub::Hub>,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    pub broadcast_interval_ms: u64,
+    pub connections: Arc<Semaphore>,
+    pub shutdown: CancellationToken,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`.
+pub async fn upgrade(
+    State(ctx): State<Arc<WsCtx>>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::bad_request(format!("expected a websocket upgrade: {rejection}"))
+                .into_response();
+        }
+    };
+    let role = match (&query.token, ctx.tokens.role_of_headers(&headers)) {
+        (_, Err(e)) => return e.into_response(),
+        (Some(token), Ok(header_role)) => match ctx.tokens.role_of(token) {
+            Some(role) => role.max(header_role),
+            None => return ApiError::unauthorized().into_response(),
+        },
+        (None, Ok(role)) => role,
+    };
+    let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
+        counter!("holdfast_ws_connections_total", "outcome" => "refused").increment(1);
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "connection limit reached",
+        )
+        .into_response();
+    };
+    counter!("holdfast_ws_connections_total", "outcome" => "accepted").increment(1);
+    let limits = &ctx.limits;
+    // Our own limits, never tungstenite's defaults (128 KiB read buffer per
+    // connection, 64 MiB messages, unbounded write buffer).
+    let ws = ws
+        .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY])
+        .read_buffer_size(128)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(limits.write_buffer_bytes_max)
+        .max_message_size(limits.frame_bytes_max)
+        .max_frame_size(limits.frame_bytes_max);
+    let ctx = ctx.clone();
+    ws.on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            let binary = socket
+                .protocol()
+                .is_some_and(|p| p.as_bytes() == SUBPROTOCOL_BINARY.as_bytes());
+            session::run(socket, ctx, role, binary, permit)
+        })
+}
+
+/// The role names, for docs and tests.
+pub fn role_name(role: Role) -> &'static str {
+    role.as_str()
+}

@@ -1,0 +1,624 @@
+//! One websocket connection: reads requests, answers them, and sends the
+//! topics' frames it has not seen, with every limit enforced.
+//!
+//! One task per connection selects over: shutdown, the hub's wake-up, its
+//! own requests completing, inbound frames, and one timer (ping / idle).
+//! Requests run concurrently up to `inflight_max` (durable writes wait for
+//! Redis); past that the task stops reading, which pushes back on the
+//! client through TCP. Writes are fed and flushed together, under a
+//! timeout: a client that stops reading is dropped as a slow consumer, and
+//! its buffer is bounded by `write_buffer_bytes_max`.
+
+use super::WsCtx;
+use super::hub::{Frame, Signal, Topic};
+use crate::auth::{Role, require};
+use crate::error::ApiError;
+use crate::protocol::{Authed, ClientMsg, ErrorMsg, Hello, Pong, ServerMsg, Subscribed};
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use metrics::{counter, gauge};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+
+/// Close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_INVALID_DATA: u16 = 1007;
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+/// What a finished request yields: its op name (for the latency metric),
+/// when it started, and the answer or the refusal with its request id.
+type ReplyOutput = (
+    &'static str,
+    Option<Instant>,
+    Result<ServerMsg, (Option<u64>, ApiError)>,
+);
+type Reply = Pin<Box<dyn Future<Output = ReplyOutput> + Send>>;
+
+/// Requests in flight, once the connection has sent one.
+type Inflight = Option<FuturesUnordered<Reply>>;
+
+fn inflight_len(inflight: &Inflight) -> usize {
+    inflight.as_ref().map_or(0, FuturesUnordered::len)
+}
+
+/// The next finished request (never resolves while there is none).
+async fn next_reply(inflight: &mut Inflight) -> Option<ReplyOutput> {
+    match inflight {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Most extra ready items taken per loop turn before flushing.
+const READY_ROUNDS_MAX: usize = 256;
+
+/// One request in this many is timed for the latency histogram: reading the
+/// clock twice per request is a measurable share of a pipelined burst, and
+/// a sample describes the distribution just as well.
+const TIME_ONE_IN: u32 = 16;
+
+struct Subscription {
+    topic: Arc<Topic>,
+    last_seq: u64,
+}
+
+/// Token bucket for inbound messages, with a tally of refusals in the
+/// current second to spot a flood.
+struct RateLimit {
+    tokens: f64,
+    per_sec: f64,
+    burst: f64,
+    last: Instant,
+    refused_this_sec: u32,
+    second_started: Instant,
+}
+
+impl RateLimit {
+    fn new(per_sec: u32) -> Self {
+        let now = Instant::now();
+        let per_sec = f64::from(per_sec);
+        Self {
+            tokens: 2.0 * per_sec,
+            per_sec,
+            burst: 2.0 * per_sec,
+            last: now,
+            refused_this_sec: 0,
+            second_started: now,
+        }
+    }
+
+    /// Whether one more message may pass now.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
+            .min(self.burst);
+        self.last = now;
+        if now.duration_since(self.second_started) >= Duration::from_secs(1) {
+            self.second_started = now;
+            self.refused_this_sec = 0;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.refused_this_sec += 1;
+            false
+        }
+    }
+
+    /// Ten times the allowed rate refused within one second: a flood.
+    fn flooding(&self) -> bool {
+        f64::from(self.refused_this_sec) > 10.0 * self.per_sec
+    }
+}
+
+/// Why the session ended (for the log and metrics).
+#[derive(Debug, Clone, Copy)]
+enum End {
+    ClientClosed,
+    Shutdown,
+    Idle,
+    SlowConsumer,
+    Flood,
+    TooBig,
+    BadData,
+    ProtocolError,
+    Io,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientClosed => "client_closed",
+            Self::Shutdown => "shutdown",
+            Self::Idle => "idle",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Flood => "flood",
+            Self::TooBig => "too_big",
+            Self::BadData => "bad_data",
+            Self::ProtocolError => "protocol_error",
+            Self::Io => "io",
+        }
+    }
+}
+
+struct Session {
+    ctx: Arc<WsCtx>,
+    ws: WebSocket,
+    conn: u64,
+    role: Role,
+    binary: bool,
+    signal: Arc<Signal>,
+    subs: Vec<Subscription>,
+    out: Vec<Message>,
+    last_seen: Instant,
+    last_ping: Instant,
+    rate: RateLimit,
+    /// Requests dispatched (for sampling their latency).
+    requests: u32,
+}
+
+/// Runs one connection until it ends. Holds its connection permit.
+pub async fn run(
+    ws: WebSocket,
+    ctx: Arc<WsCtx>,
+    role: Role,
+    binary: bool,
+    _permit: OwnedSemaphorePermit,
+) {
+    gauge!("holdfast_ws_connections").increment(1.0);
+    let now = Instant::now();
+    let conn = ctx.hub.conn_id();
+    let mut session = Session {
+        rate: RateLimit::new(ctx.limits.messages_per_sec_max),
+        ctx,
+        ws,
+        conn,
+        role,
+        binary,
+        signal: Arc::new(Signal::default()),
+        subs: Vec::new(),
+        out: Vec::new(),
+        last_seen: now,
+        last_ping: now,
+        requests: 0,
+    };
+    let end = session.serve().await;
+    for sub in &session.subs {
+        session.ctx.hub.unsubscribe(&sub.topic, session.conn);
+    }
+    counter!("holdfast_ws_closed_total", "reason" => end.as_str()).increment(1);
+    gauge!("holdfast_ws_connections").decrement(1.0);
+    tracing::debug!(conn, reason = end.as_str(), "websocket closed");
+}
+
+impl Session {
+    async fn serve(&mut self) -> End {
+        let hello = ServerMsg::Hello(Hello {
+            server: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
+            role: self.role.as_str().into(),
+            subscriptions_max: self.ctx.limits.subscriptions_max as u32,
+            frame_bytes_max: self.ctx.limits.frame_bytes_max as u32,
+            messages_per_sec_max: self.ctx.limits.messages_per_sec_max,
+            broadcast_interval_ms: self.ctx.broadcast_interval_ms,
+        });
+        self.queue(&hello, "reply");
+        if let Err(end) = self.flush().await {
+            return end;
+        }
+        // Created on the first request: most connections are viewers that
+        // never send one, and an empty FuturesUnordered still allocates.
+        let mut inflight: Inflight = None;
+        let shutdown = self.ctx.shutdown.clone();
+        let idle = self.ctx.limits.idle_timeout();
+        let ping_every = self.ctx.limits.ping_interval();
+        let signal = self.signal.clone();
+        // One timer per connection, re-armed only when it fires (traffic
+        // only moves `last_seen`), so thousands of busy sessions do not
+        // churn the runtime's timer wheel on every frame.
+        let timer = tokio::time::sleep_until(
+            (self.last_ping + ping_every)
+                .min(self.last_seen + idle)
+                .into(),
+        );
+        tokio::pin!(timer);
+        loop {
+            let can_read = inflight_len(&inflight) < self.ctx.limits.inflight_max;
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {
+                    Box::pin(self.close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    return End::Shutdown;
+                }
+                () = signal.notify.notified() => self.queue_topics(),
+                Some(reply) = next_reply(&mut inflight), if inflight_len(&inflight) > 0 => self.on_reply(reply),
+                frame = self.ws.next(), if can_read => {
+                    if let Err(end) = self.on_frame(frame, &mut inflight).await {
+                        return end;
+                    }
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now.duration_since(self.last_seen) >= idle {
+                        Box::pin(self.close(CLOSE_GOING_AWAY, "idle timeout")).await;
+                        return End::Idle;
+                    }
+                    if now.duration_since(self.last_ping) >= ping_every {
+                        self.last_ping = now;
+                        self.out.push(Message::Ping(bytes::Bytes::new()));
+                    }
+                    let next = (self.last_ping + ping_every).min(self.last_seen + idle);
+                    timer.as_mut().reset(next.into());
+                }
+            }
+            // Everything else that is ready right now (finished requests,
+            // frames already received) goes out in the same flush: one write
+            // for a pipelined burst instead of one per reply.
+            for _ in 0..READY_ROUNDS_MAX {
+                let mut more = false;
+                if let Some(Some(reply)) = inflight.as_mut().and_then(|f| f.next().now_or_never()) {
+                    self.on_reply(reply);
+                    more = true;
+                }
+                if inflight_len(&inflight) < self.ctx.limits.inflight_max
+                    && let Some(frame) = self.ws.next().now_or_never()
+                {
+                    if let Err(end) = self.on_frame(frame, &mut inflight).await {
+                        return end;
+                    }
+                    more = true;
+                }
+                if !more {
+                    break;
+                }
+            }
+            if let Err(end) = self.flush().await {
+                return end;
+            }
+        }
+    }
+
+    fn on_reply(&mut self, (op, started, result): ReplyOutput) {
+        if let Some(started) = started {
+            crate::metrics::request_time("ws", op, started.elapsed());
+        }
+        match result {
+            Ok(msg) => self.queue(&msg, "reply"),
+            Err((id, e)) => self.queue_error(id, &e),
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<Message, axum::Error>>,
+        inflight: &mut Inflight,
+    ) -> Result<(), End> {
+        match frame {
+            None => Err(End::ClientClosed),
+            Some(Ok(message)) => {
+                self.last_seen = Instant::now();
+                self.on_message(message, inflight).await
+            }
+            // Cold path, boxed so its future does not sit in every
+            // session's state.
+            Some(Err(e)) => Err(Box::pin(self.on_read_error(e)).await),
+        }
+    }
+
+    fn frame_message(&self, frame: &Frame) -> Message {
+        if self.binary {
+            Message::Binary(frame.bin.clone())
+        } else {
+            Message::Text(frame.json.clone())
+        }
+    }
+
+    fn queue(&mut self, msg: &ServerMsg, kind: &'static str) {
+        let m = if self.binary {
+            Message::Binary(msg.to_postcard().into())
+        } else {
+            Message::Text(msg.to_json().into())
+        };
+        self.out.push(m);
+        let hot = crate::metrics::hot();
+        match kind {
+            "reply" => hot.frames_reply.increment(1),
+            _ => counter!("holdfast_ws_frames_sent_total", "kind" => kind).increment(1),
+        }
+    }
+
+    fn queue_error(&mut self, id: Option<u64>, e: &ApiError) {
+        self.queue(&ServerMsg::Error(e.to_msg(id)), "reply");
+    }
+
+    /// Queues, for every subscription, what it has not seen yet.
+    fn queue_topics(&mut self) {
+        let mut updates = 0u64;
+        for i in 0..self.subs.len() {
+            let frames = self.subs[i].topic.frames_guard();
+            let last = self.subs[i].last_seq;
+            if frames.seq <= last {
+                continue;
+            }
+            if last + 1 >= frames.first_seq {
+                let skip = (last + 1 - frames.first_seq) as usize;
+                for f in &frames.frames[skip..] {
+                    let m = self.frame_message(f);
+                    self.out.push(m);
+                    updates += 1;
+                }
+            } else {
+                // More than one round behind: skip to the full current state.
+                let m = self.frame_message(frames.full());
+                self.out.push(m);
+                updates += 1;
+            }
+            self.subs[i].last_seq = frames.seq;
+        }
+        if updates > 0 {
+            let hot = crate::metrics::hot();
+            hot.updates_delivered.increment(updates);
+            hot.frames_update.increment(updates);
+        }
+    }
+
+    /// Writes everything queued in one flush, under the write timeout.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.ctx.limits.write_timeout();
+        let mut out = std::mem::take(&mut self.out);
+        let write = async {
+            for m in out.drain(..) {
+                self.ws.feed(m).await?;
+            }
+            self.ws.flush().await
+        };
+        let result = tokio::time::timeout(timeout, write).await;
+        self.out = out; // keep the (now empty) buffer's allocation
+        self.out.clear();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                let capacity = matches!(
+                    e.into_inner().downcast_ref::<WsError>(),
+                    Some(WsError::WriteBufferFull(_))
+                );
+                if capacity {
+                    counter!("holdfast_ws_slow_client_drops_total", "reason" => "buffer_full")
+                        .increment(1);
+                    Err(End::SlowConsumer)
+                } else {
+                    Err(End::Io)
+                }
+            }
+            Err(_) => {
+                counter!("holdfast_ws_slow_client_drops_total", "reason" => "write_timeout")
+                    .increment(1);
+                Err(End::SlowConsumer)
+            }
+        }
+    }
+
+    /// Sends a close frame, then reads (and discards) until the client's
+    /// close or a short timeout, so the close frame is not lost to a TCP
+    /// reset caused by unread input.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let handshake = async {
+            self.ws.send(Message::Close(Some(frame))).await?;
+            while let Some(message) = self.ws.next().await {
+                if matches!(message?, Message::Close(_)) {
+                    break;
+                }
+            }
+            Ok::<(), axum::Error>(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), handshake).await;
+    }
+
+    async fn on_read_error(&mut self, e: axum::Error) -> End {
+        let (code, reason, end) = match e.into_inner().downcast::<WsError>().map(|b| *b) {
+            Ok(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+                (CLOSE_TOO_BIG, "message too big", End::TooBig)
+            }
+            Ok(WsError::Capacity(_)) => (CLOSE_TOO_BIG, "frame too big", End::TooBig),
+            Ok(WsError::Utf8(_)) => (CLOSE_INVALID_DATA, "invalid utf-8", End::BadData),
+            Ok(WsError::Protocol(_)) => (CLOSE_PROTOCOL, "protocol error", End::ProtocolError),
+            Ok(WsError::ConnectionClosed | WsError::AlreadyClosed) => return End::ClientClosed,
+            _ => return End::Io,
+        };
+        self.close(code, reason).await;
+        end
+    }
+
+    async fn on_message(&mut self, message: Message, inflight: &mut Inflight) -> Result<(), End> {
+        let parsed = match &message {
+            Message::Text(text) => Some(
+                ClientMsg::from_json(text.as_str())
+                    .map_err(|e| ApiError::bad_request(format!("bad json: {e}"))),
+            ),
+            Message::Binary(bytes) if self.binary => Some(
+                ClientMsg::from_postcard(bytes)
+                    .map_err(|e| ApiError::bad_request(format!("bad postcard: {e}"))),
+            ),
+            Message::Binary(_) => Some(Err(ApiError::bad_request(
+                "binary frames need the holdfast.v1.postcard subprotocol",
+            ))),
+            Message::Close(_) => return Err(End::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) => None,
+        };
+        let Some(parsed) = parsed else { return Ok(()) };
+        if !self.rate.take() {
+            counter!("holdfast_ws_rate_limited_total").increment(1);
+            if self.rate.flooding() {
+                Box::pin(self.close(CLOSE_POLICY, "message flood")).await;
+                return Err(End::Flood);
+            }
+            let id = parsed.as_ref().ok().map(request_id);
+            self.queue_error(id, &ApiError::rate_limited());
+            return Ok(());
+        }
+        let msg = match parsed {
+            Ok(msg) => msg,
+            Err(e) => {
+                self.queue_error(None, &e);
+                return Ok(());
+            }
+        };
+        self.dispatch(msg, inflight);
+        Ok(())
+    }
+
+    fn dispatch(&mut self, msg: ClientMsg, inflight: &mut Inflight) {
+        let id = request_id(&msg);
+        match msg {
+            ClientMsg::Subscribe(s) => self.subscribe(s.id, &s.topics),
+            ClientMsg::Unsubscribe(s) => {
+                self.subs.retain(|sub| {
+                    let keep = !s.topics.iter().any(|t| **t == *sub.topic.name);
+                    if !keep {
+                        self.ctx.hub.unsubscribe(&sub.topic, self.conn);
+                    }
+                    keep
+                });
+                let topics = self.subs.iter().map(|s| s.topic.name.to_string()).collect();
+                self.queue(
+                    &ServerMsg::Subscribed(Subscribed { id: s.id, topics }),
+                    "reply",
+                );
+            }
+            ClientMsg::Ping(p) => {
+                self.queue(
+                    &ServerMsg::Pong(Pong {
+                        id: p.id,
+                        ts_ms: self.ctx.ops.engine.now_ms(),
+                    }),
+                    "reply",
+                );
+            }
+            ClientMsg::Auth(a) => match self.ctx.tokens.role_of(&a.token) {
+                Some(role) => {
+                    self.role = self.role.max(role);
+                    self.queue(
+                        &ServerMsg::Authed(Authed {
+                            id: a.id,
+                            role: self.role.as_str().into(),
+                        }),
+                        "reply",
+                    );
+                }
+                None => self.queue_error(Some(a.id), &ApiError::unauthorized()),
+            },
+            ClientMsg::Reserve(_)
+            | ClientMsg::Commit(_)
+            | ClientMsg::Release(_)
+            | ClientMsg::Extend(_) => {
+                if let Err(e) = require(self.role, Role::Checkout) {
+                    self.queue_error(Some(id), &e);
+                    return;
+                }
+                let ops = self.ctx.ops.clone();
+                self.requests = self.requests.wrapping_add(1);
+                let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
+                inflight
+                    .get_or_insert_with(FuturesUnordered::new)
+                    .push(Box::pin(async move {
+                        let (op, result) = match msg {
+                            ClientMsg::Reserve(r) => {
+                                ("reserve", ops.reserve(&r).await.map(ServerMsg::Reserved))
+                            }
+                            ClientMsg::Commit(c) => {
+                                ("commit", ops.commit(&c).await.map(ServerMsg::Committed))
+                            }
+                            ClientMsg::Release(r) => {
+                                ("release", ops.release(&r).await.map(ServerMsg::Released))
+                            }
+                            ClientMsg::Extend(x) => {
+                                ("extend", ops.extend(&x).await.map(ServerMsg::Extended))
+                            }
+                            _ => unreachable!("filtered above"),
+                        };
+                        (op, started, result.map_err(|e| (Some(id), e)))
+                    }));
+            }
+        }
+    }
+
+    fn subscribe(&mut self, id: u64, topics: &[String]) {
+        let mut keys = Vec::with_capacity(topics.len());
+        for name in topics {
+            if self.subs.iter().any(|s| *s.topic.name == **name)
+                || keys.iter().any(|(n, _)| n == name)
+            {
+                continue;
+            }
+            match self.ctx.hub.parse(name) {
+                Ok(key) => keys.push((name.clone(), key)),
+                Err(e) => {
+                    self.queue_error(Some(id), &e);
+                    return;
+                }
+            }
+        }
+        if self.subs.len() + keys.len() > self.ctx.limits.subscriptions_max {
+            let e = ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "too_many_subscriptions",
+                format!(
+                    "at most {} topics per connection",
+                    self.ctx.limits.subscriptions_max
+                ),
+            );
+            self.queue_error(Some(id), &e);
+            return;
+        }
+        let mut snapshots = Vec::with_capacity(keys.len());
+        for (_, key) in keys {
+            let topic = self.ctx.hub.subscribe(key, self.conn, &self.signal);
+            let frames = topic.frames();
+            snapshots.push(self.frame_message(frames.snapshot()));
+            self.subs.push(Subscription {
+                topic,
+                last_seq: frames.seq,
+            });
+        }
+        let names = self.subs.iter().map(|s| s.topic.name.to_string()).collect();
+        self.queue(
+            &ServerMsg::Subscribed(Subscribed { id, topics: names }),
+            "reply",
+        );
+        crate::metrics::hot()
+            .frames_snapshot
+            .increment(snapshots.len() as u64);
+        self.out.extend(snapshots);
+    }
+}
+
+fn request_id(msg: &ClientMsg) -> u64 {
+    match msg {
+        ClientMsg::Subscribe(s) | ClientMsg::Unsubscribe(s) => s.id,
+        ClientMsg::Reserve(r) => r.id,
+        ClientMsg::Commit(c) => c.id,
+        ClientMsg::Release(r) => r.id,
+        ClientMsg::Extend(x) => x.id,
+        ClientMsg::Ping(p) => p.id,
+        ClientMsg::Auth(a) => a.id,
+    }
+}
+
+/// An error frame body, for callers outside a session.
+pub fn error_msg(e: &ApiError) -> ErrorMsg {
+    e.to_msg(None)
+}

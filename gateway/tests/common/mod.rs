@@ -1,0 +1,422 @@
+//! Shared helpers for the gateway's integration tests: start a gateway on
+//! port 0 in this process, talk to it over real HTTP and real websockets,
+//! and start a private `redis-server`.
+#![allow(dead_code)]
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_gateway::config::ServeArgs;
+use holdfast_gateway::protocol::{ClientMsg, SUBPROTOCOL_BINARY, ServerMsg};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN: &str = "demo-admin";
+pub const CHECKOUT: &str = "demo-checkout";
+
+/// Upper bound for waiting on an event that must happen; generous so a
+/// slow, shared machine never fails a test, never used as a sleep.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub handle: JoinHandle<anyhow::Result<()>>,
+    pub http: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts a gateway with `args` (its listen address is replaced by a
+    /// fresh port on 127.0.0.1, unless `args.listen` has a non-zero port).
+    pub async fn start(args: ServeArgs) -> Self {
+        init_tracing();
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(holdfast_gateway::server::run(
+            listener,
+            args,
+            shutdown.clone(),
+        ));
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap();
+        let gw = Self {
+            addr,
+            shutdown,
+            handle,
+            http,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    /// The demo catalog, in memory, with fast broadcasts for tests.
+    pub async fn demo() -> Self {
+        Self::start(demo_args()).await
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway never became ready"
+            );
+            if self.handle.is_finished() {
+                panic!("gateway exited during start-up");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// `(status, json body)` of a request.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call("GET", path, None, None).await
+    }
+
+    pub async fn sku(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/skus/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn create_sku(&self, def: Value) -> Value {
+        let (status, body) = self
+            .call("POST", "/api/admin/skus", Some(ADMIN), Some(def))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("server task")
+            .expect("server result");
+    }
+}
+
+pub fn demo_args() -> ServeArgs {
+    let mut args = ServeArgs::for_tests();
+    args.demo = true;
+    args.broadcast_interval_ms = 20;
+    args
+}
+
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub binary: bool,
+    next_id: u64,
+}
+
+impl Ws {
+    pub async fn connect(gw: &Gateway, token: Option<&str>) -> Self {
+        Self::connect_with(gw, token, false).await
+    }
+
+    pub async fn connect_with(gw: &Gateway, token: Option<&str>, binary: bool) -> Self {
+        let mut request = gw.ws_url().into_client_request().unwrap();
+        if let Some(t) = token {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        if binary {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                SUBPROTOCOL_BINARY.parse().unwrap(),
+            );
+        }
+        let (stream, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connect");
+        if binary {
+            assert_eq!(
+                response.headers().get("sec-websocket-protocol").unwrap(),
+                SUBPROTOCOL_BINARY
+            );
+        }
+        let mut ws = Self {
+            stream,
+            binary,
+            next_id: 1,
+        };
+        match ws.recv().await {
+            ServerMsg::Hello(_) => {}
+            other => panic!("expected hello, got {other:?}"),
+        }
+        ws
+    }
+
+    pub fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub async fn send(&mut self, msg: &ClientMsg) {
+        let frame = if self.binary {
+            Message::Binary(msg.to_postcard().into())
+        } else {
+            Message::Text(msg.to_json().into())
+        };
+        self.stream.send(frame).await.expect("websocket send");
+    }
+
+    pub async fn send_raw(&mut self, frame: Message) {
+        self.stream.send(frame).await.expect("websocket send");
+    }
+
+    /// The next protocol message (pings are answered by tungstenite).
+    pub async fn recv(&mut self) -> ServerMsg {
+        self.try_recv()
+            .await
+            .expect("a message before the connection closed")
+    }
+
+    /// The next protocol message, or `None` if the server closed.
+    pub async fn try_recv(&mut self) -> Option<ServerMsg> {
+        loop {
+            let frame = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("a frame in time")?;
+            match frame.ok()? {
+                Message::Text(t) => {
+                    return Some(ServerMsg::from_json(&t).expect("valid json from the server"));
+                }
+                Message::Binary(b) => {
+                    return Some(ServerMsg::from_postcard(&b).expect("valid postcard"));
+                }
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed_with(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .expect("closed in time")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code.into()),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Reads messages until `pick` returns `Some`.
+    pub async fn until<T>(&mut self, mut pick: impl FnMut(&ServerMsg) -> Option<T>) -> T {
+        loop {
+            let m = self.recv().await;
+            if let Some(t) = pick(&m) {
+                return t;
+            }
+        }
+    }
+
+    pub async fn subscribe(&mut self, topics: &[&str]) -> ServerMsg {
+        let id = self.id();
+        self.send(&ClientMsg::Subscribe(
+            holdfast_gateway::protocol::Subscribe {
+                id,
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+            },
+        ))
+        .await;
+        match self.recv().await {
+            ServerMsg::Subscribed(s) => assert_eq!(s.id, id),
+            ServerMsg::Error(e) => return ServerMsg::Error(e),
+            other => panic!("expected subscribed, got {other:?}"),
+        }
+        self.recv().await // the first snapshot
+    }
+}
+
+/// A private redis-server on a free port, stopped on drop. `None` (with a
+/// loud message) when the binary is missing outside CI; a failure in CI.
+pub struct Redis {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    password: Option<String>,
+}
+
+impl Redis {
+    /// A server that requires `password` (AUTH).
+    pub fn start_with_password(password: &str) -> Option<Self> {
+        let mut r = Self::start()?;
+        let status = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &r.port.to_string(),
+                "CONFIG",
+                "SET",
+                "requirepass",
+                password,
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("redis-cli");
+        assert!(status.success());
+        r.password = Some(password.to_string());
+        Some(r)
+    }
+
+    pub fn start() -> Option<Self> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var("CI").is_err(),
+                "redis-server is required in CI (scripts/test-all installs it)"
+            );
+            eprintln!(
+                "\n!!! SKIPPING: redis-server not found on PATH; install it to run the Redis tests !!!\n"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        Some(Self::spawn(port, dir))
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir) -> Self {
+        let r = Self {
+            port,
+            child: Self::spawn_child(port, &dir),
+            _dir: dir,
+            password: None,
+        };
+        r.wait_up();
+        r
+    }
+
+    fn spawn_child(port: u16, dir: &tempfile::TempDir) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server")
+    }
+
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_up(&self) {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server with SIGKILL (it keeps nothing on disk).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh, empty server on the same port (after `kill`).
+    pub fn start_again(&mut self) {
+        self.kill();
+        self._dir = tempfile::tempdir().unwrap();
+        self.child = Self::spawn_child(self.port, &self._dir);
+        self.wait_up();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,556 @@
+//! The Redis journal against a real, private `redis-server`: durable acks,
+//! recovery across restarts, Redis down / back / back empty, async backlog.
+
+mod common;
+use common::*;
+use holdfast_gateway::config::{Persistence, ServeArgs};
+use holdfast_gateway::journal::keys::HoldRecord;
+use redis::AsyncCommands;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+fn redis_args(redis: &Redis, mode: Persistence) -> ServeArgs {
+    let mut args = demo_args();
+    args.redis = Some(redis.url());
+    args.persistence = mode;
+    args.journal.redis_timeout_ms = 400;
+    args
+}
+
+async fn con(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn reserve(gw: &Gateway, sku: &str, buyer: &str) -> (u16, Value) {
+    gw.call(
+        "POST",
+        "/api/reservations",
+        Some(CHECKOUT),
+        Some(json!({"sku": sku, "qty": 1, "buyer": buyer})),
+    )
+    .await
+}
+
+/// Redis's view of one SKU's counts.
+async fn redis_counts(c: &mut redis::aio::MultiplexedConnection, sku: &str) -> (u32, u32, u32) {
+    let h: HashMap<String, String> = c.hgetall(format!("hf:{{{sku}}}:sku")).await.unwrap();
+    let n = |k: &str| h.get(k).map_or(u32::MAX, |v| v.parse().unwrap());
+    (n("available"), n("held"), n("sold"))
+}
+
+async fn redis_holds(
+    c: &mut redis::aio::MultiplexedConnection,
+    sku: &str,
+) -> HashMap<String, HoldRecord> {
+    let h: HashMap<String, Vec<u8>> = c.hgetall(format!("hf:{{{sku}}}:holds")).await.unwrap();
+    h.into_iter()
+        .map(|(k, v)| (k, HoldRecord::decode(&v).unwrap()))
+        .collect()
+}
+
+async fn order_stream(c: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = c.xrange_all("hf:orders").await.unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|id| {
+            id.map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Redis matches the gateway's own view, SKU by SKU.
+async fn assert_redis_matches(gw: &Gateway, c: &mut redis::aio::MultiplexedConnection) {
+    let (_, list) = gw.get("/api/skus").await;
+    for s in list["skus"].as_array().unwrap() {
+        let id = s["id"].as_str().unwrap();
+        let want = (
+            s["available"].as_u64().unwrap() as u32,
+            s["held"].as_u64().unwrap() as u32,
+            s["sold"].as_u64().unwrap() as u32,
+        );
+        assert_eq!(redis_counts(c, id).await, want, "redis counts of {id}");
+        let held: u32 = redis_holds(c, id).await.values().map(|r| r.qty).sum();
+        assert_eq!(held, want.1, "redis hold records of {id} add up to held");
+    }
+}
+
+/// Waits (bounded) until the journal has written everything.
+async fn wait_persisted(gw: &Gateway, c: &mut redis::aio::MultiplexedConnection) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (_, list) = gw.get("/api/skus").await;
+        let mut same = true;
+        for s in list["skus"].as_array().unwrap() {
+            let id = s["id"].as_str().unwrap();
+            let want = (
+                s["available"].as_u64().unwrap() as u32,
+                s["held"].as_u64().unwrap() as u32,
+                s["sold"].as_u64().unwrap() as u32,
+            );
+            same &= redis_counts(c, id).await == want;
+        }
+        if same {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "journal never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn durable_acks_are_already_in_redis() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut c = con(&redis).await;
+    for i in 0..20 {
+        let (status, body) = reserve(&gw, "tote-canvas", &format!("b{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        let field = format!("{}:0", body["hold"].as_str().unwrap());
+        assert!(
+            redis_holds(&mut c, "tote-canvas")
+                .await
+                .contains_key(&field),
+            "acknowledged means in Redis"
+        );
+    }
+    let (_, r) = reserve(&gw, "runner-42", "payer").await;
+    let hold = r["hold"].as_str().unwrap().to_string();
+    let (status, _) = gw
+        .call(
+            "POST",
+            &format!("/api/holds/{hold}/commit"),
+            Some(CHECKOUT),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let orders = order_stream(&mut c).await;
+    let order = orders
+        .iter()
+        .find(|o| o["event"] == "committed")
+        .expect("the commit is in the order stream");
+    assert_eq!(
+        (
+            order["hold"].as_str(),
+            order["sku"].as_str(),
+            order["buyer"].as_str()
+        ),
+        (hold.as_str(), "runner-42", "payer")
+    );
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_recovers_counts_holds_limits_and_ids() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let cart = json!({"lines":[{"sku":"hoodie-sand","qty":2},{"sku":"cap-olive","qty":1}],"buyer":"ann","request_id":"cart-1"});
+    let (status, held) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(cart.clone()),
+        )
+        .await;
+    assert_eq!(status, 201, "{held}");
+    let (_, sold) = reserve(&gw, "runner-42", "bob").await;
+    let sold_hold = sold["hold"].as_str().unwrap().to_string();
+    gw.call(
+        "POST",
+        &format!("/api/holds/{sold_hold}/commit"),
+        Some(CHECKOUT),
+        None,
+    )
+    .await;
+    let before = gw.get("/api/skus").await.1;
+    gw.stop().await;
+
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    assert_eq!(
+        gw.get("/api/skus").await.1["skus"],
+        before["skus"],
+        "counts and display data survive"
+    );
+    let hold = held["hold"].as_str().unwrap();
+    let (_, view) = gw
+        .call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
+        .await;
+    assert_eq!(view["state"], "held");
+    assert_eq!(view["lines"].as_array().unwrap().len(), 2);
+    // hoodie-sand allows 2 per buyer: ann's live hold still counts.
+    let (status, body) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku":"hoodie-sand","qty":1,"buyer":"ann"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("limit_exceeded"))
+    );
+    // runner-42 allows 1: bob's purchase still counts.
+    let (status, _) = reserve(&gw, "runner-42", "bob").await;
+    assert_eq!(status, 429);
+    // The idempotent retry of the cart still answers with the first hold.
+    let (status, again) = gw
+        .call("POST", "/api/reservations", Some(CHECKOUT), Some(cart))
+        .await;
+    assert!(status == 200 || status == 201, "{again}");
+    assert_eq!(
+        again["hold"], held["hold"],
+        "the retry answers with the first hold, remembered across the restart"
+    );
+    // The restored hold commits, and lands in the order stream.
+    let (status, _) = gw
+        .call(
+            "POST",
+            &format!("/api/holds/{hold}/commit"),
+            Some(CHECKOUT),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut c = con(&redis).await;
+    let orders = order_stream(&mut c).await;
+    assert_eq!(
+        orders
+            .iter()
+            .filter(|o| o.get("hold").map(String::as_str) == Some(hold))
+            .count(),
+        2
+    );
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn holds_that_expired_during_downtime_expire_on_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let (_, r) = reserve(&gw, "tee-black-m", "cat").await;
+    let hold = r["hold"].as_str().unwrap().to_string();
+    gw.stop().await;
+    // Time passes while holdfast is down: the deadline is now in the past.
+    let mut c = con(&redis).await;
+    let field = format!("{hold}:0");
+    let bytes: Vec<u8> = c.hget("hf:{tee-black-m}:holds", &field).await.unwrap();
+    let mut record = HoldRecord::decode(&bytes).unwrap();
+    record.deadline_ms -= 10 * 60 * 1000;
+    let _: () = c
+        .hset("hf:{tee-black-m}:holds", &field, record.encode())
+        .await
+        .unwrap();
+
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if gw.sku("tee-black-m").await["held"] == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overdue hold never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let (_, view) = gw
+        .call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
+        .await;
+    assert_eq!(view["state"], "expired");
+    wait_persisted(&gw, &mut c).await;
+    assert!(redis_holds(&mut c, "tee-black-m").await.is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let (status, body) = reserve(&gw, "cap-olive", &format!("a{i}")).await;
+        assert_eq!(status, 201);
+        acked.push(body["hold"].as_str().unwrap().to_string());
+    }
+    redis.kill();
+    // Until the journal notices, a request may wait for its write; either
+    // way nobody gets a success that is not in Redis.
+    let mut refused = 0;
+    for i in 0..30 {
+        let (status, body) = reserve(&gw, "cap-olive", &format!("down{i}")).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "unavailable");
+        refused += 1;
+    }
+    assert_eq!(refused, 30);
+    let (status, ready) = gw.get("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(
+        gw.sku("cap-olive").await["held"],
+        10,
+        "refused reservations were undone in memory"
+    );
+
+    redis.start_again(); // empty: no persistence
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let recovered = loop {
+        let (status, body) = reserve(&gw, "cap-olive", "back").await;
+        if status == 201 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never recovered: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(recovered["units"], 1);
+    assert_eq!(gw.get("/readyz").await.0, 200);
+    // Redis came back empty: the journal re-wrote everything it had.
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    let holds = redis_holds(&mut c, "cap-olive").await;
+    for hold in &acked {
+        assert!(
+            holds.contains_key(&format!("{hold}:0")),
+            "acknowledged hold {hold} survived"
+        );
+    }
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_paused_redis_is_waited_for_not_skipped() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    // SIGSTOP: Redis keeps its data but stops answering.
+    let pid = redis.pid();
+    signal(pid, "STOP");
+    let (status, body) = reserve(&gw, "tote-canvas", "p1").await;
+    assert_eq!(status, 503, "{body}");
+    signal(pid, "CONT");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while reserve(&gw, "tote-canvas", "p2").await.0 != 201 {
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn async_mode_bounds_its_backlog_and_drains_it() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let mut args = redis_args(&redis, Persistence::Async);
+    args.journal.backlog_max = 50;
+    let gw = Gateway::start(args).await;
+    redis.kill();
+    let (mut ok, mut refused) = (0, 0);
+    for i in 0..200 {
+        match reserve(&gw, "tote-canvas", &format!("q{i}")).await {
+            (201, _) => ok += 1,
+            (503, body) => {
+                assert_eq!(body["error"], "unavailable");
+                refused += 1;
+            }
+            (s, body) => panic!("{s} {body}"),
+        }
+    }
+    // One event per reserve, refused once more than 50 are unwritten: the
+    // 51st is the last one admitted, however the journal batches them.
+    assert!(
+        ok > 0 && ok <= 51,
+        "acked from memory up to the bound, got {ok}"
+    );
+    assert!(refused > 0, "refused past the bound");
+    redis.start_again();
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    assert_eq!(gw.sku("tote-canvas").await["held"], ok);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_while_idle_is_rewritten() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    for i in 0..5 {
+        assert_eq!(reserve(&gw, "hoodie-sand", &format!("e{i}")).await.0, 201);
+    }
+    redis.start_again();
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    let journal: HashMap<String, String> = c.hgetall("hf:journal").await.unwrap();
+    assert!(journal.contains_key("hash_key") && journal.contains_key("incarnation"));
+    gw.stop().await;
+    // And a restart on the re-written Redis recovers the same state.
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    assert_eq!(gw.sku("hoodie-sand").await["held"], 5);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_inconsistent_redis_is_refused_with_a_report() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    assert_eq!(reserve(&gw, "hoodie-sand", "x").await.0, 201);
+    gw.stop().await;
+    let mut c = con(&redis).await;
+    let _: () = c.hset("hf:{hoodie-sand}:sku", "held", 7).await.unwrap();
+    let _: () = c
+        .hset("hf:{hoodie-sand}:sku", "available", 33)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = holdfast_gateway::server::run(
+        listener,
+        redis_args(&redis, Persistence::Durable),
+        Default::default(),
+    )
+    .await
+    .expect_err("must refuse to start");
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("held is 7 but its live holds add up to 1"),
+        "{text}"
+    );
+}
+
+/// Sends a signal by name (`STOP`, `CONT`) with kill(1).
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+#[tokio::test]
+async fn a_password_in_the_url_authenticates_and_a_wrong_one_is_a_clear_error() {
+    let Some(redis) = Redis::start_with_password("s3cret-pw") else {
+        return;
+    };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    assert_eq!(reserve(&gw, "tote-canvas", "pw").await.0, 201);
+    gw.stop().await;
+    let mut args = redis_args(&redis, Persistence::Durable);
+    args.redis = Some(format!("redis://:wrong-pw@127.0.0.1:{}", redis.port));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = holdfast_gateway::server::run(listener, args, Default::default())
+        .await
+        .expect_err("bad password");
+    let text = format!("{err:#}");
+    assert!(text.contains("redis://***@127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("wrong-pw"),
+        "the password never appears in errors: {text}"
+    );
+}
+
+#[tokio::test]
+async fn data_lost_under_a_live_connection_is_rewritten_on_the_next_batch() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    for i in 0..5 {
+        assert_eq!(reserve(&gw, "hoodie-sand", &format!("f{i}")).await.0, 201);
+    }
+    // Someone wipes Redis while the journal's connection stays up: the next
+    // batch lands on nothing, sees it, and re-writes the whole state.
+    let mut c = con(&redis).await;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    assert_eq!(reserve(&gw, "hoodie-sand", "after").await.0, 201);
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    assert_eq!(redis_holds(&mut c, "hoodie-sand").await.len(), 6);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn redis_rolled_back_to_an_older_copy_is_rewritten_without_stale_holds() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let (_, first) = reserve(&gw, "tee-black-m", "old-1").await;
+    assert_eq!(reserve(&gw, "tee-black-m", "old-2").await.0, 201);
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    // A copy of Redis as it is now: two live holds, journal at this seq.
+    let keys = [
+        "hf:journal",
+        "hf:{tee-black-m}:holds",
+        "hf:{tee-black-m}:sku",
+    ];
+    let mut copy = Vec::new();
+    for key in keys {
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        copy.push((key, dump));
+    }
+    // The first hold ends and another starts...
+    let hold = first["hold"].as_str().unwrap();
+    let (status, _) = gw
+        .call(
+            "POST",
+            &format!("/api/holds/{hold}/release"),
+            Some(CHECKOUT),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(reserve(&gw, "tee-black-m", "new-1").await.0, 201);
+    wait_persisted(&gw, &mut c).await;
+    // ...then Redis is put back to the older copy under the live journal.
+    for (key, dump) in &copy {
+        let _: () = redis::cmd("RESTORE")
+            .arg(*key)
+            .arg(0)
+            .arg(dump.as_slice())
+            .arg("REPLACE")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+    }
+    assert_eq!(reserve(&gw, "tee-black-m", "new-2").await.0, 201);
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    let holds = redis_holds(&mut c, "tee-black-m").await;
+    assert_eq!(holds.len(), 3, "the released hold is gone: {holds:?}");
+    assert!(
+        holds.keys().all(|field| !field.starts_with(hold)),
+        "no record of the released hold {hold}: {holds:?}"
+    );
+    gw.stop().await;
+    // And the re-written state is one a restart accepts.
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}

@@ -1,0 +1,411 @@
+//! holdfast-loadtest: the pre-event load tester that proves a holdfast
+//! deployment holds the expected burst and never oversells.
+//!
+//! A run creates the scenario's SKUs, connects viewers (websocket
+//! subscribers that check every frame) and buyers (websocket or HTTP), plays
+//! the host's actions and the drop bursts on a shared clock, then audits the
+//! inventory and judges thresholds. Exit codes: see [`config::Cli`].
+//!
+//! # Layout
+//!
+//! - [`config`]: the command-line flags, every limit with its reason.
+//! - [`scenario`]: scenario files (TOML), validation with line numbers,
+//!   arrival schedules.
+//! - [`preflight`]: can this machine generate the plan; workers and source
+//!   addresses; `RLIMIT_NOFILE`.
+//! - [`plan`]: a worker's share, the shared clock, coordinator/worker messages.
+//! - [`coordinator`]: one run: SKUs, timeline, workers, sampler, progress.
+//! - [`worker`]: one worker's viewers, bursts and arrivals, and its health probe.
+//! - [`roles`]: viewer, buyer and host behaviour.
+//! - [`client`]: TCP dialing over spread source addresses, websocket and HTTP clients.
+//! - [`stats`]: histograms, counters and series that merge exactly across workers.
+//! - [`audit`]: the after-run inventory audit (HTTP and Redis).
+//! - [`threshold`]: k6-style pass/fail thresholds.
+//! - [`report`]: the report, its summary table, HTML page and baseline comparison.
+//! - [`capacity`]: the capacity search behind `--find-capacity`.
+//! - [`spawn`]: the gateway child process behind `--spawn`.
+//! - [`progress`]: the live progress bar.
+
+pub mod audit;
+pub mod capacity;
+pub mod client;
+pub mod config;
+pub mod coordinator;
+pub mod plan;
+pub mod preflight;
+pub mod progress;
+pub mod report;
+pub mod roles;
+pub mod scenario;
+pub mod spawn;
+pub mod stats;
+pub mod threshold;
+pub mod worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper::Method;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::http::Api;
+use crate::client::net::{Dialer, Target, loopback_sources};
+use crate::config::{Cli, Protocol};
+use crate::coordinator::Env;
+use crate::report::{HealthLimits, Report};
+use crate::scenario::Scenario;
+use crate::threshold::Threshold;
+
+/// Could not run: unreachable target, pre-flight refused, a worker died.
+pub const EXIT_ERROR: u8 = 1;
+/// Bad usage: flags, thresholds or scenario file (clap uses 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// A threshold was breached.
+pub const EXIT_THRESHOLD: u8 = 3;
+/// The audit failed: oversold or inconsistent counts.
+pub const EXIT_AUDIT: u8 = 4;
+/// The load generator was the bottleneck; the figures prove nothing.
+pub const EXIT_INVALID: u8 = 5;
+
+/// A usage error: printed as is, exit code [`EXIT_USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the load test described by `cli`; returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let thresholds: Vec<Threshold> = cli
+        .thresholds
+        .iter()
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Threshold::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let mut scenario = match &cli.scenario {
+        Some(p) => Scenario::load(p).map_err(|e| UsageError(e.to_string()))?,
+        None => Scenario::from_flags(&cli),
+    };
+    scenario.apply_overrides(&cli);
+    scenario
+        .revalidate()
+        .map_err(|e| UsageError(format!("after command-line overrides: {e}")))?;
+    if cli.find_capacity && thresholds.is_empty() {
+        return Err(UsageError(
+            "--find-capacity needs at least one --threshold to know when the load breaks".into(),
+        )
+        .into());
+    }
+    let baseline: Option<Report> = match &cli.baseline {
+        Some(p) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(p)
+                    .with_context(|| format!("reading baseline {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not a holdfast-loadtest report", p.display()))?,
+        ),
+        None => None,
+    };
+
+    let interrupt = CancellationToken::new();
+    tokio::spawn(watch_signals(interrupt.clone()));
+
+    let mut gateway = if cli.spawn {
+        Some(spawn::start(&cli).await?)
+    } else {
+        None
+    };
+    let result = run_with_target(
+        &cli,
+        scenario,
+        thresholds,
+        baseline,
+        gateway.as_ref(),
+        interrupt,
+    )
+    .await;
+    if let Some(gw) = &mut gateway {
+        gw.stop().await;
+    }
+    result
+}
+
+async fn run_with_target(
+    cli: &Cli,
+    scenario: Scenario,
+    thresholds: Vec<Threshold>,
+    baseline: Option<Report>,
+    gw: Option<&spawn::Gateway>,
+    interrupt: CancellationToken,
+) -> anyhow::Result<u8> {
+    let (target_url, admin, checkout) = match gw {
+        Some(g) => (
+            g.target.clone(),
+            g.admin_token.clone(),
+            g.checkout_token.clone(),
+        ),
+        None => (
+            cli.target.clone(),
+            cli.admin_token.clone(),
+            cli.checkout_token.clone(),
+        ),
+    };
+    let target = Target::resolve(&target_url).await?;
+    if !target.is_loopback() && !cli.allow_remote {
+        return Err(UsageError(format!(
+            "target {} is not a loopback address; pass --allow-remote to load-test another machine",
+            target.addr
+        ))
+        .into());
+    }
+    let timeout = Duration::from_millis(cli.request_timeout_ms);
+    let api = Arc::new(Api::new(
+        Dialer::new(target.addr, vec![]),
+        target.authority.clone(),
+        admin,
+        timeout,
+    ));
+    match api.call(Method::GET, "/readyz", false, None).await {
+        Ok((200, _)) => {}
+        Ok((status, body)) => anyhow::bail!(
+            "{target_url} is not ready: GET /readyz answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ),
+        Err(e) => anyhow::bail!("cannot reach {target_url}: {e}"),
+    }
+
+    // Pre-flight, for the largest load this invocation will run.
+    let old_soft = preflight::raise_nofile();
+    let machine = preflight::Machine::probe();
+    let top = if cli.find_capacity {
+        scenario.scaled(cli.capacity_max)
+    } else {
+        scenario.clone()
+    };
+    let need = need_of(&top, target.is_loopback());
+    let asked = preflight::Asked {
+        workers: cli.workers,
+        workers_max: cli.workers_max,
+        sources: cli.source_addrs,
+        connections_max: cli.connections_max,
+    };
+    let decision = preflight::decide(&need, &machine, &asked)
+        .map_err(|why| anyhow::anyhow!("pre-flight: cannot generate this load here: {why}"))?;
+    eprintln!("{}", decision.describe(&need, &machine, Some(old_soft)));
+
+    let env = Env {
+        target: target.clone(),
+        api: api.clone(),
+        checkout_token: checkout,
+        workers: decision.workers,
+        sources: if decision.sources > 1 {
+            loopback_sources(decision.sources)
+        } else {
+            vec![]
+        },
+        pool_per_worker: decision.pool_per_worker as usize,
+        threads: cli.threads.max(1),
+        connect_concurrency_max: cli.connect_concurrency_max,
+        inflight_max: cli.inflight_max,
+        request_timeout_ms: cli.request_timeout_ms,
+        holds_tracked_max: cli.holds_tracked_max,
+        sample_interval: Duration::from_millis(cli.sample_interval_ms.max(50)),
+        fixed_ids: cli.fixed_ids,
+        seed: cli.seed,
+        quiet: cli.quiet,
+        interrupt,
+    };
+    let judge = Judge {
+        cli,
+        env: &env,
+        thresholds: &thresholds,
+        target: &target_url,
+        decision: &decision,
+    };
+
+    let mut report = if cli.find_capacity {
+        let planned = planned_load(&scenario);
+        let mut search =
+            capacity::Search::new(cli.capacity_step, cli.capacity_max, cli.capacity_refine);
+        let mut best: Option<Report> = None;
+        let mut last: Option<Report> = None;
+        while let Some(f) = search.next_factor() {
+            eprintln!(
+                "capacity: running x{f:.2} ({})",
+                planned_load(&scenario.scaled(f))
+            );
+            let r = judge.once(&scenario.scaled(f), f).await?;
+            let breached: Vec<String> = r
+                .thresholds
+                .iter()
+                .filter(|t| !t.ok)
+                .map(|t| {
+                    format!(
+                        "{} = {}",
+                        t.expr,
+                        t.actual.map_or("missing".into(), |a| format!("{a:.2}"))
+                    )
+                })
+                .collect();
+            let held = r.audit.ok && r.health.valid && breached.is_empty();
+            let detail = if !r.audit.ok {
+                format!("audit failed, oversold {}", r.audit.oversold)
+            } else if !r.health.valid {
+                format!("generator limit: {}", r.health.reasons.join("; "))
+            } else if held {
+                format!(
+                    "reserve p99 {:.1} ms, errors {:.3}%",
+                    r.figures.get("reserve.p99").copied().unwrap_or(0.0),
+                    r.figures.get("errors.rate").copied().unwrap_or(0.0) * 100.0
+                )
+            } else {
+                breached.join(", ")
+            };
+            eprintln!(
+                "capacity: x{f:.2} {}: {detail}",
+                if held { "held" } else { "broke" }
+            );
+            search.record(capacity::Level {
+                factor: f,
+                held,
+                valid: r.health.valid,
+                oversold: r.audit.oversold,
+                detail,
+            });
+            let interrupted = r.interrupted;
+            if held && best.as_ref().is_none_or(|b| b.level < f) {
+                best = Some(r.clone());
+            }
+            last = Some(r);
+            if interrupted {
+                break;
+            }
+        }
+        let cap = search.finish(&planned);
+        let oversold = cap.oversold;
+        let mut r = if oversold {
+            last.expect("ran at least once")
+        } else {
+            best.or(last).expect("ran at least once")
+        };
+        r.capacity = Some(cap);
+        r
+    } else {
+        judge.once(&scenario, 1.0).await?
+    };
+
+    if let Some(b) = &baseline {
+        report.baseline = report::baseline::compare(&b.figures, &report.figures);
+    }
+    print!("{}", report::table::render(&report));
+    if let Some(p) = &cli.out {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &cli.html {
+        std::fs::write(p, report::html::render(&report))
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    let code = match &report.capacity {
+        Some(c) if c.oversold => EXIT_AUDIT,
+        Some(c) if c.held_max.is_some_and(|g| g >= 1.0) => 0,
+        Some(c) if c.held_max.is_none() && c.generator_limited => EXIT_INVALID,
+        Some(_) => EXIT_THRESHOLD,
+        None => report.exit_code(),
+    };
+    Ok(code)
+}
+
+/// Runs a scenario once and judges it: audit, health, thresholds.
+struct Judge<'a> {
+    cli: &'a Cli,
+    env: &'a Env,
+    thresholds: &'a [Threshold],
+    target: &'a str,
+    decision: &'a preflight::Decision,
+}
+
+impl Judge<'_> {
+    async fn once(&self, scenario: &Scenario, level: f64) -> anyhow::Result<Report> {
+        let cli = self.cli;
+        let outcome = coordinator::run_once(self.env, scenario).await?;
+        let limits = HealthLimits {
+            lag_max_ms: cli.health_lag_max_ms as f64,
+            cpu_max: cli.health_cpu_max,
+            burst_spread_max_ms: cli.burst_spread_max_ms as f64,
+        };
+        let mut report = Report::build(
+            &outcome,
+            self.target,
+            level,
+            Some(self.decision.clone()),
+            limits,
+        );
+        report.audit = audit::run(audit::Input {
+            scenario: &outcome.scenario,
+            stats: &outcome.stats,
+            host: &outcome.host,
+            api: &self.env.api,
+            redis: cli.redis.as_deref().map(|u| (u, cli.redis_prefix.as_str())),
+            wait_max: Duration::from_secs(cli.audit_wait_max_s),
+            holds_max: cli.audit_holds_max,
+            stream_max: cli.audit_stream_max,
+            exclusive: !cli.fixed_ids,
+        })
+        .await;
+        report.figures = report.compute_figures();
+        report.thresholds = self
+            .thresholds
+            .iter()
+            .map(|t| t.check(&report.figures))
+            .collect();
+        Ok(report)
+    }
+}
+
+fn need_of(s: &Scenario, loopback: bool) -> preflight::Need {
+    let (viewers, burst_buyers) = s.connections();
+    let b = &s.buyer;
+    preflight::Need {
+        viewers,
+        burst_buyers,
+        arrival_peak: s.arrivals.iter().map(Scenario::arrival_peak).sum(),
+        messages_per_arrival: 1.0
+            + b.commit_probability
+            + b.release_probability
+            + b.duplicate_probability,
+        http: s.protocol() == Protocol::Http,
+        loopback,
+    }
+}
+
+/// Words for the load at one level: the largest burst and the peak rate.
+fn planned_load(s: &Scenario) -> String {
+    let burst = s.bursts.iter().map(|b| b.buyers).max();
+    let rate: f64 = s.arrivals.iter().map(Scenario::arrival_peak).sum();
+    match (burst, rate > 0.0) {
+        (Some(b), true) => format!("burst {b} buyers, {rate:.0} arrivals/s"),
+        (Some(b), false) => format!("burst {b} buyers"),
+        (None, true) => format!("{rate:.0} arrivals/s"),
+        (None, false) => "no buyers".into(),
+    }
+}
+
+/// Ctrl-C or SIGTERM: stop the run early, still report and clean up.
+async fn watch_signals(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("interrupted: stopping the run, then reporting");
+    token.cancel();
+}

@@ -1,0 +1,238 @@
+//! The end-of-run summary printed on stdout: plain aligned text that reads
+//! the same in a terminal, a CI log and an email.
+//!
+//! Owns wording and layout only; every number comes from the [`Report`].
+
+use std::fmt::Write as _;
+
+use super::Report;
+
+fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.2}s", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.1}ms")
+    } else {
+        format!("{v:.2}ms")
+    }
+}
+
+/// The summary table.
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nholdfast-loadtest: {} against {} ({}, {} worker{}, load x{:.2}, {:.1}s)",
+        r.scenario,
+        r.target,
+        r.protocol,
+        r.workers,
+        if r.workers == 1 { "" } else { "s" },
+        r.level,
+        r.duration_s
+    );
+    if r.interrupted {
+        let _ = writeln!(s, "INTERRUPTED: partial results");
+    }
+    let _ = writeln!(
+        s,
+        "\n{:<14}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "latency", "count", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for name in ["reserve", "commit", "release", "fanout", "connect"] {
+        if let Some(l) = r.latency.get(name) {
+            let _ = writeln!(
+                s,
+                "{:<14}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                name,
+                l.count,
+                ms(l.p50),
+                ms(l.p90),
+                ms(l.p99),
+                ms(l.p999),
+                ms(l.max)
+            );
+        }
+    }
+    let f = |k: &str| r.figures.get(k).copied().unwrap_or(0.0);
+    let _ = writeln!(
+        s,
+        "\nthroughput    reserve {:.0}/s, commit {:.0}/s (mean over active seconds); peak reserve {}/s",
+        f("reserve.rate"),
+        f("commit.rate"),
+        r.throughput.iter().map(|p| p.reserve_ok).max().unwrap_or(0)
+    );
+    let _ = writeln!(
+        s,
+        "requests      reserve ok {}, commit ok {}, release ok {}; errors {} ({:.3}%), refusals {:.2}%",
+        f("reserve.count"),
+        f("commit.count"),
+        f("release.count"),
+        f("errors.count"),
+        f("errors.rate") * 100.0,
+        f("refusals.rate") * 100.0
+    );
+    if !r.errors.is_empty() {
+        let list: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "by code       {}", list.join(", "));
+    }
+    let _ = writeln!(
+        s,
+        "connections   {} ok, {} failed",
+        f("connections.ok"),
+        f("connections.failed")
+    );
+    let viewers = r.counts.get("viewer.frames").copied().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "viewers       {} frames, {} updates, {} disconnected early, {} consistency violations",
+        viewers,
+        r.counts.get("viewer.updates").copied().unwrap_or(0),
+        r.counts.get("viewers.disconnected").copied().unwrap_or(0),
+        f("viewer.violations")
+    );
+    for so in r.soldout.iter().filter(|so| so.viewers_seen > 0) {
+        let _ = writeln!(
+            s,
+            "sold out      {}: seen by {}/{} viewers, all within {} of the server's frame",
+            so.sku,
+            so.viewers_seen,
+            so.viewers_covering,
+            so.all_seen_ms.map_or("?".into(), |v| ms(v as f64))
+        );
+    }
+    for b in &r.bursts {
+        let _ = writeln!(
+            s,
+            "burst @{:>5.1}s {} buyers ({} fired) on {}: send spread {}, {} reserved, {} refused, {} errors",
+            b.at_s,
+            b.buyers,
+            b.fired,
+            b.skus.join("+"),
+            b.spread_ms.map_or("-".into(), ms),
+            b.reserved,
+            b.refused,
+            b.errors
+        );
+    }
+    for h in r.host.iter().filter(|h| !h.ok) {
+        let _ = writeln!(
+            s,
+            "host action   {} {} at {}s FAILED: {}",
+            h.action,
+            h.sku,
+            h.at_s,
+            h.error.as_deref().unwrap_or("?")
+        );
+    }
+    let h = &r.health;
+    let _ = write!(
+        s,
+        "generator     {}: loop lag p99 {}, schedule lag p99 {}, CPU {:.0}% per thread, RSS {} MiB",
+        if h.valid {
+            "healthy"
+        } else {
+            "RESULTS INVALID"
+        },
+        ms(h.loop_lag_p99_ms),
+        ms(h.schedule_lag_p99_ms),
+        h.cpu_per_thread * 100.0,
+        h.rss_bytes >> 20
+    );
+    if let Some(b) = h.bytes_per_connection {
+        let _ = write!(s, " (~{} KiB per connection)", b / 1024);
+    }
+    let _ = writeln!(s);
+    for why in &h.reasons {
+        let _ = writeln!(s, "              invalid: {why}");
+    }
+    let _ = writeln!(s, "\naudit         oversold: {}", r.audit.oversold);
+    for c in &r.audit.checks {
+        let _ = writeln!(
+            s,
+            "  [{}] {}: {}",
+            if c.ok { "ok" } else { "FAIL" },
+            c.name,
+            c.detail
+        );
+    }
+    for p in &r.audit.problems {
+        let _ = writeln!(s, "  problem: {p}");
+    }
+    if !r.thresholds.is_empty() {
+        let _ = writeln!(s, "\nthresholds");
+        for t in &r.thresholds {
+            let verdict = if !h.valid {
+                "not judged (invalid run)"
+            } else if t.ok {
+                "ok"
+            } else {
+                "BREACHED"
+            };
+            let _ = writeln!(
+                s,
+                "  {:<32} actual {:<12} {}",
+                t.expr,
+                t.actual.map_or("missing".into(), |a| format!("{a:.3}")),
+                verdict
+            );
+        }
+    }
+    if !r.baseline.is_empty() {
+        let _ = writeln!(s, "\nagainst baseline");
+        for c in r.baseline.iter().filter(|c| c.before != c.after) {
+            let pct = c.change_pct.map_or("new".into(), |p| format!("{p:+.1}%"));
+            let _ = writeln!(
+                s,
+                "  {:<26} {:>12.3} -> {:>12.3}  {:>9} {}",
+                c.figure,
+                c.before,
+                c.after,
+                pct,
+                if c.worse { "worse" } else { "" }
+            );
+        }
+    }
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(s, "\ncapacity      {}", c.summary);
+        for l in &c.levels {
+            let _ = writeln!(
+                s,
+                "  x{:<6.2} {:<9} {}",
+                l.factor,
+                if l.held { "held" } else { "broke" },
+                l.detail
+            );
+        }
+    }
+    if !r.error_samples.is_empty() {
+        let _ = writeln!(s, "\nfirst errors");
+        for e in r.error_samples.iter().take(5) {
+            let _ = writeln!(s, "  {e}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_every_section() {
+        let mut r = super::super::tests::sample();
+        r.thresholds.push(
+            crate::threshold::Threshold::parse("reserve.p99<1ms")
+                .unwrap()
+                .check(&r.figures),
+        );
+        let t = super::render(&r);
+        for needle in [
+            "reserve",
+            "oversold: 0",
+            "BREACHED",
+            "burst @",
+            "generator     healthy",
+        ] {
+            assert!(t.contains(needle), "missing {needle}:\n{t}");
+        }
+    }
+}

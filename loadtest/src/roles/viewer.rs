@@ -1,0 +1,193 @@
+//! A viewer: one websocket subscriber watching the live counters, checking
+//! what it is told.
+//!
+//! Owns the per-viewer consistency checks (per-topic `seq` strictly
+//! increases; every SKU state has `available + held + sold == total`; `sold`
+//! never decreases within a topic), the fan-out delivery lag and the moment
+//! it first saw each SKU sold out. Its state is a few small vectors, so a
+//! process holds tens of thousands; it never keeps a frame after checking it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures_util::{SinkExt, StreamExt};
+use holdfast_gateway::protocol::{ClientMsg, ServerMsg, SkuState, Subscribe};
+
+use crate::client::ws::{decode, encode};
+use crate::worker::Ctx;
+
+/// What one viewer remembers between frames.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Last seq per topic, by topic name (a viewer has few topics).
+    seq: Vec<(Box<str>, u64)>,
+    /// Last `sold` per (topic index in `seq`, SKU index).
+    sold: Vec<(u16, u16, u32)>,
+    /// SKUs (scenario index bits) this viewer's frames covered, and the ones
+    /// it saw sold out.
+    covered: u64,
+    sold_out: u64,
+}
+
+/// Connects, subscribes, and checks frames until the run ends.
+pub async fn run(ctx: Arc<Ctx>, binary: bool) {
+    let Ok(mut ws) = ctx.connector.connect(None, binary).await else {
+        return;
+    };
+    // Relaxed: a progress counter, read only for display.
+    ctx.viewers_live.fetch_add(1, Ordering::Relaxed);
+    let sub = ClientMsg::Subscribe(Subscribe {
+        id: 1,
+        topics: ctx.plan.scenario.viewers.topics.clone(),
+    });
+    let mut seen = Seen::default();
+    let mut frames = 0u64;
+    let mut clean_end = false;
+    if ws.send(encode(&sub, binary)).await.is_ok() {
+        loop {
+            let frame = tokio::select! {
+                _ = ctx.end.cancelled() => { clean_end = true; break }
+                f = ws.next() => f,
+            };
+            let Some(Ok(frame)) = frame else { break };
+            if frame.is_close() {
+                break;
+            }
+            let Some(msg) = decode(&frame) else { continue };
+            frames += 1;
+            match msg {
+                Ok(m) => check(&ctx, &mut seen, m),
+                Err(e) => ctx.recorder.with(|s| {
+                    s.add("viewer.undecodable", 1);
+                    s.sample_error(format!("viewer frame: {e}"));
+                }),
+            }
+            if frames.is_multiple_of(64) {
+                ctx.frames.fetch_add(64, Ordering::Relaxed);
+            }
+        }
+    }
+    ctx.frames.fetch_add(frames % 64, Ordering::Relaxed);
+    ctx.viewers_live.fetch_sub(1, Ordering::Relaxed);
+    if clean_end {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(None)).await;
+    }
+    ctx.recorder.with(|s| {
+        s.add("viewer.frames", frames);
+        if !clean_end {
+            s.add("viewers.disconnected", 1);
+        }
+        for i in 0..s.soldout.len().min(64) {
+            if seen.covered & (1 << i) != 0 {
+                s.soldout[i].viewers_covering += 1;
+            }
+        }
+    });
+}
+
+fn check(ctx: &Ctx, seen: &mut Seen, msg: ServerMsg) {
+    let now_us = ctx.clock.unix_us(Instant::now());
+    match msg {
+        ServerMsg::Snapshot(f) => {
+            let t = topic_seq(ctx, seen, &f.topic, f.seq);
+            skus(ctx, seen, t, f.ts_ms, now_us, &f.skus);
+        }
+        ServerMsg::Update(f) => {
+            let t = topic_seq(ctx, seen, &f.topic, f.seq);
+            ctx.recorder.with(|s| {
+                s.add("viewer.updates", 1);
+                s.record("fanout", now_us.saturating_sub(f.ts_ms * 1000));
+            });
+            skus(ctx, seen, t, f.ts_ms, now_us, &f.skus);
+        }
+        ServerMsg::StockEvent(f) => {
+            topic_seq(ctx, seen, &f.topic, f.seq);
+            ctx.recorder
+                .with(|s| s.record("fanout", now_us.saturating_sub(f.ts_ms * 1000)));
+            if f.event == "sold_out"
+                && let Some(&i) = ctx.sku_index.get(&f.sku)
+            {
+                saw_sold_out(ctx, seen, i, f.ts_ms, now_us);
+            }
+        }
+        ServerMsg::Error(e) => ctx.recorder.add(&format!("viewer.error.{}", e.error), 1),
+        _ => {}
+    }
+}
+
+/// Checks that `seq` strictly increases on `topic`; returns the topic's slot.
+fn topic_seq(ctx: &Ctx, seen: &mut Seen, topic: &str, seq: u64) -> u16 {
+    match seen.seq.iter().position(|(t, _)| &**t == topic) {
+        Some(i) => {
+            if seq <= seen.seq[i].1 {
+                ctx.recorder.with(|s| {
+                    s.add("viewer.violation.seq", 1);
+                    s.sample_error(format!(
+                        "viewer: topic {topic} seq {seq} after {}",
+                        seen.seq[i].1
+                    ));
+                });
+            }
+            seen.seq[i].1 = seen.seq[i].1.max(seq);
+            i as u16
+        }
+        None => {
+            seen.seq.push((topic.into(), seq));
+            (seen.seq.len() - 1) as u16
+        }
+    }
+}
+
+fn skus(ctx: &Ctx, seen: &mut Seen, topic: u16, ts_ms: u64, now_us: u64, skus: &[SkuState]) {
+    for k in skus {
+        if k.available as u64 + k.held as u64 + k.sold as u64 != k.total as u64 {
+            ctx.recorder.with(|s| {
+                s.add("viewer.violation.sum", 1);
+                s.sample_error(format!(
+                    "viewer: {} available {} + held {} + sold {} != total {}",
+                    k.id, k.available, k.held, k.sold, k.total
+                ));
+            });
+        }
+        let Some(&i) = ctx.sku_index.get(&k.id) else {
+            continue;
+        };
+        seen.covered |= 1 << i;
+        match seen
+            .sold
+            .iter_mut()
+            .find(|(t, s, _)| *t == topic && *s == i)
+        {
+            Some(entry) => {
+                if k.sold < entry.2 {
+                    ctx.recorder.with(|s| {
+                        s.add("viewer.violation.sold_decreased", 1);
+                        s.sample_error(format!(
+                            "viewer: {} sold went from {} to {}",
+                            k.id, entry.2, k.sold
+                        ));
+                    });
+                }
+                entry.2 = entry.2.max(k.sold);
+            }
+            None => seen.sold.push((topic, i, k.sold)),
+        }
+        if k.sold_out {
+            saw_sold_out(ctx, seen, i, ts_ms, now_us);
+        }
+    }
+}
+
+fn saw_sold_out(ctx: &Ctx, seen: &mut Seen, i: u16, ts_ms: u64, now_us: u64) {
+    if seen.sold_out & (1 << i) != 0 {
+        return;
+    }
+    seen.sold_out |= 1 << i;
+    ctx.recorder.with(|s| {
+        let so = &mut s.soldout[i as usize];
+        so.viewers_seen += 1;
+        so.first_server_ms = Some(so.first_server_ms.map_or(ts_ms, |x| x.min(ts_ms)));
+        so.last_seen_ms = so.last_seen_ms.max(Some(now_us / 1000));
+    });
+}

@@ -1,0 +1,116 @@
+//! `--find-capacity` and `--baseline` end to end against the honest double.
+
+mod common;
+
+use common::{LENIENT, Mode, run_loadtest, scenario, start_double};
+use holdfast_loadtest::report::Report;
+
+const SMALL: &str = r#"
+name = "small"
+duration_s = 1.5
+protocol = "http"
+
+[[sku]]
+id = "a"
+total = 10
+hold_ttl_ms = 200
+
+[buyer]
+commit_probability = 0.5
+pay_delay_ms = [5, 20]
+
+[[burst]]
+at_s = 0.2
+buyers = 8
+sku = "a"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
+    let addr = start_double(Mode::Honest).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(&dir, "small.toml", SMALL);
+    let target = format!("http://{addr}");
+    let first = dir.path().join("first.json");
+    let second = dir.path().join("second.json");
+
+    // A threshold that always holds: the search climbs to --capacity-max.
+    let mut args = vec![
+        "--target",
+        &target,
+        "-s",
+        file.to_str().unwrap(),
+        "--find-capacity",
+        "--capacity-step",
+        "2",
+        "--capacity-max",
+        "2",
+        "--threshold",
+        "oversold==0",
+        "--out",
+        first.to_str().unwrap(),
+    ];
+    args.extend(LENIENT);
+    let run = run_loadtest(&args).await;
+    assert_eq!(run.code, 0);
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
+    let cap = r.capacity.expect("capacity section");
+    assert_eq!(
+        cap.levels.iter().map(|l| l.factor).collect::<Vec<_>>(),
+        vec![1.0, 2.0]
+    );
+    assert_eq!(cap.held_max, Some(2.0));
+    assert!(
+        cap.summary
+            .starts_with("holds 2.00x the planned load (burst 8 buyers)"),
+        "{}",
+        cap.summary
+    );
+    assert_eq!(r.level, 2.0, "the report is the highest level that held");
+    assert_eq!(r.bursts[0].buyers, 16);
+
+    // A threshold that can never hold: the plan itself breaks, exit 3.
+    let mut args = vec![
+        "--target",
+        &target,
+        "-s",
+        file.to_str().unwrap(),
+        "--find-capacity",
+        "--capacity-step",
+        "2",
+        "--capacity-refine",
+        "0",
+        "--threshold",
+        "reserve.count>100000",
+    ];
+    args.extend(LENIENT);
+    let run = run_loadtest(&args).await;
+    assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_THRESHOLD));
+    assert!(run.stdout.contains("does NOT hold the planned load"));
+
+    // A plain run compared with the first report.
+    let mut args = vec![
+        "--target",
+        &target,
+        "-s",
+        file.to_str().unwrap(),
+        "--baseline",
+        first.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ];
+    args.extend(LENIENT);
+    let run = run_loadtest(&args).await;
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("against baseline"));
+    let r: Report = serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
+    let burst = r
+        .baseline
+        .iter()
+        .find(|c| c.figure == "reserve.count")
+        .expect("reserve.count compared");
+    assert!(
+        burst.before >= burst.after,
+        "the baseline ran twice the burst"
+    );
+}

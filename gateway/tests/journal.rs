@@ -478,17 +478,40 @@ async fn a_password_in_the_url_authenticates_and_a_wrong_one_is_a_clear_error() 
 async fn data_lost_under_a_live_connection_is_rewritten_on_the_next_batch() {
     let Some(redis) = Redis::start() else { return };
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut holds = Vec::new();
     for i in 0..5 {
-        assert_eq!(reserve(&gw, "hoodie-sand", &format!("f{i}")).await.0, 201);
+        let (status, body) = reserve(&gw, "hoodie-sand", &format!("f{i}")).await;
+        assert_eq!(status, 201);
+        holds.push(body["hold"].as_str().unwrap().to_string());
     }
     // Someone wipes Redis while the journal's connection stays up: the next
-    // batch lands on nothing, sees it, and re-writes the whole state.
+    // batch (a commit) lands on nothing, sees it, and re-writes the whole
+    // state. Its order was in that batch: it must be in the stream once.
     let mut c = con(&redis).await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
+    let (status, _) = gw
+        .call(
+            "POST",
+            &format!("/api/holds/{}/commit", holds[0]),
+            Some(CHECKOUT),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
     assert_eq!(reserve(&gw, "hoodie-sand", "after").await.0, 201);
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
-    assert_eq!(redis_holds(&mut c, "hoodie-sand").await.len(), 6);
+    assert_eq!(redis_holds(&mut c, "hoodie-sand").await.len(), 5);
+    let committed: Vec<_> = order_stream(&mut c)
+        .await
+        .into_iter()
+        .filter(|o| o["event"] == "committed" && o["hold"] == holds[0])
+        .collect();
+    assert_eq!(
+        committed.len(),
+        1,
+        "the order once, not re-added: {committed:?}"
+    );
     gw.stop().await;
 }
 

@@ -67,8 +67,14 @@ pub struct Writer {
 
 enum Landed {
     Yes,
-    /// Redis is missing our state or has another: re-write it.
-    Resync(String),
+    /// Redis is missing our state or has another: re-write it. `applied`:
+    /// the batch's commands were executed all the same (the one-round-trip
+    /// path checks the seq in the same round trip), so its order-stream
+    /// entries are already in Redis and must not be added twice.
+    Resync {
+        why: String,
+        applied: bool,
+    },
 }
 
 /// One batch, its commands built when its events were applied to the
@@ -172,13 +178,18 @@ impl Writer {
             next = built;
             let mut outcome = first;
             let mut rewritten = false;
+            // Whether this batch's commands were executed on some attempt
+            // (then its order-stream entries are in Redis already).
+            let mut orders_landed = false;
             loop {
                 match outcome {
                     Ok(Landed::Yes) => break,
-                    Ok(Landed::Resync(why)) => {
+                    Ok(Landed::Resync { why, applied }) => {
                         tracing::warn!(%why, seq = mirror.seq, "re-writing holdfast's whole state to Redis");
                         counter!("holdfast_journal_resyncs_total").increment(1);
-                        match self.rewrite(&mut con, &mirror, &batch.writes).await {
+                        orders_landed |= applied;
+                        let orders = (!orders_landed).then_some(&batch.writes);
+                        match self.rewrite(&mut con, &mirror, orders).await {
                             Ok(()) => {
                                 rewritten = true;
                                 break;
@@ -344,16 +355,21 @@ impl Writer {
     ) -> redis::RedisResult<Landed> {
         let (seq, exec): (Option<u64>, redis::Value) = batch.pipe.query_async(c).await?;
         if matches!(exec, redis::Value::Nil) {
-            return Ok(Landed::Resync(
-                "the journal record changed under the batch".into(),
-            ));
+            return Ok(Landed::Resync {
+                why: "the journal record changed under the batch".into(),
+                applied: false,
+            });
         }
         Ok(match seq {
             Some(s) if s == persisted => Landed::Yes,
-            None => Landed::Resync("Redis has no journal record (restarted empty?)".into()),
-            Some(s) => Landed::Resync(format!(
-                "Redis journal was at seq {s}, expected {persisted}"
-            )),
+            None => Landed::Resync {
+                why: "Redis has no journal record (restarted empty?)".into(),
+                applied: true,
+            },
+            Some(s) => Landed::Resync {
+                why: format!("Redis journal was at seq {s}, expected {persisted}"),
+                applied: true,
+            },
         })
     }
 
@@ -378,12 +394,14 @@ impl Writer {
         let settled = match seq {
             Some(s) if s == persisted => None,
             Some(s) if s == batch.writes.seq => Some(Landed::Yes),
-            Some(s) => Some(Landed::Resync(format!(
-                "Redis journal is at seq {s}, expected {persisted}"
-            ))),
-            None => Some(Landed::Resync(
-                "Redis has no journal record (restarted empty?)".into(),
-            )),
+            Some(s) => Some(Landed::Resync {
+                why: format!("Redis journal is at seq {s}, expected {persisted}"),
+                applied: false,
+            }),
+            None => Some(Landed::Resync {
+                why: "Redis has no journal record (restarted empty?)".into(),
+                applied: false,
+            }),
         };
         if let Some(landed) = settled {
             redis::cmd("UNWATCH").query_async::<()>(c).await?;
@@ -401,26 +419,31 @@ impl Writer {
         if matches!(result, redis::Value::Nil) {
             // Someone else touched the journal record between WATCH and
             // EXEC: nothing was applied; look again.
-            return Ok(Landed::Resync(
-                "the journal record changed under the batch".into(),
-            ));
+            return Ok(Landed::Resync {
+                why: "the journal record changed under the batch".into(),
+                applied: false,
+            });
         }
         Ok(Landed::Yes)
     }
 
     /// Writes the whole mirror, then the order-stream entries of the batch
-    /// being sent (the mirror holds state, not the stream's history).
+    /// being sent unless they already landed (the mirror holds state, not
+    /// the stream's history).
     async fn rewrite(
         &self,
         con: &mut Option<MultiplexedConnection>,
         mirror: &Mirror,
-        writes: &Writes,
+        orders: Option<&Writes>,
     ) -> redis::RedisResult<()> {
         let c = self.connection(con).await?;
         for pipe in mirror.full_rewrite(&self.ctx(), &self.header, self.engine.now_ms()) {
             pipe.query_async::<()>(c).await?;
         }
-        self.orders_only(con, mirror, writes).await
+        match orders {
+            Some(writes) => self.orders_only(con, mirror, writes).await,
+            None => Ok(()),
+        }
     }
 
     /// Only a batch's order-stream entries (its state is already written).

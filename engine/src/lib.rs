@@ -59,7 +59,7 @@ pub use engine::{Engine, HoldInfo, HoldLineInfo, Line, Reservation, Settlement, 
 pub use error::{CatalogError, HoldError, ReserveError};
 pub use event::{Event, EventKind, EventLog, HoldLine};
 pub use expiry::{Expirer, ExpiryReport};
-pub use hold::{HoldId, HoldState};
+pub use hold::{Hex16, HoldId, HoldState, hex16};
 pub use limits::EngineConfig;
 pub use request::RequestId;
 pub use restore::{

@@ -3,7 +3,7 @@
 //! Every key of one SKU carries the SKU id as a hash tag, `{<sku>}`, so a
 //! SKU's keys share a Redis Cluster slot.
 
-use holdfast_engine::{BuyerId, HoldId};
+use holdfast_engine::{BuyerId, HoldId, hex16};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone)]
@@ -84,7 +84,7 @@ pub fn request_bucket_ttl_ms(bucket: u64, window_ms: u64, now_ms: u64) -> u64 {
 
 /// Field of a request id in a request bucket.
 pub fn request_field(request: u64) -> String {
-    format!("{request:016x}")
+    hex16(request).as_str().to_owned()
 }
 
 pub fn parse_request_field(field: &str) -> Option<u64> {
@@ -113,12 +113,22 @@ impl RequestRecord {
 
 /// Field of a hold line in `<prefix>:{<sku>}:holds`.
 pub fn hold_field(hold: HoldId, line: u8) -> String {
-    format!("{hold}:{line}")
+    let mut field = String::with_capacity(20);
+    field.push_str(hex16(hold.to_raw()).as_str());
+    field.push(':');
+    if line >= 100 {
+        field.push(char::from(b'0' + line / 100));
+    }
+    if line >= 10 {
+        field.push(char::from(b'0' + line / 10 % 10));
+    }
+    field.push(char::from(b'0' + line % 10));
+    field
 }
 
 /// Field of a buyer in `<prefix>:{<sku>}:buyers` and `<prefix>:buyers`.
 pub fn buyer_field(buyer: BuyerId) -> String {
-    format!("{:016x}", buyer.0)
+    hex16(buyer.0).as_str().to_owned()
 }
 
 pub fn parse_buyer_field(field: &str) -> Option<BuyerId> {
@@ -173,5 +183,15 @@ mod tests {
             parse_buyer_field(&buyer_field(BuyerId(u64::MAX))),
             Some(BuyerId(u64::MAX))
         );
+        assert_eq!(buyer_field(BuyerId(0xab)), format!("{:016x}", 0xab));
+        assert_eq!(parse_request_field(&request_field(42)), Some(42));
+    }
+
+    #[test]
+    fn hold_fields_are_the_hold_id_and_the_line() {
+        let hold = HoldId::from_raw(0x0040_0000_0100_0002).expect("a valid id");
+        for line in [0u8, 7, 9, 10, 15, 99, 100, 255] {
+            assert_eq!(hold_field(hold, line), format!("{hold}:{line}"));
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::catalog::Meta;
 use crate::ids::Ids;
 use holdfast_engine::{
     BuyerId, Counts, Engine, Event, EventKind, HoldId, SaleWindow, SavedState, SkuIdx, SkuSettings,
+    hex16,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -553,7 +554,7 @@ impl Mirror {
                     .arg("at_ms")
                     .arg(*at_ms);
                 cmd.arg("hold")
-                    .arg(hold.to_string())
+                    .arg(hex16(hold.to_raw()).as_str())
                     .arg("line")
                     .arg(*line)
                     .arg("lines")

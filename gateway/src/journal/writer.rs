@@ -170,13 +170,24 @@ impl Writer {
             let started = Instant::now();
             // A fresh connection proves nothing about the last batch.
             healthy &= con.is_some();
-            // Send this batch, and build the next one meanwhile.
-            let (first, built) =
-                tokio::join!(self.send(&mut con, &batch, persisted, healthy), async {
-                    self.build(&mut mirror, &mut intake)
-                });
-            next = built;
-            let mut outcome = first;
+            // Send this batch, and meanwhile take in the events that arrive
+            // for the next one (each request kicks the journal), so that
+            // when this one lands the next holds everything up to then and
+            // only its commands remain to be built: a request waits about
+            // one round trip for the batch after the one in flight.
+            let mut gathered = Writes::default();
+            let mut outcome = {
+                let send = self.send(&mut con, &batch, persisted, healthy);
+                tokio::pin!(send);
+                loop {
+                    self.absorb(&mut mirror, &mut intake, &mut gathered);
+                    tokio::select! {
+                        biased;
+                        landed = &mut send => break landed,
+                        () = self.journal.kick.notified() => {}
+                    }
+                }
+            };
             let mut rewritten = false;
             // Whether this batch's commands were executed on some attempt
             // (then its order-stream entries are in Redis already).
@@ -220,17 +231,20 @@ impl Writer {
             histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
             histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
             self.journal.persisted(persisted);
-            // A re-write wrote the whole mirror, which may already include
-            // the batch built meanwhile: then only its order-stream entries
-            // are still to go out.
-            if rewritten && let Some(included) = next.take_if(|n| n.writes.seq <= mirror.seq) {
-                while let Err(e) = self.orders_only(&mut con, &mirror, &included.writes).await {
+            if rewritten {
+                // The re-write wrote the whole mirror, which already holds
+                // what was gathered meanwhile: only its order-stream entries
+                // are still to go out.
+                while let Err(e) = self.orders_only(&mut con, &mirror, &gathered).await {
                     con = None;
                     self.journal.set_down(&e);
                     tokio::time::sleep(self.journal.next_backoff()).await;
                 }
-                persisted = included.writes.seq.max(persisted);
+                persisted = gathered.seq.max(persisted);
                 self.journal.persisted(persisted);
+            } else {
+                self.absorb(&mut mirror, &mut intake, &mut gathered);
+                next = self.seal(&mut mirror, gathered);
             }
             last_health = Instant::now();
         }
@@ -244,27 +258,37 @@ impl Writer {
         log.is_empty() && intake.reorder.is_empty() && self.journal.meta_dirty_is_empty()
     }
 
-    /// Takes the events that are ready, in sequence order and never ending
-    /// inside a cart, applies them to the mirror and builds their batch.
+    /// Takes the events that are ready and builds a batch of them.
     fn build(&self, mirror: &mut Mirror, intake: &mut Intake) -> Option<Batch> {
+        let mut writes = Writes::default();
+        self.absorb(mirror, intake, &mut writes);
+        self.seal(mirror, writes)
+    }
+
+    /// Takes the events that are ready, in sequence order and never ending
+    /// inside a cart, and applies them to the mirror, adding their effects
+    /// to `writes` (up to the batch size).
+    fn absorb(&self, mirror: &mut Mirror, intake: &mut Intake, writes: &mut Writes) {
         let log = self
             .engine
             .events()
             .expect("the journal runs with events enabled");
+        let room = self.batch_size_max.saturating_sub(writes.events);
+        if room == 0 {
+            return;
+        }
         intake.drained.clear();
-        let room = self
-            .batch_size_max
-            .saturating_sub(intake.reorder.len())
-            .max(1);
-        log.drain_into(&mut intake.drained, room);
+        log.drain_into(
+            &mut intake.drained,
+            room.saturating_sub(intake.reorder.len()).max(1),
+        );
         for e in intake.drained.drain(..) {
             intake.reorder.insert(e.seq, e);
         }
         let ctx = self.ctx();
-        let mut writes = Writes::default();
         let mut next = mirror.seq + 1;
         let mut batch = Vec::new();
-        while batch.len() < self.batch_size_max {
+        while batch.len() < room {
             let Some(e) = intake.reorder.remove(&next) else {
                 break;
             };
@@ -286,17 +310,23 @@ impl Writer {
             intake.reorder.insert(e.seq, e);
         }
         for e in &batch {
-            if let Err(problem) = mirror.apply(e, &mut writes, &ctx) {
+            if let Err(problem) = mirror.apply(e, writes, &ctx) {
                 tracing::error!(seq = e.seq, %problem, "journal mirror disagrees with the event stream");
                 counter!("holdfast_journal_errors_total", "kind" => "mirror").increment(1);
             }
         }
+    }
+
+    /// Freezes `writes` (and pending catalog text changes) into a batch's
+    /// Redis commands.
+    fn seal(&self, mirror: &mut Mirror, mut writes: Writes) -> Option<Batch> {
         for sku in self.journal.take_meta_dirty() {
             mirror.meta_changed(&mut writes, sku);
         }
         if writes.is_empty() {
             return None;
         }
+        let ctx = self.ctx();
         let journal_key = self.keys.journal();
         let mut pipe = redis::pipe();
         pipe.cmd("WATCH").arg(journal_key).ignore();

@@ -19,6 +19,12 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+/// Read buffer of a viewer connection (part of its idle memory).
+const VIEWER_READ_BUFFER: usize = 128;
+/// Read buffer of a checkout or admin connection: a pipelined burst of
+/// requests in one read.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
 /// Everything a websocket session needs.
 #[derive(Debug)]
 pub struct WsCtx {
@@ -70,10 +76,18 @@ pub async fn upgrade(
     counter!("holdfast_ws_connections_total", "outcome" => "accepted").increment(1);
     let limits = &ctx.limits;
     // Our own limits, never tungstenite's defaults (128 KiB read buffer per
-    // connection, 64 MiB messages, unbounded write buffer).
+    // connection, 64 MiB messages, unbounded write buffer). The read buffer
+    // is also the most one read takes from the socket: viewers send next to
+    // nothing and there are tens of thousands of them, so theirs is tiny;
+    // a checkout backend pipelines requests on a few connections, and a
+    // tiny buffer would cost it one read syscall per two or three frames.
+    let read_buffer = match role {
+        Role::Viewer => VIEWER_READ_BUFFER,
+        Role::Checkout | Role::Admin => CLIENT_READ_BUFFER,
+    };
     let ws = ws
         .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY])
-        .read_buffer_size(128)
+        .read_buffer_size(read_buffer)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(limits.write_buffer_bytes_max)
         .max_message_size(limits.frame_bytes_max)

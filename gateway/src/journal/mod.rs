@@ -226,8 +226,9 @@ impl Journal {
     }
 
     pub(crate) fn persisted(&self, seq: u64) {
-        // Release: pairs with the Acquire in `persisted_seq`.
-        self.watermark.store(seq, Ordering::Release);
+        // Release: pairs with the Acquire in `persisted_seq`. Never moves
+        // back, whatever order announcements come in.
+        self.watermark.fetch_max(seq, Ordering::Release);
         self.wake(seq);
         self.set_up();
     }

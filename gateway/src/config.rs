@@ -233,7 +233,8 @@ pub struct JournalArgs {
     #[arg(long, env = "HOLDFAST_BACKLOG_MAX", default_value_t = 100_000)]
     pub backlog_max: usize,
 
-    /// Approximate cap on the order stream's length (XADD MAXLEN ~). Default
+    /// Approximate cap on the order stream's length (`XTRIM MAXLEN ~` after
+    /// each batch's entries). Default
     /// 10 000 000: days of orders for a busy shop; size it so consumers
     /// always read entries before they are trimmed. 0: no cap.
     #[arg(long, env = "HOLDFAST_ORDERS_MAXLEN", default_value_t = 10_000_000)]

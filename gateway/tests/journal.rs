@@ -577,3 +577,44 @@ async fn redis_rolled_back_to_an_older_copy_is_rewritten_without_stale_holds() {
     assert_redis_matches(&gw, &mut c).await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn the_order_stream_is_capped_near_orders_maxlen() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = con(&redis).await;
+    // Small stream nodes, so approximate trimming (whole nodes) shows on a
+    // few dozen entries.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(4)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut args = redis_args(&redis, Persistence::Durable);
+    args.journal.orders_maxlen = 8;
+    let gw = Gateway::start(args).await;
+    for i in 0..60 {
+        let (status, body) = reserve(&gw, "tote-canvas", &format!("m{i}")).await;
+        assert_eq!(status, 201, "{body}");
+        let hold = body["hold"].as_str().unwrap();
+        let (status, _) = gw
+            .call(
+                "POST",
+                &format!("/api/holds/{hold}/commit"),
+                Some(CHECKOUT),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let len: usize = c.xlen("hf:orders").await.unwrap();
+    assert!(
+        (8..=8 + 4).contains(&len),
+        "60 orders, cap ~8 in nodes of 4: {len} entries kept"
+    );
+    // The newest order is among those kept.
+    let newest = order_stream(&mut c).await;
+    assert_eq!(newest.last().unwrap()["buyer"], "m59");
+    gw.stop().await;
+}

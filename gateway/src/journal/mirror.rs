@@ -173,6 +173,8 @@ pub struct Writes {
     buyers: BTreeSet<(SkuIdx, BuyerId)>,
     names: Vec<(BuyerId, Arc<str>)>,
     orders: Vec<Order>,
+    /// `XADD`s built ahead for `orders[..order_cmds.len()]`.
+    order_cmds: Vec<redis::Cmd>,
     requests: Vec<(u64, RequestRecord)>,
 }
 
@@ -529,12 +531,12 @@ impl Mirror {
             .unwrap_or_default()
     }
 
-    fn xadd(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>, order: &Order) {
-        let cmd = pipe.cmd("XADD").arg(ctx.keys.orders());
-        if ctx.orders_maxlen > 0 {
-            cmd.arg("MAXLEN").arg("~").arg(ctx.orders_maxlen);
-        }
-        cmd.arg("*");
+    /// The `XADD` of one order-stream entry. The stream is capped once per
+    /// batch (`XTRIM`, see [`Self::trim_orders`]), not per entry: three
+    /// fewer arguments for Redis to parse on every order.
+    fn xadd(ctx: &Ctx<'_>, order: &Order) -> redis::Cmd {
+        let mut cmd = redis::Cmd::with_capacity(24, 192);
+        cmd.arg("XADD").arg(ctx.keys.orders()).arg("*");
         match order {
             Order::Committed {
                 seq,
@@ -586,14 +588,37 @@ impl Mirror {
                     .arg(&**sku);
             }
         }
-        cmd.ignore();
+        cmd
+    }
+
+    /// Builds the `XADD`s of the orders added to `w` since the last call,
+    /// so a batch's entries are ready before it is sealed (the journal
+    /// calls this while the previous batch is in flight).
+    pub fn prepare_orders(&self, w: &mut Writes, ctx: &Ctx<'_>) {
+        let from = w.order_cmds.len();
+        for order in &w.orders[from..] {
+            w.order_cmds.push(Self::xadd(ctx, order));
+        }
+    }
+
+    /// Caps the order stream after a batch's entries (approximately:
+    /// whole stream nodes, as `MAXLEN ~` does).
+    fn trim_orders(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>) {
+        if ctx.orders_maxlen > 0 {
+            pipe.cmd("XTRIM")
+                .arg(ctx.keys.orders())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(ctx.orders_maxlen)
+                .ignore();
+        }
     }
 
     /// Adds one batch's writes to `pipe` (which the caller wraps in
     /// MULTI/EXEC), ending with the new journal watermark.
     pub fn batch_commands(
         &self,
-        w: &Writes,
+        w: &mut Writes,
         ctx: &Ctx<'_>,
         pipe: &mut redis::Pipeline,
         now_ms: u64,
@@ -676,8 +701,12 @@ impl Mirror {
             names.set(buyer_field(*buyer), &**name);
         }
         add_all(pipe, names.finish());
-        for order in &w.orders {
-            Self::xadd(pipe, ctx, order);
+        self.prepare_orders(w, ctx);
+        if !w.order_cmds.is_empty() {
+            for cmd in w.order_cmds.drain(..) {
+                pipe.add_command(cmd).ignore();
+            }
+            Self::trim_orders(pipe, ctx);
         }
         add_all(
             pipe,
@@ -696,7 +725,10 @@ impl Mirror {
     /// which carries everything else).
     pub fn orders_only(&self, w: &Writes, ctx: &Ctx<'_>, pipe: &mut redis::Pipeline) {
         for order in &w.orders {
-            Self::xadd(pipe, ctx, order);
+            pipe.add_command(Self::xadd(ctx, order)).ignore();
+        }
+        if !w.orders.is_empty() {
+            Self::trim_orders(pipe, ctx);
         }
     }
 

@@ -315,6 +315,7 @@ impl Writer {
                 counter!("holdfast_journal_errors_total", "kind" => "mirror").increment(1);
             }
         }
+        mirror.prepare_orders(writes, &ctx);
     }
 
     /// Freezes `writes` (and pending catalog text changes) into a batch's
@@ -332,7 +333,7 @@ impl Writer {
         pipe.cmd("WATCH").arg(journal_key).ignore();
         pipe.cmd("HGET").arg(journal_key).arg("seq");
         pipe.cmd("MULTI").ignore();
-        mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
+        mirror.batch_commands(&mut writes, &ctx, &mut pipe, self.engine.now_ms());
         pipe.cmd("EXEC");
         Some(Batch { writes, pipe })
     }

@@ -315,8 +315,14 @@ async fn open_journal(
         // rustls needs a process-wide crypto provider; ignore "already set".
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
+    // TCP_NODELAY (redis-rs leaves Nagle on): a batch is a pipeline of many
+    // segments, and Nagle would hold its last, short one until Redis
+    // acknowledged the rest, a delayed-ACK wait on every batch.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .with_context(|| format!("bad Redis URL {}", redact(url)))?;
+    let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
     let client =
-        redis::Client::open(url).with_context(|| format!("bad Redis URL {}", redact(url)))?;
+        redis::Client::open(info).with_context(|| format!("bad Redis URL {}", redact(url)))?;
     let timeout = Duration::from_millis(args.journal.redis_timeout_ms);
     let conn_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))

@@ -35,6 +35,19 @@ async fn reserve(gw: &Gateway, sku: &str, buyer: &str) -> (u16, Value) {
     .await
 }
 
+/// `POST /api/holds/{hold}/{action}` with an empty body (commit
+/// everything, release): the status.
+async fn hold_action(gw: &Gateway, hold: &str, action: &str) -> u16 {
+    gw.call(
+        "POST",
+        &format!("/api/holds/{hold}/{action}"),
+        Some(CHECKOUT),
+        None,
+    )
+    .await
+    .0
+}
+
 /// Redis's view of one SKU's counts.
 async fn redis_counts(c: &mut redis::aio::MultiplexedConnection, sku: &str) -> (u32, u32, u32) {
     let h: HashMap<String, String> = c.hgetall(format!("hf:{{{sku}}}:sku")).await.unwrap();
@@ -126,15 +139,7 @@ async fn durable_acks_are_already_in_redis() {
     }
     let (_, r) = reserve(&gw, "runner-42", "payer").await;
     let hold = r["hold"].as_str().unwrap().to_string();
-    let (status, _) = gw
-        .call(
-            "POST",
-            &format!("/api/holds/{hold}/commit"),
-            Some(CHECKOUT),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(hold_action(&gw, &hold, "commit").await, 200);
     let orders = order_stream(&mut c).await;
     let order = orders
         .iter()
@@ -216,15 +221,7 @@ async fn a_restart_recovers_counts_holds_limits_and_ids() {
         "the retry answers with the first hold, remembered across the restart"
     );
     // The restored hold commits, and lands in the order stream.
-    let (status, _) = gw
-        .call(
-            "POST",
-            &format!("/api/holds/{hold}/commit"),
-            Some(CHECKOUT),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(hold_action(&gw, hold, "commit").await, 200);
     let mut c = con(&redis).await;
     let orders = order_stream(&mut c).await;
     assert_eq!(
@@ -489,15 +486,7 @@ async fn data_lost_under_a_live_connection_is_rewritten_on_the_next_batch() {
     // state. Its order was in that batch: it must be in the stream once.
     let mut c = con(&redis).await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
-    let (status, _) = gw
-        .call(
-            "POST",
-            &format!("/api/holds/{}/commit", holds[0]),
-            Some(CHECKOUT),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(hold_action(&gw, &holds[0], "commit").await, 200);
     assert_eq!(reserve(&gw, "hoodie-sand", "after").await.0, 201);
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
@@ -540,15 +529,7 @@ async fn redis_rolled_back_to_an_older_copy_is_rewritten_without_stale_holds() {
     }
     // The first hold ends and another starts...
     let hold = first["hold"].as_str().unwrap();
-    let (status, _) = gw
-        .call(
-            "POST",
-            &format!("/api/holds/{hold}/release"),
-            Some(CHECKOUT),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200);
+    assert_eq!(hold_action(&gw, hold, "release").await, 200);
     assert_eq!(reserve(&gw, "tee-black-m", "new-1").await.0, 201);
     wait_persisted(&gw, &mut c).await;
     // ...then Redis is put back to the older copy under the live journal.
@@ -598,15 +579,7 @@ async fn the_order_stream_is_capped_near_orders_maxlen() {
         let (status, body) = reserve(&gw, "tote-canvas", &format!("m{i}")).await;
         assert_eq!(status, 201, "{body}");
         let hold = body["hold"].as_str().unwrap();
-        let (status, _) = gw
-            .call(
-                "POST",
-                &format!("/api/holds/{hold}/commit"),
-                Some(CHECKOUT),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200);
+        assert_eq!(hold_action(&gw, hold, "commit").await, 200);
     }
     let len: usize = c.xlen("hf:orders").await.unwrap();
     assert!(

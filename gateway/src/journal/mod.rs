@@ -23,7 +23,7 @@ use crate::error::ApiError;
 use holdfast_engine::{Engine, SkuIdx};
 use metrics::gauge;
 use std::collections::{BTreeSet, BinaryHeap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -62,7 +62,7 @@ impl Durability {
     pub fn meta_changed(&self, _engine: &Engine, sku: SkuIdx, _meta: &Meta) {
         if let Self::Redis(j) = self {
             j.meta_dirty.lock().expect("meta lock").insert(sku);
-            j.kick.notify_one();
+            j.wake_writer();
         }
     }
 
@@ -117,6 +117,8 @@ pub struct Journal {
     /// covers it (a broadcast channel would wake every waiter per batch).
     waiters: Mutex<BinaryHeap<Waiter>>,
     pub(crate) kick: Notify,
+    /// The journal is waiting for events (only then do requests wake it).
+    idle: AtomicBool,
     meta_dirty: Mutex<BTreeSet<SkuIdx>>,
     backlog_max: usize,
     timeout: Duration,
@@ -140,6 +142,7 @@ impl Journal {
             watermark: AtomicU64::new(persisted),
             waiters: Mutex::default(),
             kick: Notify::new(),
+            idle: AtomicBool::new(false),
             meta_dirty: Mutex::default(),
             backlog_max,
             timeout,
@@ -181,7 +184,7 @@ impl Journal {
     }
 
     async fn settle(&self, engine: &Engine) -> Result<(), ApiError> {
-        self.kick.notify_one();
+        self.wake_writer();
         if self.mode == Persistence::Async {
             return Ok(());
         }
@@ -254,6 +257,26 @@ impl Journal {
     pub(crate) fn next_backoff(&self) -> Duration {
         let n = self.failures.load(Ordering::Relaxed).min(6);
         Duration::from_millis(25 << n).min(Duration::from_secs(1))
+    }
+
+    /// Wakes the journal if it waits for events: call after adding some.
+    fn wake_writer(&self) {
+        // SeqCst fence: our events (queued before this call) are ordered
+        // before the load of `idle`, and the writer's fence orders its
+        // store of `idle` before it looks at the queue, so either we see
+        // it idle and wake it, or it sees our events and does not wait.
+        fence(Ordering::SeqCst);
+        if self.idle.load(Ordering::Relaxed) {
+            self.kick.notify_one();
+        }
+    }
+
+    /// The writer is about to wait for events (true) or has stopped
+    /// waiting (false).
+    pub(crate) fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::Relaxed);
+        // Pairs with the fence in `wake` (see there).
+        fence(Ordering::SeqCst);
     }
 
     pub(crate) fn meta_dirty_is_empty(&self) -> bool {

@@ -148,11 +148,19 @@ impl Writer {
                             mirror.prune_requests(self.engine.now_ms(), self.request_window_ms);
                             self.health(&mut con, &mirror, persisted).await;
                         }
-                        tokio::select! {
-                            () = self.journal.kick.notified() => {}
-                            () = tokio::time::sleep(IDLE_WAIT) => {}
-                            () = shutdown.cancelled(), if shutdown_started.is_none() => {}
+                        // Requests wake the journal only while it waits
+                        // here (a wake-up per request while a batch is in
+                        // flight cost a thread switch each, for nothing:
+                        // the landing takes everything queued anyway).
+                        self.journal.set_idle(true);
+                        if self.nothing_pending(&intake) {
+                            tokio::select! {
+                                () = self.journal.kick.notified() => {}
+                                () = tokio::time::sleep(IDLE_WAIT) => {}
+                                () = shutdown.cancelled(), if shutdown_started.is_none() => {}
+                            }
                         }
+                        self.journal.set_idle(false);
                         // Group commit: optionally give concurrent operations
                         // a moment to add their events to this batch.
                         let queued = self.engine.events().map_or(0, |l| l.len());
@@ -170,24 +178,14 @@ impl Writer {
             let started = Instant::now();
             // A fresh connection proves nothing about the last batch.
             healthy &= con.is_some();
-            // Send this batch, and meanwhile take in the events that arrive
-            // for the next one (each request kicks the journal), so that
-            // when this one lands the next holds everything up to then and
-            // only its commands remain to be built: a request waits about
-            // one round trip for the batch after the one in flight.
+            // Send this batch, and meanwhile take in the events already
+            // queued for the next one; the rest are taken in when this one
+            // lands, and then only the next one's commands remain to build.
             let mut gathered = Writes::default();
-            let mut outcome = {
-                let send = self.send(&mut con, &batch, persisted, healthy);
-                tokio::pin!(send);
-                loop {
+            let (mut outcome, ()) =
+                tokio::join!(self.send(&mut con, &batch, persisted, healthy), async {
                     self.absorb(&mut mirror, &mut intake, &mut gathered);
-                    tokio::select! {
-                        biased;
-                        landed = &mut send => break landed,
-                        () = self.journal.kick.notified() => {}
-                    }
-                }
-            };
+                });
             let mut rewritten = false;
             // Whether this batch's commands were executed on some attempt
             // (then its order-stream entries are in Redis already).

@@ -104,6 +104,15 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_BROADCAST_INTERVAL_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(5..=10_000))]
     pub broadcast_interval_ms: u64,
 
+    /// Async worker threads (HTTP, websockets, fan-out). Default: one per
+    /// core. The journal, expirer and clock run on threads of their own, so
+    /// on a small box that also runs Redis, a buyer-heavy load can go
+    /// faster with fewer workers (measured on 2 cores: durable reservations
+    /// +10-25 % with 1), while fan-out to many viewers wants them all
+    /// (docs/PERFORMANCE.md).
+    #[arg(long, env = "HOLDFAST_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
     /// How often the expirer runs, in ms. Default 10: holds expire at most
     /// about 20 ms after their deadline.
     #[arg(long, env = "HOLDFAST_EXPIRY_INTERVAL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
@@ -291,5 +300,25 @@ impl ServeArgs {
         match cli.command {
             Command::Serve(args) => args,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(extra: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let argv = ["holdfast", "serve"].iter().chain(extra).copied();
+        Cli::try_parse_from(argv).map(|cli| match cli.command {
+            Command::Serve(args) => args,
+        })
+    }
+
+    #[test]
+    fn workers_default_to_the_runtime_and_must_be_positive() {
+        assert_eq!(serve(&[]).unwrap().workers, None);
+        assert_eq!(serve(&["--workers", "1"]).unwrap().workers, Some(1));
+        let refused = serve(&["--workers", "0"]).unwrap_err().to_string();
+        assert!(refused.contains("--workers"), "{refused}");
     }
 }

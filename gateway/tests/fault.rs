@@ -41,6 +41,9 @@ impl Proc {
                 &redis.url(),
             ])
             .args(["--persistence", "durable"])
+            // One async worker: the flag builds the runtime it names, and
+            // the crash-recovery guarantees hold on any worker count.
+            .args(["--workers", "1"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -217,9 +217,18 @@ impl Journal {
 
     /// Wakes every waiter whose events are now in Redis.
     fn wake(&self, seq: u64) {
-        let mut waiters = self.waiters.lock().expect("waiters lock");
-        while waiters.peek().is_some_and(|w| w.seq <= seq) {
-            let w = waiters.pop().expect("peeked");
+        // Taken out under the lock, answered outside it: each answer may
+        // wake a task on another thread, and requests queueing themselves
+        // meanwhile should not wait for all of that.
+        let ready: Vec<Waiter> = {
+            let mut waiters = self.waiters.lock().expect("waiters lock");
+            let mut ready = Vec::new();
+            while waiters.peek().is_some_and(|w| w.seq <= seq) {
+                ready.push(waiters.pop().expect("peeked"));
+            }
+            ready
+        };
+        for w in ready {
             let _ = w.tx.send(());
         }
         // A waiter that gave up (timed out) is popped the same way once its

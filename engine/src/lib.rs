@@ -40,6 +40,7 @@
 mod buyer;
 pub mod catalog;
 pub mod clock;
+pub mod doorbell;
 mod engine;
 pub mod error;
 pub mod event;
@@ -55,6 +56,7 @@ mod sync;
 pub use buyer::BuyerId;
 pub use catalog::{SaleWindow, SkuIdx, SkuSettings, SkuSpec, is_valid_sku_id};
 pub use clock::{CachedClock, Clock, ManualClock, SystemClock};
+pub use doorbell::Doorbell;
 pub use engine::{Engine, HoldInfo, HoldLineInfo, Line, Reservation, Settlement, SkuSnapshot};
 pub use error::{CatalogError, HoldError, ReserveError};
 pub use event::{Event, EventKind, EventLog, HoldLine};

@@ -20,10 +20,10 @@ pub mod writer;
 use crate::catalog::Meta;
 use crate::config::Persistence;
 use crate::error::ApiError;
-use holdfast_engine::{Engine, SkuIdx};
+use holdfast_engine::{Doorbell, Engine, SkuIdx};
 use metrics::gauge;
 use std::collections::{BTreeSet, BinaryHeap};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
@@ -117,8 +117,8 @@ pub struct Journal {
     /// covers it (a broadcast channel would wake every waiter per batch).
     waiters: Mutex<BinaryHeap<Waiter>>,
     pub(crate) kick: Notify,
-    /// The journal is waiting for events (only then do requests wake it).
-    idle: AtomicBool,
+    /// Rung by requests only while the journal waits for events.
+    doorbell: Doorbell,
     meta_dirty: Mutex<BTreeSet<SkuIdx>>,
     backlog_max: usize,
     timeout: Duration,
@@ -142,7 +142,7 @@ impl Journal {
             watermark: AtomicU64::new(persisted),
             waiters: Mutex::default(),
             kick: Notify::new(),
-            idle: AtomicBool::new(false),
+            doorbell: Doorbell::new(),
             meta_dirty: Mutex::default(),
             backlog_max,
             timeout,
@@ -270,22 +270,19 @@ impl Journal {
 
     /// Wakes the journal if it waits for events: call after adding some.
     fn wake_writer(&self) {
-        // SeqCst fence: our events (queued before this call) are ordered
-        // before the load of `idle`, and the writer's fence orders its
-        // store of `idle` before it looks at the queue, so either we see
-        // it idle and wake it, or it sees our events and does not wait.
-        fence(Ordering::SeqCst);
-        if self.idle.load(Ordering::Relaxed) {
+        if self.doorbell.should_ring() {
             self.kick.notify_one();
         }
     }
 
-    /// The writer is about to wait for events (true) or has stopped
-    /// waiting (false).
+    /// The writer is about to wait for events (true: it then looks at the
+    /// queue once more before waiting) or has stopped waiting (false).
     pub(crate) fn set_idle(&self, idle: bool) {
-        self.idle.store(idle, Ordering::Relaxed);
-        // Pairs with the fence in `wake` (see there).
-        fence(Ordering::SeqCst);
+        if idle {
+            self.doorbell.arm();
+        } else {
+            self.doorbell.disarm();
+        }
     }
 
     pub(crate) fn meta_dirty_is_empty(&self) -> bool {

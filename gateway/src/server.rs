@@ -246,6 +246,7 @@ pub async fn run(
         messages_per_sec_max = limits.messages_per_sec_max,
         broadcast_interval_ms = args.broadcast_interval_ms,
         open_files_max = nofile,
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "holdfast serving HTTP API, websockets, pages and /metrics on http://{addr}"
     );
 

@@ -5,11 +5,14 @@
 //!
 //! Per batch: take the events in sequence order (the queue may hold a few
 //! out of order: they wait in a small reorder buffer; a cart is never split
-//! across batches), apply them to the [`Mirror`], and build the batch's
-//! Redis commands right then, frozen: while one batch is on its way to
-//! Redis the next one is built, so building and the round trip overlap, and
-//! a retry sends exactly the commands first built. Sending checks the
-//! journal's `seq` in Redis:
+//! across batches) and apply them to the [`Mirror`]: those queued when a
+//! batch is sent while it is on its way (its order-stream entries built as
+//! they are taken in), the rest when it lands. Then the next batch's Redis
+//! commands are built and frozen, so a retry sends exactly the commands
+//! first built. Requests wake the journal only while it waits for events
+//! (a [`holdfast_engine::Doorbell`]): a wake-up per request while a batch
+//! is in flight cost a thread switch each. Sending checks the journal's
+//! `seq` in Redis:
 //!
 //! - it is the previous watermark: the batch applies;
 //! - it is this batch's end: a previous attempt landed (its reply was lost);

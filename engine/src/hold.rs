@@ -160,7 +160,7 @@ impl fmt::Display for Hex16 {
 
 impl fmt::Debug for Hex16 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -113,16 +113,10 @@ impl RequestRecord {
 
 /// Field of a hold line in `<prefix>:{<sku>}:holds`.
 pub fn hold_field(hold: HoldId, line: u8) -> String {
+    use std::fmt::Write as _;
     let mut field = String::with_capacity(20);
     field.push_str(hex16(hold.to_raw()).as_str());
-    field.push(':');
-    if line >= 100 {
-        field.push(char::from(b'0' + line / 100));
-    }
-    if line >= 10 {
-        field.push(char::from(b'0' + line / 10 % 10));
-    }
-    field.push(char::from(b'0' + line % 10));
+    let _ = write!(field, ":{line}");
     field
 }
 

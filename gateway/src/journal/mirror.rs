@@ -173,8 +173,6 @@ pub struct Writes {
     buyers: BTreeSet<(SkuIdx, BuyerId)>,
     names: Vec<(BuyerId, Arc<str>)>,
     orders: Vec<Order>,
-    /// `XADD`s built ahead for `orders[..order_cmds.len()]`.
-    order_cmds: Vec<redis::Cmd>,
     requests: Vec<(u64, RequestRecord)>,
 }
 
@@ -532,7 +530,7 @@ impl Mirror {
     }
 
     /// The `XADD` of one order-stream entry. The stream is capped once per
-    /// batch (`XTRIM`, see [`Self::trim_orders`]), not per entry: three
+    /// batch (`XTRIM`, see [`Self::add_orders`]), not per entry: three
     /// fewer arguments for Redis to parse on every order.
     fn xadd(ctx: &Ctx<'_>, order: &Order) -> redis::Cmd {
         let mut cmd = redis::Cmd::with_capacity(24, 192);
@@ -591,20 +589,13 @@ impl Mirror {
         cmd
     }
 
-    /// Builds the `XADD`s of the orders added to `w` since the last call,
-    /// so a batch's entries are ready before it is sealed (the journal
-    /// calls this while the previous batch is in flight).
-    pub fn prepare_orders(&self, w: &mut Writes, ctx: &Ctx<'_>) {
-        let from = w.order_cmds.len();
-        for order in &w.orders[from..] {
-            w.order_cmds.push(Self::xadd(ctx, order));
+    /// A batch's order-stream entries, then one cap on the stream
+    /// (approximate: whole stream nodes, as `MAXLEN ~` does).
+    fn add_orders(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>, orders: &[Order]) {
+        for order in orders {
+            pipe.add_command(Self::xadd(ctx, order)).ignore();
         }
-    }
-
-    /// Caps the order stream after a batch's entries (approximately:
-    /// whole stream nodes, as `MAXLEN ~` does).
-    fn trim_orders(pipe: &mut redis::Pipeline, ctx: &Ctx<'_>) {
-        if ctx.orders_maxlen > 0 {
+        if !orders.is_empty() && ctx.orders_maxlen > 0 {
             pipe.cmd("XTRIM")
                 .arg(ctx.keys.orders())
                 .arg("MAXLEN")
@@ -618,7 +609,7 @@ impl Mirror {
     /// MULTI/EXEC), ending with the new journal watermark.
     pub fn batch_commands(
         &self,
-        w: &mut Writes,
+        w: &Writes,
         ctx: &Ctx<'_>,
         pipe: &mut redis::Pipeline,
         now_ms: u64,
@@ -701,13 +692,7 @@ impl Mirror {
             names.set(buyer_field(*buyer), &**name);
         }
         add_all(pipe, names.finish());
-        self.prepare_orders(w, ctx);
-        if !w.order_cmds.is_empty() {
-            for cmd in w.order_cmds.drain(..) {
-                pipe.add_command(cmd).ignore();
-            }
-            Self::trim_orders(pipe, ctx);
-        }
+        Self::add_orders(pipe, ctx, &w.orders);
         add_all(
             pipe,
             Self::request_commands(ctx, w.requests.iter().map(|(q, r)| (*q, r)), now_ms),
@@ -724,12 +709,7 @@ impl Mirror {
     /// Only the order-stream entries of a batch (after a full re-write,
     /// which carries everything else).
     pub fn orders_only(&self, w: &Writes, ctx: &Ctx<'_>, pipe: &mut redis::Pipeline) {
-        for order in &w.orders {
-            pipe.add_command(Self::xadd(ctx, order)).ignore();
-        }
-        if !w.orders.is_empty() {
-            Self::trim_orders(pipe, ctx);
-        }
+        Self::add_orders(pipe, ctx, &w.orders);
     }
 
     /// Pipelines that write the whole mirror (after Redis came back empty,

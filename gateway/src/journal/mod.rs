@@ -117,8 +117,9 @@ pub struct Journal {
     /// covers it (a broadcast channel would wake every waiter per batch).
     waiters: Mutex<BinaryHeap<Waiter>>,
     pub(crate) kick: Notify,
-    /// Rung by requests only while the journal waits for events.
-    doorbell: Doorbell,
+    /// Rung by requests only while the journal waits for events (the
+    /// writer arms it before waiting on `kick`).
+    pub(crate) doorbell: Doorbell,
     meta_dirty: Mutex<BTreeSet<SkuIdx>>,
     backlog_max: usize,
     timeout: Duration,
@@ -272,16 +273,6 @@ impl Journal {
     fn wake_writer(&self) {
         if self.doorbell.should_ring() {
             self.kick.notify_one();
-        }
-    }
-
-    /// The writer is about to wait for events (true: it then looks at the
-    /// queue once more before waiting) or has stopped waiting (false).
-    pub(crate) fn set_idle(&self, idle: bool) {
-        if idle {
-            self.doorbell.arm();
-        } else {
-            self.doorbell.disarm();
         }
     }
 

@@ -6,8 +6,7 @@
 //! Per batch: take the events in sequence order (the queue may hold a few
 //! out of order: they wait in a small reorder buffer; a cart is never split
 //! across batches) and apply them to the [`Mirror`]: those queued when a
-//! batch is sent while it is on its way (its order-stream entries built as
-//! they are taken in), the rest when it lands. Then the next batch's Redis
+//! batch is sent while it is on its way, the rest when it lands. Then the next batch's Redis
 //! commands are built and frozen, so a retry sends exactly the commands
 //! first built. Requests wake the journal only while it waits for events
 //! (a [`holdfast_engine::Doorbell`]): a wake-up per request while a batch
@@ -92,6 +91,8 @@ struct Batch {
 struct Intake {
     reorder: BTreeMap<u64, Event>,
     drained: Vec<Event>,
+    /// The in-order run taken from `reorder` (reused between calls).
+    ready: Vec<Event>,
 }
 
 impl Writer {
@@ -155,7 +156,7 @@ impl Writer {
                         // here (a wake-up per request while a batch is in
                         // flight cost a thread switch each, for nothing:
                         // the landing takes everything queued anyway).
-                        self.journal.set_idle(true);
+                        self.journal.doorbell.arm();
                         if self.nothing_pending(&intake) {
                             tokio::select! {
                                 () = self.journal.kick.notified() => {}
@@ -163,7 +164,7 @@ impl Writer {
                                 () = shutdown.cancelled(), if shutdown_started.is_none() => {}
                             }
                         }
-                        self.journal.set_idle(false);
+                        self.journal.doorbell.disarm();
                         // Group commit: optionally give concurrent operations
                         // a moment to add their events to this batch.
                         let queued = self.engine.events().map_or(0, |l| l.len());
@@ -288,7 +289,8 @@ impl Writer {
         }
         let ctx = self.ctx();
         let mut next = mirror.seq + 1;
-        let mut batch = Vec::new();
+        let batch = &mut intake.ready;
+        batch.clear();
         while batch.len() < room {
             let Some(e) = intake.reorder.remove(&next) else {
                 break;
@@ -310,13 +312,12 @@ impl Writer {
             let e = batch.pop().expect("non-empty");
             intake.reorder.insert(e.seq, e);
         }
-        for e in &batch {
+        for e in batch.iter() {
             if let Err(problem) = mirror.apply(e, writes, &ctx) {
                 tracing::error!(seq = e.seq, %problem, "journal mirror disagrees with the event stream");
                 counter!("holdfast_journal_errors_total", "kind" => "mirror").increment(1);
             }
         }
-        mirror.prepare_orders(writes, &ctx);
     }
 
     /// Freezes `writes` (and pending catalog text changes) into a batch's
@@ -334,7 +335,7 @@ impl Writer {
         pipe.cmd("WATCH").arg(journal_key).ignore();
         pipe.cmd("HGET").arg(journal_key).arg("seq");
         pipe.cmd("MULTI").ignore();
-        mirror.batch_commands(&mut writes, &ctx, &mut pipe, self.engine.now_ms());
+        mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
         pipe.cmd("EXEC");
         Some(Batch { writes, pipe })
     }

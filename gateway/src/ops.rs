@@ -13,7 +13,7 @@ use crate::protocol::{
     Released, Reserve, Reserved, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState, WindowReq,
 };
 use holdfast_engine::{
-    Engine, HoldId, Line, SaleWindow, SkuIdx, SkuSettings, SkuSnapshot,
+    Engine, HoldId, Line, RequestId, SaleWindow, SkuIdx, SkuSettings, SkuSnapshot,
     limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
 };
 use std::sync::Arc;
@@ -25,6 +25,66 @@ pub struct Ops {
     pub meta: Arc<Meta>,
     pub ids: Arc<Ids>,
     pub durability: Durability,
+}
+
+/// A checkout operation, for its outcome metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Reserve,
+    Commit,
+    Release,
+    Extend,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Commit => "commit",
+            Self::Release => "release",
+            Self::Extend => "extend",
+        }
+    }
+
+    fn record(self, outcome: Result<(), &'static str>) {
+        match self {
+            Self::Reserve => m::reservation(outcome),
+            op => m::hold_op(op.as_str(), outcome),
+        }
+    }
+
+    /// Counts a refusal at once; an applied operation is counted when it
+    /// is finished.
+    fn recorded<T>(self, r: Result<Applied<T>, ApiError>) -> Result<Applied<T>, ApiError> {
+        if let Err(e) = &r {
+            self.record(Err(e.code));
+        }
+        r
+    }
+}
+
+/// A checkout operation applied to the engine but not yet acknowledged:
+/// its answer may go out once event `seq` is persisted (0: at once).
+#[derive(Debug)]
+pub struct Applied<T> {
+    pub answer: T,
+    pub seq: u64,
+    /// A reservation to release (and its request id to forget) if Redis
+    /// never confirms it.
+    undo: Option<(HoldId, Option<RequestId>)>,
+    pub op: Op,
+}
+
+impl<T> Applied<T> {
+    /// The same operation with its answer converted (e.g. into a frame).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Applied<U> {
+        Applied {
+            answer: f(self.answer),
+            seq: self.seq,
+            undo: self.undo,
+            op: self.op,
+        }
+    }
 }
 
 /// A SKU's wire state from an engine snapshot.
@@ -95,14 +155,74 @@ impl Ops {
     }
 
     // ----- checkout ----------------------------------------------------
+    //
+    // Each checkout operation comes in two halves: `*_now` applies it to
+    // the engine and returns the answer with the sequence number it must
+    // see persisted ([`Applied`]); [`Ops::finish`] acknowledges it once
+    // that is so, or undoes it. HTTP awaits both in one call; a websocket
+    // session holds its applied requests in a queue and finishes them all
+    // when a batch lands, without a future, a channel and a timer per
+    // request.
 
     pub async fn reserve(&self, req: &Reserve) -> Result<Reserved, ApiError> {
-        let result = self.reserve_inner(req).await;
-        m::reservation(result.as_ref().map(|_| ()).map_err(|e| e.code));
-        result
+        self.settle(self.reserve_now(req)).await
     }
 
-    async fn reserve_inner(&self, req: &Reserve) -> Result<Reserved, ApiError> {
+    pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
+        self.settle(self.commit_now(req)).await
+    }
+
+    pub async fn release(&self, req: &Release) -> Result<Released, ApiError> {
+        self.settle(self.release_now(req)).await
+    }
+
+    pub async fn extend(&self, req: &Extend) -> Result<Extended, ApiError> {
+        self.settle(self.extend_now(req)).await
+    }
+
+    async fn settle<T>(&self, applied: Result<Applied<T>, ApiError>) -> Result<T, ApiError> {
+        let applied = applied?;
+        let waited = self.durability.settle_seq(applied.seq).await;
+        self.finish(applied, waited)
+    }
+
+    /// Acknowledges an applied operation once its events are persisted
+    /// (`waited` is `Ok`), or undoes what can be undone and refuses it.
+    pub fn finish<T>(
+        &self,
+        applied: Applied<T>,
+        waited: Result<(), ApiError>,
+    ) -> Result<T, ApiError> {
+        match waited {
+            Ok(()) => {
+                applied.op.record(Ok(()));
+                Ok(applied.answer)
+            }
+            Err(e) => {
+                // A reservation Redis did not take is undone in memory, so
+                // nothing unacknowledged is held, and its request id is
+                // forgotten so a retry runs afresh. A commit cannot be
+                // undone (the buyer paid): it stays committed in memory, the
+                // journal retries until it lands, and the client is told to
+                // retry (the same request id gets this answer).
+                if let Some((hold, request)) = applied.undo {
+                    let _ = self.engine.release(hold, None);
+                    if let Some(r) = request {
+                        self.engine.forget_request(r);
+                    }
+                }
+                applied.op.record(Err(e.code));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reserves in memory; see [`Ops::finish`].
+    pub fn reserve_now(&self, req: &Reserve) -> Result<Applied<Reserved>, ApiError> {
+        Op::Reserve.recorded(self.reserve_apply(req))
+    }
+
+    fn reserve_apply(&self, req: &Reserve) -> Result<Applied<Reserved>, ApiError> {
         let mut lines = Vec::new();
         let cart = match (&req.sku, req.qty, &req.lines) {
             (Some(sku), Some(qty), None) => {
@@ -149,38 +269,36 @@ impl Ops {
                 req.allow_partial,
             )?
         };
-        if !res.replayed
-            && let Err(e) = self.durability.settle(&self.engine).await
-        {
-            // Durable mode and Redis did not take it: undo in memory, so
-            // nothing unacknowledged is held, and forget the request id so a
-            // retry runs afresh.
-            let _ = self.engine.release(res.hold, None);
-            if let Some(r) = request {
-                self.engine.forget_request(r);
-            }
-            return Err(e);
-        }
+        // A replayed answer was persisted with the request it answers.
+        let seq = if res.replayed {
+            0
+        } else {
+            self.durability.pending_seq(&self.engine)
+        };
         if !cart {
             lines[0].qty = res.units;
         }
-        Ok(Reserved {
-            id: req.id,
-            hold: res.hold.to_string(),
-            deadline_ms: res.deadline_ms,
-            units: res.units,
-            lines,
-            replayed: res.replayed,
+        Ok(Applied {
+            answer: Reserved {
+                id: req.id,
+                hold: res.hold.to_string(),
+                deadline_ms: res.deadline_ms,
+                units: res.units,
+                lines,
+                replayed: res.replayed,
+            },
+            seq,
+            undo: (seq > 0).then_some((res.hold, request)),
+            op: Op::Reserve,
         })
     }
 
-    pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
-        let result = self.commit_inner(req).await;
-        m::hold_op("commit", result.as_ref().map(|_| ()).map_err(|e| e.code));
-        result
+    /// Commits in memory; see [`Ops::finish`].
+    pub fn commit_now(&self, req: &Commit) -> Result<Applied<Committed>, ApiError> {
+        Op::Commit.recorded(self.commit_apply(req))
     }
 
-    async fn commit_inner(&self, req: &Commit) -> Result<Committed, ApiError> {
+    fn commit_apply(&self, req: &Commit) -> Result<Applied<Committed>, ApiError> {
         let hold = parse_hold(&req.hold)?;
         let request = self.ids.request(req.request_id.as_deref())?;
         let sold: Option<Vec<u32>> = match (req.qty, &req.lines) {
@@ -192,60 +310,62 @@ impl Ops {
         };
         self.durability.admit()?;
         let s = self.engine.commit(hold, sold.as_deref(), request)?;
-        // A commit cannot be undone (the buyer paid): if Redis is down it
-        // stays committed in memory, the journal retries until it lands, and
-        // the client is told to retry (same request id gets this answer).
-        if !s.replayed {
-            self.durability.settle(&self.engine).await?;
-        }
-        Ok(Committed {
-            id: req.id,
-            hold: hold.to_string(),
-            sold: s.sold,
-            returned: s.returned,
-            replayed: s.replayed,
+        let seq = if s.replayed {
+            0
+        } else {
+            self.durability.pending_seq(&self.engine)
+        };
+        Ok(Applied {
+            answer: Committed {
+                id: req.id,
+                hold: hold.to_string(),
+                sold: s.sold,
+                returned: s.returned,
+                replayed: s.replayed,
+            },
+            seq,
+            undo: None,
+            op: Op::Commit,
         })
     }
 
-    pub async fn release(&self, req: &Release) -> Result<Released, ApiError> {
-        let result = async {
+    /// Releases in memory; see [`Ops::finish`].
+    pub fn release_now(&self, req: &Release) -> Result<Applied<Released>, ApiError> {
+        Op::Release.recorded((|| {
             let hold = parse_hold(&req.hold)?;
             let request = self.ids.request(req.request_id.as_deref())?;
             self.durability.admit()?;
             self.engine.release(hold, request)?;
-            self.durability.settle(&self.engine).await?;
-            Ok(Released {
-                id: req.id,
-                hold: hold.to_string(),
+            Ok(Applied {
+                answer: Released {
+                    id: req.id,
+                    hold: hold.to_string(),
+                },
+                seq: self.durability.pending_seq(&self.engine),
+                undo: None,
+                op: Op::Release,
             })
-        }
-        .await;
-        m::hold_op(
-            "release",
-            result.as_ref().map(|_| ()).map_err(|e: &ApiError| e.code),
-        );
-        result
+        })())
     }
 
-    pub async fn extend(&self, req: &Extend) -> Result<Extended, ApiError> {
-        let result = async {
+    /// Extends in memory; see [`Ops::finish`].
+    pub fn extend_now(&self, req: &Extend) -> Result<Applied<Extended>, ApiError> {
+        Op::Extend.recorded((|| {
             let hold = parse_hold(&req.hold)?;
             let request = self.ids.request(req.request_id.as_deref())?;
             self.durability.admit()?;
             let deadline_ms = self.engine.extend(hold, req.by_ms, request)?;
-            self.durability.settle(&self.engine).await?;
-            Ok(Extended {
-                id: req.id,
-                hold: hold.to_string(),
-                deadline_ms,
+            Ok(Applied {
+                answer: Extended {
+                    id: req.id,
+                    hold: hold.to_string(),
+                    deadline_ms,
+                },
+                seq: self.durability.pending_seq(&self.engine),
+                undo: None,
+                op: Op::Extend,
             })
-        }
-        .await;
-        m::hold_op(
-            "extend",
-            result.as_ref().map(|_| ()).map_err(|e: &ApiError| e.code),
-        );
-        result
+        })())
     }
 
     pub fn hold(&self, hold: &str) -> Result<HoldView, ApiError> {

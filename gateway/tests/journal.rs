@@ -334,6 +334,117 @@ async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
     gw.stop().await;
 }
 
+/// A websocket buyer pipelining requests in durable mode: every answer it
+/// gets is already in Redis; while Redis is paused its requests get error
+/// frames once the journal's timeout passes (reservations undone in
+/// memory), and the same socket works again once Redis answers.
+#[tokio::test]
+async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
+    use holdfast_gateway::protocol::{ClientMsg, Commit, Reserve, ServerMsg};
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut c = con(&redis).await;
+    let mut ws = Ws::connect(&gw, Some(CHECKOUT)).await;
+    let reserve = |id: u64, buyer: String| {
+        ClientMsg::Reserve(Reserve {
+            id,
+            sku: Some("tote-canvas".into()),
+            qty: Some(1),
+            lines: None,
+            buyer,
+            request_id: None,
+            allow_partial: false,
+        })
+    };
+    // 24 requests in flight on one socket, answered as their batches land.
+    for i in 0..24 {
+        ws.send(&reserve(100 + i, format!("ws{i}"))).await;
+    }
+    let mut holds = Vec::new();
+    while holds.len() < 24 {
+        match ws.recv().await {
+            ServerMsg::Reserved(r) => {
+                let field = format!("{}:0", r.hold);
+                assert!(
+                    redis_holds(&mut c, "tote-canvas")
+                        .await
+                        .contains_key(&field),
+                    "answer {} came before its hold was in Redis",
+                    r.id
+                );
+                holds.push(r.hold);
+            }
+            other => panic!("expected reserved, got {other:?}"),
+        }
+    }
+    let id = ws.id();
+    ws.send(&ClientMsg::Commit(Commit {
+        id,
+        hold: holds[0].clone(),
+        qty: None,
+        lines: None,
+        request_id: None,
+    }))
+    .await;
+    match ws.recv().await {
+        ServerMsg::Committed(done) => assert_eq!(done.id, id),
+        other => panic!("expected committed, got {other:?}"),
+    }
+    assert!(
+        order_stream(&mut c)
+            .await
+            .iter()
+            .any(|o| o["event"] == "committed" && o["hold"] == holds[0]),
+        "the commit was answered after its order reached the stream"
+    );
+    let held_before = gw.sku("tote-canvas").await["held"].as_u64().unwrap();
+
+    // Redis stops answering: each request gets an error frame once the
+    // journal's timeout (400 ms here) passes, and its units go back.
+    signal(redis.pid(), "STOP");
+    for i in 0..3 {
+        ws.send(&reserve(200 + i, format!("stalled{i}"))).await;
+    }
+    let mut refused = Vec::new();
+    while refused.len() < 3 {
+        match ws.recv().await {
+            ServerMsg::Error(e) => {
+                assert_eq!(e.error, "unavailable", "{e:?}");
+                refused.push(e.id.expect("the request's id"));
+            }
+            other => panic!("expected an error frame, got {other:?}"),
+        }
+    }
+    refused.sort_unstable();
+    assert_eq!(refused, vec![200, 201, 202]);
+    assert_eq!(
+        gw.sku("tote-canvas").await["held"].as_u64().unwrap(),
+        held_before,
+        "refused reservations were undone in memory"
+    );
+
+    signal(redis.pid(), "CONT");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 300;
+    loop {
+        ws.send(&reserve(n, "after".into())).await;
+        match ws.recv().await {
+            ServerMsg::Reserved(r) => {
+                assert_eq!(r.id, n);
+                break;
+            }
+            ServerMsg::Error(e) => assert_eq!(e.error, "unavailable", "{e:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        n += 1;
+    }
+    wait_persisted(&gw, &mut c).await;
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_paused_redis_is_waited_for_not_skipped() {
     let Some(redis) = Redis::start() else { return };

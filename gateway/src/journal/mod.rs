@@ -52,9 +52,54 @@ impl Durability {
 
     /// Waits until the engine's events so far are persisted (durable mode).
     pub async fn settle(&self, engine: &Engine) -> Result<(), ApiError> {
+        self.settle_seq(self.pending_seq(engine)).await
+    }
+
+    /// The sequence number a change just applied to `engine` must see
+    /// persisted before it is acknowledged: 0 when there is nothing to wait
+    /// for (in memory, `async` mode, or already in Redis). Wakes the journal.
+    pub fn pending_seq(&self, engine: &Engine) -> u64 {
         match self {
-            Self::Memory => Ok(()),
-            Self::Redis(j) => j.settle(engine).await,
+            Self::Memory => 0,
+            Self::Redis(j) => j.pending_seq(engine),
+        }
+    }
+
+    /// Waits until `seq` is persisted (0: returns at once), or refuses once
+    /// the journal's timeout has passed.
+    pub async fn settle_seq(&self, seq: u64) -> Result<(), ApiError> {
+        match self {
+            Self::Redis(j) if seq > 0 => j.settle_seq(seq).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `seq` is in Redis (always, without a journal).
+    pub fn is_persisted(&self, seq: u64) -> bool {
+        match self {
+            Self::Memory => true,
+            Self::Redis(j) => j.persisted_seq() >= seq,
+        }
+    }
+
+    /// Has `task` woken once `seq` is persisted (at once if it already is).
+    /// A connection with many requests waiting registers once per batch,
+    /// for its oldest, instead of once per request.
+    pub fn wake_at(&self, seq: u64, task: Arc<dyn Wake>) {
+        match self {
+            Self::Memory => task.wake(),
+            Self::Redis(j) => j.push_waiter(Waiter {
+                seq,
+                wake: WakeBy::Task(task),
+            }),
+        }
+    }
+
+    /// How long a change may wait for Redis before it is refused.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Self::Memory => Duration::MAX,
+            Self::Redis(j) => j.timeout,
         }
     }
 
@@ -74,12 +119,34 @@ impl Durability {
     }
 }
 
-/// A request waiting for sequence number `seq` to be persisted; ordered so
-/// the heap's top is the smallest.
+/// Something to wake once a sequence number is persisted: a websocket
+/// session, which then answers all of its requests that are now durable.
+pub trait Wake: Send + Sync {
+    fn wake(&self);
+}
+
+enum WakeBy {
+    /// One waiting request (HTTP).
+    Request(oneshot::Sender<()>),
+    /// A task with requests waiting (websocket session).
+    Task(Arc<dyn Wake>),
+}
+
+impl std::fmt::Debug for WakeBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Request(_) => "Request",
+            Self::Task(_) => "Task",
+        })
+    }
+}
+
+/// A request or task waiting for sequence number `seq` to be persisted;
+/// ordered so the heap's top is the smallest.
 #[derive(Debug)]
-struct Waiter {
+pub struct Waiter {
     seq: u64,
-    tx: oneshot::Sender<()>,
+    wake: WakeBy,
 }
 
 impl PartialEq for Waiter {
@@ -100,6 +167,12 @@ impl Ord for Waiter {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         other.seq.cmp(&self.seq) // reversed: BinaryHeap is a max-heap
     }
+}
+
+/// The refusal of a change Redis did not confirm within the journal's
+/// timeout.
+pub fn timed_out() -> ApiError {
+    ApiError::unavailable("redis did not confirm the write in time: retry with the same request_id")
 }
 
 /// State shared between the operations and the journal task.
@@ -184,10 +257,10 @@ impl Journal {
         }
     }
 
-    async fn settle(&self, engine: &Engine) -> Result<(), ApiError> {
+    fn pending_seq(&self, engine: &Engine) -> u64 {
         self.wake_writer();
         if self.mode == Persistence::Async {
-            return Ok(());
+            return 0;
         }
         // Our events were numbered before the engine call returned, so
         // every one of them is at most this.
@@ -195,24 +268,36 @@ impl Journal {
             .events()
             .map_or(0, |l| l.next_seq().saturating_sub(1));
         if self.persisted_seq() >= target {
-            return Ok(());
+            return 0;
         }
-        let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .expect("waiters lock")
-            .push(Waiter { seq: target, tx });
-        // The batch may have landed between the check and the push: look
-        // again now that we are in the heap (`persisted` stores the
-        // watermark before it takes the lock, so one of us sees the other).
+        target
+    }
+
+    /// Queues a waiter, and wakes it at once if its batch has landed.
+    fn push_waiter(&self, waiter: Waiter) {
+        let target = waiter.seq;
+        self.waiters.lock().expect("waiters lock").push(waiter);
+        // The batch may have landed between the caller's check and the
+        // push: look again now that we are in the heap (`persisted` stores
+        // the watermark before it takes the lock, so one of us sees the
+        // other).
         if self.persisted_seq() >= target {
             self.wake(self.persisted_seq());
         }
+    }
+
+    async fn settle_seq(&self, target: u64) -> Result<(), ApiError> {
+        if self.persisted_seq() >= target {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.push_waiter(Waiter {
+            seq: target,
+            wake: WakeBy::Request(tx),
+        });
         match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(())) => Ok(()),
-            _ => Err(ApiError::unavailable(
-                "redis did not confirm the write in time: retry with the same request_id",
-            )),
+            _ => Err(timed_out()),
         }
     }
 
@@ -230,7 +315,12 @@ impl Journal {
             ready
         };
         for w in ready {
-            let _ = w.tx.send(());
+            match w.wake {
+                WakeBy::Request(tx) => {
+                    let _ = tx.send(());
+                }
+                WakeBy::Task(task) => task.wake(),
+            }
         }
         // A waiter that gave up (timed out) is popped the same way once its
         // sequence number lands; the heap never holds more than the

@@ -115,6 +115,14 @@ pub struct Signal {
     pub notify: Notify,
 }
 
+/// The journal wakes a session through the same signal when a batch with
+/// its requests lands.
+impl crate::journal::Wake for Signal {
+    fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
 /// Broadcaster-side state of a topic.
 #[derive(Debug, Default)]
 struct Owned {

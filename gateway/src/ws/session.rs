@@ -13,13 +13,12 @@ use super::WsCtx;
 use super::hub::{Frame, Signal, Topic};
 use crate::auth::{Role, require};
 use crate::error::ApiError;
+use crate::ops::Applied;
 use crate::protocol::{Authed, ClientMsg, ErrorMsg, Hello, Pong, ServerMsg, Subscribed};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use metrics::{counter, gauge};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
@@ -32,28 +31,17 @@ const CLOSE_INVALID_DATA: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
-/// What a finished request yields: its op name (for the latency metric),
-/// when it started, and the answer or the refusal with its request id.
-type ReplyOutput = (
-    &'static str,
-    Option<Instant>,
-    Result<ServerMsg, (Option<u64>, ApiError)>,
-);
-type Reply = Pin<Box<dyn Future<Output = ReplyOutput> + Send>>;
-
-/// Requests in flight, once the connection has sent one.
-type Inflight = Option<FuturesUnordered<Reply>>;
-
-fn inflight_len(inflight: &Inflight) -> usize {
-    inflight.as_ref().map_or(0, FuturesUnordered::len)
-}
-
-/// The next finished request (never resolves while there is none).
-async fn next_reply(inflight: &mut Inflight) -> Option<ReplyOutput> {
-    match inflight {
-        Some(f) => f.next().await,
-        None => std::future::pending().await,
-    }
+/// A request applied to the engine whose answer waits for its events to
+/// reach Redis (durable mode). Requests are applied in order, so their
+/// sequence numbers only grow along the queue.
+struct Pending {
+    applied: Applied<ServerMsg>,
+    /// The request id, for the refusal if Redis does not confirm in time.
+    id: u64,
+    /// When it was applied: the journal's timeout counts from here.
+    since: Instant,
+    /// Set for the requests whose latency is sampled.
+    started: Option<Instant>,
 }
 
 /// Most extra ready items taken per loop turn before flushing.
@@ -150,6 +138,10 @@ impl End {
 
 struct Session {
     ctx: Arc<WsCtx>,
+    /// Requests waiting for Redis, oldest first (empty unless durable).
+    pending: VecDeque<Pending>,
+    /// The sequence number the journal was last asked to wake us at.
+    wake_at: u64,
     ws: WebSocket,
     conn: u64,
     role: Role,
@@ -176,6 +168,8 @@ pub async fn run(
     let now = Instant::now();
     let conn = ctx.hub.conn_id();
     let mut session = Session {
+        pending: VecDeque::new(),
+        wake_at: 0,
         rate: RateLimit::new(ctx.limits.messages_per_sec_max),
         ctx,
         ws,
@@ -212,38 +206,33 @@ impl Session {
         if let Err(end) = self.flush().await {
             return end;
         }
-        // Created on the first request: most connections are viewers that
-        // never send one, and an empty FuturesUnordered still allocates.
-        let mut inflight: Inflight = None;
         let shutdown = self.ctx.shutdown.clone();
         let idle = self.ctx.limits.idle_timeout();
         let ping_every = self.ctx.limits.ping_interval();
         let signal = self.signal.clone();
-        // One timer per connection, re-armed only when it fires (traffic
+        // One timer per connection, re-armed only when it fires or when a
+        // request starts waiting for Redis with nothing else waiting (traffic
         // only moves `last_seen`), so thousands of busy sessions do not
         // churn the runtime's timer wheel on every frame.
-        let timer = tokio::time::sleep_until(
-            (self.last_ping + ping_every)
-                .min(self.last_seen + idle)
-                .into(),
-        );
+        let mut timer_at = (self.last_ping + ping_every).min(self.last_seen + idle);
+        let timer = tokio::time::sleep_until(timer_at.into());
         tokio::pin!(timer);
         loop {
-            let can_read = inflight_len(&inflight) < self.ctx.limits.inflight_max;
+            let can_read = self.pending.len() < self.ctx.limits.inflight_max;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
                     Box::pin(self.close(CLOSE_GOING_AWAY, "server shutting down")).await;
                     return End::Shutdown;
                 }
+                // The hub (new counts) or the journal (a batch landed).
                 () = signal.notify.notified() => self.queue_topics(),
-                Some(reply) = next_reply(&mut inflight), if inflight_len(&inflight) > 0 => self.on_reply(reply),
                 frame = self.ws.next(), if can_read => {
                     // One clock reading per wake-up, shared by the frames
                     // handled in it (below): per frame it was a measurable
                     // share of a pipelined burst.
                     self.last_seen = Instant::now();
-                    if let Err(end) = self.on_frame(frame, &mut inflight).await {
+                    if let Err(end) = self.on_frame(frame).await {
                         return end;
                     }
                 }
@@ -257,30 +246,36 @@ impl Session {
                         self.last_ping = now;
                         self.out.push(Message::Ping(bytes::Bytes::new()));
                     }
-                    let next = (self.last_ping + ping_every).min(self.last_seen + idle);
-                    timer.as_mut().reset(next.into());
+                    self.expire_pending(now);
+                    timer_at = (self.last_ping + ping_every).min(self.last_seen + idle);
+                    if let Some(due) = self.pending_due() {
+                        timer_at = timer_at.min(due);
+                    }
+                    timer.as_mut().reset(timer_at.into());
                 }
             }
-            // Everything else that is ready right now (finished requests,
-            // frames already received) goes out in the same flush: one write
-            // for a pipelined burst instead of one per reply.
+            // Everything else that is ready right now (frames already
+            // received) goes out in the same flush: one write for a
+            // pipelined burst instead of one per reply.
             for _ in 0..READY_ROUNDS_MAX {
-                let mut more = false;
-                if let Some(Some(reply)) = inflight.as_mut().and_then(|f| f.next().now_or_never()) {
-                    self.on_reply(reply);
-                    more = true;
-                }
-                if inflight_len(&inflight) < self.ctx.limits.inflight_max
-                    && let Some(frame) = self.ws.next().now_or_never()
-                {
-                    if let Err(end) = self.on_frame(frame, &mut inflight).await {
-                        return end;
-                    }
-                    more = true;
-                }
-                if !more {
+                if self.pending.len() >= self.ctx.limits.inflight_max {
                     break;
                 }
+                let Some(frame) = self.ws.next().now_or_never() else {
+                    break;
+                };
+                if let Err(end) = self.on_frame(frame).await {
+                    return end;
+                }
+            }
+            let was_waiting = !self.pending.is_empty();
+            self.answer_persisted();
+            if !was_waiting
+                && let Some(due) = self.pending_due()
+                && due < timer_at
+            {
+                timer_at = due;
+                timer.as_mut().reset(timer_at.into());
             }
             if let Err(end) = self.flush().await {
                 return end;
@@ -288,24 +283,63 @@ impl Session {
         }
     }
 
-    fn on_reply(&mut self, (op, started, result): ReplyOutput) {
-        if let Some(started) = started {
-            crate::metrics::request_time("ws", op, started.elapsed());
+    /// When the oldest request waiting for Redis is refused.
+    fn pending_due(&self) -> Option<Instant> {
+        let timeout = self.ctx.ops.durability.timeout();
+        self.pending
+            .front()
+            .and_then(|p| p.since.checked_add(timeout))
+    }
+
+    /// Answers the requests whose events are now in Redis, and asks the
+    /// journal to wake this task for the oldest one still waiting.
+    fn answer_persisted(&mut self) {
+        let ctx = self.ctx.clone();
+        let durability = &ctx.ops.durability;
+        while let Some(p) = self.pending.front()
+            && durability.is_persisted(p.applied.seq)
+        {
+            let p = self.pending.pop_front().expect("peeked");
+            self.finish(p, Ok(()));
         }
-        match result {
-            Ok(msg) => self.queue(&msg, "reply"),
-            Err((id, e)) => self.queue_error(id, &e),
+        if let Some(p) = self.pending.front()
+            && p.applied.seq > self.wake_at
+        {
+            // Once per batch, not per request: the journal wakes us for the
+            // oldest, and every younger one landed in the same batch or
+            // waits for the next wake-up.
+            self.wake_at = p.applied.seq;
+            durability.wake_at(p.applied.seq, self.signal.clone());
         }
     }
 
-    async fn on_frame(
-        &mut self,
-        frame: Option<Result<Message, axum::Error>>,
-        inflight: &mut Inflight,
-    ) -> Result<(), End> {
+    /// Refuses the requests Redis did not confirm within the journal's
+    /// timeout (a reservation is undone, see [`crate::ops::Ops::finish`]).
+    fn expire_pending(&mut self, now: Instant) {
+        let timeout = self.ctx.ops.durability.timeout();
+        while let Some(p) = self.pending.front()
+            && now.duration_since(p.since) >= timeout
+        {
+            let p = self.pending.pop_front().expect("peeked");
+            self.finish(p, Err(crate::journal::timed_out()));
+        }
+    }
+
+    fn finish(&mut self, p: Pending, waited: Result<(), ApiError>) {
+        let op = p.applied.op;
+        match self.ctx.ops.finish(p.applied, waited) {
+            Ok(msg) => self.queue(&msg, "reply"),
+            Err(e) => self.queue_error(Some(p.id), &e),
+        }
+        if let Some(started) = p.started {
+            crate::metrics::request_time("ws", op.as_str(), started.elapsed());
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
         match frame {
             None => Err(End::ClientClosed),
-            Some(Ok(message)) => self.on_message(message, inflight).await,
+            Some(Ok(message)) => self.on_message(message).await,
             // Cold path, boxed so its future does not sit in every
             // session's state.
             Some(Err(e)) => Err(Box::pin(self.on_read_error(e)).await),
@@ -443,7 +477,7 @@ impl Session {
         end
     }
 
-    async fn on_message(&mut self, message: Message, inflight: &mut Inflight) -> Result<(), End> {
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
         let parsed = match &message {
             Message::Text(text) => Some(
                 ClientMsg::from_json(text.as_str())
@@ -477,11 +511,11 @@ impl Session {
                 return Ok(());
             }
         };
-        self.dispatch(msg, inflight);
+        self.dispatch(msg);
         Ok(())
     }
 
-    fn dispatch(&mut self, msg: ClientMsg, inflight: &mut Inflight) {
+    fn dispatch(&mut self, msg: ClientMsg) {
         let id = request_id(&msg);
         match msg {
             ClientMsg::Subscribe(s) => self.subscribe(s.id, &s.topics),
@@ -529,29 +563,39 @@ impl Session {
                     self.queue_error(Some(id), &e);
                     return;
                 }
-                let ops = self.ctx.ops.clone();
                 self.requests = self.requests.wrapping_add(1);
                 let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
-                inflight
-                    .get_or_insert_with(FuturesUnordered::new)
-                    .push(Box::pin(async move {
-                        let (op, result) = match msg {
-                            ClientMsg::Reserve(r) => {
-                                ("reserve", ops.reserve(&r).await.map(ServerMsg::Reserved))
-                            }
-                            ClientMsg::Commit(c) => {
-                                ("commit", ops.commit(&c).await.map(ServerMsg::Committed))
-                            }
-                            ClientMsg::Release(r) => {
-                                ("release", ops.release(&r).await.map(ServerMsg::Released))
-                            }
-                            ClientMsg::Extend(x) => {
-                                ("extend", ops.extend(&x).await.map(ServerMsg::Extended))
-                            }
-                            _ => unreachable!("filtered above"),
-                        };
-                        (op, started, result.map_err(|e| (Some(id), e)))
-                    }));
+                let ops = &self.ctx.ops;
+                let applied = match msg {
+                    ClientMsg::Reserve(r) => {
+                        ops.reserve_now(&r).map(|a| a.map(ServerMsg::Reserved))
+                    }
+                    ClientMsg::Commit(c) => ops.commit_now(&c).map(|a| a.map(ServerMsg::Committed)),
+                    ClientMsg::Release(r) => {
+                        ops.release_now(&r).map(|a| a.map(ServerMsg::Released))
+                    }
+                    ClientMsg::Extend(x) => ops.extend_now(&x).map(|a| a.map(ServerMsg::Extended)),
+                    _ => unreachable!("filtered above"),
+                };
+                match applied {
+                    Err(e) => self.queue_error(Some(id), &e),
+                    // Nothing to wait for (in memory, async, replayed): answer now.
+                    Ok(applied) if applied.seq == 0 => self.finish(
+                        Pending {
+                            applied,
+                            id,
+                            since: self.last_seen,
+                            started,
+                        },
+                        Ok(()),
+                    ),
+                    Ok(applied) => self.pending.push_back(Pending {
+                        applied,
+                        id,
+                        since: self.last_seen,
+                        started,
+                    }),
+                }
             }
         }
     }

@@ -111,13 +111,46 @@ impl RequestRecord {
     }
 }
 
-/// Field of a hold line in `<prefix>:{<sku>}:holds`.
-pub fn hold_field(hold: HoldId, line: u8) -> String {
-    use std::fmt::Write as _;
-    let mut field = String::with_capacity(20);
-    field.push_str(hex16(hold.to_raw()).as_str());
-    let _ = write!(field, ":{line}");
-    field
+/// Field of a hold line in `<prefix>:{<sku>}:holds`: `<hold>:<line>`,
+/// formatted on the stack (the journal writes one per reservation).
+pub fn hold_field(hold: HoldId, line: u8) -> HoldField {
+    let mut buf = [0u8; HOLD_FIELD_BYTES_MAX];
+    buf[..16].copy_from_slice(hex16(hold.to_raw()).as_str().as_bytes());
+    buf[16] = b':';
+    let mut len = 17;
+    let digits = [line / 100, line / 10 % 10, line % 10];
+    let skip = if line >= 100 {
+        0
+    } else if line >= 10 {
+        1
+    } else {
+        2
+    };
+    for d in &digits[skip..] {
+        buf[len] = b'0' + d;
+        len += 1;
+    }
+    HoldField { buf, len }
+}
+
+/// 16 hex digits, `:`, at most 3 decimal digits.
+const HOLD_FIELD_BYTES_MAX: usize = 20;
+
+/// A formatted hold field (see [`hold_field`]).
+#[derive(Clone, Copy)]
+pub struct HoldField {
+    buf: [u8; HOLD_FIELD_BYTES_MAX],
+    len: usize,
+}
+
+impl HoldField {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("hex digits, a colon and digits")
+    }
 }
 
 /// Field of a buyer in `<prefix>:{<sku>}:buyers` and `<prefix>:buyers`.
@@ -142,9 +175,18 @@ pub struct HoldRecord {
     pub counted: bool,
 }
 
+/// Largest postcard encoding of a [`HoldRecord`]: four varint u64 (10
+/// bytes each), a varint u32 (5), two u8 and a bool.
+pub const HOLD_RECORD_BYTES_MAX: usize = 48;
+
 impl HoldRecord {
     pub fn encode(&self) -> Vec<u8> {
         postcard::to_stdvec(self).expect("records always serialise")
+    }
+
+    /// The same bytes as [`Self::encode`], into `buf` (no allocation).
+    pub fn encode_into<'b>(&self, buf: &'b mut [u8; HOLD_RECORD_BYTES_MAX]) -> &'b [u8] {
+        postcard::to_slice(self, buf).expect("a record fits its bound")
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
@@ -173,6 +215,18 @@ mod tests {
             counted: true,
         };
         assert_eq!(HoldRecord::decode(&r.encode()), Some(r));
+        let widest = HoldRecord {
+            hold: u64::MAX,
+            line: u8::MAX,
+            lines: u8::MAX,
+            qty: u32::MAX,
+            buyer: u64::MAX,
+            deadline_ms: u64::MAX,
+            latest_ms: u64::MAX,
+            counted: true,
+        };
+        let mut buf = [0u8; HOLD_RECORD_BYTES_MAX];
+        assert_eq!(widest.encode_into(&mut buf), widest.encode().as_slice());
         assert_eq!(
             parse_buyer_field(&buyer_field(BuyerId(u64::MAX))),
             Some(BuyerId(u64::MAX))
@@ -185,7 +239,7 @@ mod tests {
     fn hold_fields_are_the_hold_id_and_the_line() {
         let hold = HoldId::from_raw(0x0040_0000_0100_0002).expect("a valid id");
         for line in [0u8, 7, 9, 10, 15, 99, 100, 255] {
-            assert_eq!(hold_field(hold, line), format!("{hold}:{line}"));
+            assert_eq!(hold_field(hold, line).as_str(), format!("{hold}:{line}"));
         }
     }
 }

@@ -9,7 +9,7 @@
 //! write the mirror out, and the stream of batches continues from there.
 
 use super::keys::{
-    HoldRecord, Keys, RequestRecord, buyer_field, hold_field, request_bucket,
+    HOLD_RECORD_BYTES_MAX, HoldRecord, Keys, RequestRecord, buyer_field, hold_field, request_bucket,
     request_bucket_ttl_ms, request_field,
 };
 use crate::catalog::Meta;
@@ -19,7 +19,48 @@ use holdfast_engine::{
     hex16,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+/// A multiply-rotate hasher for the mirror's maps, whose keys are ids the
+/// gateway made (hold ids) or already hashed with a secret key (buyer and
+/// request ids): nobody outside can pick keys that collide, so SipHash's
+/// flood resistance buys nothing here, and it was a visible share of the
+/// journal thread's time (several lookups per event).
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        // FxHash's step (rustc's hasher): rotate, mix in, multiply.
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// Redis commands per non-atomic pipeline chunk in a full re-write.
 const RESYNC_CHUNK: usize = 200;
@@ -133,6 +174,15 @@ impl MirrorSku {
 /// (formatted only when written).
 type HoldKey = (SkuIdx, HoldId, u8);
 
+/// What a batch writes for one hold line.
+#[derive(Debug, Clone, Copy)]
+struct HoldWrite {
+    /// The record to store, or `None` to delete the field.
+    record: Option<HoldRecord>,
+    /// Created in this batch: deleting it again needs no write at all.
+    fresh: bool,
+}
+
 /// One order-stream entry, kept typed until it is written (no string
 /// building per event).
 #[derive(Debug)]
@@ -165,12 +215,10 @@ pub struct Writes {
     skus: BTreeSet<SkuIdx>,
     created: BTreeSet<SkuIdx>,
     meta: BTreeSet<SkuIdx>,
-    /// (sku, field) -> record (None: delete). Insertion order kept for
-    /// deterministic output.
-    holds: BTreeMap<HoldKey, Option<HoldRecord>>,
-    /// Hold fields created in this batch: deleting them again needs no write.
-    fresh_holds: HashSet<HoldKey>,
-    buyers: BTreeSet<(SkuIdx, BuyerId)>,
+    /// Hold lines to write or delete (sorted when the batch is sealed, for
+    /// one `HSET` and one `HDEL` per SKU and a deterministic output).
+    holds: IdMap<HoldKey, HoldWrite>,
+    buyers: IdSet<(SkuIdx, BuyerId)>,
     names: Vec<(BuyerId, Arc<str>)>,
     orders: Vec<Order>,
     requests: Vec<(u64, RequestRecord)>,
@@ -201,11 +249,13 @@ pub struct Ctx<'a> {
 pub struct Mirror {
     pub seq: u64,
     pub skus: HashMap<SkuIdx, MirrorSku>,
-    pub holds: HashMap<HoldId, Vec<(SkuIdx, HoldRecord)>>,
-    pub buyers: HashMap<(SkuIdx, BuyerId), u32>,
-    names: HashSet<BuyerId>,
+    /// Live hold lines by (hold, line): one entry per line, so a hold
+    /// costs no allocation of its own.
+    pub holds: IdMap<(HoldId, u8), (SkuIdx, HoldRecord)>,
+    pub buyers: IdMap<(SkuIdx, BuyerId), u32>,
+    names: IdSet<BuyerId>,
     /// Remembered request answers, kept for at most two request windows.
-    requests: HashMap<u64, RequestRecord>,
+    requests: IdMap<u64, RequestRecord>,
 }
 
 fn window_fields(w: SaleWindow) -> (&'static str, String) {
@@ -238,28 +288,22 @@ impl Mirror {
             }
         }
         for h in &state.holds {
-            let lines = h
-                .lines
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| {
-                    let sku = engine.sku(&l.sku)?;
-                    Some((
-                        sku,
-                        HoldRecord {
-                            hold: h.hold.to_raw(),
-                            line: i as u8,
-                            lines: h.lines.len() as u8,
-                            qty: l.qty,
-                            buyer: h.buyer.0,
-                            deadline_ms: h.deadline_ms,
-                            latest_ms: h.latest_ms,
-                            counted: l.counted,
-                        },
-                    ))
-                })
-                .collect();
-            m.holds.insert(h.hold, lines);
+            for (i, l) in h.lines.iter().enumerate() {
+                let Some(sku) = engine.sku(&l.sku) else {
+                    continue;
+                };
+                let record = HoldRecord {
+                    hold: h.hold.to_raw(),
+                    line: i as u8,
+                    lines: h.lines.len() as u8,
+                    qty: l.qty,
+                    buyer: h.buyer.0,
+                    deadline_ms: h.deadline_ms,
+                    latest_ms: h.latest_ms,
+                    counted: l.counted,
+                };
+                m.holds.insert((h.hold, i as u8), (sku, record));
+            }
         }
         for b in &state.buyers {
             if let Some(idx) = engine.sku(&b.sku) {
@@ -293,17 +337,21 @@ impl Mirror {
     }
 
     fn hold_gone(&mut self, w: &mut Writes, hold: HoldId, line: u8, sku: SkuIdx) {
-        if let Some(lines) = self.holds.get_mut(&hold) {
-            lines.retain(|(s, r)| !(*s == sku && r.line == line));
-            if lines.is_empty() {
-                self.holds.remove(&hold);
-            }
-        }
+        self.holds.remove(&(hold, line));
         let key = (sku, hold, line);
-        if w.fresh_holds.remove(&key) {
-            w.holds.remove(&key);
-        } else {
-            w.holds.insert(key, None);
+        match w.holds.get(&key) {
+            Some(HoldWrite { fresh: true, .. }) => {
+                w.holds.remove(&key);
+            }
+            _ => {
+                w.holds.insert(
+                    key,
+                    HoldWrite {
+                        record: None,
+                        fresh: false,
+                    },
+                );
+            }
         }
     }
 
@@ -367,13 +415,14 @@ impl Mirror {
                     latest_ms,
                     counted: line.counted,
                 };
-                self.holds
-                    .entry(line.hold)
-                    .or_default()
-                    .push((line.sku, record));
-                let key = (line.sku, line.hold, line.line);
-                w.fresh_holds.insert(key);
-                w.holds.insert(key, Some(record));
+                self.holds.insert((line.hold, line.line), (line.sku, record));
+                w.holds.insert(
+                    (line.sku, line.hold, line.line),
+                    HoldWrite {
+                        record: Some(record),
+                        fresh: true,
+                    },
+                );
                 if line.counted {
                     self.buyer_add(w, line.sku, line.buyer, i64::from(qty));
                 }
@@ -423,11 +472,19 @@ impl Mirror {
                 }
             }
             EventKind::Extended { hold, deadline_ms } => {
-                if let Some(lines) = self.holds.get_mut(&hold) {
-                    for (sku, record) in lines.iter_mut() {
-                        record.deadline_ms = deadline_ms;
-                        w.holds.insert((*sku, hold, record.line), Some(*record));
-                    }
+                for line in 0..holdfast_engine::limits::CART_LINES_MAX as u8 {
+                    let Some((sku, record)) = self.holds.get_mut(&(hold, line)) else {
+                        continue;
+                    };
+                    record.deadline_ms = deadline_ms;
+                    let fresh = w.holds.get(&(*sku, hold, line)).is_some_and(|h| h.fresh);
+                    w.holds.insert(
+                        (*sku, hold, line),
+                        HoldWrite {
+                            record: Some(*record),
+                            fresh,
+                        },
+                    );
                 }
             }
             EventKind::RequestDone {
@@ -642,8 +699,10 @@ impl Mirror {
             }
         }
         // Sorted by SKU: one HSET and one HDEL per SKU's holds hash.
+        let mut sorted: Vec<(&HoldKey, &HoldWrite)> = w.holds.iter().collect();
+        sorted.sort_unstable_by_key(|(k, _)| **k);
         let mut holds: Option<(SkuIdx, HashWrites)> = None;
-        for ((sku, hold, line), record) in &w.holds {
+        for ((sku, hold, line), write) in sorted {
             if holds.as_ref().is_none_or(|(at, _)| at != sku) {
                 if let Some((_, done)) = holds.take() {
                     add_all(pipe, done.finish());
@@ -657,16 +716,21 @@ impl Mirror {
                 continue;
             };
             let field = hold_field(*hold, *line);
-            match record {
-                Some(r) => hash.set(field, r.encode()),
-                None => hash.del(field),
+            match &write.record {
+                Some(r) => hash.set(
+                    field.as_bytes(),
+                    r.encode_into(&mut [0; HOLD_RECORD_BYTES_MAX]),
+                ),
+                None => hash.del(field.as_bytes()),
             }
         }
         if let Some((_, done)) = holds {
             add_all(pipe, done.finish());
         }
+        let mut sorted: Vec<&(SkuIdx, BuyerId)> = w.buyers.iter().collect();
+        sorted.sort_unstable();
         let mut buyers: Option<(SkuIdx, HashWrites)> = None;
-        for (sku, buyer) in &w.buyers {
+        for (sku, buyer) in sorted {
             if buyers.as_ref().is_none_or(|(at, _)| at != sku) {
                 if let Some((_, done)) = buyers.take() {
                     add_all(pipe, done.finish());
@@ -748,18 +812,16 @@ impl Mirror {
         }
         cmds.extend(catalog.finish());
         let mut holds: HashMap<SkuIdx, HashWrites> = HashMap::new();
-        for lines in self.holds.values() {
-            for (sku, r) in lines {
-                if let Some(s) = self.skus.get(sku) {
-                    let field = hold_field(
-                        HoldId::from_raw(r.hold).expect("stored ids are valid"),
-                        r.line,
-                    );
-                    holds
-                        .entry(*sku)
-                        .or_insert_with(|| HashWrites::new(s.key_holds.clone()))
-                        .set(field, r.encode());
-                }
+        for (sku, r) in self.holds.values() {
+            if let Some(s) = self.skus.get(sku) {
+                let field = hold_field(
+                    HoldId::from_raw(r.hold).expect("stored ids are valid"),
+                    r.line,
+                );
+                holds
+                    .entry(*sku)
+                    .or_insert_with(|| HashWrites::new(s.key_holds.clone()))
+                    .set(field.as_bytes(), r.encode().as_slice());
             }
         }
         cmds.extend(holds.into_values().flat_map(HashWrites::finish));

@@ -284,13 +284,32 @@ impl Writer {
             &mut intake.drained,
             room.saturating_sub(intake.reorder.len()).max(1),
         );
-        for e in intake.drained.drain(..) {
-            intake.reorder.insert(e.seq, e);
-        }
         let ctx = self.ctx();
         let mut next = mirror.seq + 1;
         let batch = &mut intake.ready;
         batch.clear();
+        // Each lane hands over its events in sequence order, so the drained
+        // events are a few sorted runs: a stable sort merges them in about
+        // linear time, and then those that continue the sequence go
+        // straight into the run; only the rest wait in the reorder buffer
+        // for the gaps before them to fill (a BTreeMap insert and remove
+        // per event was a visible share of the journal thread).
+        intake.drained.sort_by_key(|e| e.seq);
+        for e in intake.drained.drain(..) {
+            while !intake.reorder.is_empty()
+                && batch.len() < room
+                && let Some(r) = intake.reorder.remove(&next)
+            {
+                next += 1;
+                batch.push(r);
+            }
+            if e.seq == next && batch.len() < room {
+                next += 1;
+                batch.push(e);
+            } else {
+                intake.reorder.insert(e.seq, e);
+            }
+        }
         while batch.len() < room {
             let Some(e) = intake.reorder.remove(&next) else {
                 break;

@@ -164,7 +164,7 @@ impl Ops {
     // when a batch lands, without a future, a channel and a timer per
     // request.
 
-    pub async fn reserve(&self, req: &Reserve) -> Result<Reserved, ApiError> {
+    pub async fn reserve(&self, req: Reserve) -> Result<Reserved, ApiError> {
         self.settle(self.reserve_now(req)).await
     }
 
@@ -218,22 +218,20 @@ impl Ops {
     }
 
     /// Reserves in memory; see [`Ops::finish`].
-    pub fn reserve_now(&self, req: &Reserve) -> Result<Applied<Reserved>, ApiError> {
+    /// Takes the request by value: its SKU names move into the answer.
+    pub fn reserve_now(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         Op::Reserve.recorded(self.reserve_apply(req))
     }
 
-    fn reserve_apply(&self, req: &Reserve) -> Result<Applied<Reserved>, ApiError> {
+    fn reserve_apply(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         let mut lines = Vec::new();
-        let cart = match (&req.sku, req.qty, &req.lines) {
+        let cart = match (req.sku, req.qty, req.lines) {
             (Some(sku), Some(qty), None) => {
-                lines.push(LineReq {
-                    sku: sku.clone(),
-                    qty,
-                });
+                lines.push(LineReq { sku, qty });
                 false
             }
             (None, None, Some(cart)) if !cart.is_empty() && cart.len() <= CART_LINES_MAX_PUB => {
-                lines.extend(cart.iter().cloned());
+                lines = cart;
                 true
             }
             (None, None, Some(_)) => {

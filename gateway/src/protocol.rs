@@ -393,9 +393,15 @@ impl ServerMsg {
 
     /// Encodes as postcard.
     pub fn to_postcard(&self) -> Vec<u8> {
-        postcard::to_stdvec(&self.as_bin()).expect("server messages always serialise")
+        // Sized for a reply up front: grown from empty, the buffer was
+        // reallocated (and copied) several times per reply.
+        postcard::to_extend(&self.as_bin(), Vec::with_capacity(REPLY_BYTES_TYPICAL))
+            .expect("server messages always serialise")
     }
 }
+
+/// Room for a typical reply (a reservation with one line is ~50 bytes).
+const REPLY_BYTES_TYPICAL: usize = 96;
 
 // ----- HTTP bodies ---------------------------------------------------------
 

@@ -162,7 +162,7 @@ async fn reserve(
     _: Checkout,
     ApiJson(req): ApiJson<Reserve>,
 ) -> Result<Response, ApiError> {
-    let r = s.ops.reserve(&req).await?;
+    let r = s.ops.reserve(req).await?;
     let status = if r.replayed {
         StatusCode::OK
     } else {

@@ -9,8 +9,8 @@
 //! write the mirror out, and the stream of batches continues from there.
 
 use super::keys::{
-    HOLD_RECORD_BYTES_MAX, HoldRecord, Keys, RequestRecord, buyer_field, hold_field, request_bucket,
-    request_bucket_ttl_ms, request_field,
+    HOLD_RECORD_BYTES_MAX, HoldRecord, Keys, RequestRecord, buyer_field, hold_field,
+    request_bucket, request_bucket_ttl_ms, request_field,
 };
 use crate::catalog::Meta;
 use crate::ids::Ids;
@@ -415,7 +415,8 @@ impl Mirror {
                     latest_ms,
                     counted: line.counted,
                 };
-                self.holds.insert((line.hold, line.line), (line.sku, record));
+                self.holds
+                    .insert((line.hold, line.line), (line.sku, record));
                 w.holds.insert(
                     (line.sku, line.hold, line.line),
                     HoldWrite {
@@ -698,23 +699,17 @@ impl Mirror {
                     .ignore();
             }
         }
-        // Sorted by SKU: one HSET and one HDEL per SKU's holds hash.
-        let mut sorted: Vec<(&HoldKey, &HoldWrite)> = w.holds.iter().collect();
-        sorted.sort_unstable_by_key(|(k, _)| **k);
-        let mut holds: Option<(SkuIdx, HashWrites)> = None;
-        for ((sku, hold, line), write) in sorted {
-            if holds.as_ref().is_none_or(|(at, _)| at != sku) {
-                if let Some((_, done)) = holds.take() {
-                    add_all(pipe, done.finish());
-                }
-                let Some(s) = self.skus.get(sku) else {
-                    continue;
-                };
-                holds = Some((*sku, HashWrites::new(s.key_holds.clone())));
-            }
-            let Some((_, hash)) = holds.as_mut() else {
+        // One HSET and one HDEL per SKU's holds hash (and one HSET / HDEL
+        // per SKU's buyers hash): grouped by SKU, in no particular order
+        // within one (the fields are independent).
+        let mut holds: BTreeMap<SkuIdx, HashWrites> = BTreeMap::new();
+        for ((sku, hold, line), write) in &w.holds {
+            let Some(s) = self.skus.get(sku) else {
                 continue;
             };
+            let hash = holds
+                .entry(*sku)
+                .or_insert_with(|| HashWrites::new(s.key_holds.clone()));
             let field = hold_field(*hold, *line);
             match &write.record {
                 Some(r) => hash.set(
@@ -724,33 +719,21 @@ impl Mirror {
                 None => hash.del(field.as_bytes()),
             }
         }
-        if let Some((_, done)) = holds {
-            add_all(pipe, done.finish());
-        }
-        let mut sorted: Vec<&(SkuIdx, BuyerId)> = w.buyers.iter().collect();
-        sorted.sort_unstable();
-        let mut buyers: Option<(SkuIdx, HashWrites)> = None;
-        for (sku, buyer) in sorted {
-            if buyers.as_ref().is_none_or(|(at, _)| at != sku) {
-                if let Some((_, done)) = buyers.take() {
-                    add_all(pipe, done.finish());
-                }
-                let Some(s) = self.skus.get(sku) else {
-                    continue;
-                };
-                buyers = Some((*sku, HashWrites::new(s.key_buyers.clone())));
-            }
-            let Some((_, hash)) = buyers.as_mut() else {
+        add_all(pipe, holds.into_values().flat_map(HashWrites::finish));
+        let mut buyers: BTreeMap<SkuIdx, HashWrites> = BTreeMap::new();
+        for (sku, buyer) in &w.buyers {
+            let Some(s) = self.skus.get(sku) else {
                 continue;
             };
+            let hash = buyers
+                .entry(*sku)
+                .or_insert_with(|| HashWrites::new(s.key_buyers.clone()));
             match self.buyers.get(&(*sku, *buyer)).copied().unwrap_or(0) {
                 0 => hash.del(buyer_field(*buyer)),
                 units => hash.set(buyer_field(*buyer), units),
             }
         }
-        if let Some((_, done)) = buyers {
-            add_all(pipe, done.finish());
-        }
+        add_all(pipe, buyers.into_values().flat_map(HashWrites::finish));
         let mut names = HashWrites::new(Arc::from(keys.buyer_names()));
         for (buyer, name) in &w.names {
             names.set(buyer_field(*buyer), &**name);

@@ -567,9 +567,7 @@ impl Session {
                 let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
                 let ops = &self.ctx.ops;
                 let applied = match msg {
-                    ClientMsg::Reserve(r) => {
-                        ops.reserve_now(&r).map(|a| a.map(ServerMsg::Reserved))
-                    }
+                    ClientMsg::Reserve(r) => ops.reserve_now(r).map(|a| a.map(ServerMsg::Reserved)),
                     ClientMsg::Commit(c) => ops.commit_now(&c).map(|a| a.map(ServerMsg::Committed)),
                     ClientMsg::Release(r) => {
                         ops.release_now(&r).map(|a| a.map(ServerMsg::Released))

@@ -82,6 +82,11 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_REDIS")]
     pub redis: Option<String>,
 
+    /// PEM file of the certificate authority to trust for a `rediss://`
+    /// Redis (a private CA). Without it, the system's trust store is used.
+    #[arg(long, env = "HOLDFAST_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Persistence mode with `--redis`.
     #[arg(
         long,

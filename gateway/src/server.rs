@@ -322,8 +322,25 @@ async fn open_journal(
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .with_context(|| format!("bad Redis URL {}", redact(url)))?;
     let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client =
-        redis::Client::open(info).with_context(|| format!("bad Redis URL {}", redact(url)))?;
+    let client = match &args.redis_ca_file {
+        Some(path) => {
+            anyhow::ensure!(
+                url.starts_with("rediss://"),
+                "--redis-ca-file is for a TLS Redis (a rediss:// URL)"
+            );
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --redis-ca-file {}", path.display()))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        None => redis::Client::open(info),
+    }
+    .with_context(|| format!("bad Redis URL {}", redact(url)))?;
     let timeout = Duration::from_millis(args.journal.redis_timeout_ms);
     let conn_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))

@@ -445,6 +445,52 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
     gw.stop().await;
 }
 
+/// `rediss://` with a private CA (`--redis-ca-file`): the journal talks TLS,
+/// acknowledged reservations are in Redis; without the CA the gateway
+/// refuses to start with a clear error rather than talk in the clear.
+#[tokio::test]
+async fn a_tls_redis_with_a_private_ca_is_trusted_via_the_ca_file() {
+    let Some(redis) = Redis::start_tls() else {
+        return;
+    };
+    let ca = redis.tls_ca.clone().expect("a TLS server has a CA");
+    let mut args = redis_args(&redis, Persistence::Durable);
+    args.redis_ca_file = Some(ca.clone());
+    let gw = Gateway::start(args).await;
+    let (status, body) = reserve(&gw, "tote-canvas", "tls-buyer").await;
+    assert_eq!(status, 201, "{body}");
+    let pem = std::fs::read(&ca).unwrap();
+    let client = redis::Client::build_with_tls(
+        redis.url(),
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        },
+    )
+    .unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let field = format!("{}:0", body["hold"].as_str().unwrap());
+    assert!(
+        redis_holds(&mut c, "tote-canvas")
+            .await
+            .contains_key(&field)
+    );
+    assert_redis_matches(&gw, &mut c).await;
+    gw.stop().await;
+
+    // The system trust store does not know this CA: no silent fallback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = holdfast_gateway::server::run(
+        listener,
+        redis_args(&redis, Persistence::Durable),
+        Default::default(),
+    )
+    .await
+    .expect_err("an untrusted certificate must stop the start");
+    let text = format!("{err:#}");
+    assert!(text.contains("cannot connect to Redis"), "{text}");
+}
+
 #[tokio::test]
 async fn a_paused_redis_is_waited_for_not_skipped() {
     let Some(redis) = Redis::start() else { return };

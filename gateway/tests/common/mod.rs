@@ -296,6 +296,8 @@ pub struct Redis {
     child: std::process::Child,
     _dir: tempfile::TempDir,
     password: Option<String>,
+    /// TLS only (`rediss://`): the PEM of the CA that signed its certificate.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Redis {
@@ -319,7 +321,55 @@ impl Redis {
         Some(r)
     }
 
-    pub fn start() -> Option<Self> {
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1
+    /// signed by a CA made for this test (`tls_ca`).
+    pub fn start_tls() -> Option<Self> {
+        if !Self::installed() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "holdfast test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let path = |name: &str| dir.path().join(name);
+        std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(path("redis.pem"), cert.pem()).unwrap();
+        std::fs::write(path("redis.key"), key.serialize_pem()).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--tls-cert-file")
+            .arg(path("redis.pem"))
+            .arg("--tls-key-file")
+            .arg(path("redis.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(path("ca.pem"))
+            .args(["--tls-auth-clients", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server with TLS");
+        let r = Self {
+            port,
+            child,
+            tls_ca: Some(path("ca.pem")),
+            _dir: dir,
+            password: None,
+        };
+        r.wait_up();
+        Some(r)
+    }
+
+    fn installed() -> bool {
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -332,6 +382,13 @@ impl Redis {
             eprintln!(
                 "\n!!! SKIPPING: redis-server not found on PATH; install it to run the Redis tests !!!\n"
             );
+            return false;
+        }
+        true
+    }
+
+    pub fn start() -> Option<Self> {
+        if !Self::installed() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -345,6 +402,7 @@ impl Redis {
             child: Self::spawn_child(port, &dir),
             _dir: dir,
             password: None,
+            tls_ca: None,
         };
         r.wait_up();
         r
@@ -370,6 +428,9 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
+        if self.tls_ca.is_some() {
+            return format!("rediss://127.0.0.1:{}", self.port);
+        }
         match &self.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

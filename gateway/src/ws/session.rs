@@ -34,6 +34,15 @@ const CLOSE_TOO_BIG: u16 = 1009;
 /// A request applied to the engine whose answer waits for its events to
 /// reach Redis (durable mode). Requests are applied in order, so their
 /// sequence numbers only grow along the queue.
+/// A connection's requests waiting for Redis.
+#[derive(Default)]
+struct Waiting {
+    /// Oldest first.
+    pending: VecDeque<Pending>,
+    /// The sequence number the journal was last asked to wake us at.
+    wake_at: u64,
+}
+
 struct Pending {
     applied: Applied<ServerMsg>,
     /// The request id, for the refusal if Redis does not confirm in time.
@@ -138,10 +147,9 @@ impl End {
 
 struct Session {
     ctx: Arc<WsCtx>,
-    /// Requests waiting for Redis, oldest first (empty unless durable).
-    pending: VecDeque<Pending>,
-    /// The sequence number the journal was last asked to wake us at.
-    wake_at: u64,
+    /// Requests waiting for Redis (durable mode), allocated by the first:
+    /// most connections are viewers that never send one.
+    waiting: Option<Box<Waiting>>,
     ws: WebSocket,
     conn: u64,
     role: Role,
@@ -168,8 +176,7 @@ pub async fn run(
     let now = Instant::now();
     let conn = ctx.hub.conn_id();
     let mut session = Session {
-        pending: VecDeque::new(),
-        wake_at: 0,
+        waiting: None,
         rate: RateLimit::new(ctx.limits.messages_per_sec_max),
         ctx,
         ws,
@@ -214,11 +221,14 @@ impl Session {
         // request starts waiting for Redis with nothing else waiting (traffic
         // only moves `last_seen`), so thousands of busy sessions do not
         // churn the runtime's timer wheel on every frame.
-        let mut timer_at = (self.last_ping + ping_every).min(self.last_seen + idle);
-        let timer = tokio::time::sleep_until(timer_at.into());
+        let timer = tokio::time::sleep_until(
+            (self.last_ping + ping_every)
+                .min(self.last_seen + idle)
+                .into(),
+        );
         tokio::pin!(timer);
         loop {
-            let can_read = self.pending.len() < self.ctx.limits.inflight_max;
+            let can_read = self.pending_len() < self.ctx.limits.inflight_max;
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => {
@@ -247,18 +257,18 @@ impl Session {
                         self.out.push(Message::Ping(bytes::Bytes::new()));
                     }
                     self.expire_pending(now);
-                    timer_at = (self.last_ping + ping_every).min(self.last_seen + idle);
+                    let mut next = (self.last_ping + ping_every).min(self.last_seen + idle);
                     if let Some(due) = self.pending_due() {
-                        timer_at = timer_at.min(due);
+                        next = next.min(due);
                     }
-                    timer.as_mut().reset(timer_at.into());
+                    timer.as_mut().reset(next.into());
                 }
             }
             // Everything else that is ready right now (frames already
             // received) goes out in the same flush: one write for a
             // pipelined burst instead of one per reply.
             for _ in 0..READY_ROUNDS_MAX {
-                if self.pending.len() >= self.ctx.limits.inflight_max {
+                if self.pending_len() >= self.ctx.limits.inflight_max {
                     break;
                 }
                 let Some(frame) = self.ws.next().now_or_never() else {
@@ -268,14 +278,13 @@ impl Session {
                     return end;
                 }
             }
-            let was_waiting = !self.pending.is_empty();
+            let was_waiting = self.pending_len() > 0;
             self.answer_persisted();
             if !was_waiting
                 && let Some(due) = self.pending_due()
-                && due < timer_at
+                && due < timer.deadline().into_std()
             {
-                timer_at = due;
-                timer.as_mut().reset(timer_at.into());
+                timer.as_mut().reset(due.into());
             }
             if let Err(end) = self.flush().await {
                 return end;
@@ -283,46 +292,57 @@ impl Session {
         }
     }
 
+    fn pending_len(&self) -> usize {
+        self.waiting.as_ref().map_or(0, |w| w.pending.len())
+    }
+
     /// When the oldest request waiting for Redis is refused.
     fn pending_due(&self) -> Option<Instant> {
         let timeout = self.ctx.ops.durability.timeout();
-        self.pending
-            .front()
-            .and_then(|p| p.since.checked_add(timeout))
+        let oldest = self.waiting.as_ref()?.pending.front()?;
+        oldest.since.checked_add(timeout)
     }
 
     /// Answers the requests whose events are now in Redis, and asks the
     /// journal to wake this task for the oldest one still waiting.
     fn answer_persisted(&mut self) {
+        let Some(mut waiting) = self.waiting.take() else {
+            return;
+        };
         let ctx = self.ctx.clone();
         let durability = &ctx.ops.durability;
-        while let Some(p) = self.pending.front()
+        while let Some(p) = waiting.pending.front()
             && durability.is_persisted(p.applied.seq)
         {
-            let p = self.pending.pop_front().expect("peeked");
+            let p = waiting.pending.pop_front().expect("peeked");
             self.finish(p, Ok(()));
         }
-        if let Some(p) = self.pending.front()
-            && p.applied.seq > self.wake_at
+        if let Some(p) = waiting.pending.front()
+            && p.applied.seq > waiting.wake_at
         {
             // Once per batch, not per request: the journal wakes us for the
             // oldest, and every younger one landed in the same batch or
             // waits for the next wake-up.
-            self.wake_at = p.applied.seq;
+            waiting.wake_at = p.applied.seq;
             durability.wake_at(p.applied.seq, self.signal.clone());
         }
+        self.waiting = Some(waiting);
     }
 
     /// Refuses the requests Redis did not confirm within the journal's
     /// timeout (a reservation is undone, see [`crate::ops::Ops::finish`]).
     fn expire_pending(&mut self, now: Instant) {
+        let Some(mut waiting) = self.waiting.take() else {
+            return;
+        };
         let timeout = self.ctx.ops.durability.timeout();
-        while let Some(p) = self.pending.front()
+        while let Some(p) = waiting.pending.front()
             && now.duration_since(p.since) >= timeout
         {
-            let p = self.pending.pop_front().expect("peeked");
+            let p = waiting.pending.pop_front().expect("peeked");
             self.finish(p, Err(crate::journal::timed_out()));
         }
+        self.waiting = Some(waiting);
     }
 
     fn finish(&mut self, p: Pending, waited: Result<(), ApiError>) {
@@ -587,12 +607,17 @@ impl Session {
                         },
                         Ok(()),
                     ),
-                    Ok(applied) => self.pending.push_back(Pending {
-                        applied,
-                        id,
-                        since: self.last_seen,
-                        started,
-                    }),
+                    Ok(applied) => {
+                        self.waiting
+                            .get_or_insert_default()
+                            .pending
+                            .push_back(Pending {
+                                applied,
+                                id,
+                                since: self.last_seen,
+                                started,
+                            })
+                    }
                 }
             }
         }

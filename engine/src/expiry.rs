@@ -84,6 +84,9 @@ pub struct Expirer {
     linked: usize,
     /// Runs since the last sweep of all SKUs for scheduled windows.
     runs_since_sweep: u32,
+    /// Notices taken from one inbox lane, allocated once at the size of the
+    /// largest lane.
+    notices: Vec<u64>,
 }
 
 impl std::fmt::Debug for Expirer {
@@ -114,6 +117,15 @@ impl Expirer {
             scheduled: HashSet::new(),
             linked: 0,
             runs_since_sweep: 0,
+            notices: Vec::with_capacity(
+                engine
+                    .inbox
+                    .all()
+                    .iter()
+                    .map(|l| l.capacity())
+                    .max()
+                    .unwrap_or(0),
+            ),
             engine,
         }
     }
@@ -172,12 +184,15 @@ impl Expirer {
 
     fn drain_inbox(&mut self, report: &mut ExpiryReport) {
         let engine = self.engine.clone();
+        let mut notices = std::mem::take(&mut self.notices);
         for lane in engine.inbox.all() {
-            // Bounded by the lane's capacity so a busy engine cannot keep
-            // this loop going forever. A slot's notices are all in one lane,
-            // in order, so lanes may be drained one after another.
-            for _ in 0..lane.capacity() {
-                let Some(notice) = lane.pop() else { break };
+            // One claim per lane for what it holds now, bounded by its
+            // capacity so a busy engine cannot keep this loop going for
+            // ever. A slot's notices are all in one lane, in order, so lanes
+            // may be drained one after another.
+            notices.clear();
+            lane.pop_into(&mut notices, lane.capacity());
+            for &notice in &notices {
                 let slot = (notice & SLOT_MASK) as u32;
                 if notice & UNLINK != 0 {
                     self.unlink(slot);
@@ -189,6 +204,7 @@ impl Expirer {
                 }
             }
         }
+        self.notices = notices;
     }
 
     fn link(&mut self, slot: u32, tick: u64) {

@@ -8,7 +8,7 @@
 //! merges by sequence number. With one thread per core the common path of
 //! two threads never shares a queue end.
 
-use crossbeam::queue::ArrayQueue;
+use crate::ring::Ring;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -42,21 +42,21 @@ pub fn default_count() -> u32 {
 }
 
 #[derive(Debug)]
-pub(crate) struct Lanes<T> {
-    queues: Box<[ArrayQueue<T>]>,
+pub(crate) struct Lanes<T: Copy> {
+    queues: Box<[Ring<T>]>,
     /// `count - 1`: the count is a power of two, so picking a lane is a
     /// mask, not a division (there are several picks per reservation).
     mask: usize,
 }
 
-impl<T> Lanes<T> {
+impl<T: Copy> Lanes<T> {
     /// `count` (a power of two) queues; queue `i` holds at most
     /// `capacity_of(i)` items.
     pub(crate) fn new(count: usize, capacity_of: impl Fn(usize) -> usize) -> Self {
         assert!(count.is_power_of_two());
         Self {
             queues: (0..count)
-                .map(|i| ArrayQueue::new(capacity_of(i).max(1)))
+                .map(|i| Ring::new(capacity_of(i).max(1)))
                 .collect(),
             mask: count - 1,
         }
@@ -64,23 +64,23 @@ impl<T> Lanes<T> {
 
     /// Queue `i` (taken modulo the lane count).
     #[inline]
-    pub(crate) fn lane(&self, i: usize) -> &ArrayQueue<T> {
+    pub(crate) fn lane(&self, i: usize) -> &Ring<T> {
         &self.queues[i & self.mask]
     }
 
     /// Every queue, in lane order.
-    pub(crate) fn all(&self) -> &[ArrayQueue<T>] {
+    pub(crate) fn all(&self) -> &[Ring<T>] {
         &self.queues
     }
 
     /// Items queued in all lanes.
     pub(crate) fn len(&self) -> usize {
-        self.queues.iter().map(ArrayQueue::len).sum()
+        self.queues.iter().map(Ring::len).sum()
     }
 
     /// Capacity of all lanes.
     pub(crate) fn capacity(&self) -> usize {
-        self.queues.iter().map(ArrayQueue::capacity).sum()
+        self.queues.iter().map(Ring::capacity).sum()
     }
 
     /// Pops from lane `first`, or else from the others in turn.

@@ -16,6 +16,7 @@
 //! - [`hold`]: the preallocated hold table; one state word decides each hold.
 //! - `buyer`: per-buyer limits; `request`: idempotency by request id.
 //! - [`event`]: numbered events to the journal through a bounded queue.
+//! - `ring`: the bounded lock-free queue every hot-path queue is made of.
 //! - `lanes`: queues split per thread so concurrent threads touch different lines.
 //! - [`expiry`]: the timing wheel and the [`Expirer`] that reclaims slots.
 //! - `engine`: the [`Engine`] that ties them into the contract.
@@ -50,6 +51,7 @@ mod lanes;
 pub mod limits;
 mod request;
 pub mod restore;
+mod ring;
 pub mod stock;
 mod sync;
 

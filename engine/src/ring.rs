@@ -1,0 +1,575 @@
+//! A bounded lock-free queue of `Copy` items: Dmitry Vyukov's bounded
+//! MPMC array queue, the algorithm of crossbeam's `ArrayQueue`, kept here so
+//! that the engine's hot path can inline it and so that consumers can take a
+//! whole run of items with one claim on the head.
+//!
+//! Every position carries a stamp, `lap | index`: `tail + 1` once a push has
+//! written it, `head + one_lap` once a pop has read it (free for the next
+//! lap). A producer claims a position by moving `tail` with a CAS, writes
+//! the item, then publishes it with a Release store of the stamp; a consumer
+//! claims positions by moving `head` with a CAS after it has seen (Acquire)
+//! their stamps, reads them, then frees each with a Release store of its
+//! stamp. Ownership of a position is decided by the index CAS alone; the
+//! stamps carry the item between the two threads.
+//!
+//! Items are `Copy` (hold slot indices, expiry notices, events), so a
+//! position never needs dropping. This module must never block, allocate
+//! after construction, or hand out an item twice.
+
+use crate::sync::{AtomicUsize, Backoff, Ordering, UnsafeCell, fence};
+use crossbeam::utils::CachePadded;
+use std::mem::MaybeUninit;
+
+/// One position of the ring.
+#[derive(Debug)]
+struct Position<T> {
+    /// `lap | index`: see the module documentation.
+    stamp: AtomicUsize,
+    value: UnsafeCell<MaybeUninit<T>>,
+}
+
+/// A bounded multi-producer multi-consumer FIFO of at most `capacity` items.
+#[derive(Debug)]
+pub(crate) struct Ring<T: Copy> {
+    /// Next position to pop, `lap | index`. Producers and consumers are on
+    /// different cache lines.
+    head: CachePadded<AtomicUsize>,
+    /// Next position to push, `lap | index`.
+    tail: CachePadded<AtomicUsize>,
+    buffer: Box<[Position<T>]>,
+    /// The smallest power of two above the capacity: the low bits of a
+    /// head, tail or stamp are the index, the high bits count laps.
+    one_lap: usize,
+}
+
+// SAFETY: items cross threads by value (`T: Send`); a position's value is
+// only written by the one producer whose tail CAS claimed it and only read by
+// the one consumer whose head CAS claimed it, ordered by its stamp.
+unsafe impl<T: Copy + Send> Sync for Ring<T> {}
+// SAFETY: as above; the ring owns nothing but `T`s and atomics.
+unsafe impl<T: Copy + Send> Send for Ring<T> {}
+
+impl<T: Copy> Ring<T> {
+    /// A ring of `capacity` (at least 1) positions.
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a ring needs at least one position");
+        let one_lap = (capacity + 1).next_power_of_two();
+        let buffer = (0..capacity)
+            .map(|i| Position {
+                // Position i is free for the push of lap 0.
+                stamp: AtomicUsize::new(i),
+                value: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
+        Self {
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            buffer,
+            one_lap,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The position after `at`: the next index, or index 0 of the next lap.
+    #[inline]
+    fn after(&self, at: usize) -> usize {
+        if (at & (self.one_lap - 1)) + 1 < self.buffer.len() {
+            at + 1
+        } else {
+            (at & !(self.one_lap - 1)).wrapping_add(self.one_lap)
+        }
+    }
+
+    #[inline]
+    fn position(&self, at: usize) -> &Position<T> {
+        &self.buffer[at & (self.one_lap - 1)]
+    }
+
+    /// Appends `value`, or gives it back if the ring is full.
+    #[inline(always)]
+    pub(crate) fn push(&self, value: T) -> Result<(), T> {
+        // The uncontended case, inlined into the engine's hot path: one
+        // look at the tail position and one CAS. Anything else (a race, a
+        // full ring) goes to the out-of-line loop.
+        // Relaxed: a first guess, validated by the CAS.
+        let tail = self.tail.load(Ordering::Relaxed);
+        match self.try_push_at(tail, value) {
+            Ok(()) => Ok(()),
+            Err(value) => self.push_slow(value),
+        }
+    }
+
+    /// One attempt to push at `tail` while its position is free for this
+    /// lap. Gives the value back if the position is not free or the CAS
+    /// lost.
+    #[inline(always)]
+    fn try_push_at(&self, tail: usize, value: T) -> Result<(), T> {
+        let position = self.position(tail);
+        // Acquire: pairs with the Release stamp store of the pop that
+        // freed this position, so our write below comes after its read.
+        if position.stamp.load(Ordering::Acquire) != tail {
+            return Err(value);
+        }
+        // Success SeqCst, as crossbeam's ArrayQueue: the index CASes and the
+        // fences of the full / empty checks are in one total order, so those
+        // answers are linearizable (free on x86: any CAS is a locked
+        // instruction). Failure Relaxed: the caller only retries.
+        if self
+            .tail
+            .compare_exchange_weak(tail, self.after(tail), Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(value);
+        }
+        // SAFETY: our CAS claimed this position for this lap and its stamp
+        // said the last consumer is done with it; no other thread touches
+        // the value until our stamp store below publishes it.
+        position
+            .value
+            .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+        // Release: pairs with the consumer's Acquire stamp load; it then
+        // sees the value written above.
+        position.stamp.store(tail + 1, Ordering::Release);
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&self, value: T) -> Result<(), T> {
+        let backoff = Backoff::new();
+        loop {
+            // Relaxed: a new guess, validated by the CAS.
+            let tail = self.tail.load(Ordering::Relaxed);
+            // Acquire: as in `try_push_at`.
+            let stamp = self.position(tail).stamp.load(Ordering::Acquire);
+            if stamp == tail {
+                match self.try_push_at(tail, value) {
+                    Ok(()) => return Ok(()),
+                    Err(_) => backoff.spin(),
+                }
+            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
+                // The position still holds last lap's item: full, unless a
+                // pop has claimed it and not freed it yet.
+                // SeqCst: see `try_push_at`.
+                fence(Ordering::SeqCst);
+                // Relaxed: ordered by the fence.
+                let head = self.head.load(Ordering::Relaxed);
+                if head.wrapping_add(self.one_lap) == tail {
+                    return Err(value);
+                }
+                backoff.spin();
+            } else {
+                // Another producer claimed this position and has not
+                // published it yet: wait for the tail to move on.
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Takes the oldest item, if any. Waits (spins, then yields) only while
+    /// a push that already claimed the oldest position is writing it.
+    #[inline(always)]
+    pub(crate) fn pop(&self) -> Option<T> {
+        // The uncontended case inlined, as in `push`.
+        // Relaxed: a first guess, validated by the CAS.
+        let head = self.head.load(Ordering::Relaxed);
+        self.try_pop_at(head).or_else(|| self.pop_slow())
+    }
+
+    /// One attempt to pop at `head` while its position is published for
+    /// this lap.
+    #[inline(always)]
+    fn try_pop_at(&self, head: usize) -> Option<T> {
+        let position = self.position(head);
+        // Acquire: pairs with the push's Release stamp store (the value).
+        if position.stamp.load(Ordering::Acquire) != head + 1 {
+            return None;
+        }
+        // Success SeqCst: see `try_push_at`. Failure Relaxed: the caller
+        // only retries.
+        self.head
+            .compare_exchange_weak(head, self.after(head), Ordering::SeqCst, Ordering::Relaxed)
+            .ok()?;
+        Some(self.take(position, head))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn pop_slow(&self) -> Option<T> {
+        let backoff = Backoff::new();
+        loop {
+            // Relaxed: a new guess, validated by the CAS.
+            let head = self.head.load(Ordering::Relaxed);
+            // Acquire: as in `try_pop_at`.
+            let stamp = self.position(head).stamp.load(Ordering::Acquire);
+            if stamp == head + 1 {
+                match self.try_pop_at(head) {
+                    Some(value) => return Some(value),
+                    None => backoff.spin(),
+                }
+            } else if stamp == head {
+                // Not written for this lap: empty, unless a push has claimed
+                // the position and not published it yet.
+                // SeqCst: see `try_push_at`.
+                fence(Ordering::SeqCst);
+                // Relaxed: ordered by the fence.
+                let tail = self.tail.load(Ordering::Relaxed);
+                if tail == head {
+                    return None;
+                }
+                backoff.spin();
+            } else {
+                // Another consumer claimed it and has not freed it yet.
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Moves the run of published items at the head, at most `max`, into
+    /// `out` with one claim on the head; returns how many. Stops early (it
+    /// never waits) at a position a push has claimed but not yet published:
+    /// that item is taken by a later call.
+    pub(crate) fn pop_into(&self, out: &mut Vec<T>, max: usize) -> usize {
+        // Locals, so the loops below do not reload them after every write
+        // to `out` (which the compiler cannot prove is not `self`).
+        let (buffer, one_lap) = (&*self.buffer, self.one_lap);
+        let max = max.min(buffer.len());
+        let backoff = Backoff::new();
+        loop {
+            // Relaxed: a first guess, validated by the CAS below.
+            let head = self.head.load(Ordering::Relaxed);
+            let (first, lap) = (head & (one_lap - 1), head & !(one_lap - 1));
+            // The run is `n` positions from `first`: up to the end of the
+            // buffer in this lap, then from index 0 in the next.
+            let (mut n, mut index, mut at_lap) = (0, first, lap);
+            while n < max {
+                // Acquire: pairs with each push's Release stamp store.
+                if buffer[index].stamp.load(Ordering::Acquire) != (at_lap | index) + 1 {
+                    break;
+                }
+                n += 1;
+                index += 1;
+                if index == buffer.len() {
+                    (index, at_lap) = (0, at_lap.wrapping_add(one_lap));
+                }
+            }
+            if n == 0 {
+                return 0;
+            }
+            // Room first, so nothing between the claim and the frees below
+            // can fail (a panic there would leave positions claimed forever).
+            out.reserve(n);
+            // If the head has not moved since we loaded it, no other consumer
+            // took any of these positions (a head value never comes back:
+            // the lap count only grows), so their stamps still say
+            // "published" and the CAS makes them ours.
+            // Success SeqCst: see `try_push_at`. Failure Relaxed: we only
+            // retry.
+            if self
+                .head
+                .compare_exchange(head, at_lap | index, Ordering::SeqCst, Ordering::Relaxed)
+                .is_err()
+            {
+                backoff.spin();
+                continue;
+            }
+            let spare = &mut out.spare_capacity_mut()[..n];
+            let (mut index, mut at_lap) = (first, lap);
+            for item in spare {
+                let position = &buffer[index];
+                // SAFETY: as in `take`: the stamp we loaded (Acquire) said
+                // published for this lap, and our CAS made us its only
+                // reader until the stamp store below frees it.
+                item.write(position.value.with(|p| unsafe { (*p).assume_init() }));
+                // Release: as in `take`.
+                position
+                    .stamp
+                    .store((at_lap | index).wrapping_add(one_lap), Ordering::Release);
+                index += 1;
+                if index == buffer.len() {
+                    (index, at_lap) = (0, at_lap.wrapping_add(one_lap));
+                }
+            }
+            // SAFETY: the loop above initialised the `n` items after the
+            // current length, within the capacity reserved above.
+            unsafe { out.set_len(out.len() + n) };
+            return n;
+        }
+    }
+
+    /// Reads the item of a position this thread's head CAS claimed at `at`
+    /// (after an Acquire load saw its stamp published), and frees it.
+    #[inline]
+    fn take(&self, position: &Position<T>, at: usize) -> T {
+        // SAFETY: the stamp we loaded with Acquire was `at + 1`, so the push
+        // that wrote the value is visible and done with it; our head CAS
+        // made us its only reader; and it stays unwritten until our stamp
+        // store below frees it.
+        let value = position.value.with(|p| unsafe { (*p).assume_init() });
+        // Release: pairs with the next lap's producer's Acquire stamp load,
+        // so its write comes after our read above.
+        position
+            .stamp
+            .store(at.wrapping_add(self.one_lap), Ordering::Release);
+        value
+    }
+
+    /// Items queued right now (exact only when nothing runs concurrently).
+    pub(crate) fn len(&self) -> usize {
+        loop {
+            // SeqCst loads, as crossbeam's `len`: they are in the total
+            // order of the SeqCst index CASes, so an unchanged tail around
+            // the head load means the pair existed at one instant.
+            let tail = self.tail.load(Ordering::SeqCst);
+            let head = self.head.load(Ordering::SeqCst);
+            if self.tail.load(Ordering::SeqCst) == tail {
+                let mask = self.one_lap - 1;
+                let (hix, tix) = (head & mask, tail & mask);
+                return if hix < tix {
+                    tix - hix
+                } else if hix > tix {
+                    self.buffer.len() - hix + tix
+                } else if tail == head {
+                    0
+                } else {
+                    self.buffer.len()
+                };
+            }
+        }
+    }
+
+    /// Whether no item is queued right now.
+    pub(crate) fn is_empty(&self) -> bool {
+        // SeqCst: as in `len` (and the journal's doorbell fences order its
+        // look at the queue through these loads).
+        let head = self.head.load(Ordering::SeqCst);
+        let tail = self.tail.load(Ordering::SeqCst);
+        head == tail
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_bounded_and_wrapping() {
+        let ring = Ring::new(3);
+        for lap in 0..5u32 {
+            for i in 0..3 {
+                ring.push(lap * 10 + i).unwrap();
+            }
+            assert_eq!(ring.push(99), Err(99), "a full ring refuses");
+            assert_eq!(ring.len(), 3);
+            assert_eq!(ring.pop(), Some(lap * 10));
+            let mut out = Vec::new();
+            assert_eq!(ring.pop_into(&mut out, 1), 1);
+            assert_eq!(ring.pop_into(&mut out, 10), 1);
+            assert_eq!(out, [lap * 10 + 1, lap * 10 + 2]);
+            assert!(ring.is_empty());
+            assert_eq!(ring.pop(), None);
+            assert_eq!(ring.pop_into(&mut out, 10), 0);
+        }
+    }
+
+    #[test]
+    fn batches_cross_the_end_of_the_buffer() {
+        let ring = Ring::new(4);
+        let mut out = Vec::new();
+        for round in 0..10u64 {
+            for i in 0..3 {
+                ring.push(round * 3 + i).unwrap();
+            }
+            out.clear();
+            assert_eq!(ring.pop_into(&mut out, usize::MAX), 3);
+            assert_eq!(out, [round * 3, round * 3 + 1, round * 3 + 2]);
+        }
+    }
+
+    #[test]
+    fn threads_hand_over_every_item_exactly_once() {
+        const PER_PRODUCER: u64 = 100_000;
+        let ring = Ring::new(64);
+        let taken = std::sync::atomic::AtomicU64::new(0);
+        let mut seen = std::thread::scope(|s| {
+            for p in 0..2u64 {
+                let ring = &ring;
+                s.spawn(move || {
+                    for i in 0..PER_PRODUCER {
+                        let mut v = p << 32 | i;
+                        while let Err(back) = ring.push(v) {
+                            v = back;
+                            std::hint::spin_loop();
+                        }
+                    }
+                });
+            }
+            let consumers: Vec<_> = (0..2)
+                .map(|c| {
+                    let (ring, taken) = (&ring, &taken);
+                    s.spawn(move || {
+                        let (mut got, mut batch) = (Vec::new(), Vec::new());
+                        // Until both consumers together have every item.
+                        while taken.load(std::sync::atomic::Ordering::Relaxed) < 2 * PER_PRODUCER {
+                            batch.clear();
+                            if c == 0 {
+                                batch.extend(ring.pop());
+                            } else {
+                                ring.pop_into(&mut batch, 7);
+                            }
+                            taken.fetch_add(
+                                batch.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            got.extend_from_slice(&batch);
+                        }
+                        got
+                    })
+                })
+                .collect();
+            consumers
+                .into_iter()
+                .flat_map(|h| {
+                    let got = h.join().unwrap();
+                    // Each consumer sees each producer's items in order.
+                    for p in 0..2u64 {
+                        let mine: Vec<_> = got.iter().filter(|v| *v >> 32 == p).collect();
+                        assert!(mine.windows(2).all(|w| w[0] < w[1]));
+                    }
+                    got
+                })
+                .collect::<Vec<_>>()
+        });
+        seen.sort_unstable();
+        let want: Vec<u64> = (0..2u64)
+            .flat_map(|p| (0..PER_PRODUCER).map(move |i| p << 32 | i))
+            .collect();
+        assert_eq!(seen, want, "every item exactly once");
+        assert!(ring.is_empty());
+    }
+}
+
+/// Loom models of the ring's claim-and-stamp protocol: pushes, single pops
+/// and batch pops racing, on rings small enough to wrap. Every racing party
+/// is a spawned thread (loom explores few schedules of the model's own
+/// thread against threads it spawns).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    fn spawn<R: 'static>(
+        ring: &Arc<Ring<u64>>,
+        f: impl FnOnce(&Ring<u64>) -> R + 'static,
+    ) -> thread::JoinHandle<R> {
+        let ring = ring.clone();
+        thread::spawn(move || f(&ring))
+    }
+
+    /// Two producers race for the one position of a ring: exactly one
+    /// gets it, the other is told the ring is full, and the winner's item
+    /// is the one that comes out.
+    #[test]
+    fn loom_two_producers_race_for_the_last_position() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(1));
+            let a = spawn(&ring, |r| r.push(1).is_ok());
+            let b = spawn(&ring, |r| r.push(2).is_ok());
+            let pushed = [a.join().unwrap(), b.join().unwrap()];
+            assert_eq!(pushed.iter().filter(|&&ok| ok).count(), 1, "{pushed:?}");
+            let winner = if pushed[0] { 1 } else { 2 };
+            assert_eq!(ring.pop(), Some(winner));
+            assert_eq!(ring.pop(), None);
+        });
+    }
+
+    /// A pop races a push on an empty ring, on the push's second lap: the
+    /// pop gets the item or nothing (waiting out a push caught between its
+    /// claim and its publication), and the item is never lost.
+    #[test]
+    fn loom_pop_racing_a_push_gets_it_or_nothing() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(1));
+            ring.push(1).unwrap();
+            assert_eq!(ring.pop(), Some(1));
+            let producer = spawn(&ring, |r| r.push(2).unwrap());
+            let consumer = spawn(&ring, |r| r.pop());
+            producer.join().unwrap();
+            let got = consumer.join().unwrap();
+            let rest = ring.pop();
+            assert_eq!(got.or(rest), Some(2));
+            assert!(got.is_none() || rest.is_none(), "never twice");
+        });
+    }
+
+    /// A batch pop and a single pop race while a producer publishes: each
+    /// item goes to exactly one of them, and a batch is in FIFO order.
+    #[test]
+    fn loom_batch_pop_and_pop_take_each_item_once() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(2));
+            ring.push(1).unwrap();
+            let producer = spawn(&ring, |r| r.push(2).unwrap());
+            let single = spawn(&ring, |r| r.pop());
+            let batch = spawn(&ring, |r| {
+                let mut out = Vec::new();
+                r.pop_into(&mut out, 2);
+                out
+            });
+            producer.join().unwrap();
+            let single = single.join().unwrap();
+            let batch = batch.join().unwrap();
+            assert!(batch.windows(2).all(|w| w[0] < w[1]), "a batch is in order");
+            let mut all: Vec<u64> = batch.into_iter().chain(single).collect();
+            ring.pop_into(&mut all, 2);
+            all.sort_unstable();
+            assert_eq!(all, [1, 2], "each item exactly once");
+        });
+    }
+
+    /// A batch pop frees a position while a producer waits to reuse it on
+    /// the next lap: the producer's write never overlaps the consumer's read
+    /// (loom checks every access to the cell) and both values arrive.
+    #[test]
+    fn loom_reuse_of_a_position_waits_for_its_reader() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(1));
+            ring.push(7).unwrap();
+            let consumer = spawn(&ring, |r| {
+                let mut out = Vec::new();
+                r.pop_into(&mut out, 1);
+                out
+            });
+            let producer = spawn(&ring, |r| r.push(8).is_ok());
+            let pushed = producer.join().unwrap();
+            let mut all = consumer.join().unwrap();
+            if !pushed {
+                ring.push(8).unwrap();
+            }
+            ring.pop_into(&mut all, 2);
+            assert_eq!(all, [7, 8]);
+        });
+    }
+
+    /// The same with a single pop freeing the position.
+    #[test]
+    fn loom_reuse_after_a_single_pop() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(1));
+            ring.push(7).unwrap();
+            let consumer = spawn(&ring, |r| r.pop());
+            let producer = spawn(&ring, |r| r.push(8).is_ok());
+            let pushed = producer.join().unwrap();
+            let mut all: Vec<u64> = consumer.join().unwrap().into_iter().collect();
+            if !pushed {
+                ring.push(8).unwrap();
+            }
+            all.extend(ring.pop());
+            assert_eq!(all, [7, 8]);
+        });
+    }
+}

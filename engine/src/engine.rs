@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::error::{CatalogError, HoldError, ReserveError};
 use crate::event::{EventBuf, EventKind, EventLog, HoldLine};
 use crate::expiry::{self, Expirer};
-use crate::hold::{self, HoldId, HoldState, HoldTable, LINE, Lost, NO_LINE, To, Won};
+use crate::hold::{self, Fill, HoldId, HoldState, HoldTable, LINE, Lost, NO_LINE, To, Won};
 use crate::lanes::{self, Lanes};
 use crate::limits::{CART_LINES_MAX, EngineConfig, SKU_UNITS_MAX};
 use crate::request::{Claim, RequestId, RequestTable, Ticket};
@@ -538,7 +538,112 @@ impl Engine {
         request: Option<RequestId>,
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
-        self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial)
+        match request {
+            // Nothing to remember: the one-line path, without the per-line
+            // lists a cart needs.
+            None => self.reserve_one(sku, qty, buyer, allow_partial),
+            Some(_) => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial),
+        }
+    }
+
+    /// `reserve_lines` for one line and no request id: the same checks in
+    /// the same order, the same effects and events.
+    #[inline]
+    fn reserve_one(
+        &self,
+        sku: SkuIdx,
+        qty: u32,
+        buyer: BuyerId,
+        allow_partial: bool,
+    ) -> Result<Reservation, ReserveError> {
+        let entry = self.catalog.get(sku).ok_or(ReserveError::UnknownSku)?;
+        // Relaxed: see `SkuEntry::settings`.
+        let max = entry
+            .order_units_max
+            .load(Ordering::Relaxed)
+            .min(self.config.order_units_max);
+        if qty == 0 || qty > max {
+            return Err(ReserveError::Invalid);
+        }
+        if !self.admit() {
+            return Err(ReserveError::Overloaded);
+        }
+        let now = self.now_ms();
+        if !entry.window().is_open_at(now) {
+            return Err(ReserveError::NotOpen);
+        }
+        let (index, generation) = self.holds.alloc().ok_or(ReserveError::Capacity)?;
+        let min = if allow_partial { 1 } else { qty };
+        // Relaxed: see `SkuEntry::settings`.
+        let limit = entry.buyer_limit.load(Ordering::Relaxed);
+        let (mut want, mut counted) = (qty, false);
+        if limit > 0 {
+            match self.buyers.acquire(sku, buyer, qty, min, limit) {
+                Ok(g) => (want, counted) = (g, true),
+                Err(refusal) => {
+                    self.holds.unalloc(index, generation);
+                    return Err(match refusal {
+                        BuyerRefusal::LimitExceeded => ReserveError::LimitExceeded,
+                        BuyerRefusal::Capacity => ReserveError::Capacity,
+                    });
+                }
+            }
+        }
+        let Ok(change) = entry.stock.take(want, min.min(want)) else {
+            if counted {
+                self.buyers.release(sku, buyer, want);
+            }
+            self.holds.unalloc(index, generation);
+            return Err(ReserveError::SoldOut);
+        };
+        let granted = change.after.held - change.before.held;
+        if counted && granted < want {
+            self.buyers.release(sku, buyer, want - granted);
+        }
+
+        // Relaxed: see `SkuEntry::settings`.
+        let ttl_ms = entry.hold_ttl_ms.load(Ordering::Relaxed);
+        let lifetime_ms = entry.hold_lifetime_max_ms.load(Ordering::Relaxed);
+        let deadline_ms = now.saturating_add(ttl_ms).min(hold::DEADLINE_MAX_MS);
+        let latest_ms = now.saturating_add(lifetime_ms).min(hold::DEADLINE_MAX_MS);
+        let hold = self.holds.hold_id(index, generation);
+        self.holds.slot(index).fill(Fill {
+            sku: sku.0,
+            qty: granted,
+            buyer: buyer.0,
+            latest_ms,
+            owner: hold.to_raw(),
+            next_line: NO_LINE,
+            lines: 1,
+            counted,
+        });
+        let mut buf = EventBuf::new();
+        buf.push(EventKind::Reserved {
+            line: HoldLine {
+                hold,
+                sku,
+                buyer,
+                line: 0,
+                lines: 1,
+                counted,
+            },
+            qty: granted,
+            deadline_ms,
+            latest_ms,
+        });
+        push_transition(&mut buf, sku, change);
+        // Events before publishing: this hold's later events (commit, expiry)
+        // can only be numbered after these.
+        self.emit(now, &buf);
+        expiry::notify_link(&self.inbox, index, deadline_ms, self.config.expiry_tick_ms);
+        self.holds.slot(index).publish(generation, deadline_ms);
+        self.note(sku, change);
+        Ok(Reservation {
+            hold,
+            deadline_ms,
+            units: granted,
+            replayed: false,
+        })
     }
 
     /// Holds every line of a cart, or none of them.
@@ -720,19 +825,18 @@ impl Engine {
         for (i, (line, t)) in lines.iter().zip(&taken).enumerate() {
             let (index, generation) = slots[i];
             let slot = self.holds.slot(index);
-            // Relaxed field stores: published by the head's Release store in
-            // `publish` below (line slots are only read through the head).
-            slot.sku.store(line.sku.0, Ordering::Relaxed);
-            slot.qty.store(t.granted, Ordering::Relaxed);
-            slot.buyer.store(buyer.0, Ordering::Relaxed);
-            slot.latest_ms.store(latest_ms, Ordering::Relaxed);
-            slot.owner.store(hold.to_raw(), Ordering::Relaxed);
-            let next = slots.get(i + 1).map_or(NO_LINE, |s| s.0);
-            slot.next_line.store(next, Ordering::Relaxed);
-            slot.lines.store(n as u32, Ordering::Relaxed);
-            slot.sold.store(0, Ordering::Relaxed);
-            slot.counted.store(u32::from(t.counted), Ordering::Relaxed);
+            slot.fill(Fill {
+                sku: line.sku.0,
+                qty: t.granted,
+                buyer: buyer.0,
+                latest_ms,
+                owner: hold.to_raw(),
+                next_line: slots.get(i + 1).map_or(NO_LINE, |s| s.0),
+                lines: n as u32,
+                counted: t.counted,
+            });
             if i > 0 {
+                // Relaxed: published by the head's Release store below.
                 slot.word
                     .store(hold::pack(generation, LINE, 0), Ordering::Relaxed);
             }

@@ -283,6 +283,21 @@ pub(crate) struct Slot {
     pub(crate) counted: AtomicU32,
 }
 
+/// The fields of one line of a hold, written into its slot while the slot
+/// is `RESERVING`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fill {
+    pub(crate) sku: u32,
+    pub(crate) qty: u32,
+    pub(crate) buyer: u64,
+    pub(crate) latest_ms: u64,
+    /// The head's `HoldId` (raw).
+    pub(crate) owner: u64,
+    pub(crate) next_line: u32,
+    pub(crate) lines: u32,
+    pub(crate) counted: bool,
+}
+
 impl Slot {
     fn new() -> Self {
         Self {
@@ -297,6 +312,24 @@ impl Slot {
             sold: AtomicU32::new(0),
             counted: AtomicU32::new(0),
         }
+    }
+
+    /// Writes a line's fields. Only the reserving thread calls this, while
+    /// it owns the slot (`RESERVING`, or a line slot of a hold not yet
+    /// published).
+    #[inline]
+    pub(crate) fn fill(&self, f: Fill) {
+        // Relaxed field stores: published by the head's Release store in
+        // `publish` (line slots are only read through the head).
+        self.sku.store(f.sku, Ordering::Relaxed);
+        self.qty.store(f.qty, Ordering::Relaxed);
+        self.buyer.store(f.buyer, Ordering::Relaxed);
+        self.latest_ms.store(f.latest_ms, Ordering::Relaxed);
+        self.owner.store(f.owner, Ordering::Relaxed);
+        self.next_line.store(f.next_line, Ordering::Relaxed);
+        self.lines.store(f.lines, Ordering::Relaxed);
+        self.sold.store(0, Ordering::Relaxed);
+        self.counted.store(u32::from(f.counted), Ordering::Relaxed);
     }
 
     /// Publishes a filled head slot as a live hold.

@@ -125,6 +125,9 @@ pub struct EventLog {
     next_seq: CachePadded<AtomicU64>,
     /// Above this many queued events in its lane, an operation is refused.
     admit_max: usize,
+    /// Events the lanes were sized for (each lane's ring rounds its share up
+    /// to a power of two; admission keeps to this figure).
+    capacity: usize,
     /// Lane the next `pop` starts from (consumer side only).
     cursor: AtomicUsize,
 }
@@ -137,6 +140,7 @@ impl EventLog {
             lanes: Lanes::new(lanes, |_| per_lane),
             next_seq: CachePadded::new(AtomicU64::new(1)),
             admit_max: per_lane - headroom_per_lane,
+            capacity: per_lane * lanes,
             cursor: AtomicUsize::new(0),
         }
     }
@@ -213,7 +217,7 @@ impl EventLog {
 
     /// Capacity of the queue (all lanes).
     pub fn capacity(&self) -> usize {
-        self.lanes.capacity()
+        self.capacity
     }
 
     /// The sequence number the next event will get.

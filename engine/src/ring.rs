@@ -1,20 +1,27 @@
 //! A bounded lock-free queue of `Copy` items: Dmitry Vyukov's bounded
-//! MPMC array queue, the algorithm of crossbeam's `ArrayQueue`, kept here so
-//! that the engine's hot path can inline it and so that consumers can take a
-//! whole run of items with one claim on the head.
+//! MPMC array queue (the algorithm of crossbeam's `ArrayQueue`, in its
+//! original power-of-two form), kept here so that the engine's hot path can
+//! inline it and so that consumers can take a whole run of items with one
+//! claim on the head.
 //!
-//! Every position carries a stamp, `lap | index`: `tail + 1` once a push has
-//! written it, `head + one_lap` once a pop has read it (free for the next
-//! lap). A producer claims a position by moving `tail` with a CAS, writes
-//! the item, then publishes it with a Release store of the stamp; a consumer
-//! claims positions by moving `head` with a CAS after it has seen (Acquire)
-//! their stamps, reads them, then frees each with a Release store of its
-//! stamp. Ownership of a position is decided by the index CAS alone; the
-//! stamps carry the item between the two threads.
+//! Pushes and pops are numbered: push `s` (and pop `s`) use position
+//! `s % capacity`. Every position carries a stamp: `s` while it is free for
+//! push `s`, `s + 1` once push `s` has written it, `s + capacity` once pop
+//! `s` has read it (free for the push one lap later). A producer claims
+//! number `s` by moving `tail` from `s` with a CAS, writes the item, then
+//! publishes it with a Release store of the stamp; a consumer claims numbers
+//! by moving `head` with a CAS after it has seen (Acquire) their stamps,
+//! reads them, then frees each with a Release store of its stamp. Ownership
+//! of a position is decided by the index CAS alone; the stamps carry the
+//! item between the two threads. Numbers wrap at `usize::MAX` (a multiple
+//! of the capacity), so all arithmetic on them is wrapping.
 //!
-//! Items are `Copy` (hold slot indices, expiry notices, events), so a
-//! position never needs dropping. This module must never block, allocate
-//! after construction, or hand out an item twice.
+//! The capacity is a power of two of at least 2 (and at least what was
+//! asked for), so that a position is a mask and the next number an
+//! increment. Items are `Copy`
+//! (hold slot indices, expiry notices, events), so a position never needs
+//! dropping. This module must never block, allocate after construction, or
+//! hand out an item twice.
 
 use crate::sync::{AtomicUsize, Backoff, Ordering, UnsafeCell, fence};
 use crossbeam::utils::CachePadded;
@@ -23,40 +30,38 @@ use std::mem::MaybeUninit;
 /// One position of the ring.
 #[derive(Debug)]
 struct Position<T> {
-    /// `lap | index`: see the module documentation.
+    /// See the module documentation.
     stamp: AtomicUsize,
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-/// A bounded multi-producer multi-consumer FIFO of at most `capacity` items.
+/// A bounded multi-producer multi-consumer FIFO.
 #[derive(Debug)]
 pub(crate) struct Ring<T: Copy> {
-    /// Next position to pop, `lap | index`. Producers and consumers are on
-    /// different cache lines.
+    /// Number of the next pop. Producers and consumers work on different
+    /// cache lines.
     head: CachePadded<AtomicUsize>,
-    /// Next position to push, `lap | index`.
+    /// Number of the next push.
     tail: CachePadded<AtomicUsize>,
     buffer: Box<[Position<T>]>,
-    /// The smallest power of two above the capacity: the low bits of a
-    /// head, tail or stamp are the index, the high bits count laps.
-    one_lap: usize,
+    /// `capacity - 1`: a number's position is `number & mask`.
+    mask: usize,
 }
 
 // SAFETY: items cross threads by value (`T: Send`); a position's value is
 // only written by the one producer whose tail CAS claimed it and only read by
 // the one consumer whose head CAS claimed it, ordered by its stamp.
 unsafe impl<T: Copy + Send> Sync for Ring<T> {}
-// SAFETY: as above; the ring owns nothing but `T`s and atomics.
-unsafe impl<T: Copy + Send> Send for Ring<T> {}
 
 impl<T: Copy> Ring<T> {
-    /// A ring of `capacity` (at least 1) positions.
+    /// A ring of at least `capacity` positions: `capacity` rounded up to a
+    /// power of two, and at least 2 (with one position, "published by push
+    /// `s`" and "free for push `s + 1`" would be the same stamp).
     pub(crate) fn new(capacity: usize) -> Self {
-        assert!(capacity > 0, "a ring needs at least one position");
-        let one_lap = (capacity + 1).next_power_of_two();
+        let capacity = capacity.max(2).next_power_of_two();
         let buffer = (0..capacity)
             .map(|i| Position {
-                // Position i is free for the push of lap 0.
+                // Position i is free for push i.
                 stamp: AtomicUsize::new(i),
                 value: UnsafeCell::new(MaybeUninit::uninit()),
             })
@@ -65,27 +70,18 @@ impl<T: Copy> Ring<T> {
             head: CachePadded::new(AtomicUsize::new(0)),
             tail: CachePadded::new(AtomicUsize::new(0)),
             buffer,
-            one_lap,
+            mask: capacity - 1,
         }
     }
 
+    /// Positions in all (a power of two).
     pub(crate) fn capacity(&self) -> usize {
-        self.buffer.len()
+        self.mask + 1
     }
 
-    /// The position after `at`: the next index, or index 0 of the next lap.
-    #[inline]
-    fn after(&self, at: usize) -> usize {
-        if (at & (self.one_lap - 1)) + 1 < self.buffer.len() {
-            at + 1
-        } else {
-            (at & !(self.one_lap - 1)).wrapping_add(self.one_lap)
-        }
-    }
-
-    #[inline]
-    fn position(&self, at: usize) -> &Position<T> {
-        &self.buffer[at & (self.one_lap - 1)]
+    #[inline(always)]
+    fn position(&self, number: usize) -> &Position<T> {
+        &self.buffer[number & self.mask]
     }
 
     /// Appends `value`, or gives it back if the ring is full.
@@ -102,9 +98,8 @@ impl<T: Copy> Ring<T> {
         }
     }
 
-    /// One attempt to push at `tail` while its position is free for this
-    /// lap. Gives the value back if the position is not free or the CAS
-    /// lost.
+    /// One attempt at push number `tail` while its position is free for it.
+    /// Gives the value back if the position is not free or the CAS lost.
     #[inline(always)]
     fn try_push_at(&self, tail: usize, value: T) -> Result<(), T> {
         let position = self.position(tail);
@@ -119,20 +114,27 @@ impl<T: Copy> Ring<T> {
         // instruction). Failure Relaxed: the caller only retries.
         if self
             .tail
-            .compare_exchange_weak(tail, self.after(tail), Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange_weak(
+                tail,
+                tail.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
             .is_err()
         {
             return Err(value);
         }
-        // SAFETY: our CAS claimed this position for this lap and its stamp
-        // said the last consumer is done with it; no other thread touches
-        // the value until our stamp store below publishes it.
+        // SAFETY: our CAS claimed this number and its position's stamp said
+        // the last consumer is done with it; no other thread touches the
+        // value until our stamp store below publishes it.
         position
             .value
             .with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
         // Release: pairs with the consumer's Acquire stamp load; it then
         // sees the value written above.
-        position.stamp.store(tail + 1, Ordering::Release);
+        position
+            .stamp
+            .store(tail.wrapping_add(1), Ordering::Release);
         Ok(())
     }
 
@@ -150,27 +152,27 @@ impl<T: Copy> Ring<T> {
                     Ok(()) => return Ok(()),
                     Err(_) => backoff.spin(),
                 }
-            } else if stamp.wrapping_add(self.one_lap) == tail + 1 {
-                // The position still holds last lap's item: full, unless a
-                // pop has claimed it and not freed it yet.
+            } else if stamp.wrapping_add(self.capacity()) == tail.wrapping_add(1) {
+                // The position still holds the item of push `tail -
+                // capacity`: full, unless a pop has claimed it and not freed
+                // it yet.
                 // SeqCst: see `try_push_at`.
                 fence(Ordering::SeqCst);
                 // Relaxed: ordered by the fence.
                 let head = self.head.load(Ordering::Relaxed);
-                if head.wrapping_add(self.one_lap) == tail {
+                if head.wrapping_add(self.capacity()) == tail {
                     return Err(value);
                 }
                 backoff.spin();
             } else {
-                // Another producer claimed this position and has not
-                // published it yet: wait for the tail to move on.
+                // Another producer took this number meanwhile: look again.
                 backoff.snooze();
             }
         }
     }
 
     /// Takes the oldest item, if any. Waits (spins, then yields) only while
-    /// a push that already claimed the oldest position is writing it.
+    /// a push that already claimed the oldest number is writing it.
     #[inline(always)]
     pub(crate) fn pop(&self) -> Option<T> {
         // The uncontended case inlined, as in `push`.
@@ -179,19 +181,23 @@ impl<T: Copy> Ring<T> {
         self.try_pop_at(head).or_else(|| self.pop_slow())
     }
 
-    /// One attempt to pop at `head` while its position is published for
-    /// this lap.
+    /// One attempt at pop number `head` while its item is published.
     #[inline(always)]
     fn try_pop_at(&self, head: usize) -> Option<T> {
         let position = self.position(head);
         // Acquire: pairs with the push's Release stamp store (the value).
-        if position.stamp.load(Ordering::Acquire) != head + 1 {
+        if position.stamp.load(Ordering::Acquire) != head.wrapping_add(1) {
             return None;
         }
         // Success SeqCst: see `try_push_at`. Failure Relaxed: the caller
         // only retries.
         self.head
-            .compare_exchange_weak(head, self.after(head), Ordering::SeqCst, Ordering::Relaxed)
+            .compare_exchange_weak(
+                head,
+                head.wrapping_add(1),
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
             .ok()?;
         Some(self.take(position, head))
     }
@@ -205,14 +211,14 @@ impl<T: Copy> Ring<T> {
             let head = self.head.load(Ordering::Relaxed);
             // Acquire: as in `try_pop_at`.
             let stamp = self.position(head).stamp.load(Ordering::Acquire);
-            if stamp == head + 1 {
+            if stamp == head.wrapping_add(1) {
                 match self.try_pop_at(head) {
                     Some(value) => return Some(value),
                     None => backoff.spin(),
                 }
             } else if stamp == head {
-                // Not written for this lap: empty, unless a push has claimed
-                // the position and not published it yet.
+                // Not written: empty, unless a push has claimed this number
+                // and not published it yet.
                 // SeqCst: see `try_push_at`.
                 fence(Ordering::SeqCst);
                 // Relaxed: ordered by the fence.
@@ -222,7 +228,7 @@ impl<T: Copy> Ring<T> {
                 }
                 backoff.spin();
             } else {
-                // Another consumer claimed it and has not freed it yet.
+                // Another consumer took this number meanwhile: look again.
                 backoff.snooze();
             }
         }
@@ -230,31 +236,26 @@ impl<T: Copy> Ring<T> {
 
     /// Moves the run of published items at the head, at most `max`, into
     /// `out` with one claim on the head; returns how many. Stops early (it
-    /// never waits) at a position a push has claimed but not yet published:
+    /// never waits) at a number a push has claimed but not yet published:
     /// that item is taken by a later call.
     pub(crate) fn pop_into(&self, out: &mut Vec<T>, max: usize) -> usize {
         // Locals, so the loops below do not reload them after every write
         // to `out` (which the compiler cannot prove is not `self`).
-        let (buffer, one_lap) = (&*self.buffer, self.one_lap);
+        let (buffer, mask) = (&*self.buffer, self.mask);
         let max = max.min(buffer.len());
         let backoff = Backoff::new();
         loop {
             // Relaxed: a first guess, validated by the CAS below.
             let head = self.head.load(Ordering::Relaxed);
-            let (first, lap) = (head & (one_lap - 1), head & !(one_lap - 1));
-            // The run is `n` positions from `first`: up to the end of the
-            // buffer in this lap, then from index 0 in the next.
-            let (mut n, mut index, mut at_lap) = (0, first, lap);
+            let mut n = 0;
             while n < max {
+                let number = head.wrapping_add(n);
                 // Acquire: pairs with each push's Release stamp store.
-                if buffer[index].stamp.load(Ordering::Acquire) != (at_lap | index) + 1 {
+                let stamp = buffer[number & mask].stamp.load(Ordering::Acquire);
+                if stamp != number.wrapping_add(1) {
                     break;
                 }
                 n += 1;
-                index += 1;
-                if index == buffer.len() {
-                    (index, at_lap) = (0, at_lap.wrapping_add(one_lap));
-                }
             }
             if n == 0 {
                 return 0;
@@ -263,35 +264,36 @@ impl<T: Copy> Ring<T> {
             // can fail (a panic there would leave positions claimed forever).
             out.reserve(n);
             // If the head has not moved since we loaded it, no other consumer
-            // took any of these positions (a head value never comes back:
-            // the lap count only grows), so their stamps still say
-            // "published" and the CAS makes them ours.
+            // took any of these numbers (a head value comes back only after
+            // 2^64 pops), so their stamps still say "published" and the CAS
+            // makes them ours.
             // Success SeqCst: see `try_push_at`. Failure Relaxed: we only
             // retry.
             if self
                 .head
-                .compare_exchange(head, at_lap | index, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(
+                    head,
+                    head.wrapping_add(n),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
                 .is_err()
             {
                 backoff.spin();
                 continue;
             }
             let spare = &mut out.spare_capacity_mut()[..n];
-            let (mut index, mut at_lap) = (first, lap);
-            for item in spare {
-                let position = &buffer[index];
+            for (i, item) in spare.iter_mut().enumerate() {
+                let number = head.wrapping_add(i);
+                let position = &buffer[number & mask];
                 // SAFETY: as in `take`: the stamp we loaded (Acquire) said
-                // published for this lap, and our CAS made us its only
-                // reader until the stamp store below frees it.
+                // published, and our CAS made us its only reader until the
+                // stamp store below frees it.
                 item.write(position.value.with(|p| unsafe { (*p).assume_init() }));
                 // Release: as in `take`.
                 position
                     .stamp
-                    .store((at_lap | index).wrapping_add(one_lap), Ordering::Release);
-                index += 1;
-                if index == buffer.len() {
-                    (index, at_lap) = (0, at_lap.wrapping_add(one_lap));
-                }
+                    .store(number.wrapping_add(buffer.len()), Ordering::Release);
             }
             // SAFETY: the loop above initialised the `n` items after the
             // current length, within the capacity reserved above.
@@ -300,20 +302,21 @@ impl<T: Copy> Ring<T> {
         }
     }
 
-    /// Reads the item of a position this thread's head CAS claimed at `at`
-    /// (after an Acquire load saw its stamp published), and frees it.
-    #[inline]
-    fn take(&self, position: &Position<T>, at: usize) -> T {
-        // SAFETY: the stamp we loaded with Acquire was `at + 1`, so the push
-        // that wrote the value is visible and done with it; our head CAS
-        // made us its only reader; and it stays unwritten until our stamp
-        // store below frees it.
+    /// Reads the item of pop number `number`, which this thread's head CAS
+    /// claimed after an Acquire load saw it published, and frees its
+    /// position for the push one lap later.
+    #[inline(always)]
+    fn take(&self, position: &Position<T>, number: usize) -> T {
+        // SAFETY: the stamp we loaded with Acquire was `number + 1`, so the
+        // push that wrote the value is visible and done with it; our head
+        // CAS made us its only reader; and it stays unwritten until our
+        // stamp store below frees it.
         let value = position.value.with(|p| unsafe { (*p).assume_init() });
         // Release: pairs with the next lap's producer's Acquire stamp load,
         // so its write comes after our read above.
         position
             .stamp
-            .store(at.wrapping_add(self.one_lap), Ordering::Release);
+            .store(number.wrapping_add(self.capacity()), Ordering::Release);
         value
     }
 
@@ -326,17 +329,7 @@ impl<T: Copy> Ring<T> {
             let tail = self.tail.load(Ordering::SeqCst);
             let head = self.head.load(Ordering::SeqCst);
             if self.tail.load(Ordering::SeqCst) == tail {
-                let mask = self.one_lap - 1;
-                let (hix, tix) = (head & mask, tail & mask);
-                return if hix < tix {
-                    tix - hix
-                } else if hix > tix {
-                    self.buffer.len() - hix + tix
-                } else if tail == head {
-                    0
-                } else {
-                    self.buffer.len()
-                };
+                return tail.wrapping_sub(head).min(self.capacity());
             }
         }
     }
@@ -357,18 +350,20 @@ mod tests {
 
     #[test]
     fn fifo_bounded_and_wrapping() {
+        assert_eq!(Ring::<u8>::new(1).capacity(), 2, "never one position");
         let ring = Ring::new(3);
+        assert_eq!(ring.capacity(), 4, "rounded up to a power of two");
         for lap in 0..5u32 {
-            for i in 0..3 {
+            for i in 0..4 {
                 ring.push(lap * 10 + i).unwrap();
             }
             assert_eq!(ring.push(99), Err(99), "a full ring refuses");
-            assert_eq!(ring.len(), 3);
+            assert_eq!(ring.len(), 4);
             assert_eq!(ring.pop(), Some(lap * 10));
             let mut out = Vec::new();
             assert_eq!(ring.pop_into(&mut out, 1), 1);
-            assert_eq!(ring.pop_into(&mut out, 10), 1);
-            assert_eq!(out, [lap * 10 + 1, lap * 10 + 2]);
+            assert_eq!(ring.pop_into(&mut out, 10), 2);
+            assert_eq!(out, [lap * 10 + 1, lap * 10 + 2, lap * 10 + 3]);
             assert!(ring.is_empty());
             assert_eq!(ring.pop(), None);
             assert_eq!(ring.pop_into(&mut out, 10), 0);
@@ -470,32 +465,36 @@ mod loom_tests {
         thread::spawn(move || f(&ring))
     }
 
-    /// Two producers race for the one position of a ring: exactly one
-    /// gets it, the other is told the ring is full, and the winner's item
-    /// is the one that comes out.
+    /// Two producers race for the last free position of a ring: exactly
+    /// one gets it, the other is told the ring is full, and the winner's
+    /// item comes out after the one already queued.
     #[test]
     fn loom_two_producers_race_for_the_last_position() {
         loom::model(|| {
-            let ring = Arc::new(Ring::<u64>::new(1));
+            let ring = Arc::new(Ring::<u64>::new(2));
+            ring.push(0).unwrap();
             let a = spawn(&ring, |r| r.push(1).is_ok());
             let b = spawn(&ring, |r| r.push(2).is_ok());
             let pushed = [a.join().unwrap(), b.join().unwrap()];
             assert_eq!(pushed.iter().filter(|&&ok| ok).count(), 1, "{pushed:?}");
             let winner = if pushed[0] { 1 } else { 2 };
+            assert_eq!(ring.pop(), Some(0));
             assert_eq!(ring.pop(), Some(winner));
             assert_eq!(ring.pop(), None);
         });
     }
 
-    /// A pop races a push on an empty ring, on the push's second lap: the
-    /// pop gets the item or nothing (waiting out a push caught between its
-    /// claim and its publication), and the item is never lost.
+    /// A pop races a push on an empty ring whose numbers have gone round
+    /// once: the pop gets the item or nothing (waiting out a push caught
+    /// between its claim and its publication), and the item is never lost.
     #[test]
     fn loom_pop_racing_a_push_gets_it_or_nothing() {
         loom::model(|| {
-            let ring = Arc::new(Ring::<u64>::new(1));
-            ring.push(1).unwrap();
-            assert_eq!(ring.pop(), Some(1));
+            let ring = Arc::new(Ring::<u64>::new(2));
+            for v in [10, 11] {
+                ring.push(v).unwrap();
+                assert_eq!(ring.pop(), Some(v));
+            }
             let producer = spawn(&ring, |r| r.push(2).unwrap());
             let consumer = spawn(&ring, |r| r.pop());
             producer.join().unwrap();
@@ -531,14 +530,16 @@ mod loom_tests {
         });
     }
 
-    /// A batch pop frees a position while a producer waits to reuse it on
-    /// the next lap: the producer's write never overlaps the consumer's read
-    /// (loom checks every access to the cell) and both values arrive.
+    /// A batch pop frees a position of a full ring while a producer waits
+    /// to reuse it on the next lap: the producer's write never overlaps the
+    /// consumer's read (loom checks every access to the cell) and every
+    /// value arrives, in order.
     #[test]
     fn loom_reuse_of_a_position_waits_for_its_reader() {
         loom::model(|| {
-            let ring = Arc::new(Ring::<u64>::new(1));
+            let ring = Arc::new(Ring::<u64>::new(2));
             ring.push(7).unwrap();
+            ring.push(9).unwrap();
             let consumer = spawn(&ring, |r| {
                 let mut out = Vec::new();
                 r.pop_into(&mut out, 1);
@@ -551,7 +552,7 @@ mod loom_tests {
                 ring.push(8).unwrap();
             }
             ring.pop_into(&mut all, 2);
-            assert_eq!(all, [7, 8]);
+            assert_eq!(all, [7, 9, 8]);
         });
     }
 
@@ -559,8 +560,9 @@ mod loom_tests {
     #[test]
     fn loom_reuse_after_a_single_pop() {
         loom::model(|| {
-            let ring = Arc::new(Ring::<u64>::new(1));
+            let ring = Arc::new(Ring::<u64>::new(2));
             ring.push(7).unwrap();
+            ring.push(9).unwrap();
             let consumer = spawn(&ring, |r| r.pop());
             let producer = spawn(&ring, |r| r.push(8).is_ok());
             let pushed = producer.join().unwrap();
@@ -569,7 +571,8 @@ mod loom_tests {
                 ring.push(8).unwrap();
             }
             all.extend(ring.pop());
-            assert_eq!(all, [7, 8]);
+            all.extend(ring.pop());
+            assert_eq!(all, [7, 9, 8]);
         });
     }
 }

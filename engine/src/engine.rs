@@ -96,6 +96,16 @@ struct Taken {
     change: Change,
 }
 
+/// What ending one line of a hold did (see `Engine::end_line`).
+#[derive(Debug, Clone, Copy)]
+struct LineEnd {
+    sold: u32,
+    returned: u32,
+    event: EventKind,
+    /// The stock transition the line's units caused, if any.
+    then: Option<EventKind>,
+}
+
 /// How a hold ends; the winner of its CAS applies this.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum End<'a> {
@@ -617,24 +627,24 @@ impl Engine {
             lines: 1,
             counted,
         });
-        let mut buf = EventBuf::new();
-        buf.push(EventKind::Reserved {
-            line: HoldLine {
-                hold,
-                sku,
-                buyer,
-                line: 0,
-                lines: 1,
-                counted,
-            },
-            qty: granted,
-            deadline_ms,
-            latest_ms,
-        });
-        push_transition(&mut buf, sku, change);
         // Events before publishing: this hold's later events (commit, expiry)
         // can only be numbered after these.
-        self.emit(now, &buf);
+        if let Some(log) = &self.events {
+            let reserved = EventKind::Reserved {
+                line: HoldLine {
+                    hold,
+                    sku,
+                    buyer,
+                    line: 0,
+                    lines: 1,
+                    counted,
+                },
+                qty: granted,
+                deadline_ms,
+                latest_ms,
+            };
+            log.emit_one(now, reserved, transition(sku, change));
+        }
         expiry::notify_link(&self.inbox, index, deadline_ms, self.config.expiry_tick_ms);
         self.holds.slot(index).publish(generation, deadline_ms);
         self.note(sku, change);
@@ -952,6 +962,10 @@ impl Engine {
         if !self.admit() {
             return Err(HoldError::Overloaded);
         }
+        if request.is_none() {
+            // Nothing to remember, so no fingerprint to compute.
+            return self.commit_now(hold, sold);
+        }
         let mut fp = fingerprint(OP_COMMIT, &[hold.to_raw(), u64::from(sold.is_some())]);
         for &q in sold.unwrap_or(&[]) {
             fp = mix64(fp ^ u64::from(q));
@@ -1119,70 +1133,97 @@ impl Engine {
     /// Returns (units sold, units returned to sale).
     pub(crate) fn apply_end(&self, head: u32, end: End<'_>, now_ms: u64) -> (u32, u32) {
         let hold = self.holds.owner_id(head);
+        let slot = self.holds.slot(head);
+        // Relaxed field loads: the winner's Acquire CAS synchronised with
+        // the head's Release publish, which came after every line write.
+        let lines = slot.lines.load(Ordering::Relaxed) as u8;
+        if slot.next_line.load(Ordering::Relaxed) == NO_LINE {
+            // One line, the common case: its events go out without a buffer.
+            let ended = self.end_line(hold, head, 0, lines, end);
+            if let Some(log) = &self.events {
+                log.emit_one(now_ms, ended.event, ended.then);
+            }
+            return (ended.sold, ended.returned);
+        }
         let mut buf = EventBuf::new();
         let (mut sold_total, mut returned_total) = (0, 0);
         let mut index = head;
         let mut line = 0usize;
-        // Relaxed field loads: the winner's Acquire CAS synchronised with
-        // the head's Release publish, which came after every line write.
-        let lines = self.holds.slot(head).lines.load(Ordering::Relaxed) as u8;
         while index != NO_LINE && line < CART_LINES_MAX {
-            let slot = self.holds.slot(index);
-            let sku = SkuIdx(slot.sku.load(Ordering::Relaxed));
-            let qty = slot.qty.load(Ordering::Relaxed);
-            let buyer = BuyerId(slot.buyer.load(Ordering::Relaxed));
-            let counted = slot.counted.load(Ordering::Relaxed) == 1;
-            let entry = self.catalog.get(sku).expect("a hold names a published sku");
-            let line_ref = HoldLine {
-                hold,
-                sku,
-                buyer,
-                line: line as u8,
-                lines,
-                counted,
-            };
-            let change = match end {
-                End::Commit(sold) => {
-                    let sold = sold.map_or(qty, |s| s[line].min(qty));
-                    // Relaxed: read by `hold()` through the seqlock.
-                    slot.sold.store(sold, Ordering::Relaxed);
-                    if counted {
-                        self.buyers.release(sku, buyer, qty - sold);
-                    }
-                    sold_total += sold;
-                    returned_total += qty - sold;
-                    buf.push(EventKind::Committed {
-                        line: line_ref,
-                        sold,
-                        returned: qty - sold,
-                    });
-                    entry.stock.settle(qty, sold)
-                }
-                End::Release | End::Expire => {
-                    if counted {
-                        self.buyers.release(sku, buyer, qty);
-                    }
-                    returned_total += qty;
-                    buf.push(match end {
-                        End::Release => EventKind::Released {
-                            line: line_ref,
-                            qty,
-                        },
-                        _ => EventKind::Expired {
-                            line: line_ref,
-                            qty,
-                        },
-                    });
-                    entry.stock.untake(qty)
-                }
-            };
-            push_transition(&mut buf, sku, change);
-            self.note(sku, change);
-            index = slot.next_line.load(Ordering::Relaxed);
+            let ended = self.end_line(hold, index, line, lines, end);
+            sold_total += ended.sold;
+            returned_total += ended.returned;
+            buf.push(ended.event);
+            if let Some(then) = ended.then {
+                buf.push(then);
+            }
+            // Relaxed: as above.
+            index = self.holds.slot(index).next_line.load(Ordering::Relaxed);
             line += 1;
         }
         self.emit(now_ms, &buf);
         (sold_total, returned_total)
+    }
+
+    /// Applies a hold's end to one of its lines (slot `index`, line number
+    /// `line` of `lines`): stock, buyer limit, the broadcaster's queue.
+    /// Returns the units sold and returned and the line's events.
+    #[inline(always)]
+    fn end_line(&self, hold: HoldId, index: u32, line: usize, lines: u8, end: End<'_>) -> LineEnd {
+        let slot = self.holds.slot(index);
+        // Relaxed field loads: see `apply_end`.
+        let sku = SkuIdx(slot.sku.load(Ordering::Relaxed));
+        let qty = slot.qty.load(Ordering::Relaxed);
+        let buyer = BuyerId(slot.buyer.load(Ordering::Relaxed));
+        let counted = slot.counted.load(Ordering::Relaxed) == 1;
+        let entry = self.catalog.get(sku).expect("a hold names a published sku");
+        let line_ref = HoldLine {
+            hold,
+            sku,
+            buyer,
+            line: line as u8,
+            lines,
+            counted,
+        };
+        let (sold, event, change) = match end {
+            End::Commit(sold) => {
+                let sold = sold.map_or(qty, |s| s[line].min(qty));
+                // Relaxed: read by `hold()` through the seqlock.
+                slot.sold.store(sold, Ordering::Relaxed);
+                if counted {
+                    self.buyers.release(sku, buyer, qty - sold);
+                }
+                let event = EventKind::Committed {
+                    line: line_ref,
+                    sold,
+                    returned: qty - sold,
+                };
+                (sold, event, entry.stock.settle(qty, sold))
+            }
+            End::Release | End::Expire => {
+                if counted {
+                    self.buyers.release(sku, buyer, qty);
+                }
+                let event = match end {
+                    End::Release => EventKind::Released {
+                        line: line_ref,
+                        qty,
+                    },
+                    _ => EventKind::Expired {
+                        line: line_ref,
+                        qty,
+                    },
+                };
+                (0, event, entry.stock.untake(qty))
+            }
+        };
+        self.note(sku, change);
+        LineEnd {
+            sold,
+            returned: qty - sold,
+            event,
+            then: transition(sku, change),
+        }
     }
 
     /// Frees a finished hold's slots (the expirer calls this once it has
@@ -1292,10 +1333,20 @@ fn fingerprint(op: u64, parts: &[u64]) -> u64 {
 
 #[inline]
 fn push_transition(buf: &mut EventBuf, sku: SkuIdx, change: Change) {
+    if let Some(event) = transition(sku, change) {
+        buf.push(event);
+    }
+}
+
+/// The sold-out or back-in-stock event a stock change causes, if any.
+#[inline]
+fn transition(sku: SkuIdx, change: Change) -> Option<EventKind> {
     if change.sold_out() {
-        buf.push(EventKind::SoldOut { sku });
+        Some(EventKind::SoldOut { sku })
     } else if change.back_in_stock() {
-        buf.push(EventKind::BackInStock { sku });
+        Some(EventKind::BackInStock { sku })
+    } else {
+        None
     }
 }
 

@@ -19,6 +19,7 @@ use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
 use crate::hold::HoldId;
 use crate::lanes::{self, Lanes};
 use crate::request::RequestId;
+use crate::ring::Ring;
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam::utils::{Backoff, CachePadded};
 use std::sync::atomic::AtomicUsize;
@@ -165,18 +166,45 @@ impl EventLog {
             .next_seq
             .fetch_add(kinds.len() as u64, Ordering::Relaxed);
         for (i, kind) in kinds.iter().enumerate() {
-            let mut event = Event {
-                seq: first + i as u64,
+            push_waiting(
+                lane,
+                Event {
+                    seq: first + i as u64,
+                    at_ms,
+                    kind: *kind,
+                },
+            );
+        }
+    }
+
+    /// Numbers and enqueues the events of a one-line operation: its own
+    /// and, if it caused one, the stock transition (sold out, back in
+    /// stock), as one contiguous run like [`EventLog::emit`], without
+    /// building a buffer first.
+    #[inline]
+    pub(crate) fn emit_one(&self, at_ms: u64, kind: EventKind, then: Option<EventKind>) {
+        let lane = self.lanes.lane(lanes::current());
+        // Relaxed: as in `emit`.
+        let first = self
+            .next_seq
+            .fetch_add(1 + u64::from(then.is_some()), Ordering::Relaxed);
+        push_waiting(
+            lane,
+            Event {
+                seq: first,
                 at_ms,
-                kind: *kind,
-            };
-            let backoff = Backoff::new();
-            // Past the admission check there is always room unless more
-            // threads than the headroom raced here; then wait, never drop.
-            while let Err(back) = lane.push(event) {
-                event = back;
-                backoff.snooze();
-            }
+                kind,
+            },
+        );
+        if let Some(kind) = then {
+            push_waiting(
+                lane,
+                Event {
+                    seq: first + 1,
+                    at_ms,
+                    kind,
+                },
+            );
         }
     }
 
@@ -230,6 +258,26 @@ impl EventLog {
     pub fn resume_after(&self, last: u64) {
         // Relaxed: called before the engine is shared.
         self.next_seq.store(last + 1, Ordering::Relaxed);
+    }
+}
+
+/// Pushes an event that passed the admission check. There is always room
+/// unless more threads than the headroom raced past the check; then wait,
+/// never drop.
+#[inline(always)]
+fn push_waiting(lane: &Ring<Event>, event: Event) {
+    if let Err(event) = lane.push(event) {
+        wait_for_room(lane, event);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wait_for_room(lane: &Ring<Event>, mut event: Event) {
+    let backoff = Backoff::new();
+    while let Err(back) = lane.push(event) {
+        event = back;
+        backoff.snooze();
     }
 }
 

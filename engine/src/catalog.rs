@@ -46,6 +46,7 @@ pub enum SaleWindow {
 
 impl SaleWindow {
     /// Whether a reservation at `now_ms` is allowed.
+    #[inline]
     pub fn is_open_at(self, now_ms: u64) -> bool {
         match self {
             Self::Open => true,
@@ -76,6 +77,7 @@ impl SaleWindow {
         }
     }
 
+    #[inline]
     pub(crate) fn unpack(word: u64) -> Self {
         match word >> Self::TAG_SHIFT {
             0 => Self::Scheduled {
@@ -166,12 +168,14 @@ impl SkuEntry {
         }
     }
 
+    #[inline]
     pub(crate) fn window(&self) -> SaleWindow {
         // Relaxed: the window is a self-contained value; a reserve racing a
         // pause may see either, and either order is a valid linearisation.
         SaleWindow::unpack(self.window.load(Ordering::Relaxed))
     }
 
+    #[inline]
     pub(crate) fn settings(&self) -> SkuSettings {
         // Relaxed: settings are independent values; a reserve racing a
         // settings change may use the old or the new one.

@@ -997,6 +997,7 @@ impl Engine {
         result
     }
 
+    #[inline(always)]
     fn commit_now(&self, hold: HoldId, sold: Option<&[u32]>) -> Result<Settlement, HoldError> {
         if let Some(sold) = sold {
             // Validate against the lines before the deciding CAS: if the
@@ -1092,6 +1093,7 @@ impl Engine {
     /// The head slot of a hold this engine issued (or restored), checked
     /// down to the full id: a stale id from an earlier incarnation with the
     /// same slot and generation is not found.
+    #[inline]
     fn head_slot(&self, hold: HoldId) -> Result<&hold::Slot, HoldError> {
         if hold.node() != self.holds.node() {
             return Err(HoldError::HoldNotFound);
@@ -1109,6 +1111,7 @@ impl Engine {
     }
 
     /// Ends a hold by commit or release; the CAS winner applies the effects.
+    #[inline(always)]
     fn end(&self, hold: HoldId, to: To, end: End<'_>) -> Result<(u32, u32), HoldError> {
         let slot = self.head_slot(hold)?;
         let now = self.now_ms();
@@ -1229,6 +1232,14 @@ impl Engine {
     /// Frees a finished hold's slots (the expirer calls this once it has
     /// unlinked the head from its wheel).
     pub(crate) fn free_hold_slots(&self, head: u32) {
+        // Every `next_line` is read before any slot is freed: a freed slot
+        // may be taken and refilled at once.
+        // Relaxed: the expirer synchronised with the winner through the
+        // inbox (or is the winner); these fields are stable until freed.
+        if self.holds.slot(head).next_line.load(Ordering::Relaxed) == NO_LINE {
+            self.holds.free(head);
+            return;
+        }
         let mut indices = [NO_LINE; CART_LINES_MAX];
         let mut index = head;
         let mut n = 0;

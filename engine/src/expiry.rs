@@ -31,7 +31,7 @@ const SLOT_BITS: u32 = 24;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 
 /// Tells the expirer a new hold lives in `slot` until `deadline_ms`.
-#[inline]
+#[inline(always)]
 pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, tick_ms: u64) {
     let tick = deadline_ms.div_ceil(tick_ms);
     // Cannot fail: capacity is twice the hold table and a slot has at most
@@ -43,7 +43,7 @@ pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, tick_
 }
 
 /// Tells the expirer the hold in `slot` has ended and may be reclaimed.
-#[inline]
+#[inline(always)]
 pub(crate) fn notify_unlink(inbox: &Lanes<u64>, slot: u32) {
     inbox
         .lane(slot as usize)

@@ -8,7 +8,10 @@
 //! no atomics, and it alone returns slots to the free list, so a slot is never
 //! reused while still linked. Because a hold's link notice is pushed before
 //! the hold becomes visible, and its unlink notice only after someone saw it,
-//! the FIFO inbox always delivers a slot's link before its unlink.
+//! the FIFO inbox always delivers a slot's link before its unlink. A hold
+//! that has already ended when its link notice is drained (a commit right
+//! behind the reservation) is not filed in the wheel at all: it waits for
+//! its unlink notice outside it.
 //!
 //! Each run drains the inbox, then walks the buckets of the ticks that have
 //! fully elapsed. A hold found there is expired with the same one-CAS
@@ -26,6 +29,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
+/// `bucket_of` a slot whose hold had already ended when its link notice
+/// arrived: it waits for its unlink notice outside the wheel. (Buckets are
+/// fewer than 2^31, so no bucket has this number.)
+const ENDED: u32 = u32::MAX - 1;
 const UNLINK: u64 = 1 << 63;
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
@@ -73,7 +80,7 @@ pub struct Expirer {
     engine: Arc<Engine>,
     next: Box<[u32]>,
     prev: Box<[u32]>,
-    /// Bucket a slot is linked in, or `NONE`.
+    /// Bucket a slot is linked in, `ENDED`, or `NONE`.
     bucket_of: Box<[u32]>,
     heads: Box<[u32]>,
     mask: u64,
@@ -198,6 +205,12 @@ impl Expirer {
                     self.unlink(slot);
                     self.engine.free_hold_slots(slot);
                     report.freed_slots += 1;
+                } else if self.has_ended(slot) {
+                    // Ended before the expirer ever saw it (a commit right
+                    // after the reservation): nothing to expire, so it
+                    // skips the wheel and waits for its unlink notice.
+                    self.bucket_of[slot as usize] = ENDED;
+                    self.linked += 1;
                 } else {
                     let tick = (notice & !UNLINK) >> SLOT_BITS;
                     self.link(slot, tick);
@@ -224,12 +237,30 @@ impl Expirer {
         self.linked += 1;
     }
 
+    /// Whether the hold whose link notice names `slot` has already ended
+    /// (committed, released, or expired on someone's commit / release /
+    /// extend path). Its ender pushes an unlink notice after the link
+    /// notice: only the expirer ends holds without one, and only holds in
+    /// its wheel.
+    fn has_ended(&self, slot: u32) -> bool {
+        // Relaxed: the state only chooses where the slot waits for its
+        // unlink notice, and either place is correct: a stale HELD or
+        // RESERVING files it in the wheel, where the notice finds it too.
+        let word = self.engine.holds.slot(slot).word.load(Ordering::Relaxed);
+        matches!(hold::state(word), COMMITTED | RELEASED | EXPIRED)
+    }
+
     fn unlink(&mut self, slot: u32) {
         let bucket = self.bucket_of[slot as usize];
         assert_ne!(
             bucket, NONE,
             "unlink of slot {slot} that is not linked: inbox order broken"
         );
+        if bucket == ENDED {
+            self.bucket_of[slot as usize] = NONE;
+            self.linked -= 1;
+            return;
+        }
         let (prev, next) = (self.prev[slot as usize], self.next[slot as usize]);
         if prev == NONE {
             self.heads[bucket as usize] = next;

@@ -194,6 +194,45 @@ fn finished_holds_are_reclaimed_so_the_table_recycles() {
 }
 
 #[test]
+fn holds_ended_before_the_expirer_saw_them_skip_the_wheel() {
+    let mut r = Rig::small();
+    let tee = r.sku("tee", 10, settings(1_000, 0));
+    let reserve = |r: &Rig| {
+        r.engine
+            .reserve(tee, 1, BuyerId(1), None, false)
+            .unwrap()
+            .hold
+    };
+    // Committed before the expirer ever ran, and one still live.
+    let done = reserve(&r);
+    r.engine.commit(done, None, None).unwrap();
+    let live = reserve(&r);
+    let report = r.expirer.run();
+    assert_eq!(report.freed_slots, 1, "the ended hold is reclaimed at once");
+    assert_eq!(r.expirer.tracked(), 1, "only the live hold is in the wheel");
+    assert_eq!(r.engine.holds_in_use(), 1);
+    // The live one ends later, through its unlink notice as before.
+    r.engine.release(live, None).unwrap();
+    let report = r.expirer.run();
+    assert_eq!((report.freed_slots, r.expirer.tracked()), (1, 0));
+    assert_eq!(r.engine.holds_in_use(), 0);
+    // A hold that is never ended still expires on time.
+    let late = reserve(&r);
+    r.expirer.run();
+    assert_eq!(r.advance(1_100).expired_holds, 1);
+    assert_eq!(r.engine.hold(late).unwrap().state, HoldState::Expired);
+    assert_eq!(r.expirer.tracked(), 0);
+    assert_eq!(
+        r.counts(tee),
+        Counts {
+            available: 9,
+            held: 0,
+            sold: 1
+        }
+    );
+}
+
+#[test]
 fn long_pause_of_the_expirer_catches_up() {
     let mut r = Rig::small();
     let tee = r.sku("tee", 100, settings(1_000, 0));

@@ -149,7 +149,8 @@ impl EventLog {
     /// Whether a new operation on this thread may start (its events fit).
     #[inline]
     pub(crate) fn admits(&self) -> bool {
-        self.lanes.lane(lanes::current()).len() < self.admit_max
+        // An over-count (pops running meanwhile) only refuses a little early.
+        self.lanes.lane(lanes::current()).len_at_most() < self.admit_max
     }
 
     /// Numbers and enqueues `kinds` as one contiguous run of sequence
@@ -181,7 +182,7 @@ impl EventLog {
     /// and, if it caused one, the stock transition (sold out, back in
     /// stock), as one contiguous run like [`EventLog::emit`], without
     /// building a buffer first.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn emit_one(&self, at_ms: u64, kind: EventKind, then: Option<EventKind>) {
         let lane = self.lanes.lane(lanes::current());
         // Relaxed: as in `emit`.

@@ -19,17 +19,22 @@ thread_local! {
 }
 
 /// This thread's lane number (an index to take modulo the lane count).
-#[inline]
+/// Read several times per operation, so always inlined: one thread-local
+/// load and a compare.
+#[inline(always)]
 pub(crate) fn current() -> usize {
-    LANE.with(|lane| {
-        let mut n = lane.get();
-        if n == usize::MAX {
-            // Relaxed: only spreads threads over lanes; any value is correct.
-            n = NEXT_LANE.fetch_add(1, Ordering::Relaxed);
-            lane.set(n);
-        }
-        n
-    })
+    let n = LANE.with(Cell::get);
+    if n == usize::MAX { first_use() } else { n }
+}
+
+/// Gives this thread its lane number.
+#[cold]
+#[inline(never)]
+fn first_use() -> usize {
+    // Relaxed: only spreads threads over lanes; any value is correct.
+    let n = NEXT_LANE.fetch_add(1, Ordering::Relaxed);
+    LANE.with(|lane| lane.set(n));
+    n
 }
 
 /// The default lane count: one per core, rounded up to a power of two, at

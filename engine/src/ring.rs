@@ -334,6 +334,22 @@ impl<T: Copy> Ring<T> {
         }
     }
 
+    /// Items queued, read with two loads and no retry loop (for an
+    /// admission check on every operation). Never less than the items
+    /// queued when the tail is read; more if pops ran between the two loads.
+    #[inline(always)]
+    pub(crate) fn len_at_most(&self) -> usize {
+        // Acquire: the value was written by a pop's SeqCst (so Release)
+        // head CAS, made after it saw (Acquire) the stamps of the pushes it
+        // took, each published after that push's tail CAS: so the tail
+        // load below reads at least this head, and the difference is never
+        // negative.
+        let head = self.head.load(Ordering::Acquire);
+        // Relaxed: see above.
+        let tail = self.tail.load(Ordering::Relaxed);
+        tail.wrapping_sub(head).min(self.capacity())
+    }
+
     /// Whether no item is queued right now.
     pub(crate) fn is_empty(&self) -> bool {
         // SeqCst: as in `len` (and the journal's doorbell fences order its
@@ -359,6 +375,7 @@ mod tests {
             }
             assert_eq!(ring.push(99), Err(99), "a full ring refuses");
             assert_eq!(ring.len(), 4);
+            assert_eq!(ring.len_at_most(), 4);
             assert_eq!(ring.pop(), Some(lap * 10));
             let mut out = Vec::new();
             assert_eq!(ring.pop_into(&mut out, 1), 1);

@@ -21,7 +21,9 @@
 //!   websocket checkout clients).
 //! - [`fanout`]: the fan-out measurement (idle viewers per GiB, update
 //!   delivery latency and deliveries/s).
+//! - [`chart`]: the before/after SVG of `compare` runs in the docs.
 
+pub mod chart;
 pub mod compare;
 pub mod fanout;
 pub mod gateway_proc;

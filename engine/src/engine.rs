@@ -149,6 +149,8 @@ pub struct Engine {
     changed: ArrayQueue<u32>,
     /// SKUs given a scheduled window, for the expirer to open on time.
     pub(crate) scheduled: ArrayQueue<u32>,
+    /// `expiry_tick_ms` as a multiplier, for the expirer's link notices.
+    pub(crate) ticks: expiry::Ticks,
     expirer_taken: AtomicBool,
 }
 
@@ -208,6 +210,7 @@ impl Engine {
             }),
             changed: ArrayQueue::new(config.skus_max as usize),
             scheduled: ArrayQueue::new(config.skus_max as usize),
+            ticks: expiry::Ticks::new(config.expiry_tick_ms),
             expirer_taken: AtomicBool::new(false),
             clock,
             config,
@@ -645,7 +648,7 @@ impl Engine {
             };
             log.emit_one(now, reserved, transition(sku, change));
         }
-        expiry::notify_link(&self.inbox, index, deadline_ms, self.config.expiry_tick_ms);
+        expiry::notify_link(&self.inbox, index, deadline_ms, self.ticks);
         self.holds.slot(index).publish(generation, deadline_ms);
         self.note(sku, change);
         Ok(Reservation {
@@ -872,7 +875,7 @@ impl Engine {
         // Events before publishing: this hold's later events (commit, expiry)
         // can only be numbered after these.
         self.emit(now, &buf);
-        expiry::notify_link(&self.inbox, head, deadline_ms, self.config.expiry_tick_ms);
+        expiry::notify_link(&self.inbox, head, deadline_ms, self.ticks);
         self.holds.slot(head).publish(head_gen, deadline_ms);
         for (line, t) in lines.iter().zip(&taken) {
             self.note(line.sku, t.change);

@@ -37,10 +37,46 @@ const UNLINK: u64 = 1 << 63;
 const SLOT_BITS: u32 = 24;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 
+/// `ceil(ms / tick_ms)` as a multiplication: a 64-bit division costs tens
+/// of cycles, on every reservation. Exact for `ms` up to
+/// [`DEADLINE_MAX_MS`](crate::hold::DEADLINE_MAX_MS) and `tick_ms` up to
+/// 1000 (what `EngineConfig::validate` allows). With `n = ms + tick_ms - 1
+/// < 2^43` and `magic = ceil(2^53 / tick_ms) = (2^53 + e) / tick_ms` for
+/// some `0 <= e < tick_ms < 2^10`: `n * magic / 2^53 = n / tick_ms + n * e
+/// / (tick_ms * 2^53)`, and `n * e < 2^53`, so the excess is below
+/// `1 / tick_ms` and `(n * magic) >> 53 = floor(n / tick_ms)`. (A wrong
+/// tick would only file a hold in the wrong bucket, which the expirer
+/// corrects when it looks at the hold's own deadline.)
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticks {
+    tick_ms: u64,
+    magic: u64,
+}
+
+impl Ticks {
+    const SHIFT: u32 = 53;
+
+    pub(crate) fn new(tick_ms: u64) -> Self {
+        assert!((1..=1000).contains(&tick_ms), "expiry_tick_ms is 1..=1000");
+        Self {
+            tick_ms,
+            magic: (1u64 << Self::SHIFT).div_ceil(tick_ms),
+        }
+    }
+
+    /// The first tick at or after `ms`.
+    #[inline(always)]
+    pub(crate) fn ceil(self, ms: u64) -> u64 {
+        debug_assert!(ms <= hold::DEADLINE_MAX_MS);
+        let n = u128::from(ms + self.tick_ms - 1);
+        ((n * u128::from(self.magic)) >> Self::SHIFT) as u64
+    }
+}
+
 /// Tells the expirer a new hold lives in `slot` until `deadline_ms`.
 #[inline(always)]
-pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, tick_ms: u64) {
-    let tick = deadline_ms.div_ceil(tick_ms);
+pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, ticks: Ticks) {
+    let tick = ticks.ceil(deadline_ms);
     // Cannot fail: capacity is twice the hold table and a slot has at most
     // one link and one unlink notice outstanding.
     inbox
@@ -345,5 +381,44 @@ impl Expirer {
             other => unreachable!("slot {slot} in the wheel with state {other}"),
         }
         true
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_divide_exactly_over_the_whole_range() {
+        let edges = [
+            0,
+            1,
+            999,
+            1000,
+            1001,
+            1_767_225_600_000,
+            hold::DEADLINE_MAX_MS,
+        ];
+        for tick_ms in 1..=1000u64 {
+            let ticks = Ticks::new(tick_ms);
+            let mut x = tick_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            for i in 0..200u64 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let ms = if (i as usize) < edges.len() {
+                    edges[i as usize]
+                } else {
+                    // Around multiples of the tick, and anywhere.
+                    let near = (x % (hold::DEADLINE_MAX_MS / tick_ms)) * tick_ms;
+                    (near + i % 3).wrapping_sub(1).min(hold::DEADLINE_MAX_MS)
+                };
+                assert_eq!(ticks.ceil(ms), ms.div_ceil(tick_ms), "{ms} / {tick_ms}");
+            }
+            let top = hold::DEADLINE_MAX_MS;
+            for ms in top.saturating_sub(2 * tick_ms)..=top {
+                assert_eq!(ticks.ceil(ms), ms.div_ceil(tick_ms), "{ms} / {tick_ms}");
+            }
+        }
     }
 }

@@ -302,12 +302,7 @@ impl Engine {
                     .store(hold::pack(generation, LINE, 0), Ordering::Relaxed);
             }
         }
-        expiry::notify_link(
-            &self.inbox,
-            head,
-            h.deadline_ms,
-            self.config().expiry_tick_ms,
-        );
+        expiry::notify_link(&self.inbox, head, h.deadline_ms, self.ticks);
         self.holds
             .slot(head)
             .publish(h.hold.generation(), h.deadline_ms);

@@ -13,7 +13,9 @@ use crate::clock::Clock;
 use crate::error::{CatalogError, HoldError, ReserveError};
 use crate::event::{EventBuf, EventKind, EventLog, HoldLine};
 use crate::expiry::{self, Expirer};
-use crate::hold::{self, Fill, HoldId, HoldState, HoldTable, LINE, Lost, NO_LINE, To, Won};
+use crate::hold::{
+    self, Fill, FreeBatch, HoldId, HoldState, HoldTable, LINE, Lost, NO_LINE, To, Won,
+};
 use crate::lanes::{self, Lanes};
 use crate::limits::{CART_LINES_MAX, EngineConfig, SKU_UNITS_MAX};
 use crate::request::{Claim, RequestId, RequestTable, Ticket};
@@ -1232,17 +1234,25 @@ impl Engine {
         }
     }
 
-    /// Frees a finished hold's slots (the expirer calls this once it has
-    /// unlinked the head from its wheel).
-    pub(crate) fn free_hold_slots(&self, head: u32) {
+    /// Frees a finished hold's slots into `batch` (the expirer calls this
+    /// once it has unlinked the head from its wheel, and gives the batch
+    /// back by the end of its run).
+    #[inline]
+    pub(crate) fn free_hold_slots(&self, head: u32, batch: &mut FreeBatch) {
         // Every `next_line` is read before any slot is freed: a freed slot
         // may be taken and refilled at once.
         // Relaxed: the expirer synchronised with the winner through the
         // inbox (or is the winner); these fields are stable until freed.
         if self.holds.slot(head).next_line.load(Ordering::Relaxed) == NO_LINE {
-            self.holds.free(head);
-            return;
+            self.holds.free_later(batch, head);
+        } else {
+            self.free_cart_slots(head, batch);
         }
+    }
+
+    /// `free_hold_slots` for a hold of several lines.
+    #[inline(never)]
+    fn free_cart_slots(&self, head: u32, batch: &mut FreeBatch) {
         let mut indices = [NO_LINE; CART_LINES_MAX];
         let mut index = head;
         let mut n = 0;
@@ -1254,7 +1264,7 @@ impl Engine {
             n += 1;
         }
         for &index in &indices[..n] {
-            self.holds.free(index);
+            self.holds.free_later(batch, index);
         }
     }
 

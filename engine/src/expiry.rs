@@ -22,7 +22,7 @@
 
 use crate::catalog::SkuIdx;
 use crate::engine::{End, Engine};
-use crate::hold::{self, COMMITTED, EXPIRED, HELD, Lost, RELEASED, RESERVING, To, Won};
+use crate::hold::{self, COMMITTED, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won};
 use crate::lanes::Lanes;
 use crate::sync::Ordering;
 use std::collections::HashSet;
@@ -130,6 +130,9 @@ pub struct Expirer {
     /// Notices taken from one inbox lane, allocated once at the size of the
     /// largest lane.
     notices: Vec<u64>,
+    /// Slots freed during a run, given back to the free list in runs (at
+    /// the latest when `run` returns).
+    freed: FreeBatch,
 }
 
 impl std::fmt::Debug for Expirer {
@@ -160,6 +163,7 @@ impl Expirer {
             scheduled: HashSet::new(),
             linked: 0,
             runs_since_sweep: 0,
+            freed: engine.holds.free_batch(),
             notices: Vec::with_capacity(
                 engine
                     .inbox
@@ -192,6 +196,7 @@ impl Expirer {
         self.open_windows(now, &mut report);
         self.drain_inbox(&mut report);
         self.expire_due(now, &mut report);
+        self.engine.holds.free_now(&mut self.freed);
         report
     }
 
@@ -239,7 +244,7 @@ impl Expirer {
                 let slot = (notice & SLOT_MASK) as u32;
                 if notice & UNLINK != 0 {
                     self.unlink(slot);
-                    self.engine.free_hold_slots(slot);
+                    self.engine.free_hold_slots(slot, &mut self.freed);
                     report.freed_slots += 1;
                 } else if self.has_ended(slot) {
                     // Ended before the expirer ever saw it (a commit right
@@ -364,7 +369,7 @@ impl Expirer {
                         let (_, units) = self.engine.apply_end(slot, End::Expire, now);
                         report.expired_holds += 1;
                         report.expired_units += u64::from(units);
-                        self.engine.free_hold_slots(slot);
+                        self.engine.free_hold_slots(slot, &mut self.freed);
                         report.freed_slots += 1;
                     }
                     Err(Lost::NotDue(deadline_ms)) => {

@@ -413,6 +413,18 @@ pub(crate) struct SlotView {
     pub(crate) sold: u32,
 }
 
+/// Slots the expirer has finished with, per free-list lane, given back a
+/// run at a time: one claim on a lane's tail per run instead of one per slot.
+#[derive(Debug)]
+pub(crate) struct FreeBatch {
+    lanes: Box<[Vec<u32>]>,
+}
+
+impl FreeBatch {
+    /// Most slots held back per lane before its run is given back.
+    const RUN_MAX: usize = 256;
+}
+
 /// The fixed-capacity table of hold slots and its free list.
 #[derive(Debug)]
 pub(crate) struct HoldTable {
@@ -503,6 +515,42 @@ impl HoldTable {
             .lane(index as usize)
             .push(index)
             .expect("free list sized to the table");
+    }
+
+    /// A buffer for slots the expirer gives back in runs.
+    pub(crate) fn free_batch(&self) -> FreeBatch {
+        FreeBatch {
+            lanes: (0..self.free.all().len())
+                .map(|_| Vec::with_capacity(FreeBatch::RUN_MAX))
+                .collect(),
+        }
+    }
+
+    /// Puts a slot in `batch`; gives back its lane's run once it is full.
+    #[inline]
+    pub(crate) fn free_later(&self, batch: &mut FreeBatch, index: u32) {
+        let lane = index as usize & (batch.lanes.len() - 1);
+        batch.lanes[lane].push(index);
+        if batch.lanes[lane].len() == FreeBatch::RUN_MAX {
+            self.free_run(lane, &mut batch.lanes[lane]);
+        }
+    }
+
+    /// Gives back every slot in `batch`.
+    pub(crate) fn free_now(&self, batch: &mut FreeBatch) {
+        for (lane, run) in batch.lanes.iter_mut().enumerate() {
+            if !run.is_empty() {
+                self.free_run(lane, run);
+            }
+        }
+    }
+
+    fn free_run(&self, lane: usize, run: &mut Vec<u32>) {
+        // As in `free`: each index is in the free list at most once, so the
+        // whole run always fits.
+        let pushed = self.free.lane(lane).push_slice(run);
+        assert_eq!(pushed, run.len(), "free list sized to the table");
+        run.clear();
     }
 
     /// Gives back a slot that was allocated but never published.
@@ -628,6 +676,30 @@ mod tests {
             slot.transition(4, To::Release, 99),
             Err(Lost::Ended(HoldState::Released))
         );
+    }
+
+    #[test]
+    fn freed_slots_come_back_in_runs_and_all_at_the_end() {
+        let table = HoldTable::new(1000, 2, 1, 0, &|_| false);
+        let mut taken: Vec<u32> = (0..1000).map(|_| table.alloc().unwrap().0).collect();
+        assert!(table.alloc().is_none());
+        // Slot i lives in lane i % 2: freed in index order, the lanes fill
+        // evenly.
+        taken.sort_unstable();
+        let mut batch = table.free_batch();
+        for &index in &taken[..600] {
+            table.free_later(&mut batch, index);
+        }
+        // Each lane gave back one full run (256 of its 300) on the way.
+        assert_eq!(table.free_len(), 2 * FreeBatch::RUN_MAX);
+        for &index in &taken[600..] {
+            table.free_later(&mut batch, index);
+        }
+        table.free_now(&mut batch);
+        assert_eq!(table.free_len(), 1000, "every slot is back");
+        let mut again: Vec<u32> = (0..1000).map(|_| table.alloc().unwrap().0).collect();
+        again.sort_unstable();
+        assert_eq!(again, (0..1000).collect::<Vec<_>>(), "each slot once");
     }
 
     #[test]

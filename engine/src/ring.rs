@@ -171,6 +171,72 @@ impl<T: Copy> Ring<T> {
         }
     }
 
+    /// Appends `items` in order, each run of free positions with one claim
+    /// on the tail; returns how many were pushed (fewer only if the ring
+    /// filled up).
+    pub(crate) fn push_slice(&self, items: &[T]) -> usize {
+        let (buffer, mask) = (&*self.buffer, self.mask);
+        let backoff = Backoff::new();
+        let mut done = 0;
+        while done < items.len() {
+            // Relaxed: a first guess, validated by the CAS below.
+            let tail = self.tail.load(Ordering::Relaxed);
+            let want = (items.len() - done).min(buffer.len());
+            let mut n = 0;
+            while n < want {
+                let number = tail.wrapping_add(n);
+                // Acquire: as in `try_push_at`.
+                if buffer[number & mask].stamp.load(Ordering::Acquire) != number {
+                    break;
+                }
+                n += 1;
+            }
+            if n == 0 {
+                // Full, or another producer is at the tail: one item the
+                // ordinary way, which tells the two apart.
+                match self.push(items[done]) {
+                    Ok(()) => done += 1,
+                    Err(_) => return done,
+                }
+                continue;
+            }
+            // If the tail has not moved since we loaded it, no other
+            // producer took any of these numbers (a tail value comes back
+            // only after 2^64 pushes), so their positions are still free and
+            // the CAS makes them ours.
+            // Success SeqCst: see `try_push_at`. Failure Relaxed: we only
+            // retry.
+            if self
+                .tail
+                .compare_exchange(
+                    tail,
+                    tail.wrapping_add(n),
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                backoff.spin();
+                continue;
+            }
+            for (i, &item) in items[done..done + n].iter().enumerate() {
+                let number = tail.wrapping_add(i);
+                let position = &buffer[number & mask];
+                // SAFETY: as in `try_push_at`: our CAS claimed this number
+                // and its stamp said the last consumer is done with it.
+                position
+                    .value
+                    .with_mut(|p| unsafe { p.write(MaybeUninit::new(item)) });
+                // Release: as in `try_push_at`.
+                position
+                    .stamp
+                    .store(number.wrapping_add(1), Ordering::Release);
+            }
+            done += n;
+        }
+        done
+    }
+
     /// Takes the oldest item, if any. Waits (spins, then yields) only while
     /// a push that already claimed the oldest number is writing it.
     #[inline(always)]
@@ -388,6 +454,22 @@ mod tests {
     }
 
     #[test]
+    fn push_slice_fills_up_to_capacity_in_order() {
+        let ring = Ring::new(4);
+        ring.push(0u32).unwrap();
+        assert_eq!(ring.push_slice(&[1, 2]), 2);
+        assert_eq!(ring.pop(), Some(0));
+        assert_eq!(ring.push_slice(&[3, 4, 5]), 2, "only two positions left");
+        let mut out = Vec::new();
+        assert_eq!(ring.pop_into(&mut out, 10), 4);
+        assert_eq!(out, [1, 2, 3, 4]);
+        assert_eq!(ring.push_slice(&[6, 7, 8, 9, 10]), 4);
+        out.clear();
+        ring.pop_into(&mut out, 10);
+        assert_eq!(out, [6, 7, 8, 9]);
+    }
+
+    #[test]
     fn batches_cross_the_end_of_the_buffer() {
         let ring = Ring::new(4);
         let mut out = Vec::new();
@@ -544,6 +626,48 @@ mod loom_tests {
             ring.pop_into(&mut all, 2);
             all.sort_unstable();
             assert_eq!(all, [1, 2], "each item exactly once");
+        });
+    }
+
+    /// A run push races a single push and a pop: every accepted item comes
+    /// out exactly once, the run's items in their order, a full ring refuses
+    /// the rest.
+    #[test]
+    fn loom_push_slice_races_a_push_and_a_pop() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(2));
+            ring.push(0).unwrap();
+            let run = spawn(&ring, |r| r.push_slice(&[1, 2]));
+            let single = spawn(&ring, |r| r.push(3).is_ok());
+            let popper = spawn(&ring, |r| r.pop());
+            let pushed_run = run.join().unwrap();
+            let pushed_single = single.join().unwrap();
+            let mut all: Vec<u64> = popper.join().unwrap().into_iter().collect();
+            while let Some(v) = ring.pop() {
+                all.push(v);
+            }
+            assert_eq!(all.first(), Some(&0), "FIFO: the first item first");
+            let run_items: Vec<u64> = all.iter().copied().filter(|&v| v == 1 || v == 2).collect();
+            assert_eq!(run_items, [1, 2][..pushed_run], "a run's prefix, in order");
+            assert_eq!(all.contains(&3), pushed_single);
+            assert_eq!(all.len(), 1 + pushed_run + usize::from(pushed_single));
+        });
+    }
+
+    /// Pops take a run's items while it is being published: each comes out
+    /// whole (loom checks the cell accesses), once, in order.
+    #[test]
+    fn loom_pops_see_a_run_published() {
+        loom::model(|| {
+            let ring = Arc::new(Ring::<u64>::new(2));
+            let run = spawn(&ring, |r| r.push_slice(&[1, 2]));
+            let popper = spawn(&ring, |r| [r.pop(), r.pop()]);
+            assert_eq!(run.join().unwrap(), 2);
+            let mut all: Vec<u64> = popper.join().unwrap().into_iter().flatten().collect();
+            while let Some(v) = ring.pop() {
+                all.push(v);
+            }
+            assert_eq!(all, [1, 2]);
         });
     }
 

@@ -1139,20 +1139,35 @@ impl Engine {
     /// Applies a hold's end to stock, buyer limits and events. Only the
     /// winner of the head slot's terminal CAS calls this, exactly once.
     /// Returns (units sold, units returned to sale).
+    #[inline]
     pub(crate) fn apply_end(&self, head: u32, end: End<'_>, now_ms: u64) -> (u32, u32) {
         let hold = self.holds.owner_id(head);
         let slot = self.holds.slot(head);
         // Relaxed field loads: the winner's Acquire CAS synchronised with
         // the head's Release publish, which came after every line write.
         let lines = slot.lines.load(Ordering::Relaxed) as u8;
-        if slot.next_line.load(Ordering::Relaxed) == NO_LINE {
-            // One line, the common case: its events go out without a buffer.
-            let ended = self.end_line(hold, head, 0, lines, end);
-            if let Some(log) = &self.events {
-                log.emit_one(now_ms, ended.event, ended.then);
-            }
-            return (ended.sold, ended.returned);
+        if slot.next_line.load(Ordering::Relaxed) != NO_LINE {
+            return self.apply_end_cart(hold, head, lines, end, now_ms);
         }
+        // One line, the common case: its events go out without a buffer.
+        let ended = self.end_line(hold, head, 0, lines, end);
+        if let Some(log) = &self.events {
+            log.emit_one(now_ms, ended.event, ended.then);
+        }
+        (ended.sold, ended.returned)
+    }
+
+    /// `apply_end` for a hold of several lines, out of line so the one-line
+    /// case does not carry its event buffer.
+    #[inline(never)]
+    fn apply_end_cart(
+        &self,
+        hold: HoldId,
+        head: u32,
+        lines: u8,
+        end: End<'_>,
+        now_ms: u64,
+    ) -> (u32, u32) {
         let mut buf = EventBuf::new();
         let (mut sold_total, mut returned_total) = (0, 0);
         let mut index = head;
@@ -1165,7 +1180,7 @@ impl Engine {
             if let Some(then) = ended.then {
                 buf.push(then);
             }
-            // Relaxed: as above.
+            // Relaxed: see `apply_end`.
             index = self.holds.slot(index).next_line.load(Ordering::Relaxed);
             line += 1;
         }

@@ -1,8 +1,9 @@
 //! A bounded lock-free queue of `Copy` items: Dmitry Vyukov's bounded
 //! MPMC array queue (the algorithm of crossbeam's `ArrayQueue`, in its
 //! original power-of-two form), kept here so that the engine's hot path can
-//! inline it and so that consumers can take a whole run of items with one
-//! claim on the head.
+//! inline it, and so that a consumer can take a whole run of items with one
+//! claim on the head (`pop_into`) and a producer give a run with one claim
+//! on the tail (`push_slice`).
 //!
 //! Pushes and pops are numbered: push `s` (and pop `s`) use position
 //! `s % capacity`. Every position carries a stamp: `s` while it is free for
@@ -13,15 +14,14 @@
 //! by moving `head` with a CAS after it has seen (Acquire) their stamps,
 //! reads them, then frees each with a Release store of its stamp. Ownership
 //! of a position is decided by the index CAS alone; the stamps carry the
-//! item between the two threads. Numbers wrap at `usize::MAX` (a multiple
-//! of the capacity), so all arithmetic on them is wrapping.
+//! item between the two threads. Numbers wrap at 2^64 (a multiple of the
+//! capacity), so all arithmetic on them is wrapping.
 //!
 //! The capacity is a power of two of at least 2 (and at least what was
 //! asked for), so that a position is a mask and the next number an
-//! increment. Items are `Copy`
-//! (hold slot indices, expiry notices, events), so a position never needs
-//! dropping. This module must never block, allocate after construction, or
-//! hand out an item twice.
+//! increment. Items are `Copy` (hold slot indices, expiry notices, events),
+//! so a position never needs dropping. This module must never block,
+//! allocate after construction, or hand out an item twice.
 
 use crate::sync::{AtomicUsize, Backoff, Ordering, UnsafeCell, fence};
 use crossbeam::utils::CachePadded;

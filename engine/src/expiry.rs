@@ -394,6 +394,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn link_notices_never_touch_the_unlink_flag() {
+        use crate::limits::EXPIRY_TICK_MS_MIN;
+        let slot = u64::from(crate::limits::HOLDS_MAX - 1);
+        let notice =
+            |tick_ms: u64| Ticks::new(tick_ms).ceil(hold::DEADLINE_MAX_MS) << SLOT_BITS | slot;
+        for tick_ms in EXPIRY_TICK_MS_MIN..=1000 {
+            let n = notice(tick_ms);
+            assert_eq!(n & UNLINK, 0, "tick {tick_ms} ms");
+            assert_eq!(n & SLOT_MASK, slot);
+        }
+        // One below the bound, the latest deadlines would read as unlinks.
+        assert_ne!(notice(EXPIRY_TICK_MS_MIN - 1) & UNLINK, 0);
+        let mut config = crate::EngineConfig {
+            expiry_tick_ms: EXPIRY_TICK_MS_MIN - 1,
+            ..crate::EngineConfig::default()
+        };
+        assert!(config.validate().is_err());
+        config.expiry_tick_ms = EXPIRY_TICK_MS_MIN;
+        assert!(config.validate().is_ok());
+    }
+
+    #[test]
     fn ticks_divide_exactly_over_the_whole_range() {
         let edges = [
             0,

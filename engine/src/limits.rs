@@ -31,6 +31,13 @@ pub const PROBE_WINDOW: usize = 16;
 /// call cannot stall its thread for long after a long pause.
 pub const EXPIRY_BATCH_MAX: usize = 65_536;
 
+/// Finest expiry tick. A link notice packs a deadline's tick beside a
+/// 24-bit hold slot below the unlink flag (bit 63), so the tick of any
+/// deadline up to `hold::DEADLINE_MAX_MS` (2^42 - 1 ms) must fit 39 bits:
+/// `ceil((2^42 - 1) / tick_ms) < 2^39` needs `tick_ms >= 9`. (With 1-3 ms
+/// ticks even today's wall-clock deadlines would spill into the flag.)
+pub const EXPIRY_TICK_MS_MIN: u64 = 9;
+
 /// Tunable bounds, fixed when the engine is built.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -134,8 +141,10 @@ impl EngineConfig {
         if self.order_units_max == 0 || self.order_units_max > SKU_UNITS_MAX {
             return Err(format!("order_units_max must be 1..={SKU_UNITS_MAX}"));
         }
-        if self.expiry_tick_ms == 0 || self.expiry_tick_ms > 1000 {
-            return Err("expiry_tick_ms must be 1..=1000".into());
+        if !(EXPIRY_TICK_MS_MIN..=1000).contains(&self.expiry_tick_ms) {
+            return Err(format!(
+                "expiry_tick_ms must be {EXPIRY_TICK_MS_MIN}..=1000"
+            ));
         }
         if !self.expiry_wheel_buckets.is_power_of_two() || self.expiry_wheel_buckets < 64 {
             return Err("expiry_wheel_buckets must be a power of two, at least 64".into());

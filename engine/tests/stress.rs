@@ -362,7 +362,12 @@ fn scarce_hot_sku_never_oversells() {
             false,
         )
     });
-    verify(&engine, &[drop], &out, 100);
+    // 50 units, half the holds committed for good: the drop sells out
+    // after some 60-80 reservations (~120 operations that changed
+    // something), a random figure that fell below 100 in about one run in
+    // six. Ask only for a few: what this test proves is the invariant,
+    // checked on every reading and at the end.
+    verify(&engine, &[drop], &out, 20);
     let refused: u64 = out
         .logs
         .iter()

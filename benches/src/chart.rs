@@ -30,7 +30,7 @@ pub struct Series {
 
 const WIDTH: f64 = 820.0;
 const LABEL_W: f64 = 290.0;
-const RIGHT_PAD: f64 = 50.0;
+const RIGHT_PAD: f64 = 70.0;
 const TOP: f64 = 42.0;
 const BAR_H: f64 = 14.0;
 const GROUP_GAP: f64 = 18.0;

@@ -17,6 +17,15 @@ fn redis_args(redis: &Redis, mode: Persistence) -> ServeArgs {
     args
 }
 
+/// Starts a gateway that must refuse to start; its error chain as text.
+async fn start_error(args: ServeArgs) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = holdfast_gateway::server::run(listener, args, Default::default())
+        .await
+        .expect_err("must refuse to start");
+    format!("{err:#}")
+}
+
 async fn con(redis: &Redis) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
         .unwrap()
@@ -479,15 +488,7 @@ async fn a_tls_redis_with_a_private_ca_is_trusted_via_the_ca_file() {
     gw.stop().await;
 
     // The system trust store does not know this CA: no silent fallback.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = holdfast_gateway::server::run(
-        listener,
-        redis_args(&redis, Persistence::Durable),
-        Default::default(),
-    )
-    .await
-    .expect_err("an untrusted certificate must stop the start");
-    let text = format!("{err:#}");
+    let text = start_error(redis_args(&redis, Persistence::Durable)).await;
     assert!(text.contains("cannot connect to Redis"), "{text}");
 }
 
@@ -581,15 +582,7 @@ async fn an_inconsistent_redis_is_refused_with_a_report() {
         .hset("hf:{hoodie-sand}:sku", "available", 33)
         .await
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = holdfast_gateway::server::run(
-        listener,
-        redis_args(&redis, Persistence::Durable),
-        Default::default(),
-    )
-    .await
-    .expect_err("must refuse to start");
-    let text = format!("{err:#}");
+    let text = start_error(redis_args(&redis, Persistence::Durable)).await;
     assert!(
         text.contains("held is 7 but its live holds add up to 1"),
         "{text}"

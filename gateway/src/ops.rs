@@ -329,41 +329,45 @@ impl Ops {
 
     /// Releases in memory; see [`Ops::finish`].
     pub fn release_now(&self, req: &Release) -> Result<Applied<Released>, ApiError> {
-        Op::Release.recorded((|| {
-            let hold = parse_hold(&req.hold)?;
-            let request = self.ids.request(req.request_id.as_deref())?;
-            self.durability.admit()?;
-            self.engine.release(hold, request)?;
-            Ok(Applied {
-                answer: Released {
-                    id: req.id,
-                    hold: hold.to_string(),
-                },
-                seq: self.durability.pending_seq(&self.engine),
-                undo: None,
-                op: Op::Release,
-            })
-        })())
+        Op::Release.recorded(self.release_apply(req))
+    }
+
+    fn release_apply(&self, req: &Release) -> Result<Applied<Released>, ApiError> {
+        let hold = parse_hold(&req.hold)?;
+        let request = self.ids.request(req.request_id.as_deref())?;
+        self.durability.admit()?;
+        self.engine.release(hold, request)?;
+        Ok(Applied {
+            answer: Released {
+                id: req.id,
+                hold: hold.to_string(),
+            },
+            seq: self.durability.pending_seq(&self.engine),
+            undo: None,
+            op: Op::Release,
+        })
     }
 
     /// Extends in memory; see [`Ops::finish`].
     pub fn extend_now(&self, req: &Extend) -> Result<Applied<Extended>, ApiError> {
-        Op::Extend.recorded((|| {
-            let hold = parse_hold(&req.hold)?;
-            let request = self.ids.request(req.request_id.as_deref())?;
-            self.durability.admit()?;
-            let deadline_ms = self.engine.extend(hold, req.by_ms, request)?;
-            Ok(Applied {
-                answer: Extended {
-                    id: req.id,
-                    hold: hold.to_string(),
-                    deadline_ms,
-                },
-                seq: self.durability.pending_seq(&self.engine),
-                undo: None,
-                op: Op::Extend,
-            })
-        })())
+        Op::Extend.recorded(self.extend_apply(req))
+    }
+
+    fn extend_apply(&self, req: &Extend) -> Result<Applied<Extended>, ApiError> {
+        let hold = parse_hold(&req.hold)?;
+        let request = self.ids.request(req.request_id.as_deref())?;
+        self.durability.admit()?;
+        let deadline_ms = self.engine.extend(hold, req.by_ms, request)?;
+        Ok(Applied {
+            answer: Extended {
+                id: req.id,
+                hold: hold.to_string(),
+                deadline_ms,
+            },
+            seq: self.durability.pending_seq(&self.engine),
+            undo: None,
+            op: Op::Extend,
+        })
     }
 
     pub fn hold(&self, hold: &str) -> Result<HoldView, ApiError> {

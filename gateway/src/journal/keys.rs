@@ -114,22 +114,11 @@ impl RequestRecord {
 /// Field of a hold line in `<prefix>:{<sku>}:holds`: `<hold>:<line>`,
 /// formatted on the stack (the journal writes one per reservation).
 pub fn hold_field(hold: HoldId, line: u8) -> HoldField {
+    use std::io::Write as _;
     let mut buf = [0u8; HOLD_FIELD_BYTES_MAX];
-    buf[..16].copy_from_slice(hex16(hold.to_raw()).as_str().as_bytes());
-    buf[16] = b':';
-    let mut len = 17;
-    let digits = [line / 100, line / 10 % 10, line % 10];
-    let skip = if line >= 100 {
-        0
-    } else if line >= 10 {
-        1
-    } else {
-        2
-    };
-    for d in &digits[skip..] {
-        buf[len] = b'0' + d;
-        len += 1;
-    }
+    let mut rest = &mut buf[..];
+    write!(rest, "{}:{line}", hex16(hold.to_raw()).as_str()).expect("the field fits its bound");
+    let len = HOLD_FIELD_BYTES_MAX - rest.len();
     HoldField { buf, len }
 }
 

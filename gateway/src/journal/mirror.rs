@@ -28,7 +28,7 @@ use std::sync::Arc;
 /// flood resistance buys nothing here, and it was a visible share of the
 /// journal thread's time (several lookups per event).
 #[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
+struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -215,8 +215,8 @@ pub struct Writes {
     skus: BTreeSet<SkuIdx>,
     created: BTreeSet<SkuIdx>,
     meta: BTreeSet<SkuIdx>,
-    /// Hold lines to write or delete (sorted when the batch is sealed, for
-    /// one `HSET` and one `HDEL` per SKU and a deterministic output).
+    /// Hold lines to write or delete (grouped by SKU when the batch is
+    /// sealed: one `HSET` and one `HDEL` per SKU's holds hash).
     holds: IdMap<HoldKey, HoldWrite>,
     buyers: IdSet<(SkuIdx, BuyerId)>,
     names: Vec<(BuyerId, Arc<str>)>,
@@ -251,8 +251,8 @@ pub struct Mirror {
     pub skus: HashMap<SkuIdx, MirrorSku>,
     /// Live hold lines by (hold, line): one entry per line, so a hold
     /// costs no allocation of its own.
-    pub holds: IdMap<(HoldId, u8), (SkuIdx, HoldRecord)>,
-    pub buyers: IdMap<(SkuIdx, BuyerId), u32>,
+    holds: IdMap<(HoldId, u8), (SkuIdx, HoldRecord)>,
+    buyers: IdMap<(SkuIdx, BuyerId), u32>,
     names: IdSet<BuyerId>,
     /// Remembered request answers, kept for at most two request windows.
     requests: IdMap<u64, RequestRecord>,
@@ -795,16 +795,15 @@ impl Mirror {
         }
         cmds.extend(catalog.finish());
         let mut holds: HashMap<SkuIdx, HashWrites> = HashMap::new();
-        for (sku, r) in self.holds.values() {
+        for ((hold, line), (sku, r)) in &self.holds {
             if let Some(s) = self.skus.get(sku) {
-                let field = hold_field(
-                    HoldId::from_raw(r.hold).expect("stored ids are valid"),
-                    r.line,
-                );
                 holds
                     .entry(*sku)
                     .or_insert_with(|| HashWrites::new(s.key_holds.clone()))
-                    .set(field.as_bytes(), r.encode().as_slice());
+                    .set(
+                        hold_field(*hold, *line).as_bytes(),
+                        r.encode_into(&mut [0; HOLD_RECORD_BYTES_MAX]),
+                    );
             }
         }
         cmds.extend(holds.into_values().flat_map(HashWrites::finish));

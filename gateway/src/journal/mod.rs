@@ -144,7 +144,7 @@ impl std::fmt::Debug for WakeBy {
 /// A request or task waiting for sequence number `seq` to be persisted;
 /// ordered so the heap's top is the smallest.
 #[derive(Debug)]
-pub struct Waiter {
+struct Waiter {
     seq: u64,
     wake: WakeBy,
 }

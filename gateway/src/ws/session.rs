@@ -13,7 +13,7 @@ use super::WsCtx;
 use super::hub::{Frame, Signal, Topic};
 use crate::auth::{Role, require};
 use crate::error::ApiError;
-use crate::ops::Applied;
+use crate::ops::{Applied, Op};
 use crate::protocol::{Authed, ClientMsg, ErrorMsg, Hello, Pong, ServerMsg, Subscribed};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -31,9 +31,6 @@ const CLOSE_INVALID_DATA: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 
-/// A request applied to the engine whose answer waits for its events to
-/// reach Redis (durable mode). Requests are applied in order, so their
-/// sequence numbers only grow along the queue.
 /// A connection's requests waiting for Redis.
 #[derive(Default)]
 struct Waiting {
@@ -43,6 +40,9 @@ struct Waiting {
     wake_at: u64,
 }
 
+/// A request applied to the engine whose answer waits for its events to
+/// reach Redis (durable mode). Requests are applied in order, so their
+/// sequence numbers only grow along the queue.
 struct Pending {
     applied: Applied<ServerMsg>,
     /// The request id, for the refusal if Redis does not confirm in time.
@@ -309,10 +309,8 @@ impl Session {
         let Some(mut waiting) = self.waiting.take() else {
             return;
         };
-        let ctx = self.ctx.clone();
-        let durability = &ctx.ops.durability;
         while let Some(p) = waiting.pending.front()
-            && durability.is_persisted(p.applied.seq)
+            && self.ctx.ops.durability.is_persisted(p.applied.seq)
         {
             let p = waiting.pending.pop_front().expect("peeked");
             self.finish(p, Ok(()));
@@ -324,7 +322,10 @@ impl Session {
             // oldest, and every younger one landed in the same batch or
             // waits for the next wake-up.
             waiting.wake_at = p.applied.seq;
-            durability.wake_at(p.applied.seq, self.signal.clone());
+            self.ctx
+                .ops
+                .durability
+                .wake_at(p.applied.seq, self.signal.clone());
         }
         self.waiting = Some(waiting);
     }
@@ -586,37 +587,49 @@ impl Session {
                 self.requests = self.requests.wrapping_add(1);
                 let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
                 let ops = &self.ctx.ops;
-                let applied = match msg {
-                    ClientMsg::Reserve(r) => ops.reserve_now(r).map(|a| a.map(ServerMsg::Reserved)),
-                    ClientMsg::Commit(c) => ops.commit_now(&c).map(|a| a.map(ServerMsg::Committed)),
-                    ClientMsg::Release(r) => {
-                        ops.release_now(&r).map(|a| a.map(ServerMsg::Released))
-                    }
-                    ClientMsg::Extend(x) => ops.extend_now(&x).map(|a| a.map(ServerMsg::Extended)),
+                let (op, applied) = match msg {
+                    ClientMsg::Reserve(r) => (
+                        Op::Reserve,
+                        ops.reserve_now(r).map(|a| a.map(ServerMsg::Reserved)),
+                    ),
+                    ClientMsg::Commit(c) => (
+                        Op::Commit,
+                        ops.commit_now(&c).map(|a| a.map(ServerMsg::Committed)),
+                    ),
+                    ClientMsg::Release(r) => (
+                        Op::Release,
+                        ops.release_now(&r).map(|a| a.map(ServerMsg::Released)),
+                    ),
+                    ClientMsg::Extend(x) => (
+                        Op::Extend,
+                        ops.extend_now(&x).map(|a| a.map(ServerMsg::Extended)),
+                    ),
                     _ => unreachable!("filtered above"),
                 };
                 match applied {
-                    Err(e) => self.queue_error(Some(id), &e),
-                    // Nothing to wait for (in memory, async, replayed): answer now.
-                    Ok(applied) if applied.seq == 0 => self.finish(
-                        Pending {
+                    Err(e) => {
+                        self.queue_error(Some(id), &e);
+                        if let Some(started) = started {
+                            crate::metrics::request_time("ws", op.as_str(), started.elapsed());
+                        }
+                    }
+                    Ok(applied) => {
+                        let pending = Pending {
                             applied,
                             id,
                             since: self.last_seen,
                             started,
-                        },
-                        Ok(()),
-                    ),
-                    Ok(applied) => {
-                        self.waiting
-                            .get_or_insert_default()
-                            .pending
-                            .push_back(Pending {
-                                applied,
-                                id,
-                                since: self.last_seen,
-                                started,
-                            })
+                        };
+                        if pending.applied.seq == 0 {
+                            // Nothing to wait for (in memory, async,
+                            // replayed): answer now.
+                            self.finish(pending, Ok(()));
+                        } else {
+                            self.waiting
+                                .get_or_insert_default()
+                                .pending
+                                .push_back(pending);
+                        }
                     }
                 }
             }

@@ -6,7 +6,7 @@
 //!
 //! - [`config`]: the `holdfast` command line (every flag has a `HOLDFAST_*` env var).
 //! - [`server`]: `run(listener, args, shutdown)`: wiring, accept loop, drain.
-//! - [`protocol`]: wire types of the websocket protocol and HTTP bodies.
+//! - [`protocol`]: the wire types, re-exported from the `holdfast-protocol` crate.
 //! - [`ops`]: the operations behind HTTP and websocket (one implementation).
 //! - [`http`]: routes, auth and JSON errors; [`http::assets`]: embedded pages.
 //! - [`ws`]: the websocket upgrade, [`ws::session`] per connection, [`ws::hub`] fan-out.

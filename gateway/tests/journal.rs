@@ -351,7 +351,12 @@ async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
 async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
     use holdfast_gateway::protocol::{ClientMsg, Commit, Reserve, ServerMsg};
     let Some(redis) = Redis::start() else { return };
-    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut args = redis_args(&redis, Persistence::Durable);
+    // Pings far beyond the test's patience: the refusals below must come
+    // from the Redis timeout (400 ms), not from the next ping's wake-up.
+    args.limits.ping_interval_ms = 600_000;
+    args.limits.idle_timeout_ms = 1_800_000;
+    let gw = Gateway::start(args).await;
     let mut c = con(&redis).await;
     let mut ws = Ws::connect(&gw, Some(CHECKOUT)).await;
     let reserve = |id: u64, buyer: String| {

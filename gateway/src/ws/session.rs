@@ -278,10 +278,12 @@ impl Session {
                     return end;
                 }
             }
-            let was_waiting = self.pending_len() > 0;
             self.answer_persisted();
-            if !was_waiting
-                && let Some(due) = self.pending_due()
+            // The timer must fire by the oldest waiting request's deadline,
+            // however the request got queued (one frame, or several read in
+            // the same turn): re-armed only when that is earlier, so busy
+            // sessions do not churn the timer wheel.
+            if let Some(due) = self.pending_due()
                 && due < timer.deadline().into_std()
             {
                 timer.as_mut().reset(due.into());

@@ -62,9 +62,11 @@ impl Tokens {
             None => Ok(Role::Viewer),
             Some(value) => {
                 let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
-                let token = value
-                    .strip_prefix("Bearer ")
-                    .ok_or_else(ApiError::unauthorized)?;
+                // The scheme is case-insensitive (RFC 9110 11.1).
+                let token = match value.split_once(' ') {
+                    Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token,
+                    _ => return Err(ApiError::unauthorized()),
+                };
                 self.role_of(token.trim())
                     .ok_or_else(ApiError::unauthorized)
             }
@@ -98,6 +100,10 @@ mod tests {
         let mut h = HeaderMap::new();
         assert_eq!(t.role_of_headers(&h), Ok(Role::Viewer));
         h.insert("authorization", "Bearer chk".parse().unwrap());
+        assert_eq!(t.role_of_headers(&h), Ok(Role::Checkout));
+        h.insert("authorization", "bearer chk".parse().unwrap());
+        assert_eq!(t.role_of_headers(&h), Ok(Role::Checkout), "any case");
+        h.insert("authorization", "BEARER  chk".parse().unwrap());
         assert_eq!(t.role_of_headers(&h), Ok(Role::Checkout));
         h.insert("authorization", "Basic chk".parse().unwrap());
         assert_eq!(t.role_of_headers(&h).unwrap_err().code, "unauthorized");

@@ -41,6 +41,14 @@ impl Persistence {
     }
 }
 
+/// The demo tokens, accepted only with `--demo` (or given explicitly by
+/// tests): well known, so never safe in production.
+pub const DEMO_ADMIN_TOKEN: &str = "demo-admin";
+pub const DEMO_CHECKOUT_TOKEN: &str = "demo-checkout";
+/// Shortest token accepted without `--demo`: 16 bytes is 128 bits of a
+/// random secret written as bytes (a hex or base64 secret is longer).
+pub const TOKEN_BYTES_MIN: usize = 16;
+
 /// `holdfast serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -48,26 +56,20 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Bearer token for catalog changes (the host dashboard). The demo default
-    /// is logged as a warning: set your own in production.
-    #[arg(
-        long,
-        env = "HOLDFAST_ADMIN_TOKEN",
-        default_value = "demo-admin",
-        hide_env_values = true
-    )]
-    pub admin_token: String,
+    /// Bearer token for catalog changes (the host dashboard). Required
+    /// (at least 16 bytes) unless `--demo` is given, which uses the demo
+    /// token `demo-admin` when none is set.
+    #[arg(long, env = "HOLDFAST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Bearer token for reservations (the shop's checkout backend).
-    #[arg(
-        long,
-        env = "HOLDFAST_CHECKOUT_TOKEN",
-        default_value = "demo-checkout",
-        hide_env_values = true
-    )]
-    pub checkout_token: String,
+    /// Required (at least 16 bytes) unless `--demo` is given, which uses
+    /// `demo-checkout` when none is set.
+    #[arg(long, env = "HOLDFAST_CHECKOUT_TOKEN", hide_env_values = true)]
+    pub checkout_token: Option<String>,
 
-    /// Load the built-in demo show (a handful of products, all on sale).
+    /// Load the built-in demo show (a handful of products, all on sale),
+    /// and allow the demo tokens when no token is set.
     #[arg(long, env = "HOLDFAST_DEMO")]
     pub demo: bool,
 
@@ -123,8 +125,32 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_EXPIRY_INTERVAL_MS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub expiry_interval_ms: u64,
 
+    /// Origins allowed to call the HTTP API from a browser (CORS), e.g.
+    /// `https://shop.example`; repeat the flag or give a comma-separated
+    /// list. Default: none (no CORS headers; server-to-server calls and the
+    /// gateway's own pages need none). Tokens are never cookies, so no
+    /// credentials mode is offered.
+    #[arg(
+        long = "cors-origin",
+        env = "HOLDFAST_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address instead
+    /// of the main port (e.g. `127.0.0.1:9090`, reachable only from the
+    /// monitoring network). Without it, `/metrics` is public on the main
+    /// port, like the counts it reports.
+    #[arg(long, env = "HOLDFAST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub limits: Limits,
+
+    /// Not a flag: accept given tokens shorter than [`TOKEN_BYTES_MIN`]
+    /// (tests and embedding, which pass the demo tokens explicitly).
+    #[arg(skip)]
+    pub short_tokens_ok: bool,
 
     #[command(flatten)]
     pub journal: JournalArgs,
@@ -157,19 +183,81 @@ pub struct Limits {
     #[arg(long, env = "HOLDFAST_BODY_BYTES_MAX", default_value_t = 16_384)]
     pub body_bytes_max: usize,
 
-    /// Inbound websocket messages per second per connection (burst: twice
-    /// this). Default 50: a buyer clicks, a load tester pipelines.
+    /// Inbound websocket messages per second per viewer connection,
+    /// control frames (ping, pong) included; burst: twice this. Default 50:
+    /// an overlay subscribes once and pings now and then.
     #[arg(long, env = "HOLDFAST_MESSAGES_PER_SEC_MAX", default_value_t = 50)]
     pub messages_per_sec_max: u32,
+
+    /// Inbound websocket messages per second on a checkout or admin
+    /// connection (burst: twice this). Default 20 000: a checkout backend
+    /// pipelines requests on a few connections (32 in flight at ~200 k
+    /// reservations/s over 64 connections is ~6 000 messages/s each).
+    #[arg(
+        long,
+        env = "HOLDFAST_CHECKOUT_MESSAGES_PER_SEC_MAX",
+        default_value_t = 20_000
+    )]
+    pub checkout_messages_per_sec_max: u32,
 
     /// Requests one websocket may have in flight at once. Default 32.
     #[arg(long, env = "HOLDFAST_INFLIGHT_MAX", default_value_t = 32)]
     pub inflight_max: usize,
 
-    /// Time allowed for the HTTP request head / websocket handshake, in ms.
-    /// Default 10 000.
+    /// Time allowed for an HTTP request head (and so the websocket
+    /// handshake) from its first byte to its last, in ms. Default 10 000.
     #[arg(long, env = "HOLDFAST_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000)]
     pub handshake_timeout_ms: u64,
+
+    /// A new connection must send the first byte of its first request
+    /// within this many ms, or it is closed. Default 5 000: a browser or a
+    /// checkout backend sends at once; connections opened and left silent
+    /// (a flood, or a pool warming up too eagerly) must not hold the HTTP
+    /// slots others need.
+    #[arg(
+        long,
+        env = "HOLDFAST_HTTP_FIRST_REQUEST_TIMEOUT_MS",
+        default_value_t = 5_000
+    )]
+    pub http_first_request_timeout_ms: u64,
+
+    /// A keep-alive connection idle this long between requests is closed,
+    /// in ms. Default 120 000: longer than common client pools keep idle
+    /// connections (reqwest 90 s, nginx upstream 60 s), so a client never
+    /// sends a request on a connection the server is closing.
+    #[arg(
+        long,
+        env = "HOLDFAST_HTTP_KEEPALIVE_IDLE_TIMEOUT_MS",
+        default_value_t = 120_000
+    )]
+    pub http_keepalive_idle_timeout_ms: u64,
+
+    /// Longest one HTTP request may take from its complete head to its
+    /// response (body upload included), in ms. Default 30 000: a durable
+    /// write waits at most the Redis timeout (2 s); only a client that
+    /// trickles its body takes longer.
+    #[arg(
+        long,
+        env = "HOLDFAST_HTTP_REQUEST_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    pub http_request_timeout_ms: u64,
+
+    /// Most plain HTTP connections (websockets not counted once upgraded)
+    /// from one source address. Default 256: a checkout backend's pool is
+    /// far smaller, and one address can no longer take every slot. 0: no
+    /// per-address limit.
+    #[arg(
+        long,
+        env = "HOLDFAST_HTTP_CONNECTIONS_PER_SOURCE_MAX",
+        default_value_t = 256
+    )]
+    pub http_connections_per_source_max: usize,
+
+    /// Largest HTTP request head (request line and headers) in bytes.
+    /// Default 16 384; larger heads get a 431 with a JSON body.
+    #[arg(long, env = "HOLDFAST_HEADER_BYTES_MAX", default_value_t = 16_384)]
+    pub header_bytes_max: usize,
 
     /// A websocket that sends nothing (no frame, no pong) for this long is
     /// closed, in ms. Default 60 000.
@@ -222,6 +310,20 @@ pub struct Limits {
     /// Default 600 000 (10 minutes).
     #[arg(long, env = "HOLDFAST_REQUEST_WINDOW_MS", default_value_t = 600_000)]
     pub request_window_ms: u64,
+
+    /// How long an ended hold (committed, released, expired) stays
+    /// findable with Redis, across restarts, in ms: `GET /api/holds/{id}`
+    /// shows it and a repeated commit answers `already_committed`, never
+    /// `hold_not_found`. Default 86 400 000 (a day: longer than any
+    /// checkout retries). In memory, an ended hold stays findable until its
+    /// slot in the hold table is reused (the least recently freed slot is
+    /// reused first: at least `--holds-max` minus the live holds later).
+    #[arg(
+        long,
+        env = "HOLDFAST_ENDED_HOLD_RETENTION_MS",
+        default_value_t = 86_400_000
+    )]
+    pub ended_hold_retention_ms: u64,
 }
 
 /// Journal (Redis) bounds.
@@ -263,6 +365,15 @@ impl Limits {
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
+    pub fn first_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_first_request_timeout_ms)
+    }
+    pub fn keepalive_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_keepalive_idle_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_request_timeout_ms)
+    }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
@@ -284,14 +395,22 @@ impl ServeArgs {
         if l.write_buffer_bytes_max <= 8192 {
             return Err("--write-buffer-bytes-max must be above 8192".into());
         }
-        if l.messages_per_sec_max == 0 || l.inflight_max == 0 || l.subscriptions_max == 0 {
+        if l.messages_per_sec_max == 0
+            || l.checkout_messages_per_sec_max == 0
+            || l.inflight_max == 0
+            || l.subscriptions_max == 0
+        {
             return Err("message rate, in-flight and subscription limits must be positive".into());
         }
-        if self.admin_token.is_empty() || self.checkout_token.is_empty() {
-            return Err("tokens must not be empty".into());
+        if l.header_bytes_max < 1024 {
+            return Err("--header-bytes-max must be at least 1024".into());
         }
-        if self.admin_token == self.checkout_token {
+        let (admin, checkout) = self.tokens()?;
+        if admin == checkout {
             return Err("the admin and checkout tokens must differ".into());
+        }
+        for origin in &self.cors_origins {
+            crate::http::cors::parse_origin(origin)?;
         }
         if self.journal.backlog_max >= self.journal.events_max {
             return Err("--backlog-max must be below --events-max".into());
@@ -299,11 +418,67 @@ impl ServeArgs {
         Ok(())
     }
 
-    /// Defaults for tests and embedding: demo tokens, in memory, port 0.
+    /// The admin and checkout tokens in force: the ones given, or with
+    /// `--demo` the demo tokens for those not given. Without `--demo` both
+    /// must be given and at least [`TOKEN_BYTES_MIN`] long: a server that
+    /// starts with well-known tokens lets anyone sell its stock.
+    pub fn tokens(&self) -> Result<(&str, &str), String> {
+        fn pick<'a>(
+            args: &ServeArgs,
+            given: &'a Option<String>,
+            demo: &'static str,
+            flag: &str,
+            env: &str,
+        ) -> Result<&'a str, String> {
+            match given {
+                Some(t) if t.is_empty() => Err(format!("{flag} must not be empty")),
+                Some(t) if !args.demo && !args.short_tokens_ok && t.len() < TOKEN_BYTES_MIN => Err(
+                    format!("{flag} must be at least {TOKEN_BYTES_MIN} bytes (a random secret)"),
+                ),
+                Some(t) => Ok(t.as_str()),
+                None if args.demo => Ok(demo),
+                None => Err(format!(
+                    "no {flag} given: set {flag} / {env} (at least {TOKEN_BYTES_MIN} random \
+                     bytes), or pass --demo to run with the demo tokens"
+                )),
+            }
+        }
+        Ok((
+            pick(
+                self,
+                &self.admin_token,
+                DEMO_ADMIN_TOKEN,
+                "--admin-token",
+                "HOLDFAST_ADMIN_TOKEN",
+            )?,
+            pick(
+                self,
+                &self.checkout_token,
+                DEMO_CHECKOUT_TOKEN,
+                "--checkout-token",
+                "HOLDFAST_CHECKOUT_TOKEN",
+            )?,
+        ))
+    }
+
+    /// Defaults for tests and embedding: in memory, port 0, the demo tokens
+    /// given explicitly (the demo catalog is not loaded).
     pub fn for_tests() -> Self {
-        let cli = Cli::parse_from(["holdfast", "serve", "--listen", "127.0.0.1:0"]);
+        let cli = Cli::parse_from([
+            "holdfast",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            DEMO_ADMIN_TOKEN,
+            "--checkout-token",
+            DEMO_CHECKOUT_TOKEN,
+        ]);
         match cli.command {
-            Command::Serve(args) => args,
+            Command::Serve(mut args) => {
+                args.short_tokens_ok = true;
+                args
+            }
         }
     }
 }

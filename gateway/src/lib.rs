@@ -5,16 +5,19 @@
 //! # Layout
 //!
 //! - [`config`]: the `holdfast` command line (every flag has a `HOLDFAST_*` env var).
-//! - [`server`]: `run(listener, args, shutdown)`: wiring, accept loop, drain.
+//! - [`server`]: `run(listener, args, shutdown)`: wiring, start-up, drain.
+//! - [`accept`]: the accept loop; per-address and silence limits of HTTP connections.
 //! - [`protocol`]: the wire types, re-exported from the `holdfast-protocol` crate.
 //! - [`ops`]: the operations behind HTTP and websocket (one implementation).
-//! - [`http`]: routes, auth and JSON errors; [`http::assets`]: embedded pages.
+//! - [`http`]: routes, auth and JSON errors; [`http::assets`]: embedded pages;
+//!   [`http::health`]: `/healthz`, `/readyz`, `/metrics`; [`http::cors`]: the CORS allow-list.
 //! - [`ws`]: the websocket upgrade, [`ws::session`] per connection, [`ws::hub`] fan-out.
 //! - [`journal`]: persistence (memory, or Redis with group commit).
 //! - [`catalog`]: display data, shows, catalog files, the demo show.
-//! - [`auth`], [`ids`], [`error`], [`metrics`]: roles and tokens, keyed ids,
-//!   the error type, metric names.
+//! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
+//!   ids, the error type, metric names, the few system calls.
 
+pub mod accept;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -26,4 +29,5 @@ pub mod metrics;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+pub mod sys;
 pub mod ws;

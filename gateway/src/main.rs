@@ -20,6 +20,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info,hyper=warn,tower=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: escape codes in a log file or a
+        // collector are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();

@@ -284,7 +284,10 @@ async fn websocket_bad_messages_get_error_frames_and_the_connection_lives() {
         (r#"[1,2,3]"#, "bad_request"),
     ] {
         ws.send_raw(Message::Text(frame.into())).await;
-        expect_error(&mut ws, code).await;
+        let id = expect_error(&mut ws, code).await;
+        // A readable id is echoed, so a pipelining client can match it.
+        let readable = frame.contains(r#""id":1"#);
+        assert_eq!(id, readable.then_some(1), "{frame}");
     }
     for (msg, code) in [
         (reserve(5, "cap-olive", 0), "invalid"),

@@ -306,8 +306,15 @@ async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
         refused += 1;
     }
     assert_eq!(refused, 30);
-    let (status, ready) = gw.get("/readyz").await;
-    assert_eq!(status, 503, "{ready}");
+    let ready = gw.http.get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.headers()["retry-after"],
+        "1",
+        "a not-ready answer says when to ask again"
+    );
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["error"], "not_ready", "{ready}");
     assert_eq!(
         gw.sku("cap-olive").await["held"],
         10,

@@ -315,3 +315,189 @@ async fn a_round_larger_than_the_write_buffer_drops_the_client_not_the_server() 
     ));
     gw.stop().await;
 }
+
+/// Reads until EOF (or `PATIENCE`): everything the server sent before it
+/// closed the connection.
+async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "the server never closed the connection");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// A TCP connection to the gateway from `source` (any 127.0.0.0/8 address).
+async fn connect_from(gw: &Gateway, source: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(gw.addr).await.unwrap()
+}
+
+async fn get_on(tcp: &mut tokio::net::TcpStream, path: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn silent_connections_from_one_address_cannot_starve_others() {
+    let mut args = demo_args();
+    args.limits.http_connections_max = 64;
+    args.limits.http_connections_per_source_max = 16;
+    args.limits.http_first_request_timeout_ms = 400;
+    args.limits.http_keepalive_idle_timeout_ms = 600_000;
+    let gw = Gateway::start(args).await;
+    // A viewer already upgraded, and a keep-alive client that made a request.
+    let mut viewer = Ws::connect(&gw, None).await;
+    viewer.subscribe(&["sku:cap-olive"]).await;
+    let mut kept = connect_from(&gw, "127.0.0.3").await;
+    assert!(
+        get_on(&mut kept, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+
+    // 40 silent connections from one address: 16 are taken, the other 24
+    // get a clear, retryable refusal at once.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(connect_from(&gw, "127.0.0.1").await);
+    }
+    let mut refused = 0;
+    let mut held = Vec::new();
+    for mut tcp in silent {
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+                assert!(text.contains("too_many_connections"), "{text}");
+                assert!(text.to_lowercase().contains("retry-after: 1"), "{text}");
+                refused += 1;
+            }
+            _ => held.push(tcp),
+        }
+    }
+    // The test's own HTTP client may hold a pooled connection from the
+    // same address: at most 16 in all are taken.
+    assert!(
+        held.len() <= 16 && held.len() >= 15 && refused + held.len() == 40,
+        "{} held, {refused} refused",
+        held.len()
+    );
+    // Another address is served while the 16 sit there, and the upgraded
+    // viewer keeps receiving.
+    let mut other = connect_from(&gw, "127.0.0.2").await;
+    assert!(
+        get_on(&mut other, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    gw.call(
+        "POST",
+        "/api/admin/skus/cap-olive/restock",
+        Some(ADMIN),
+        Some(json!({"qty": 1})),
+    )
+    .await;
+    viewer
+        .until(|m| matches!(m, ServerMsg::Update(_)).then_some(()))
+        .await;
+    // The silent ones are closed by the time-to-first-request limit ...
+    for mut tcp in held {
+        assert_eq!(
+            read_to_close(&mut tcp).await,
+            "",
+            "closed without an answer"
+        );
+    }
+    // ... but not a keep-alive connection that is merely idle.
+    assert!(
+        get_on(&mut kept, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn heads_must_complete_and_keep_alive_connections_idle_out() {
+    use tokio::io::AsyncWriteExt;
+    let mut args = demo_args();
+    args.limits.handshake_timeout_ms = 300;
+    args.limits.http_first_request_timeout_ms = 600_000;
+    args.limits.http_keepalive_idle_timeout_ms = 300;
+    let gw = Gateway::start(args).await;
+    // A head that starts and never ends (slowloris) is cut at the head timeout
+    // even though the first-request timeout is long.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut slow).await;
+    // A keep-alive connection silent after its answer goes at its own limit.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    assert!(
+        get_on(&mut idle, "/healthz")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(read_to_close(&mut idle).await, "");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn control_frames_count_against_the_rate_and_checkout_has_its_own() {
+    let mut args = demo_args();
+    args.limits.messages_per_sec_max = 5;
+    args.limits.checkout_messages_per_sec_max = 1_000;
+    let gw = Gateway::start(args).await;
+    // A flood of websocket pings (control frames) is closed like any flood.
+    let mut pinger = Ws::connect(&gw, None).await;
+    for _ in 0..400 {
+        if pinger
+            .stream
+            .send(Message::Ping(Vec::new().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        pinger.closed_with().await,
+        Some(u16::from(CloseCode::Policy))
+    );
+    // A checkout connection pipelines 100 requests at once: none is limited.
+    let mut checkout = Ws::connect(&gw, Some(CHECKOUT)).await;
+    for id in 0..100 {
+        checkout.send(&ClientMsg::Ping(Ping { id })).await;
+    }
+    for _ in 0..100 {
+        assert!(matches!(checkout.recv().await, ServerMsg::Pong(_)));
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_heads_get_a_json_431() {
+    let gw = Gateway::demo().await;
+    let big = "x".repeat(20_000);
+    let resp = gw
+        .http
+        .get(gw.url("/api/skus"))
+        .header("x-padding", big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "headers_too_large");
+    gw.stop().await;
+}

@@ -655,7 +655,7 @@ async fn dashboard_reports_a_token_the_gateway_stopped_accepting() {
 
     // The operator restarts the gateway with a new admin token.
     let mut args = demo_args();
-    args.admin_token = "rotated-admin-token".into();
+    args.admin_token = Some("rotated-admin-token".into());
     let gw = restart(gw, args).await;
     dash.wait_for(
         "the dashboard to resync",

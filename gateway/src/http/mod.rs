@@ -11,25 +11,41 @@ use crate::ws::{self, WsCtx};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Instant;
 
 pub mod assets;
+pub mod cors;
+pub mod health;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub ops: Arc<Ops>,
     pub tokens: Tokens,
-    pub metrics: PrometheusHandle,
-    pub ready: Arc<crate::server::Readiness>,
+    pub health: health::Health,
+}
+
+impl axum::extract::FromRef<AppState> for health::Health {
+    fn from_ref(s: &AppState) -> Self {
+        s.health.clone()
+    }
+}
+
+/// How the router is built.
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    pub body_bytes_max: usize,
+    pub header_bytes_max: usize,
+    /// Serve `/metrics` on the main port (no `--metrics-listen`).
+    pub metrics_on_main: bool,
+    pub cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// A JSON body whose rejections become our JSON errors.
@@ -84,8 +100,8 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 /// Builds the router.
-pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, body_bytes_max: usize) -> Router {
-    let api = Router::new()
+pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> Router {
+    let mut api = Router::new()
         .route("/api/skus", get(list))
         .route("/api/skus/{id}", get(one))
         .route("/api/shows/{id}", get(show))
@@ -99,19 +115,51 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, body_bytes_max: usize) -> Rou
         .route("/api/admin/skus/{id}/restock", post(restock))
         .route("/api/admin/skus/{id}/adjust", post(adjust))
         .route("/api/admin/skus/{id}/window", post(window))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if options.metrics_on_main {
+        api = api.route("/metrics", get(health::metrics));
+    }
+    let header_bytes_max = options.header_bytes_max;
+    let mut api = api
         .merge(assets::routes())
         .layer(middleware::from_fn(timing))
-        .layer(axum::extract::DefaultBodyLimit::max(body_bytes_max))
+        .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state);
+    if let Some(cors) = &options.cors {
+        api = api.layer(cors.clone());
+    }
     let ws = Router::new()
         .route("/ws", get(ws::upgrade))
         .with_state(ws_ctx);
     api.merge(ws)
+        .layer(middleware::from_fn(move |r, n| {
+            header_bytes(r, n, header_bytes_max)
+        }))
+        .layer(middleware::from_fn(crate::accept::track_requests))
+}
+
+/// Refuses a request head larger than `--header-bytes-max` with a JSON 431
+/// (hyper's own, bare 431 only answers heads twice that size).
+async fn header_bytes(request: Request, next: Next, max: usize) -> Response {
+    // Request line ("METHOD URI HTTP/1.1\r\n") and each "name: value\r\n".
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 12;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    if line + headers > max {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request line and headers are above {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 async fn timing(request: Request, next: Next) -> Response {
@@ -302,31 +350,4 @@ async fn window(
     ApiJson(w): ApiJson<WindowReq>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.ops.set_window(&id, &w).await?))
-}
-
-async fn healthz() -> impl IntoResponse {
-    Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn readyz(State(s): State<AppState>) -> Response {
-    let report = s.ready.report(&s.ops);
-    let status = if report.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let mut body = serde_json::to_value(&report).unwrap_or_default();
-    if !report.ready {
-        body["error"] = "not_ready".into();
-        body["message"] = report.reason.clone().into();
-    }
-    (status, Json(body)).into_response()
-}
-
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    s.ready.refresh_gauges(&s.ops);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
 }

@@ -14,6 +14,7 @@
 
 pub mod keys;
 pub mod mirror;
+pub mod open;
 pub mod recover;
 pub mod writer;
 

@@ -101,8 +101,3 @@ pub async fn upgrade(
             session::run(socket, ctx, role, binary, permit)
         })
 }
-
-/// The role names, for docs and tests.
-pub fn role_name(role: Role) -> &'static str {
-    role.as_str()
-}

@@ -14,7 +14,7 @@ use super::hub::{Frame, Signal, Topic};
 use crate::auth::{Role, require};
 use crate::error::ApiError;
 use crate::ops::{Applied, Op};
-use crate::protocol::{Authed, ClientMsg, ErrorMsg, Hello, Pong, ServerMsg, Subscribed};
+use crate::protocol::{Authed, ClientMsg, Hello, Pong, ServerMsg, Subscribed};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use metrics::{counter, gauge};
@@ -177,7 +177,7 @@ pub async fn run(
     let conn = ctx.hub.conn_id();
     let mut session = Session {
         waiting: None,
-        rate: RateLimit::new(ctx.limits.messages_per_sec_max),
+        rate: RateLimit::new(rate_for(&ctx.limits, role)),
         ctx,
         ws,
         conn,
@@ -206,7 +206,7 @@ impl Session {
             role: self.role.as_str().into(),
             subscriptions_max: self.ctx.limits.subscriptions_max as u32,
             frame_bytes_max: self.ctx.limits.frame_bytes_max as u32,
-            messages_per_sec_max: self.ctx.limits.messages_per_sec_max,
+            messages_per_sec_max: rate_for(&self.ctx.limits, self.role),
             broadcast_interval_ms: self.ctx.broadcast_interval_ms,
         });
         self.queue(&hello, "reply");
@@ -501,36 +501,45 @@ impl Session {
     }
 
     async fn on_message(&mut self, message: Message) -> Result<(), End> {
-        let parsed = match &message {
-            Message::Text(text) => Some(
-                ClientMsg::from_json(text.as_str())
-                    .map_err(|e| ApiError::bad_request(format!("bad json: {e}"))),
-            ),
-            Message::Binary(bytes) if self.binary => Some(
-                ClientMsg::from_postcard(bytes)
-                    .map_err(|e| ApiError::bad_request(format!("bad postcard: {e}"))),
-            ),
-            Message::Binary(_) => Some(Err(ApiError::bad_request(
-                "binary frames need the holdfast.v1.postcard subprotocol",
-            ))),
-            Message::Close(_) => return Err(End::ClientClosed),
-            Message::Ping(_) | Message::Pong(_) => None,
-        };
-        let Some(parsed) = parsed else { return Ok(()) };
-        if !self.rate.take(self.last_seen) {
+        // Every frame counts against the rate, control frames too: a flood
+        // of pings costs the server a pong each (tungstenite answers them
+        // before we see them).
+        let allowed = self.rate.take(self.last_seen);
+        if !allowed {
             counter!("holdfast_ws_rate_limited_total").increment(1);
             if self.rate.flooding() {
                 Box::pin(self.close(CLOSE_POLICY, "message flood")).await;
                 return Err(End::Flood);
             }
-            let id = parsed.as_ref().ok().map(request_id);
+        }
+        let parsed = match &message {
+            Message::Text(text) => ClientMsg::from_json(text.as_str()).map_err(|e| {
+                (
+                    json_id(text.as_str()),
+                    ApiError::bad_request(format!("bad json: {e}")),
+                )
+            }),
+            Message::Binary(bytes) if self.binary => ClientMsg::from_postcard(bytes)
+                .map_err(|e| (None, ApiError::bad_request(format!("bad postcard: {e}")))),
+            Message::Binary(_) => Err((
+                None,
+                ApiError::bad_request("binary frames need the holdfast.v1.postcard subprotocol"),
+            )),
+            Message::Close(_) => return Err(End::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        };
+        if !allowed {
+            let id = match &parsed {
+                Ok(msg) => Some(request_id(msg)),
+                Err((id, _)) => *id,
+            };
             self.queue_error(id, &ApiError::rate_limited());
             return Ok(());
         }
         let msg = match parsed {
             Ok(msg) => msg,
-            Err(e) => {
-                self.queue_error(None, &e);
+            Err((id, e)) => {
+                self.queue_error(id, &e);
                 return Ok(());
             }
         };
@@ -567,7 +576,10 @@ impl Session {
             }
             ClientMsg::Auth(a) => match self.ctx.tokens.role_of(&a.token) {
                 Some(role) => {
-                    self.role = self.role.max(role);
+                    if role > self.role {
+                        self.role = role;
+                        self.rate = RateLimit::new(rate_for(&self.ctx.limits, role));
+                    }
                     self.queue(
                         &ServerMsg::Authed(Authed {
                             id: a.id,
@@ -688,6 +700,26 @@ impl Session {
     }
 }
 
+/// The inbound message rate of a role: viewers send next to nothing, a
+/// checkout backend pipelines.
+fn rate_for(limits: &crate::config::Limits, role: Role) -> u32 {
+    match role {
+        Role::Viewer => limits.messages_per_sec_max,
+        Role::Checkout | Role::Admin => limits.checkout_messages_per_sec_max,
+    }
+}
+
+/// The `id` of a JSON message that did not parse as a whole (a field of
+/// the wrong type, an unknown `op`), so a pipelining client can match the
+/// error to its request. Only on the error path.
+fn json_id(text: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    serde_json::from_str::<IdOnly>(text).ok()?.id
+}
+
 fn request_id(msg: &ClientMsg) -> u64 {
     match msg {
         ClientMsg::Subscribe(s) | ClientMsg::Unsubscribe(s) => s.id,
@@ -698,9 +730,4 @@ fn request_id(msg: &ClientMsg) -> u64 {
         ClientMsg::Ping(p) => p.id,
         ClientMsg::Auth(a) => a.id,
     }
-}
-
-/// An error frame body, for callers outside a session.
-pub fn error_msg(e: &ApiError) -> ErrorMsg {
-    e.to_msg(None)
 }

@@ -1,0 +1,176 @@
+//! Opening the journal: connect to Redis (TLS with a private CA if asked),
+//! rebuild the engine from what Redis holds, and start the writer on a
+//! thread and runtime of its own.
+
+use super::keys::Keys;
+use super::mirror::Mirror;
+use super::writer::Writer;
+use super::{Durability, Journal, recover};
+use crate::catalog::Meta;
+use crate::config::ServeArgs;
+use crate::ids::Ids;
+use anyhow::Context as _;
+use holdfast_engine::{Clock, Engine, EngineConfig, Expirer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Removes the password from a Redis URL for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The engine rebuilt from Redis and the running journal.
+pub struct Opened {
+    pub engine: Arc<Engine>,
+    pub expirer: Expirer,
+    pub ids: Arc<Ids>,
+    pub durability: Durability,
+}
+
+/// Connects to Redis, rebuilds the engine from it (or starts fresh), and
+/// starts the journal writer on a thread of its own.
+pub async fn open(
+    url: &str,
+    args: &ServeArgs,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    meta: Arc<Meta>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Opened> {
+    if url.starts_with("rediss://") {
+        // rustls needs a process-wide crypto provider; ignore "already set".
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    // TCP_NODELAY (redis-rs leaves Nagle on): a batch is a pipeline of many
+    // segments, and Nagle would hold its last, short one until Redis
+    // acknowledged the rest, a delayed-ACK wait on every batch.
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .with_context(|| format!("bad Redis URL {}", redact(url)))?;
+    let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = match &args.redis_ca_file {
+        Some(path) => {
+            anyhow::ensure!(
+                url.starts_with("rediss://"),
+                "--redis-ca-file is for a TLS Redis (a rediss:// URL)"
+            );
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read --redis-ca-file {}", path.display()))?;
+            redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            )
+        }
+        None => redis::Client::open(info),
+    }
+    .with_context(|| format!("bad Redis URL {}", redact(url)))?;
+    let timeout = Duration::from_millis(args.journal.redis_timeout_ms);
+    let conn_config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout));
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(&conn_config)
+        .await
+        .with_context(|| format!("cannot connect to Redis at {}", redact(url)))?;
+    let keys = Keys::new(&args.redis_prefix);
+    let loaded = recover::load(&mut con, &keys, args.node_id, Ids::random_key()).await?;
+    let config = EngineConfig {
+        incarnation: loaded.incarnation,
+        ..config
+    };
+    let (engine, expirer) = if loaded.fresh {
+        Engine::new(config, clock).map_err(|e| anyhow::anyhow!(e))?
+    } else {
+        Engine::restore(config, clock, &loaded.state).map_err(|e| {
+            anyhow::anyhow!("refusing to start: the state in Redis is inconsistent\n{e}")
+        })?
+    };
+    let ids = Arc::new(Ids::new(loaded.key, args.limits.buyers_max as usize));
+    for (buyer, name) in &loaded.names {
+        ids.remember_buyer(*buyer, name);
+    }
+    for (id, m) in &loaded.metas {
+        if let Some(sku) = engine.sku(id) {
+            meta.set(sku, m.clone());
+        }
+    }
+    let mut mirror = Mirror::from_saved(
+        &loaded.state,
+        &engine,
+        loaded.names.iter().map(|(b, _)| *b),
+        &keys,
+    );
+    mirror.add_requests(loaded.requests.iter().copied());
+    if !loaded.fresh {
+        tracing::info!(
+            skus = loaded.state.skus.len(),
+            live_holds = loaded.state.holds.len(),
+            seq = loaded.state.last_seq,
+            incarnation = loaded.incarnation,
+            "recovered state from Redis (holds past their deadline expire on the first expirer run)"
+        );
+    }
+    let journal = Arc::new(Journal::new(
+        args.persistence,
+        engine.clone(),
+        mirror.seq,
+        args.journal.backlog_max,
+        timeout,
+    ));
+    let writer = Writer {
+        journal: journal.clone(),
+        engine: engine.clone(),
+        meta,
+        ids: ids.clone(),
+        client,
+        keys,
+        header: Writer::header(loaded.key, loaded.incarnation, args.node_id),
+        mirror,
+        batch_size_max: args
+            .journal
+            .batch_size_max
+            .max(crate::journal::BATCH_SIZE_MIN),
+        batch_delay_max: Duration::from_micros(args.journal.batch_delay_max_us),
+        timeout,
+        orders_maxlen: args.journal.orders_maxlen,
+        request_window_ms: args.limits.request_window_ms,
+    };
+    // The journal gets a thread and a runtime of its own: on the shared
+    // runtime its wake-ups (a batch's reply from Redis) queued behind
+    // thousands of session tasks, and every durable request waits on it.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("holdfast-journal".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(writer.run(stop)),
+                Err(e) => tracing::error!(error = %e, "cannot start the journal's runtime"),
+            }
+            let _ = done_tx.send(());
+        })
+        .context("spawn the journal thread")?;
+    // Shutdown waits for the journal's final flush like for any task.
+    tracker.spawn(async move {
+        let _ = done_rx.await;
+    });
+    Ok(Opened {
+        engine,
+        expirer,
+        ids,
+        durability: Durability::Redis(journal),
+    })
+}

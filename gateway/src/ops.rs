@@ -7,14 +7,16 @@ use crate::catalog::{self, Meta};
 use crate::error::ApiError;
 use crate::ids::Ids;
 use crate::journal::Durability;
+use crate::journal::ended::EndedHold;
+use crate::journal::keys::Ended;
 use crate::metrics as m;
 use crate::protocol::{
     Commit, Committed, Extend, Extended, HoldLineView, HoldView, LineReq, QtyReq, Release,
     Released, Reserve, Reserved, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState, WindowReq,
 };
 use holdfast_engine::{
-    Engine, HoldId, Line, RequestId, SaleWindow, SkuIdx, SkuSettings, SkuSnapshot,
-    limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
+    Engine, HoldError, HoldId, HoldState, Line, RequestId, SaleWindow, SkuIdx, SkuSettings,
+    SkuSnapshot, limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
 };
 use std::sync::Arc;
 
@@ -84,6 +86,37 @@ impl<T> Applied<T> {
             undo: self.undo,
             op: self.op,
         }
+    }
+}
+
+/// How an ended hold refuses a further commit, release or extend.
+fn ended_refusal(ended: &EndedHold) -> HoldError {
+    match ended.lines.first().map(|l| l.ended) {
+        Some(Ended::Committed) => HoldError::AlreadyCommitted,
+        Some(Ended::Released) => HoldError::AlreadyReleased,
+        Some(Ended::Expired) | None => HoldError::HoldExpired,
+    }
+}
+
+fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
+    let state = match ended.lines.first().map(|l| l.ended) {
+        Some(Ended::Committed) => HoldState::Committed,
+        Some(Ended::Released) => HoldState::Released,
+        Some(Ended::Expired) | None => HoldState::Expired,
+    };
+    HoldView {
+        hold: hold.to_string(),
+        state: state.as_str().to_string(),
+        deadline_ms: ended.lines.first().map_or(0, |l| l.deadline_ms),
+        lines: ended
+            .lines
+            .iter()
+            .map(|l| HoldLineView {
+                sku: l.sku.clone(),
+                qty: l.qty,
+                sold: l.sold,
+            })
+            .collect(),
     }
 }
 
@@ -169,15 +202,46 @@ impl Ops {
     }
 
     pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
-        self.settle(self.commit_now(req)).await
+        let applied = self.commit_now(req);
+        self.settle(self.or_ended(&req.hold, applied).await).await
     }
 
     pub async fn release(&self, req: &Release) -> Result<Released, ApiError> {
-        self.settle(self.release_now(req)).await
+        let applied = self.release_now(req);
+        self.settle(self.or_ended(&req.hold, applied).await).await
     }
 
     pub async fn extend(&self, req: &Extend) -> Result<Extended, ApiError> {
-        self.settle(self.extend_now(req)).await
+        let applied = self.extend_now(req);
+        self.settle(self.or_ended(&req.hold, applied).await).await
+    }
+
+    /// A hold operation the engine refused with `hold_not_found`: if Redis
+    /// remembers how the hold ended (after a restart, or once its slot was
+    /// reused), the refusal says so, as the engine would have while it
+    /// still knew the hold: a retried commit of a paid order reads
+    /// `already_committed`, never "no such hold".
+    pub async fn or_ended<T>(
+        &self,
+        hold: &str,
+        applied: Result<Applied<T>, ApiError>,
+    ) -> Result<Applied<T>, ApiError> {
+        match applied {
+            Err(e) if e.code == HoldError::HoldNotFound.code() => {
+                let Ok(hold) = parse_hold(hold) else {
+                    return Err(e);
+                };
+                match self
+                    .durability
+                    .ended_hold(hold, self.engine.now_ms())
+                    .await?
+                {
+                    Some(ended) => Err(ended_refusal(&ended).into()),
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
     }
 
     async fn settle<T>(&self, applied: Result<Applied<T>, ApiError>) -> Result<T, ApiError> {
@@ -370,8 +434,24 @@ impl Ops {
         })
     }
 
-    pub fn hold(&self, hold: &str) -> Result<HoldView, ApiError> {
-        let info = self.engine.hold(parse_hold(hold)?)?;
+    /// A hold's state and lines: live or recently ended from the engine,
+    /// or, once the engine forgot it, from Redis for the retention window.
+    pub async fn hold(&self, hold: &str) -> Result<HoldView, ApiError> {
+        let id = parse_hold(hold)?;
+        match self.engine.hold(id) {
+            Err(HoldError::HoldNotFound) => {
+                match self.durability.ended_hold(id, self.engine.now_ms()).await? {
+                    Some(ended) => Ok(ended_view(id, &ended)),
+                    None => Err(HoldError::HoldNotFound.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+            Ok(_) => self.live_hold(id),
+        }
+    }
+
+    fn live_hold(&self, hold: HoldId) -> Result<HoldView, ApiError> {
+        let info = self.engine.hold(hold)?;
         Ok(HoldView {
             hold: info.hold.to_string(),
             state: info.state.as_str().to_string(),

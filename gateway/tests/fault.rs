@@ -185,6 +185,20 @@ async fn sigkill_mid_burst_loses_no_acknowledged_reservation() {
             ordered.contains(hold),
             "acknowledged commit of {hold} is in the order stream"
         );
+        // And still findable by id: a checkout that retries the commit of a
+        // paid order learns it is committed, not that the hold is unknown.
+        let view = second.get(&format!("/api/holds/{hold}")).await;
+        assert_eq!(view["state"], "committed", "{hold} after the crash: {view}");
+        assert_eq!(view["lines"][0]["sold"], 1, "{view}");
+        let (status, again) = second
+            .post(&format!("/api/holds/{hold}/commit"), json!({}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, again["error"].as_str()),
+            (409, Some("already_committed")),
+            "{again}"
+        );
     }
     for (hold, (sku, _)) in &seen.reserved {
         if ordered.contains(hold) {

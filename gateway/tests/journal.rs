@@ -753,3 +753,104 @@ async fn the_order_stream_is_capped_near_orders_maxlen() {
     assert_eq!(newest.last().unwrap()["buyer"], "m59");
     gw.stop().await;
 }
+
+/// Ended holds stay findable across a restart (for the retention window):
+/// `GET /api/holds/{id}` shows how each ended, and a repeated commit,
+/// release or extend answers with that ending over HTTP and the websocket,
+/// never `hold_not_found`.
+#[tokio::test]
+async fn ended_holds_are_findable_after_a_restart() {
+    use holdfast_gateway::protocol::{ClientMsg, Commit, ServerMsg};
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    gw.create_sku(
+        json!({"id": "flash", "total": 10, "hold_ttl_ms": 1_000, "window": {"state": "open"}}),
+    )
+    .await;
+    let mut holds = Vec::new();
+    for buyer in ["paid", "gave-up", "walked-away"] {
+        let (status, body) = reserve(&gw, "flash", buyer).await;
+        assert_eq!(status, 201, "{body}");
+        holds.push(body["hold"].as_str().unwrap().to_string());
+    }
+    let (paid, released, expired) = (&holds[0], &holds[1], &holds[2]);
+    assert_eq!(hold_action(&gw, paid, "commit").await, 200);
+    assert_eq!(hold_action(&gw, released, "release").await, 200);
+    // The third expires (its own short TTL): wait for the observable end.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gw
+        .call(
+            "GET",
+            &format!("/api/holds/{expired}"),
+            Some(CHECKOUT),
+            None,
+        )
+        .await
+        .1["state"]
+        != "expired"
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    gw.stop().await;
+
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    for (hold, state, sold, refusal) in [
+        (paid, "committed", 1, "already_committed"),
+        (released, "released", 0, "already_released"),
+        (expired, "expired", 0, "hold_expired"),
+    ] {
+        let (status, view) = gw
+            .call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
+            .await;
+        assert_eq!(status, 200, "{hold}: {view}");
+        assert_eq!(view["state"], state, "{view}");
+        assert_eq!(view["lines"][0]["sku"], "flash", "{view}");
+        assert_eq!(view["lines"][0]["qty"], 1, "{view}");
+        assert_eq!(view["lines"][0]["sold"], sold, "{view}");
+        for action in ["commit", "release"] {
+            let (status, body) = gw
+                .call(
+                    "POST",
+                    &format!("/api/holds/{hold}/{action}"),
+                    Some(CHECKOUT),
+                    None,
+                )
+                .await;
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (409, Some(refusal)),
+                "{action} {hold}: {body}"
+            );
+        }
+    }
+    // The websocket answers the same.
+    let mut ws = Ws::connect(&gw, Some(CHECKOUT)).await;
+    let id = ws.id();
+    ws.send(&ClientMsg::Commit(Commit {
+        id,
+        hold: paid.clone(),
+        qty: None,
+        lines: None,
+        request_id: None,
+    }))
+    .await;
+    match ws.recv().await {
+        ServerMsg::Error(e) => {
+            assert_eq!((e.id, e.error.as_str()), (Some(id), "already_committed"))
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // A hold that never existed is still unknown.
+    let (status, body) = gw
+        .call("GET", "/api/holds/00000000000000ff", Some(CHECKOUT), None)
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (404, Some("hold_not_found")),
+        "{body}"
+    );
+    gw.stop().await;
+}

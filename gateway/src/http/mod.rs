@@ -224,7 +224,7 @@ async fn hold(
     _: Checkout,
     Path(hold): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.ops.hold(&hold)?))
+    Ok(Json(s.ops.hold(&hold).await?))
 }
 
 /// A hold operation's body may be empty (`{}` implied).

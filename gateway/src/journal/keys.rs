@@ -59,6 +59,13 @@ impl Keys {
         format!("{}:reqs:{bucket}", self.prefix)
     }
 
+    /// The ended hold lines of one hour: a hash, `<hold>:<line>` ->
+    /// postcard [`EndedRecord`], expiring as a whole once its newest entry
+    /// is older than the retention window (`--ended-hold-retention-ms`).
+    pub fn ended(&self, bucket: u64) -> String {
+        format!("{}:ended:{bucket}", self.prefix)
+    }
+
     /// SCAN pattern of all request buckets.
     pub fn requests_pattern(&self) -> String {
         format!("{}:reqs:*", self.prefix)
@@ -80,6 +87,58 @@ pub fn request_bucket_ttl_ms(bucket: u64, window_ms: u64, now_ms: u64) -> u64 {
     ((bucket + 1) * REQUEST_BUCKET_MS + 2 * window_ms)
         .saturating_sub(now_ms)
         .max(1)
+}
+
+/// Width of one ended-hold bucket: lines that ended within the same hour
+/// share a key, so a lookup reads at most retention / 1 h + 1 keys.
+pub const ENDED_BUCKET_MS: u64 = 3_600_000;
+
+/// Bucket of a hold line that ended at `at_ms`.
+pub fn ended_bucket(at_ms: u64) -> u64 {
+    at_ms / ENDED_BUCKET_MS
+}
+
+/// Milliseconds until an ended-hold bucket may go: its last possible entry
+/// is then `retention_ms` old (at least 1, as `PEXPIRE` wants).
+pub fn ended_bucket_ttl_ms(bucket: u64, retention_ms: u64, now_ms: u64) -> u64 {
+    ((bucket + 1) * ENDED_BUCKET_MS + retention_ms)
+        .saturating_sub(now_ms)
+        .max(1)
+}
+
+/// How a hold ended, as stored in an [`EndedRecord`] (stable numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Ended {
+    Committed = 1,
+    Released = 2,
+    Expired = 3,
+}
+
+/// One ended hold line, as stored (postcard): enough to answer
+/// `GET /api/holds/{id}` and a repeated commit after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedRecord {
+    pub ended: Ended,
+    pub line: u8,
+    pub lines: u8,
+    pub sku: String,
+    /// Units the line held when it ended.
+    pub qty: u32,
+    /// Units sold (committed lines; 0 otherwise).
+    pub sold: u32,
+    pub deadline_ms: u64,
+    pub ended_at_ms: u64,
+}
+
+impl EndedRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_stdvec(self).expect("records always serialise")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        postcard::from_bytes(bytes).ok()
+    }
 }
 
 /// Field of a request id in a request bucket.
@@ -222,6 +281,19 @@ mod tests {
         );
         assert_eq!(buyer_field(BuyerId(0xab)), format!("{:016x}", 0xab));
         assert_eq!(parse_request_field(&request_field(42)), Some(42));
+        let e = EndedRecord {
+            ended: Ended::Committed,
+            line: 0,
+            lines: 1,
+            sku: "tee".into(),
+            qty: 2,
+            sold: 1,
+            deadline_ms: 5,
+            ended_at_ms: 6,
+        };
+        assert_eq!(EndedRecord::decode(&e.encode()), Some(e));
+        assert_eq!(k.ended(ended_bucket(7_200_000)), "hf:ended:2");
+        assert_eq!(ended_bucket_ttl_ms(2, 1_000, 7_200_000), 3_601_000);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! write the mirror out, and the stream of batches continues from there.
 
 use super::keys::{
-    HOLD_RECORD_BYTES_MAX, HoldRecord, Keys, RequestRecord, buyer_field, hold_field,
-    request_bucket, request_bucket_ttl_ms, request_field,
+    Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys, RequestRecord,
+    buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
+    request_bucket_ttl_ms, request_field,
 };
 use crate::catalog::Meta;
 use crate::ids::Ids;
@@ -222,6 +223,9 @@ pub struct Writes {
     names: Vec<(BuyerId, Arc<str>)>,
     orders: Vec<Order>,
     requests: Vec<(u64, RequestRecord)>,
+    /// Hold lines that ended in this batch, kept findable for the
+    /// retention window (`<prefix>:ended:<hour>`).
+    ended: Vec<(HoldId, EndedRecord)>,
 }
 
 impl Writes {
@@ -243,6 +247,8 @@ pub struct Ctx<'a> {
     pub orders_maxlen: usize,
     /// How long a request id is remembered (the engine's window).
     pub request_window_ms: u64,
+    /// How long an ended hold stays findable.
+    pub ended_retention_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -336,8 +342,35 @@ impl Mirror {
         w.buyers.insert((sku, buyer));
     }
 
-    fn hold_gone(&mut self, w: &mut Writes, hold: HoldId, line: u8, sku: SkuIdx) {
-        self.holds.remove(&(hold, line));
+    /// A hold line ended: its live record goes, an ended one is kept.
+    fn hold_gone(
+        &mut self,
+        w: &mut Writes,
+        end: (Ended, u64, u32),
+        hold: HoldId,
+        line: u8,
+        sku: SkuIdx,
+    ) {
+        let (ended, at_ms, sold) = end;
+        if let Some((_, live)) = self.holds.remove(&(hold, line)) {
+            w.ended.push((
+                hold,
+                EndedRecord {
+                    ended,
+                    line,
+                    lines: live.lines,
+                    sku: self
+                        .skus
+                        .get(&sku)
+                        .map(|s| s.id.to_string())
+                        .unwrap_or_default(),
+                    qty: live.qty,
+                    sold,
+                    deadline_ms: live.deadline_ms,
+                    ended_at_ms: at_ms,
+                },
+            ));
+        }
         let key = (sku, hold, line);
         match w.holds.get(&key) {
             Some(HoldWrite { fresh: true, .. }) => {
@@ -446,7 +479,8 @@ impl Mirror {
                 c.sold += sold;
                 c.available += returned;
                 w.skus.insert(line.sku);
-                self.hold_gone(w, line.hold, line.line, line.sku);
+                let end = (Ended::Committed, e.at_ms, sold);
+                self.hold_gone(w, end, line.hold, line.line, line.sku);
                 if line.counted {
                     self.buyer_add(w, line.sku, line.buyer, -i64::from(returned));
                 }
@@ -467,7 +501,12 @@ impl Mirror {
                 c.held = c.held.checked_sub(qty).ok_or("release more than held")?;
                 c.available += qty;
                 w.skus.insert(line.sku);
-                self.hold_gone(w, line.hold, line.line, line.sku);
+                let ended = if matches!(e.kind, EventKind::Expired { .. }) {
+                    Ended::Expired
+                } else {
+                    Ended::Released
+                };
+                self.hold_gone(w, (ended, e.at_ms, 0), line.hold, line.line, line.sku);
                 if line.counted {
                     self.buyer_add(w, line.sku, line.buyer, -i64::from(qty));
                 }
@@ -744,6 +783,7 @@ impl Mirror {
             pipe,
             Self::request_commands(ctx, w.requests.iter().map(|(q, r)| (*q, r)), now_ms),
         );
+        Self::add_ended(pipe, ctx, &w.ended, now_ms);
         pipe.cmd("HSET")
             .arg(keys.journal())
             .arg("seq")
@@ -751,6 +791,37 @@ impl Mirror {
             .arg("written_at_ms")
             .arg(now_ms)
             .ignore();
+    }
+
+    /// One `HSET` and one `PEXPIRE` per hour bucket of ended hold lines.
+    fn add_ended(
+        pipe: &mut redis::Pipeline,
+        ctx: &Ctx<'_>,
+        ended: &[(HoldId, EndedRecord)],
+        now_ms: u64,
+    ) {
+        if ended.is_empty() || ctx.ended_retention_ms == 0 {
+            return;
+        }
+        let mut buckets: BTreeMap<u64, Vec<(HoldField, Vec<u8>)>> = BTreeMap::new();
+        for (hold, record) in ended {
+            buckets
+                .entry(ended_bucket(record.ended_at_ms))
+                .or_default()
+                .push((hold_field(*hold, record.line), record.encode()));
+        }
+        for (bucket, fields) in buckets {
+            let key = ctx.keys.ended(bucket);
+            let hset = pipe.cmd("HSET").arg(&key);
+            for (field, value) in &fields {
+                hset.arg(field.as_bytes()).arg(value.as_slice());
+            }
+            hset.ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ended_bucket_ttl_ms(bucket, ctx.ended_retention_ms, now_ms))
+                .ignore();
+        }
     }
 
     /// Only the order-stream entries of a batch (after a full re-write,

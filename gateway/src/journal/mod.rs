@@ -12,6 +12,7 @@
 //! acknowledges from memory and refuses new changes only when the backlog of
 //! unwritten events passes its bound.
 
+pub mod ended;
 pub mod keys;
 pub mod mirror;
 pub mod open;
@@ -112,6 +113,20 @@ impl Durability {
         }
     }
 
+    /// An ended hold the engine no longer knows (after a restart, or once
+    /// its slot was reused): Redis keeps it for the retention window.
+    /// Always `None` in memory.
+    pub async fn ended_hold(
+        &self,
+        hold: holdfast_engine::HoldId,
+        now_ms: u64,
+    ) -> Result<Option<ended::EndedHold>, ApiError> {
+        match self {
+            Self::Memory => Ok(None),
+            Self::Redis(j) => j.ended.find(hold, now_ms).await,
+        }
+    }
+
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
@@ -198,6 +213,8 @@ pub struct Journal {
     backlog_max: usize,
     timeout: Duration,
     last_error: Mutex<String>,
+    /// Ended holds the engine no longer knows, looked up in Redis.
+    pub ended: ended::EndedLookup,
 }
 
 impl Journal {
@@ -207,6 +224,7 @@ impl Journal {
         persisted: u64,
         backlog_max: usize,
         timeout: Duration,
+        ended: ended::EndedLookup,
     ) -> Self {
         gauge!("holdfast_redis_up").set(1.0);
         Self {
@@ -222,6 +240,7 @@ impl Journal {
             backlog_max,
             timeout,
             last_error: Mutex::default(),
+            ended,
         }
     }
 

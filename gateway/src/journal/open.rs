@@ -126,6 +126,12 @@ pub async fn open(
         mirror.seq,
         args.journal.backlog_max,
         timeout,
+        super::ended::EndedLookup::new(
+            client.clone(),
+            keys.clone(),
+            args.limits.ended_hold_retention_ms,
+            timeout,
+        ),
     ));
     let writer = Writer {
         journal: journal.clone(),
@@ -144,6 +150,7 @@ pub async fn open(
         timeout,
         orders_maxlen: args.journal.orders_maxlen,
         request_window_ms: args.limits.request_window_ms,
+        ended_retention_ms: args.limits.ended_hold_retention_ms,
     };
     // The journal gets a thread and a runtime of its own: on the shared
     // runtime its wake-ups (a batch's reply from Redis) queued behind

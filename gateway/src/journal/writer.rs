@@ -65,6 +65,7 @@ pub struct Writer {
     pub timeout: Duration,
     pub orders_maxlen: usize,
     pub request_window_ms: u64,
+    pub ended_retention_ms: u64,
 }
 
 enum Landed {
@@ -121,6 +122,7 @@ impl Writer {
             keys: &self.keys,
             orders_maxlen: self.orders_maxlen,
             request_window_ms: self.request_window_ms,
+            ended_retention_ms: self.ended_retention_ms,
         }
     }
 

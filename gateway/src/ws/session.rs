@@ -53,6 +53,14 @@ struct Pending {
     started: Option<Instant>,
 }
 
+/// A hold operation refused with `hold_not_found`, to refine with what
+/// Redis remembers of the hold.
+struct UnknownHold {
+    id: u64,
+    hold: String,
+    refusal: ApiError,
+}
+
 /// Most extra ready items taken per loop turn before flushing.
 const READY_ROUNDS_MAX: usize = 256;
 
@@ -543,11 +551,23 @@ impl Session {
                 return Ok(());
             }
         };
-        self.dispatch(msg);
+        if let Some(unknown) = self.dispatch(msg) {
+            // The engine no longer knows this hold: Redis may remember how
+            // it ended (rare; one round trip for this session only).
+            let refusal = self
+                .ctx
+                .ops
+                .or_ended::<()>(&unknown.hold, Err(unknown.refusal))
+                .await
+                .expect_err("a refusal stays a refusal");
+            self.queue_error(Some(unknown.id), &refusal);
+        }
         Ok(())
     }
 
-    fn dispatch(&mut self, msg: ClientMsg) {
+    /// Runs one request; returns the refusal of a hold operation on a hold
+    /// the engine does not know, which the caller refines asynchronously.
+    fn dispatch(&mut self, msg: ClientMsg) -> Option<UnknownHold> {
         let id = request_id(&msg);
         match msg {
             ClientMsg::Subscribe(s) => self.subscribe(s.id, &s.topics),
@@ -596,8 +616,14 @@ impl Session {
             | ClientMsg::Extend(_) => {
                 if let Err(e) = require(self.role, Role::Checkout) {
                     self.queue_error(Some(id), &e);
-                    return;
+                    return None;
                 }
+                let hold = match &msg {
+                    ClientMsg::Commit(c) => Some(c.hold.clone()),
+                    ClientMsg::Release(r) => Some(r.hold.clone()),
+                    ClientMsg::Extend(x) => Some(x.hold.clone()),
+                    _ => None,
+                };
                 self.requests = self.requests.wrapping_add(1);
                 let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
                 let ops = &self.ctx.ops;
@@ -622,10 +648,19 @@ impl Session {
                 };
                 match applied {
                     Err(e) => {
-                        self.queue_error(Some(id), &e);
                         if let Some(started) = started {
                             crate::metrics::request_time("ws", op.as_str(), started.elapsed());
                         }
+                        if let Some(hold) = hold
+                            && e.code == holdfast_engine::HoldError::HoldNotFound.code()
+                        {
+                            return Some(UnknownHold {
+                                id,
+                                hold,
+                                refusal: e,
+                            });
+                        }
+                        self.queue_error(Some(id), &e);
                     }
                     Ok(applied) => {
                         let pending = Pending {
@@ -648,6 +683,7 @@ impl Session {
                 }
             }
         }
+        None
     }
 
     fn subscribe(&mut self, id: u64, topics: &[String]) {

@@ -1,0 +1,106 @@
+//! Ended holds, findable after the engine forgot them: after a restart
+//! (the engine restores live holds only) or once a hold's slot was reused.
+//! The writer keeps every ended hold line in `<prefix>:ended:<hour>` for
+//! `--ended-hold-retention-ms`; this module looks one up, on the rare path
+//! where the engine answers `hold_not_found`.
+
+use super::keys::{ENDED_BUCKET_MS, EndedRecord, Keys, ended_bucket, hold_field};
+use crate::error::ApiError;
+use holdfast_engine::HoldId;
+use holdfast_engine::limits::CART_LINES_MAX;
+use redis::aio::MultiplexedConnection;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// An ended hold as Redis remembers it: its lines in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedHold {
+    pub lines: Vec<EndedRecord>,
+}
+
+/// Looks ended holds up in Redis, on a connection of its own (the writer's
+/// lives on the journal's thread).
+#[derive(Debug)]
+pub struct EndedLookup {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    keys: Keys,
+    retention_ms: u64,
+    timeout: Duration,
+}
+
+impl EndedLookup {
+    pub fn new(client: redis::Client, keys: Keys, retention_ms: u64, timeout: Duration) -> Self {
+        Self {
+            client,
+            conn: Mutex::new(None),
+            keys,
+            retention_ms,
+            timeout,
+        }
+    }
+
+    /// The ended hold `hold`, if Redis still has it. Reads every hour
+    /// bucket of the retention window in one pipeline.
+    pub async fn find(&self, hold: HoldId, now_ms: u64) -> Result<Option<EndedHold>, ApiError> {
+        if self.retention_ms == 0 {
+            return Ok(None);
+        }
+        let newest = ended_bucket(now_ms);
+        let oldest = ended_bucket(now_ms.saturating_sub(self.retention_ms + ENDED_BUCKET_MS));
+        let fields: Vec<_> = (0..CART_LINES_MAX as u8)
+            .map(|line| hold_field(hold, line).as_str().to_owned())
+            .collect();
+        let mut pipe = redis::pipe();
+        for bucket in oldest..=newest {
+            pipe.cmd("HMGET").arg(self.keys.ended(bucket)).arg(&fields);
+        }
+        let replies: Vec<Vec<Option<Vec<u8>>>> = self.query(&pipe).await?;
+        let mut lines: Vec<EndedRecord> = replies
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|bytes| EndedRecord::decode(&bytes))
+            .collect();
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        lines.sort_by_key(|l| l.line);
+        lines.dedup_by_key(|l| l.line);
+        Ok(Some(EndedHold { lines }))
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, ApiError> {
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "ended-hold lookup failed");
+            ApiError::unavailable("redis is unavailable: cannot look the hold up, retry shortly")
+        };
+        let mut guard = self.conn.lock().await;
+        let conn = match guard.as_mut() {
+            Some(c) => c,
+            None => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                let c = self
+                    .client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                guard.insert(c)
+            }
+        };
+        // A clone of the multiplexed connection: lookups do not wait for
+        // each other behind the lock.
+        let mut conn = conn.clone();
+        drop(guard);
+        match pipe.query_async(&mut conn).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // Reconnect next time.
+                *self.conn.lock().await = None;
+                Err(unavailable(&e))
+            }
+        }
+    }
+}

@@ -328,7 +328,7 @@ async fn floor_main(listen: SocketAddr, topic: String) -> Result<()> {
         held: 0,
         sold: 0,
         total: 100_000,
-        state: "open".into(),
+        state: holdfast_gateway::protocol::SaleState::Open,
         opens_at_ms: None,
         sold_out: false,
         buyer_limit: 0,
@@ -901,7 +901,7 @@ mod tests {
             held: 0,
             sold: 0,
             total: 7,
-            state: "open".into(),
+            state: holdfast_gateway::protocol::SaleState::Open,
             opens_at_ms: None,
             sold_out: false,
             buyer_limit: 0,
@@ -936,7 +936,7 @@ mod tests {
             seq: 9,
             ts_ms: 6,
             sku: "fan".into(),
-            event: "sold_out".into(),
+            event: holdfast_gateway::protocol::StockEventKind::SoldOut,
         });
         assert_eq!(
             peek_topic_frame(&e.to_postcard()),
@@ -944,7 +944,7 @@ mod tests {
         );
         let hello = ServerMsg::Hello(Hello {
             server: "x".into(),
-            role: "viewer".into(),
+            role: holdfast_gateway::protocol::Role::Viewer,
             subscriptions_max: 1,
             frame_bytes_max: 1,
             messages_per_sec_max: 1,
@@ -953,7 +953,7 @@ mod tests {
         assert_eq!(peek_topic_frame(&hello.to_postcard()), None);
         let err = ServerMsg::Error(holdfast_gateway::protocol::ErrorMsg {
             id: Some(1),
-            error: "x".into(),
+            error: holdfast_gateway::protocol::Code::Invalid,
             message: "y".into(),
         });
         assert_eq!(

@@ -302,7 +302,9 @@ pub async fn connect(addr: SocketAddr, checkout_token: &str) -> Result<Ws> {
             .context("websocket handshake")?;
     match ws.next().await {
         Some(Ok(Message::Binary(b))) => match postcard::from_bytes::<BinServerMsg>(&b) {
-            Ok(BinServerMsg::Hello(h)) if h.role != "viewer" => Ok(ws),
+            Ok(BinServerMsg::Hello(h)) if h.role != holdfast_gateway::protocol::Role::Viewer => {
+                Ok(ws)
+            }
             other => bail!("expected a checkout hello, got {other:?}"),
         },
         other => bail!("expected a binary hello, got {other:?}"),

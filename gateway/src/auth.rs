@@ -5,26 +5,8 @@ use crate::error::ApiError;
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-/// What a caller may do. Ordered: each role can do what the ones below can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    /// Anyone: read counts, subscribe.
-    Viewer,
-    /// The shop's checkout backend: reserve, commit, release, extend.
-    Checkout,
-    /// The host: catalog changes.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Checkout => "checkout",
-            Self::Admin => "admin",
-        }
-    }
-}
+/// What a caller may do (the wire enum; ordered).
+pub use crate::protocol::Role;
 
 #[derive(Debug, Clone)]
 pub struct Tokens {
@@ -89,6 +71,7 @@ pub fn require(have: Role, need: Role) -> Result<(), ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Code;
 
     #[test]
     fn tokens_map_to_roles() {
@@ -106,14 +89,14 @@ mod tests {
         h.insert("authorization", "BEARER  chk".parse().unwrap());
         assert_eq!(t.role_of_headers(&h), Ok(Role::Checkout));
         h.insert("authorization", "Basic chk".parse().unwrap());
-        assert_eq!(t.role_of_headers(&h).unwrap_err().code, "unauthorized");
+        assert_eq!(t.role_of_headers(&h).unwrap_err().code, Code::Unauthorized);
         assert_eq!(
             require(Role::Checkout, Role::Admin).unwrap_err().code,
-            "forbidden"
+            Code::Forbidden
         );
         assert_eq!(
             require(Role::Viewer, Role::Checkout).unwrap_err().code,
-            "unauthorized"
+            Code::Unauthorized
         );
     }
 }

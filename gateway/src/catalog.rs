@@ -5,15 +5,15 @@
 //! Shows group SKUs for the `show:<id>` topic.
 
 use crate::error::ApiError;
-use crate::protocol::{SkuDef, SkuMeta, WindowReq};
+use crate::protocol::limits::{SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
+use crate::protocol::{Code, SaleState, SkuDef, SkuMeta, WindowReq};
 use dashmap::DashMap;
 use holdfast_engine::{SaleWindow, SkuIdx, SkuSettings, SkuSpec};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// Longest title, currency and image URL accepted (bytes).
-pub const TITLE_BYTES_MAX: usize = 200;
-pub const IMAGE_URL_BYTES_MAX: usize = 2048;
+pub use crate::protocol::limits::{IMAGE_URL_BYTES_MAX, TITLE_BYTES_MAX};
 
 /// Titles, prices and shows by SKU.
 #[derive(Debug, Default)]
@@ -63,47 +63,115 @@ impl Meta {
 
 /// Parses a sale window from its wire form.
 pub fn parse_window(w: &WindowReq) -> Result<SaleWindow, ApiError> {
-    match (w.state.as_str(), w.opens_at_ms) {
-        ("open", _) => Ok(SaleWindow::Open),
-        ("paused", _) => Ok(SaleWindow::Paused),
-        ("closed", _) => Ok(SaleWindow::Closed),
-        ("scheduled", Some(at)) => Ok(SaleWindow::Scheduled { opens_at_ms: at }),
-        ("scheduled", None) => Err(ApiError::invalid("a scheduled window needs opens_at_ms")),
-        (other, _) => Err(ApiError::invalid(format!(
-            "window state {other:?} is not open, paused, closed or scheduled"
-        ))),
+    match (w.state, w.opens_at_ms) {
+        (SaleState::Open, _) => Ok(SaleWindow::Open),
+        (SaleState::Paused, _) => Ok(SaleWindow::Paused),
+        (SaleState::Closed, _) => Ok(SaleWindow::Closed),
+        (SaleState::Scheduled, Some(at)) => Ok(SaleWindow::Scheduled { opens_at_ms: at }),
+        (SaleState::Scheduled, None) => Err(field_error(
+            Code::InvalidWindow,
+            "window: a scheduled window needs opens_at_ms",
+        )),
     }
+}
+
+/// A 400 whose code names the field at fault.
+pub fn field_error(code: Code, message: impl Into<std::borrow::Cow<'static, str>>) -> ApiError {
+    ApiError::new(axum::http::StatusCode::BAD_REQUEST, code, message)
+}
+
+/// Checks a SKU id (and a show id, which follows the same rule).
+pub fn check_sku_id(id: &str, code: Code, field: &str) -> Result<(), ApiError> {
+    if holdfast_engine::is_valid_sku_id(id) {
+        return Ok(());
+    }
+    Err(field_error(
+        code,
+        format!("{field} must be 1 to {SKU_ID_BYTES_MAX} of A-Z a-z 0-9 . _ -"),
+    ))
+}
+
+/// Checks a SKU's settings, naming the field at fault (the engine only
+/// says whether they are valid as a whole).
+pub fn check_settings(s: &SkuSettings) -> Result<(), ApiError> {
+    const LIFETIME_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+    if s.hold_ttl_ms == 0 {
+        return Err(field_error(
+            Code::InvalidHoldTtl,
+            "hold_ttl_ms must be at least 1",
+        ));
+    }
+    if s.hold_lifetime_max_ms > LIFETIME_MAX_MS {
+        return Err(field_error(
+            Code::InvalidHoldLifetime,
+            format!("hold_lifetime_max_ms must be at most {LIFETIME_MAX_MS} (a week)"),
+        ));
+    }
+    if s.hold_ttl_ms > s.hold_lifetime_max_ms {
+        return Err(field_error(
+            Code::InvalidHoldTtl,
+            format!(
+                "hold_ttl_ms ({}) must not be above hold_lifetime_max_ms ({})",
+                s.hold_ttl_ms, s.hold_lifetime_max_ms
+            ),
+        ));
+    }
+    if s.order_units_max == 0 || s.order_units_max > SKU_UNITS_MAX {
+        return Err(field_error(
+            Code::InvalidOrderUnitsMax,
+            format!("order_units_max must be 1 to {SKU_UNITS_MAX}"),
+        ));
+    }
+    if s.buyer_limit > SKU_UNITS_MAX {
+        return Err(field_error(
+            Code::InvalidBuyerLimit,
+            format!("buyer_limit must be 0 (none) to {SKU_UNITS_MAX}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a total: at most what one SKU can hold.
+pub fn check_total(total: u32) -> Result<(), ApiError> {
+    if total > SKU_UNITS_MAX {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            Code::TotalAboveMax,
+            format!("total: a sku holds at most {SKU_UNITS_MAX} units"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks display fields.
 pub fn check_meta(meta: &SkuMeta) -> Result<(), ApiError> {
     if meta.title.len() > TITLE_BYTES_MAX {
-        return Err(ApiError::invalid(format!(
-            "title longer than {TITLE_BYTES_MAX} bytes"
-        )));
+        return Err(field_error(
+            Code::InvalidTitle,
+            format!("title longer than {TITLE_BYTES_MAX} bytes"),
+        ));
     }
     if meta.currency.len() != 3 || !meta.currency.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(ApiError::invalid(
+        return Err(field_error(
+            Code::InvalidCurrency,
             "currency must be an ISO 4217 code like NOK",
         ));
     }
     if meta.image_url.len() > IMAGE_URL_BYTES_MAX {
         return Err(ApiError::invalid("image_url too long"));
     }
-    if meta
-        .show
-        .as_deref()
-        .is_some_and(|s| !holdfast_engine::is_valid_sku_id(s))
-    {
-        return Err(ApiError::invalid(
-            "show id must be 1-64 of A-Z a-z 0-9 . _ -",
-        ));
+    if let Some(show) = &meta.show {
+        check_sku_id(show, Code::InvalidShow, "show")?;
     }
     Ok(())
 }
 
 /// Turns a SKU definition into the engine's spec and the display data.
 pub fn def_to_spec(def: &SkuDef) -> Result<(SkuSpec, SkuMeta), ApiError> {
+    // The id first: an empty title defaults to it, and a bad id must not
+    // be reported as a bad title.
+    check_sku_id(&def.id, Code::InvalidSkuId, "id")?;
+    check_total(def.total)?;
     let defaults = SkuSettings::default();
     let settings = SkuSettings {
         buyer_limit: def.buyer_limit,
@@ -131,6 +199,7 @@ pub fn def_to_spec(def: &SkuDef) -> Result<(SkuSpec, SkuMeta), ApiError> {
         show: def.show.clone(),
     };
     check_meta(&meta)?;
+    check_settings(&settings)?;
     Ok((
         SkuSpec {
             total: def.total,
@@ -203,20 +272,25 @@ mod tests {
 
     #[test]
     fn windows_parse_or_say_why_not() {
-        let w = |state: &str, at| WindowReq {
-            state: state.into(),
+        let w = |state, at| WindowReq {
+            state,
             opens_at_ms: at,
         };
-        assert_eq!(parse_window(&w("open", None)).unwrap(), SaleWindow::Open);
         assert_eq!(
-            parse_window(&w("scheduled", Some(5))).unwrap(),
+            parse_window(&w(SaleState::Open, None)).unwrap(),
+            SaleWindow::Open
+        );
+        assert_eq!(
+            parse_window(&w(SaleState::Scheduled, Some(5))).unwrap(),
             SaleWindow::Scheduled { opens_at_ms: 5 }
         );
         assert_eq!(
-            parse_window(&w("scheduled", None)).unwrap_err().code,
-            "invalid"
+            parse_window(&w(SaleState::Scheduled, None))
+                .unwrap_err()
+                .code,
+            Code::InvalidWindow
         );
-        assert_eq!(parse_window(&w("later", None)).unwrap_err().code, "invalid");
+        assert!(serde_json::from_str::<WindowReq>(r#"{"state":"later"}"#).is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! The one error type of the request path: a stable `code` (the engine's
+//! The one error type of the request path: a stable [`Code`] (the engine's
 //! refusal names, verbatim), an HTTP status, and a message safe to show.
 //! Details that could leak internals are logged, not returned.
 
-use crate::protocol::ErrorMsg;
+use crate::protocol::{Code, ErrorMsg};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_engine::{CatalogError, HoldError, ReserveError};
@@ -11,16 +11,12 @@ use std::borrow::Cow;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: Code,
     pub message: Cow<'static, str>,
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: &'static str,
-        message: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<Cow<'static, str>>) -> Self {
         Self {
             status,
             code,
@@ -29,45 +25,45 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+        Self::new(StatusCode::BAD_REQUEST, Code::Invalid, message)
     }
 
     pub fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(StatusCode::BAD_REQUEST, Code::BadRequest, message)
     }
 
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Code::Unauthorized,
             "missing or wrong token",
         )
     }
 
     pub fn forbidden(what: &'static str) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", what)
+        Self::new(StatusCode::FORBIDDEN, Code::Forbidden, what)
     }
 
     pub fn not_found(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, Code::NotFound, message)
     }
 
     pub fn unknown_sku() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "unknown_sku", "unknown sku")
+        Self::new(StatusCode::NOT_FOUND, Code::UnknownSku, "unknown sku")
     }
 
     pub fn unavailable(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Unavailable, message)
     }
 
     pub fn capacity(message: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "capacity", message)
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, Code::Capacity, message)
     }
 
     pub fn rate_limited() -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            Code::RateLimited,
             "too many messages, slow down",
         )
     }
@@ -76,7 +72,7 @@ impl ApiError {
     pub fn to_msg(&self, id: Option<u64>) -> ErrorMsg {
         ErrorMsg {
             id,
-            error: self.code.to_string(),
+            error: self.code,
             message: self.message.to_string(),
         }
     }
@@ -104,7 +100,7 @@ impl std::error::Error for ApiError {}
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry = self.is_retryable();
-        let body = serde_json::json!({ "error": self.code, "message": self.message });
+        let body = serde_json::json!({ "error": self.code.as_str(), "message": self.message });
         let mut response = (self.status, axum::Json(body)).into_response();
         if retry {
             response
@@ -113,6 +109,14 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The wire code of an engine refusal: the same name (the engine's codes
+/// are a subset of [`Code`]; a test checks every one).
+fn engine_code(name: &'static str) -> Code {
+    let code = Code::parse(name);
+    debug_assert!(code.is_some(), "engine code {name} missing from Code");
+    code.unwrap_or(Code::Invalid)
 }
 
 impl From<ReserveError> for ApiError {
@@ -126,7 +130,7 @@ impl From<ReserveError> for ApiError {
             ReserveError::Invalid | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
             ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, engine_code(e.code()), e.to_string())
     }
 }
 
@@ -142,7 +146,7 @@ impl From<HoldError> for ApiError {
             HoldError::Invalid | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
             HoldError::Capacity | HoldError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, engine_code(e.code()), e.to_string())
     }
 }
 
@@ -154,7 +158,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::Invalid => StatusCode::BAD_REQUEST,
             CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
-        Self::new(status, e.code(), e.to_string())
+        Self::new(status, engine_code(e.code()), e.to_string())
     }
 }
 
@@ -164,7 +168,7 @@ mod tests {
 
     #[test]
     fn engine_refusals_keep_their_names() {
-        assert_eq!(ApiError::from(ReserveError::SoldOut).code, "sold_out");
+        assert_eq!(ApiError::from(ReserveError::SoldOut).code, Code::SoldOut);
         assert_eq!(
             ApiError::from(ReserveError::SoldOut).status,
             StatusCode::CONFLICT
@@ -173,7 +177,10 @@ mod tests {
             ApiError::from(ReserveError::LimitExceeded).status,
             StatusCode::TOO_MANY_REQUESTS
         );
-        assert_eq!(ApiError::from(HoldError::HoldExpired).code, "hold_expired");
+        assert_eq!(
+            ApiError::from(HoldError::HoldExpired).code,
+            Code::HoldExpired
+        );
         assert_eq!(
             ApiError::from(CatalogError::NotEnoughAvailable).status,
             StatusCode::CONFLICT

@@ -7,6 +7,7 @@
 //! Buyer names are kept (bounded) for the order stream.
 
 use crate::error::ApiError;
+use crate::protocol::Code;
 use dashmap::DashMap;
 use holdfast_engine::{BuyerId, RequestId};
 use siphasher::sip::SipHasher13;
@@ -14,7 +15,7 @@ use std::hash::Hasher;
 use std::sync::Arc;
 
 /// Longest buyer id and request id accepted, in bytes.
-pub const ID_BYTES_MAX: usize = 128;
+pub use crate::protocol::limits::ID_BYTES_MAX;
 
 #[derive(Debug)]
 pub struct Ids {
@@ -54,18 +55,19 @@ impl Ids {
         h.finish()
     }
 
-    fn check(what: &str, text: &str) -> Result<(), ApiError> {
+    fn check(code: Code, what: &str, text: &str) -> Result<(), ApiError> {
         if text.is_empty() || text.len() > ID_BYTES_MAX || text.chars().any(char::is_control) {
-            return Err(ApiError::invalid(format!(
-                "{what} must be 1-{ID_BYTES_MAX} bytes without control characters"
-            )));
+            return Err(crate::catalog::field_error(
+                code,
+                format!("{what} must be 1-{ID_BYTES_MAX} bytes without control characters"),
+            ));
         }
         Ok(())
     }
 
     /// The engine id of a buyer, remembering its name.
     pub fn buyer(&self, name: &str) -> Result<BuyerId, ApiError> {
-        Self::check("buyer", name)?;
+        Self::check(Code::InvalidBuyer, "buyer", name)?;
         let id = self.hash(b'b', name);
         if !self.names.contains_key(&id) {
             if self.names.len() >= self.names_max {
@@ -90,7 +92,7 @@ impl Ids {
         match request {
             None => Ok(None),
             Some(r) => {
-                Self::check("request_id", r)?;
+                Self::check(Code::InvalidRequestId, "request_id", r)?;
                 Ok(Some(RequestId(self.hash(b'r', r))))
             }
         }
@@ -117,11 +119,14 @@ mod tests {
             a.buyer("x").unwrap().0,
             "domains differ"
         );
-        assert_eq!(a.buyer("").unwrap_err().code, "invalid");
-        assert_eq!(a.buyer(&"x".repeat(129)).unwrap_err().code, "invalid");
-        assert_eq!(a.buyer("a\nb").unwrap_err().code, "invalid");
+        assert_eq!(a.buyer("").unwrap_err().code, Code::InvalidBuyer);
+        assert_eq!(
+            a.buyer(&"x".repeat(129)).unwrap_err().code,
+            Code::InvalidBuyer
+        );
+        assert_eq!(a.buyer("a\nb").unwrap_err().code, Code::InvalidBuyer);
         a.buyer("y").unwrap();
-        assert_eq!(a.buyer("z").unwrap_err().code, "capacity");
+        assert_eq!(a.buyer("z").unwrap_err().code, Code::Capacity);
         assert!(a.buyer("y").is_ok(), "known buyers still work when full");
     }
 }

@@ -31,3 +31,9 @@ pub mod protocol;
 pub mod server;
 pub mod sys;
 pub mod ws;
+
+// The wire format's bounds are the engine's: one number, two crates.
+const _: () = assert!(
+    protocol::limits::CART_LINES_MAX == holdfast_engine::limits::CART_LINES_MAX
+        && protocol::limits::SKU_UNITS_MAX == holdfast_engine::limits::SKU_UNITS_MAX
+);

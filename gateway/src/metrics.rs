@@ -22,6 +22,7 @@
 //! | `holdfast_journal_errors_total` | counter | |
 //! | `holdfast_redis_up` | gauge | |
 
+use crate::protocol::Code;
 use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::HashMap;
@@ -69,28 +70,6 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Every outcome code an operation can end with (engine refusals and the
-/// gateway's own), pre-registered so the hot path never looks a metric up.
-const OUTCOMES: &[&str] = &[
-    "ok",
-    "unknown_sku",
-    "not_open",
-    "sold_out",
-    "limit_exceeded",
-    "invalid",
-    "capacity",
-    "overloaded",
-    "in_progress",
-    "request_mismatch",
-    "hold_not_found",
-    "already_committed",
-    "already_released",
-    "hold_expired",
-    "extend_limit",
-    "unavailable",
-    "bad_request",
-];
-
 /// Metric handles used on hot paths (per frame, per reservation): a
 /// `counter!` call hashes its name and labels and looks the metric up in
 /// the registry every time; a handle is one atomic add.
@@ -100,27 +79,41 @@ pub struct Hot {
     pub frames_reply: Counter,
     pub frames_snapshot: Counter,
     pub frames_stock_event: Counter,
-    reservations: HashMap<&'static str, Counter>,
-    hold_ops: HashMap<(&'static str, &'static str), Counter>,
+    /// By outcome: `ok`, then every [`Code`] in declaration order.
+    reservations: Vec<Counter>,
+    /// By operation (commit, release, extend), then outcome as above.
+    hold_ops: [Vec<Counter>; 3],
     ws_request: HashMap<&'static str, Histogram>,
 }
 
+/// The metric label of an outcome, and its index in the handle tables.
+fn outcome_index(outcome: Result<(), Code>) -> usize {
+    match outcome {
+        Ok(()) => 0,
+        Err(code) => 1 + code as usize,
+    }
+}
+
+fn outcome_labels() -> impl Iterator<Item = &'static str> {
+    std::iter::once("ok")
+        .chain(Code::ALL.iter().map(|c| c.as_str()))
+        .chain(std::iter::once(Code::Unknown.as_str()))
+}
+
+const HOLD_OPS: [&str; 3] = ["commit", "release", "extend"];
+
 impl Hot {
     fn new() -> Self {
-        let mut reservations = HashMap::new();
-        let mut hold_ops = HashMap::new();
-        for &outcome in OUTCOMES {
-            reservations.insert(
-                outcome,
-                counter!("holdfast_reservations_total", "outcome" => outcome),
-            );
-            for op in ["commit", "release", "extend"] {
-                hold_ops.insert(
-                    (op, outcome),
-                    counter!("holdfast_hold_ops_total", "op" => op, "outcome" => outcome),
-                );
-            }
-        }
+        let reservations = outcome_labels()
+            .map(|outcome| counter!("holdfast_reservations_total", "outcome" => outcome))
+            .collect();
+        let hold_ops = HOLD_OPS.map(|op| {
+            outcome_labels()
+                .map(
+                    |outcome| counter!("holdfast_hold_ops_total", "op" => op, "outcome" => outcome),
+                )
+                .collect()
+        });
         let ws_request = ["reserve", "commit", "release", "extend"]
             .into_iter()
             .map(|op| {
@@ -150,20 +143,17 @@ pub fn hot() -> &'static Hot {
     HOT.get_or_init(Hot::new)
 }
 
-pub fn reservation(outcome: Result<(), &'static str>) {
-    let outcome = outcome.err().unwrap_or("ok");
-    match hot().reservations.get(outcome) {
-        Some(c) => c.increment(1),
-        None => counter!("holdfast_reservations_total", "outcome" => outcome).increment(1),
-    }
+pub fn reservation(outcome: Result<(), Code>) {
+    hot().reservations[outcome_index(outcome)].increment(1);
 }
 
-pub fn hold_op(op: &'static str, outcome: Result<(), &'static str>) {
-    let outcome = outcome.err().unwrap_or("ok");
-    match hot().hold_ops.get(&(op, outcome)) {
-        Some(c) => c.increment(1),
-        None => counter!("holdfast_hold_ops_total", "op" => op, "outcome" => outcome).increment(1),
-    }
+/// `op` is `commit`, `release` or `extend`.
+pub fn hold_op(op: &'static str, outcome: Result<(), Code>) {
+    let i = HOLD_OPS
+        .iter()
+        .position(|o| *o == op)
+        .expect("a hold operation");
+    hot().hold_ops[i][outcome_index(outcome)].increment(1);
 }
 
 pub fn request_time(api: &'static str, op: &'static str, took: Duration) {

@@ -11,8 +11,9 @@ use crate::journal::ended::EndedHold;
 use crate::journal::keys::Ended;
 use crate::metrics as m;
 use crate::protocol::{
-    Commit, Committed, Extend, Extended, HoldLineView, HoldView, LineReq, QtyReq, Release,
-    Released, Reserve, Reserved, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState, WindowReq,
+    Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView, LineReq, QtyReq,
+    Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState,
+    WindowReq,
 };
 use holdfast_engine::{
     Engine, HoldError, HoldId, HoldState, Line, RequestId, SaleWindow, SkuIdx, SkuSettings,
@@ -48,7 +49,7 @@ impl Op {
         }
     }
 
-    fn record(self, outcome: Result<(), &'static str>) {
+    fn record(self, outcome: Result<(), Code>) {
         match self {
             Self::Reserve => m::reservation(outcome),
             op => m::hold_op(op.as_str(), outcome),
@@ -100,13 +101,13 @@ fn ended_refusal(ended: &EndedHold) -> HoldError {
 
 fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
     let state = match ended.lines.first().map(|l| l.ended) {
-        Some(Ended::Committed) => HoldState::Committed,
-        Some(Ended::Released) => HoldState::Released,
-        Some(Ended::Expired) | None => HoldState::Expired,
+        Some(Ended::Committed) => HoldStatus::Committed,
+        Some(Ended::Released) => HoldStatus::Released,
+        Some(Ended::Expired) | None => HoldStatus::Expired,
     };
     HoldView {
         hold: hold.to_string(),
-        state: state.as_str().to_string(),
+        state,
         deadline_ms: ended.lines.first().map_or(0, |l| l.deadline_ms),
         lines: ended
             .lines
@@ -123,8 +124,10 @@ fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
 /// A SKU's wire state from an engine snapshot.
 pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
     let (state, opens_at_ms) = match s.window {
-        SaleWindow::Scheduled { opens_at_ms } => ("scheduled", Some(opens_at_ms)),
-        w => (w.as_str(), None),
+        SaleWindow::Open => (SaleState::Open, None),
+        SaleWindow::Scheduled { opens_at_ms } => (SaleState::Scheduled, Some(opens_at_ms)),
+        SaleWindow::Paused => (SaleState::Paused, None),
+        SaleWindow::Closed => (SaleState::Closed, None),
     };
     SkuState {
         id: s.id.to_string(),
@@ -132,7 +135,7 @@ pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
         held: s.counts.held,
         sold: s.counts.sold,
         total: s.counts.total(),
-        state: state.to_string(),
+        state,
         opens_at_ms,
         sold_out: s.counts.available == 0,
         buyer_limit: s.settings.buyer_limit,
@@ -140,9 +143,24 @@ pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
     }
 }
 
+/// The wire state of an engine hold state.
+fn hold_status(state: HoldState) -> HoldStatus {
+    match state {
+        HoldState::Held => HoldStatus::Held,
+        HoldState::Committed => HoldStatus::Committed,
+        HoldState::Released => HoldStatus::Released,
+        HoldState::Expired => HoldStatus::Expired,
+    }
+}
+
 fn parse_hold(hold: &str) -> Result<HoldId, ApiError> {
-    hold.parse()
-        .map_err(|_| ApiError::invalid("hold must be a hold id (16 hex digits)"))
+    hold.parse().map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            Code::InvalidHoldId,
+            "hold must be a hold id (16 hex digits)",
+        )
+    })
 }
 
 impl Ops {
@@ -227,7 +245,7 @@ impl Ops {
         applied: Result<Applied<T>, ApiError>,
     ) -> Result<Applied<T>, ApiError> {
         match applied {
-            Err(e) if e.code == HoldError::HoldNotFound.code() => {
+            Err(e) if e.code == Code::HoldNotFound => {
                 let Ok(hold) = parse_hold(hold) else {
                     return Err(e);
                 };
@@ -299,14 +317,16 @@ impl Ops {
                 true
             }
             (None, None, Some(_)) => {
-                return Err(ApiError::invalid(format!(
-                    "a cart has 1 to {CART_LINES_MAX_PUB} lines"
-                )));
+                return Err(catalog::field_error(
+                    Code::CartSize,
+                    format!("lines: a cart has 1 to {CART_LINES_MAX_PUB} lines"),
+                ));
             }
             _ => return Err(ApiError::invalid("give either sku and qty, or lines")),
         };
         if cart && req.allow_partial {
-            return Err(ApiError::invalid(
+            return Err(catalog::field_error(
+                Code::PartialOnCart,
                 "allow_partial is for single-sku reservations",
             ));
         }
@@ -454,7 +474,7 @@ impl Ops {
         let info = self.engine.hold(hold)?;
         Ok(HoldView {
             hold: info.hold.to_string(),
-            state: info.state.as_str().to_string(),
+            state: hold_status(info.state),
             deadline_ms: info.deadline_ms,
             lines: info
                 .lines
@@ -484,6 +504,9 @@ impl Ops {
         self.state_of(sku).ok_or_else(ApiError::unknown_sku)
     }
 
+    /// Validates the whole patch first, then applies it: a refused PATCH
+    /// changes nothing. The total goes first, as the one part that can
+    /// still be refused by the engine (units held or sold meanwhile).
     pub async fn patch_sku(&self, id: &str, patch: &SkuPatch) -> Result<SkuState, ApiError> {
         let sku = self.resolve(id)?;
         let snap = self
@@ -518,12 +541,16 @@ impl Ops {
             hold_lifetime_max_ms: patch.hold_lifetime_max_ms.unwrap_or(s.hold_lifetime_max_ms),
             order_units_max: patch.order_units_max.unwrap_or(s.order_units_max),
         };
-        self.durability.admit()?;
-        if settings != s {
-            self.engine.update_settings(sku, settings)?;
+        catalog::check_settings(&settings)?;
+        if let Some(total) = patch.total {
+            catalog::check_total(total)?;
         }
+        self.durability.admit()?;
         if let Some(total) = patch.total {
             self.engine.set_total(sku, total)?;
+        }
+        if settings != s {
+            self.engine.update_settings(sku, settings)?;
         }
         if old_meta.as_deref() != Some(&meta) {
             self.meta.set(sku, meta);

@@ -25,7 +25,7 @@ fn reserve(id: u64, sku: &str, qty: u32) -> ClientMsg {
 async fn expect_error(ws: &mut Ws, code: &str) -> Option<u64> {
     match ws.recv().await {
         ServerMsg::Error(e) => {
-            assert_eq!(e.error, code, "{e:?}");
+            assert_eq!(e.error.as_str(), code, "{e:?}");
             assert!(!e.message.is_empty());
             e.id
         }
@@ -133,7 +133,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"sku":"tee-black-m","qty":1,"buyer":""})),
             400,
-            "invalid",
+            "invalid_buyer",
         ),
         (
             "POST",
@@ -141,7 +141,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"lines":[],"buyer":"b"})),
             400,
-            "invalid",
+            "cart_size",
         ),
         (
             "POST",
@@ -149,7 +149,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({})),
             400,
-            "invalid",
+            "invalid_hold_id",
         ),
         (
             "POST",
@@ -177,7 +177,79 @@ async fn http_bad_input_gets_status_and_json() {
             Some(ADMIN),
             Some(json!({"id":"bad id","total":1})),
             400,
-            "invalid",
+            "invalid_sku_id",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"x".repeat(300),"total":1})),
+            400,
+            "invalid_sku_id",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"fine","title":"t".repeat(201),"total":1})),
+            400,
+            "invalid_title",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"fine","total":1,"currency":"kroner"})),
+            400,
+            "invalid_currency",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"fine","total":1,"hold_ttl_ms":0})),
+            400,
+            "invalid_hold_ttl_ms",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"fine","total":1,"order_units_max":0})),
+            400,
+            "invalid_order_units_max",
+        ),
+        (
+            "POST",
+            "/api/admin/skus",
+            Some(ADMIN),
+            Some(json!({"id":"fine","total":2_097_152})),
+            422,
+            "total_above_max",
+        ),
+        (
+            "PATCH",
+            "/api/admin/skus/tee-black-m",
+            Some(ADMIN),
+            Some(json!({"total":2_097_152})),
+            422,
+            "total_above_max",
+        ),
+        (
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"lines":[{"sku":"tee-black-m","qty":1}],"buyer":"b","allow_partial":true})),
+            400,
+            "partial_on_cart",
+        ),
+        (
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku":"tee-black-m","qty":1,"buyer":"b","request_id":""})),
+            400,
+            "invalid_request_id",
         ),
         (
             "POST",
@@ -209,7 +281,15 @@ async fn http_bad_input_gets_status_and_json() {
             Some(ADMIN),
             Some(json!({"state":"later"})),
             400,
-            "invalid",
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/api/admin/skus/tee-black-m/window",
+            Some(ADMIN),
+            Some(json!({"state":"scheduled"})),
+            400,
+            "invalid_window",
         ),
     ];
     for (method, path, token, body, status, code) in cases {
@@ -348,7 +428,7 @@ async fn viewers_cannot_reserve_and_wrong_tokens_are_refused() {
             token: CHECKOUT.into(),
         }))
         .await;
-    assert!(matches!(viewer.recv().await, ServerMsg::Authed(a) if a.role == "checkout"));
+    assert!(matches!(viewer.recv().await, ServerMsg::Authed(a) if a.role.as_str() == "checkout"));
     viewer.send(&reserve(6, "cap-olive", 1)).await;
     viewer
         .until(|m| matches!(m, ServerMsg::Reserved(r) if r.id == 6).then_some(()))
@@ -400,5 +480,43 @@ async fn oversize_frames_close_with_1009_and_invalid_utf8_with_1007() {
         ok.subscribe(&["sku:cap-olive"]).await,
         ServerMsg::Snapshot(_)
     ));
+    gw.stop().await;
+}
+
+/// A PATCH that is refused changes nothing: it is validated as a whole and
+/// applied only then.
+#[tokio::test]
+async fn a_refused_patch_changes_nothing() {
+    let gw = Gateway::demo().await;
+    let (status, body) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku":"cap-olive","qty":1,"buyer":"b-patch"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let before = gw.sku("cap-olive").await;
+    for patch in [
+        json!({"buyer_limit": 5, "total": 0}),
+        json!({"title": "New title", "hold_ttl_ms": 0}),
+        json!({"buyer_limit": 5, "currency": "kroner"}),
+    ] {
+        let (status, body) = gw
+            .call(
+                "PATCH",
+                "/api/admin/skus/cap-olive",
+                Some(ADMIN),
+                Some(patch.clone()),
+            )
+            .await;
+        assert!((400..500).contains(&status), "{patch}: {status} {body}");
+        assert_eq!(
+            gw.sku("cap-olive").await,
+            before,
+            "{patch} changed something"
+        );
+    }
     gw.stop().await;
 }

@@ -430,7 +430,7 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
     while refused.len() < 3 {
         match ws.recv().await {
             ServerMsg::Error(e) => {
-                assert_eq!(e.error, "unavailable", "{e:?}");
+                assert_eq!(e.error.as_str(), "unavailable", "{e:?}");
                 refused.push(e.id.expect("the request's id"));
             }
             other => panic!("expected an error frame, got {other:?}"),
@@ -454,7 +454,7 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
                 assert_eq!(r.id, n);
                 break;
             }
-            ServerMsg::Error(e) => assert_eq!(e.error, "unavailable", "{e:?}"),
+            ServerMsg::Error(e) => assert_eq!(e.error.as_str(), "unavailable", "{e:?}"),
             other => panic!("unexpected {other:?}"),
         }
         assert!(tokio::time::Instant::now() < deadline, "never recovered");

@@ -127,7 +127,7 @@ async fn message_rate_is_limited_and_a_flood_is_closed() {
         match ws.recv().await {
             ServerMsg::Pong(_) => pongs += 1,
             ServerMsg::Error(e) => {
-                assert_eq!(e.error, "rate_limited");
+                assert_eq!(e.error.as_str(), "rate_limited");
                 limited += 1;
             }
             other => panic!("{other:?}"),

@@ -65,7 +65,7 @@ async fn two_hundred_buyers_race_for_fifty_units() {
                 ws.until(|m| match m {
                     ServerMsg::Reserved(r) if r.id == 1 => Some(true),
                     ServerMsg::Error(e) if e.id == Some(1) => {
-                        assert_eq!(e.error, "sold_out");
+                        assert_eq!(e.error.as_str(), "sold_out");
                         Some(false)
                     }
                     _ => None,
@@ -124,7 +124,7 @@ async fn two_hundred_buyers_race_for_fifty_units() {
                 ServerMsg::StockEvent(e) => {
                     assert!(e.seq > last_seq);
                     last_seq = e.seq;
-                    if e.sku == "drop" && e.event == "sold_out" {
+                    if e.sku == "drop" && e.event.as_str() == "sold_out" {
                         saw_event = true;
                     }
                 }

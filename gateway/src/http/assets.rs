@@ -124,8 +124,12 @@ async fn asset(Path(path): Path<String>) -> Response {
 
 fn asset_response(path: &str) -> Response {
     let Some((_, bytes)) = FILES.iter().find(|(p, _)| *p == path) else {
-        return crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such asset")
-            .into_response();
+        return crate::error::ApiError::new(
+            StatusCode::NOT_FOUND,
+            crate::protocol::Code::NotFound,
+            "no such asset",
+        )
+        .into_response();
     };
     // Pages and their code must follow the gateway's version at once after
     // an upgrade (an old script against a new protocol is a broken overlay

@@ -6,6 +6,7 @@
 use crate::auth::{Role, Tokens, require};
 use crate::error::ApiError;
 use crate::ops::Ops;
+use crate::protocol::Code;
 use crate::protocol::{Commit, Extend, QtyReq, Release, Reserve, SkuDef, SkuPatch, WindowReq};
 use crate::ws::{self, WsCtx};
 use axum::extract::rejection::JsonRejection;
@@ -65,7 +66,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     let status = rejection.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(status, "too_large", "request body too large");
+        return ApiError::new(status, Code::TooLarge, "request body too large");
     }
     if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         return ApiError::bad_request("expected Content-Type: application/json");
@@ -154,7 +155,7 @@ async fn header_bytes(request: Request, next: Next, max: usize) -> Response {
     if line + headers > max {
         return ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            Code::HeadersTooLarge,
             format!("the request line and headers are above {max} bytes"),
         )
         .into_response();
@@ -182,7 +183,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        Code::MethodNotAllowed,
         "method not allowed on this route",
     )
 }

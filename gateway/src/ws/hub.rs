@@ -17,7 +17,7 @@
 use crate::catalog::Meta;
 use crate::error::ApiError;
 use crate::ops::sku_state;
-use crate::protocol::{ServerMsg, SkuState, Snapshot, StockEvent, Update};
+use crate::protocol::{ServerMsg, SkuState, Snapshot, StockEvent, StockEventKind, Update};
 use arc_swap::ArcSwap;
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -196,7 +196,7 @@ impl Hub {
         let unknown = || {
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
-                "unknown_topic",
+                crate::protocol::Code::UnknownTopic,
                 "topics are sku:<id>, show:<id> or all, naming something that exists",
             )
         };
@@ -333,7 +333,7 @@ impl Hub {
         }
         // New state per changed SKU, and the stock events it implies.
         let mut published = self.published.lock().expect("published lock");
-        let mut fresh: Vec<(SkuIdx, SkuState, Option<&'static str>, bool)> =
+        let mut fresh: Vec<(SkuIdx, SkuState, Option<StockEventKind>, bool)> =
             Vec::with_capacity(changed.len());
         for &sku in changed.iter() {
             let Some(snap) = self.engine.snapshot(sku) else {
@@ -346,8 +346,8 @@ impl Hub {
                 continue;
             }
             let event = match previous {
-                Some(p) if !p.sold_out && state.sold_out => Some("sold_out"),
-                Some(p) if p.sold_out && !state.sold_out => Some("back_in_stock"),
+                Some(p) if !p.sold_out && state.sold_out => Some(StockEventKind::SoldOut),
+                Some(p) if p.sold_out && !state.sold_out => Some(StockEventKind::BackInStock),
                 _ => None,
             };
             let meta_changed = previous.is_none_or(|p| p.meta != state.meta);
@@ -376,7 +376,7 @@ impl Hub {
                     .get(sku)
                     .is_some_and(|m| m.show.as_deref() == Some(show.as_str())),
             };
-            let mine: Vec<&(SkuIdx, SkuState, Option<&'static str>, bool)> =
+            let mine: Vec<&(SkuIdx, SkuState, Option<StockEventKind>, bool)> =
                 fresh.iter().filter(|f| relevant(f.0)).collect();
             if mine.is_empty() {
                 continue;
@@ -412,7 +412,7 @@ impl Hub {
                         seq,
                         ts_ms: now,
                         sku: state.id.clone(),
-                        event: event.to_string(),
+                        event: *event,
                     })));
                 }
                 let mut s = state.clone();

@@ -68,7 +68,7 @@ pub async fn upgrade(
         counter!("holdfast_ws_connections_total", "outcome" => "refused").increment(1);
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
+            crate::protocol::Code::TooManyConnections,
             "connection limit reached",
         )
         .into_response();

@@ -211,7 +211,7 @@ impl Session {
     async fn serve(&mut self) -> End {
         let hello = ServerMsg::Hello(Hello {
             server: format!("holdfast {}", env!("CARGO_PKG_VERSION")),
-            role: self.role.as_str().into(),
+            role: self.role,
             subscriptions_max: self.ctx.limits.subscriptions_max as u32,
             frame_bytes_max: self.ctx.limits.frame_bytes_max as u32,
             messages_per_sec_max: rate_for(&self.ctx.limits, self.role),
@@ -603,7 +603,7 @@ impl Session {
                     self.queue(
                         &ServerMsg::Authed(Authed {
                             id: a.id,
-                            role: self.role.as_str().into(),
+                            role: self.role,
                         }),
                         "reply",
                     );
@@ -652,7 +652,7 @@ impl Session {
                             crate::metrics::request_time("ws", op.as_str(), started.elapsed());
                         }
                         if let Some(hold) = hold
-                            && e.code == holdfast_engine::HoldError::HoldNotFound.code()
+                            && e.code == crate::protocol::Code::HoldNotFound
                         {
                             return Some(UnknownHold {
                                 id,
@@ -705,7 +705,7 @@ impl Session {
         if self.subs.len() + keys.len() > self.ctx.limits.subscriptions_max {
             let e = ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,
-                "too_many_subscriptions",
+                crate::protocol::Code::TooManySubscriptions,
                 format!(
                     "at most {} topics per connection",
                     self.ctx.limits.subscriptions_max

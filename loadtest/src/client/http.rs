@@ -109,7 +109,7 @@ pub fn typed<T: DeserializeOwned>(r: Result<(u16, Bytes), CallError>) -> Result<
             .map_err(|e| CallError::Transport(format!("bad body from {status}: {e}")))
     } else {
         match serde_json::from_slice::<ErrorMsg>(&body) {
-            Ok(e) => Err(CallError::Refused(e.error)),
+            Ok(e) => Err(CallError::Refused(e.error.as_str().to_owned())),
             Err(_) => Err(CallError::Refused(format!("http_{status}"))),
         }
     }

@@ -279,7 +279,7 @@ impl WsSession {
         }
         let left = lim.timeout.saturating_sub(started.elapsed());
         let answer = match tokio::time::timeout(left, rx).await {
-            Ok(Ok(ServerMsg::Error(e))) => Err(CallError::Refused(e.error)),
+            Ok(Ok(ServerMsg::Error(e))) => Err(CallError::Refused(e.error.as_str().to_owned())),
             Ok(Ok(m)) => Ok(m),
             Ok(Err(_)) => Err(CallError::Transport(
                 "connection closed before the answer".into(),

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use holdfast_gateway::protocol::{QtyReq, SkuDef, SkuList, SkuState, WindowReq};
+use holdfast_gateway::protocol::{QtyReq, SaleState, SkuDef, SkuList, SkuState, WindowReq};
 
 use crate::client::CallError;
 use crate::client::http::Api;
@@ -30,11 +30,11 @@ pub struct HostEvent {
 pub fn sku_def(spec: &SkuSpec, start_unix_ms: u64) -> SkuDef {
     let window = match spec.window.as_str() {
         "scheduled" => WindowReq {
-            state: "scheduled".into(),
+            state: SaleState::Scheduled,
             opens_at_ms: spec.opens_at_s.map(|s| start_unix_ms + (s * 1000.0) as u64),
         },
         w => WindowReq {
-            state: w.into(),
+            state: w.parse().unwrap_or(SaleState::Closed),
             opens_at_ms: None,
         },
     };
@@ -84,7 +84,7 @@ pub async fn act(api: &Api, a: &HostAction) -> Result<(), CallError> {
             api.admin::<SkuState>(
                 &path("window"),
                 &WindowReq {
-                    state: state.into(),
+                    state: state.parse().expect("a sale state"),
                     opens_at_ms: None,
                 },
             )

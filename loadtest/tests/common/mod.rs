@@ -61,7 +61,7 @@ fn err(status: StatusCode, code: &str) -> Response {
         status,
         Json(ErrorMsg {
             id: None,
-            error: code.into(),
+            error: Code::parse(code).unwrap_or(Code::Invalid),
             message: code.replace('_', " "),
         }),
     )
@@ -93,7 +93,7 @@ impl Double {
                 return Err("unknown_sku");
             };
             if mode == Mode::Honest {
-                if k.state != "open" {
+                if k.state != SaleState::Open {
                     return Err("not_open");
                 }
                 if k.available < l.qty {
@@ -198,7 +198,7 @@ impl Double {
         let e = |id: u64, code: &str| {
             ServerMsg::Error(ErrorMsg {
                 id: Some(id),
-                error: code.into(),
+                error: Code::parse(code).unwrap_or(Code::Invalid),
                 message: code.into(),
             })
         };
@@ -284,10 +284,7 @@ async fn create(State(d): State<Double>, Json(def): Json<SkuDef>) -> Response {
     if g.skus.iter().any(|k| k.id == def.id) {
         return err(StatusCode::CONFLICT, "already_exists");
     }
-    let state = def
-        .window
-        .as_ref()
-        .map_or("open".to_string(), |w| w.state.clone());
+    let state = def.window.as_ref().map_or(SaleState::Open, |w| w.state);
     let k = SkuState {
         id: def.id.clone(),
         available: def.total,
@@ -389,7 +386,7 @@ async fn hold_view(State(d): State<Double>, Path(hold): Path<String>) -> Respons
     match g.holds.get(&hold) {
         Some(h) => Json(HoldView {
             hold,
-            state: h.state.into(),
+            state: serde_json::from_value(serde_json::json!(h.state)).expect("a hold state"),
             deadline_ms: h.deadline_ms,
             lines: h
                 .lines
@@ -424,7 +421,7 @@ async fn session(d: Double, mut socket: WebSocket) {
     };
     let hello = ServerMsg::Hello(Hello {
         server: "double".into(),
-        role: "checkout".into(),
+        role: Role::Checkout,
         subscriptions_max: 64,
         frame_bytes_max: 4096,
         messages_per_sec_max: 50,

@@ -1,0 +1,160 @@
+//! Every refusal and error code, listed once. The same name is used by the
+//! engine's refusals, HTTP error bodies, websocket error frames, metrics
+//! labels and the docs. Codes are stable: a new one may be added, an
+//! existing one is never renamed; clients decoding JSON map a code they do
+//! not know yet to [`Code::Unknown`].
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $variant:ident = $name:literal ),* $(,)?) => {
+        /// A stable, machine-readable error code (`snake_case` on the wire).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum Code {
+            $( $(#[$doc])* #[serde(rename = $name)] $variant, )*
+            /// A code this client does not know (a newer server).
+            #[serde(other, rename = "unknown")]
+            Unknown,
+        }
+
+        impl Code {
+            /// Every code, in declaration order (without [`Code::Unknown`]).
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                    Code::Unknown => "unknown",
+                }
+            }
+
+            /// The code of a wire name, if it is one.
+            pub fn parse(name: &str) -> Option<Code> {
+                match name {
+                    $($name => Some(Code::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    // ----- reservations (engine) -----
+    /// No SKU with that id.
+    UnknownSku = "unknown_sku",
+    /// The sale is scheduled for later, paused or closed.
+    NotOpen = "not_open",
+    /// Nothing is available (and nothing partial was asked for).
+    SoldOut = "sold_out",
+    /// Some units are available, fewer than asked (the message says how many).
+    NotEnoughAvailable = "not_enough_available",
+    /// The buyer's live holds and purchases would pass the per-buyer limit.
+    LimitExceeded = "limit_exceeded",
+    /// `qty` is 0.
+    InvalidQty = "invalid_qty",
+    /// `qty` is above the SKU's per-order maximum.
+    QtyAboveMax = "qty_above_max",
+    /// A cart names one SKU twice.
+    DuplicateSku = "duplicate_sku",
+    /// A cart with no lines or more than the most allowed.
+    CartSize = "cart_size",
+    /// `allow_partial` on a cart (partial fills are for one SKU).
+    PartialOnCart = "partial_on_cart",
+    /// A request that is malformed in a way no other code names.
+    Invalid = "invalid",
+    /// A fixed-size table (holds, buyers, request ids) is full.
+    Capacity = "capacity",
+    /// The event queue is backed up: retry shortly.
+    Overloaded = "overloaded",
+    /// The same request id is being processed right now.
+    InProgress = "in_progress",
+    /// The request id was first used for a different request.
+    RequestMismatch = "request_mismatch",
+    // ----- holds (engine) -----
+    /// No hold with that id (never made, or forgotten after the retention window).
+    HoldNotFound = "hold_not_found",
+    AlreadyCommitted = "already_committed",
+    AlreadyReleased = "already_released",
+    HoldExpired = "hold_expired",
+    /// The hold may not be extended that far.
+    ExtendLimit = "extend_limit",
+    /// A commit of more units than the line holds.
+    QtyAboveHeld = "qty_above_held",
+    /// A commit whose `lines` do not match the hold's lines.
+    LinesMismatch = "lines_mismatch",
+    // ----- catalog (engine) -----
+    /// A SKU with that id exists.
+    AlreadyExists = "already_exists",
+    /// A total or restock past the most one SKU can hold.
+    TotalAboveMax = "total_above_max",
+    // ----- request shape (gateway) -----
+    /// Malformed JSON or postcard, a wrong content type, an unknown field.
+    BadRequest = "bad_request",
+    InvalidSkuId = "invalid_sku_id",
+    InvalidHoldId = "invalid_hold_id",
+    InvalidBuyer = "invalid_buyer",
+    InvalidRequestId = "invalid_request_id",
+    InvalidTitle = "invalid_title",
+    InvalidCurrency = "invalid_currency",
+    InvalidImageUrl = "invalid_image_url",
+    InvalidShow = "invalid_show",
+    InvalidWindow = "invalid_window",
+    InvalidHoldTtl = "invalid_hold_ttl_ms",
+    InvalidHoldLifetime = "invalid_hold_lifetime_max_ms",
+    InvalidOrderUnitsMax = "invalid_order_units_max",
+    InvalidBuyerLimit = "invalid_buyer_limit",
+    /// The request body is larger than the server takes.
+    TooLarge = "too_large",
+    /// The request line and headers are larger than the server takes.
+    HeadersTooLarge = "headers_too_large",
+    // ----- access -----
+    Unauthorized = "unauthorized",
+    Forbidden = "forbidden",
+    // ----- routes and topics -----
+    NotFound = "not_found",
+    MethodNotAllowed = "method_not_allowed",
+    UnknownShow = "unknown_show",
+    UnknownTopic = "unknown_topic",
+    // ----- limits and availability -----
+    RateLimited = "rate_limited",
+    TooManyConnections = "too_many_connections",
+    TooManySubscriptions = "too_many_subscriptions",
+    /// Persistence cannot take the change now (Redis down or slow): retry
+    /// with the same request id.
+    Unavailable = "unavailable",
+    /// `/readyz`: not ready to take changes.
+    NotReady = "not_ready",
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_round_trips_by_name_and_json() {
+        let mut seen = std::collections::HashSet::new();
+        for &c in Code::ALL {
+            assert!(seen.insert(c.as_str()), "{c} listed twice");
+            assert_eq!(Code::parse(c.as_str()), Some(c));
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", c.as_str()),
+                "serde and as_str agree"
+            );
+            assert_eq!(serde_json::from_str::<Code>(&json).unwrap(), c);
+        }
+        assert_eq!(
+            serde_json::from_str::<Code>("\"from_the_future\"").unwrap(),
+            Code::Unknown
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP API's JSON bodies (`docs/API.md`) that are not websocket
+//! messages: lists, hold views, admin requests.
+
+use crate::msg::SkuState;
+use crate::names::{HoldStatus, SaleState};
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/skus` (and `GET /api/shows/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuList {
+    pub ts_ms: u64,
+    pub skus: Vec<SkuState>,
+}
+
+/// A hold as returned by `GET /api/holds/{hold}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    pub hold: String,
+    pub state: HoldStatus,
+    pub deadline_ms: u64,
+    pub lines: Vec<HoldLineView>,
+}
+
+/// One line of a [`HoldView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldLineView {
+    pub sku: String,
+    pub qty: u32,
+    pub sold: u32,
+}
+
+/// Sale window in admin requests: `{"state":"open"}`,
+/// `{"state":"scheduled","opens_at_ms":1767225600000}`, `paused`, `closed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowReq {
+    pub state: SaleState,
+    #[serde(default)]
+    pub opens_at_ms: Option<u64>,
+}
+
+/// A SKU definition: in the catalog file and in `POST /api/admin/skus`.
+/// Unset fields take the defaults shown in `docs/API.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuDef {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub price_minor: u64,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub image_url: String,
+    #[serde(default)]
+    pub show: Option<String>,
+    #[serde(default)]
+    pub total: u32,
+    #[serde(default)]
+    pub buyer_limit: u32,
+    #[serde(default)]
+    pub hold_ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub hold_lifetime_max_ms: Option<u64>,
+    #[serde(default)]
+    pub order_units_max: Option<u32>,
+    #[serde(default)]
+    pub window: Option<WindowReq>,
+}
+
+/// `PATCH /api/admin/skus/{id}`: any subset of fields to change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkuPatch {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub price_minor: Option<u64>,
+    #[serde(default)]
+    pub currency: Option<String>,
+    #[serde(default)]
+    pub image_url: Option<String>,
+    #[serde(default)]
+    pub total: Option<u32>,
+    #[serde(default)]
+    pub buyer_limit: Option<u32>,
+    #[serde(default)]
+    pub hold_ttl_ms: Option<u64>,
+    #[serde(default)]
+    pub hold_lifetime_max_ms: Option<u64>,
+    #[serde(default)]
+    pub order_units_max: Option<u32>,
+}
+
+/// `POST /api/admin/skus/{id}/restock` and `/adjust`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QtyReq {
+    pub qty: u32,
+}

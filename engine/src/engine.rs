@@ -18,7 +18,10 @@ use crate::hold::{
 };
 use crate::lanes::{self, Lanes};
 use crate::limits::{CART_LINES_MAX, EngineConfig, SKU_UNITS_MAX};
-use crate::request::{Claim, RequestId, RequestTable, Ticket};
+use crate::request::{
+    Claim, OUTCOME_ERR, OUTCOME_OK, OUTCOME_PAYLOAD, OUTCOME_PROVISIONAL, RequestId, RequestTable,
+    Ticket, Withdrawal, settled,
+};
 use crate::stock::{Change, Counts, StockRefusal};
 use crate::sync::{AtomicBool, Ordering};
 use crossbeam::queue::ArrayQueue;
@@ -42,6 +45,11 @@ pub struct Reservation {
     /// True when this is the remembered answer to an earlier request with
     /// the same request id (nothing changed this time).
     pub replayed: bool,
+    /// True when this replays an answer whose durable write is not
+    /// confirmed yet (`EngineConfig::provisional_reservations`): wait for
+    /// that write, then [`Engine::confirm_reservation`] before
+    /// acknowledging it. Always false on a fresh reservation.
+    pub provisional: bool,
 }
 
 /// A successful commit.
@@ -120,11 +128,6 @@ pub(crate) enum End<'a> {
 /// A remembered answer `(outcome, deadline_ms, aux)`, or why the request id
 /// cannot be used now.
 type Seen = Result<(u64, u64, u32), HoldError>;
-
-/// Tags of the outcome words remembered under a request id.
-const OUTCOME_OK: u64 = 1 << 62;
-const OUTCOME_ERR: u64 = 2 << 62;
-const OUTCOME_PAYLOAD: u64 = (1 << hold::HOLD_ID_BITS) - 1;
 
 /// Operation tags mixed into request fingerprints.
 const OP_RESERVE: u64 = 1;
@@ -658,6 +661,7 @@ impl Engine {
             deadline_ms,
             units: granted,
             replayed: false,
+            provisional: false,
         })
     }
 
@@ -716,13 +720,22 @@ impl Engine {
         let result = self.hold_lines(lines, &entries, buyer, allow_partial);
         if let Some(ticket) = ticket {
             match result {
-                Ok(r) => self.remember(
-                    ticket,
-                    request,
-                    OUTCOME_OK | r.hold.to_raw(),
-                    r.deadline_ms,
-                    r.units,
-                ),
+                Ok(r) => {
+                    // Provisional until the caller confirms its write (see
+                    // `confirm_reservation`); a replay meanwhile says so.
+                    let tag = if self.config.provisional_reservations {
+                        OUTCOME_PROVISIONAL
+                    } else {
+                        OUTCOME_OK
+                    };
+                    self.remember(
+                        ticket,
+                        request,
+                        tag | r.hold.to_raw(),
+                        r.deadline_ms,
+                        r.units,
+                    )
+                }
                 Err(e) => self.remember_err(ticket, request, e.is_transient(), e.to_raw()),
             }
         }
@@ -887,13 +900,16 @@ impl Engine {
             deadline_ms,
             units,
             replayed: false,
+            provisional: false,
         })
     }
 
     // ----- settling holds --------------------------------------------------
 
     /// Remembers a request's answer, and tells the journal (so a retry
-    /// after a restart still gets the first answer).
+    /// after a restart still gets the first answer). The journal gets the
+    /// answer's final form: it is only persisted with the write it answers,
+    /// so once persisted it is confirmed.
     fn remember(
         &self,
         ticket: Ticket<'_>,
@@ -909,7 +925,7 @@ impl Engine {
             buf.push(EventKind::RequestDone {
                 request,
                 fingerprint,
-                outcome,
+                outcome: settled(outcome),
                 deadline_ms,
                 aux,
             });
@@ -1352,9 +1368,67 @@ impl Engine {
     }
 
     /// Forgets a request id's remembered outcome, so a retry runs afresh.
-    /// The journal uses this after undoing an operation Redis refused.
     pub fn forget_request(&self, request: RequestId) {
         self.requests.forget(request.0);
+    }
+
+    /// Confirms the provisional answer of the reservation `request` made
+    /// as `hold` (see `EngineConfig::provisional_reservations`): its write
+    /// is durable, so it may be acknowledged, and replays now get it as
+    /// final. Called by the original once its write is durable, and by a
+    /// replay after waiting for that write.
+    ///
+    /// True if the answer is now (or already was) final with that hold;
+    /// then acknowledge. False if it is gone, being undone, or names
+    /// another hold (a later retry that ran afresh); then do not.
+    /// Exactly one of this and [`Engine::undo_reservation`] wins.
+    pub fn confirm_reservation(&self, request: RequestId, hold: HoldId) -> bool {
+        self.requests
+            .confirm(request.0, OUTCOME_PROVISIONAL | hold.to_raw())
+    }
+
+    /// Undoes a reservation whose durable write failed or timed out, unless
+    /// its answer was confirmed first.
+    ///
+    /// With a request id: one CAS withdraws the provisional answer; a
+    /// replay reading it from then on gets `InProgress`. If that CAS loses
+    /// because a replay already confirmed the answer (it saw the write
+    /// durable), nothing changes and this returns false: acknowledge the
+    /// reservation instead. If it wins, the hold is released (as
+    /// `release(hold, None)` does) and the answer forgotten, so a retry
+    /// runs afresh; returns true. A request id with no provisional answer
+    /// for this hold (none was recorded, or it aged out after a whole
+    /// request window) is treated as no request id. With
+    /// `provisional_reservations` off every answer is final at once, so
+    /// with a request id this returns false.
+    ///
+    /// Without a request id: releases the hold; returns true.
+    ///
+    /// The release is refused like any release when the event queue is
+    /// full (`Overloaded`); the hold then stays until its deadline, when
+    /// the expirer reclaims it. It is never acknowledged either way.
+    pub fn undo_reservation(&self, hold: HoldId, request: Option<RequestId>) -> bool {
+        let withdrawn = match request {
+            None => None,
+            Some(request) => match self
+                .requests
+                .withdraw(request.0, OUTCOME_PROVISIONAL | hold.to_raw())
+            {
+                Withdrawal::Withdrawn(w) => Some(w),
+                Withdrawal::Confirmed => return false,
+                Withdrawal::Absent => None,
+            },
+        };
+        // Already ended (expired meanwhile) or refused as overloaded: the
+        // hold is not acknowledged and its units come back at the latest
+        // at its deadline.
+        let _ = self.release(hold, None);
+        // After the release: until here, a replay reads "in progress", and
+        // a retry cannot run afresh while the hold is still held.
+        if let Some(w) = withdrawn {
+            w.forget();
+        }
+        true
     }
 }
 
@@ -1394,13 +1468,15 @@ fn decode_reservation(
     deadline_ms: u64,
     units: u32,
 ) -> Result<Reservation, ReserveError> {
-    if outcome & !OUTCOME_PAYLOAD == OUTCOME_OK {
+    let tag = outcome & !OUTCOME_PAYLOAD;
+    if tag == OUTCOME_OK || tag == OUTCOME_PROVISIONAL {
         let hold = HoldId::from_raw(outcome & OUTCOME_PAYLOAD).ok_or(ReserveError::Invalid)?;
         Ok(Reservation {
             hold,
             deadline_ms,
             units,
             replayed: true,
+            provisional: tag == OUTCOME_PROVISIONAL,
         })
     } else {
         Err(ReserveError::from_raw((outcome & 0xff) as u8))
@@ -1422,5 +1498,100 @@ fn lost_to_error(lost: Lost) -> HoldError {
         Lost::Ended(HoldState::Released) => HoldError::AlreadyReleased,
         Lost::Ended(HoldState::Expired | HoldState::Held) => HoldError::HoldExpired,
         Lost::ExtendLimit => HoldError::ExtendLimit,
+    }
+}
+
+/// Loom model of the durable-mode race the provisional answers exist for
+/// (issue 16.1): the original's write timed out and it undoes the
+/// reservation, while a client's retry replays it and, having waited for
+/// the write, confirms it. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test -p holdfast-engine --release --lib loom`.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use loom::thread;
+
+    fn durable_engine() -> (Arc<Engine>, Expirer, SkuIdx) {
+        let config = EngineConfig {
+            provisional_reservations: true,
+            lanes: 1,
+            skus_max: 1,
+            holds_max: 2,
+            buyer_entries_max: 1,
+            request_entries_max: 1,
+            ..EngineConfig::default()
+        };
+        let (engine, expirer) =
+            Engine::new(config, Arc::new(ManualClock::new(1_000))).expect("valid config");
+        let spec = SkuSpec {
+            total: 2,
+            settings: SkuSettings::default(),
+            window: SaleWindow::Open,
+        };
+        let tee = engine.create_sku("tee", spec).expect("sku");
+        (engine, expirer, tee)
+    }
+
+    /// Exactly one of "the replay is acknowledged" and "the original is
+    /// undone" happens, and whatever a client was told it holds is held.
+    /// The replay thread follows the gateway's protocol: a provisional
+    /// answer is acknowledged only if `confirm_reservation` says so; an
+    /// `InProgress` is not acknowledged; a fresh reservation (the original
+    /// was undone and forgotten first) is a new hold of its own.
+    #[test]
+    fn loom_replay_confirm_races_undo_exactly_one_wins() {
+        loom::model(|| {
+            let (engine, _expirer, tee) = durable_engine();
+            let request = Some(RequestId(9));
+            let original = engine
+                .reserve(tee, 1, BuyerId(1), request, false)
+                .expect("reserved");
+            assert!(!original.provisional);
+            let retry = {
+                let engine = engine.clone();
+                thread::spawn(
+                    move || match engine.reserve(tee, 1, BuyerId(1), request, false) {
+                        Ok(r) if r.replayed => {
+                            assert_eq!(r.hold, original.hold, "a replay names the original");
+                            assert!(r.provisional, "nobody confirmed it before");
+                            engine
+                                .confirm_reservation(RequestId(9), r.hold)
+                                .then_some(r.hold)
+                        }
+                        Ok(fresh) => {
+                            assert_ne!(fresh.hold, original.hold);
+                            Some(fresh.hold)
+                        }
+                        Err(e) => {
+                            assert_eq!(e, ReserveError::InProgress, "read while undone");
+                            None
+                        }
+                    },
+                )
+            };
+            let undone = engine.undo_reservation(original.hold, request);
+            let retry_acked = retry.join().unwrap();
+            let state = engine.hold(original.hold).unwrap().state;
+            if undone {
+                assert_eq!(state, HoldState::Released, "undo won: released");
+                assert_ne!(retry_acked, Some(original.hold), "and never acknowledged");
+                if let Some(fresh) = retry_acked {
+                    assert_eq!(engine.hold(fresh).unwrap().state, HoldState::Held);
+                }
+                // Forgotten: a later retry (if the one above did not
+                // already) runs afresh.
+                let later = engine.reserve(tee, 1, BuyerId(1), request, false);
+                assert_ne!(later.map(|r| r.hold), Ok(original.hold));
+            } else {
+                assert_eq!(retry_acked, Some(original.hold), "confirm won");
+                assert_eq!(state, HoldState::Held, "the acknowledged hold stays");
+                let later = engine.reserve(tee, 1, BuyerId(1), request, false).unwrap();
+                assert!(later.replayed && !later.provisional);
+                assert_eq!(later.hold, original.hold);
+            }
+            let counts = engine.snapshot(tee).unwrap().counts;
+            assert_eq!(counts.total(), 2);
+        });
     }
 }

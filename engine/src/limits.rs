@@ -25,7 +25,14 @@ pub const SKUS_MAX: u32 = 1 << 24;
 /// Positions probed in the open-addressed buyer and idempotency tables. A
 /// key that finds no free position in its window is refused as `Capacity`;
 /// tables are sized at twice their expected load so this stays rare.
+#[cfg(not(loom))]
 pub const PROBE_WINDOW: usize = 16;
+
+/// Under the loom model checker, two positions: enough for every step of
+/// the tables' protocols (a key meets another in its window), few enough
+/// atomics for the checker to explore every interleaving.
+#[cfg(loom)]
+pub const PROBE_WINDOW: usize = 2;
 
 /// Most events the expirer handles per `run` call before returning, so one
 /// call cannot stall its thread for long after a long pause.
@@ -69,6 +76,13 @@ pub struct EngineConfig {
     /// How long a request id is remembered: at least this, at most twice.
     /// Default 10 minutes, longer than any client retry loop.
     pub request_window_ms: u64,
+    /// Remember successful reservations made with a request id as
+    /// *provisional* until [`crate::Engine::confirm_reservation`] (or
+    /// [`crate::Engine::undo_reservation`]): a replay meanwhile answers
+    /// with `provisional: true`, so the caller waits for the original's
+    /// durable write before acknowledging it. For durable mode; default
+    /// false (answers are final at once, as in memory and async modes).
+    pub provisional_reservations: bool,
     /// Capacity of the journal event queue; 0 disables events (in-memory
     /// mode has no consumer). Default 0.
     pub events_max: usize,
@@ -99,6 +113,7 @@ impl Default for EngineConfig {
             buyer_entries_max: 262_144,
             request_entries_max: 262_144,
             request_window_ms: 10 * 60 * 1000,
+            provisional_reservations: false,
             events_max: 0,
             events_headroom: 4096,
             order_units_max: 1000,

@@ -16,8 +16,29 @@
 //! ours is recorded, so `record` writes the outcome first and then `owner`
 //! (the key it belongs to, Release); a reader trusts an outcome only when
 //! `owner` equals the key it found.
+//!
+//! # Provisional answers
+//!
+//! In durable mode a reservation is only acknowledged once its write is in
+//! Redis, but its answer is remembered at once so a retry does not reserve
+//! twice. Such an answer is recorded *provisional* (outcome tag
+//! [`OUTCOME_PROVISIONAL`]): a replay of it must wait for the original's
+//! write before it may be acknowledged. Two callers then race on the one
+//! outcome word with a CAS, and exactly one wins:
+//!
+//! - [`RequestTable::confirm`] (the write is durable: the original, or a
+//!   replay after its wait) moves it provisional -> final;
+//! - [`RequestTable::withdraw`] (the original's write timed out) moves it
+//!   provisional -> pending ("being undone": replays answer `InProgress`);
+//!   the caller releases the hold, then forgets the entry so a retry runs
+//!   afresh.
+//!
+//! The outcome word carries the hold id, which is never reused for another
+//! reservation, so a confirm or withdraw that comes late can never act on a
+//! later answer to the same request id (no ABA).
 
 use crate::buyer::mix64;
+use crate::hold::HOLD_ID_BITS;
 use crate::limits::PROBE_WINDOW;
 use crate::sync::{AtomicU64, Ordering, fence};
 
@@ -28,8 +49,37 @@ pub struct RequestId(pub u64);
 const HASH_BITS: u32 = 48;
 const HASH_MASK: u64 = (1 << HASH_BITS) - 1;
 const TAG_MASK: u64 = 0xffff;
-/// Never a valid outcome (callers encode a non-zero tag).
+
+/// An outcome word's top two bits say what kind of answer it holds; the
+/// other 62 are its payload (a hold id, units sold, an error's raw code).
+const OUTCOME_TAG_SHIFT: u32 = 62;
+/// No answer (tag 0): never recorded. With `owner == key` it means the
+/// provisional answer is being withdrawn (see the module docs).
 const PENDING: u64 = 0;
+/// A success; the payload is the operation's result.
+pub(crate) const OUTCOME_OK: u64 = 1 << OUTCOME_TAG_SHIFT;
+/// A refusal; the payload is the error's raw code.
+pub(crate) const OUTCOME_ERR: u64 = 2 << OUTCOME_TAG_SHIFT;
+/// A successful reservation whose durable write is not confirmed yet; the
+/// payload is the hold id.
+pub(crate) const OUTCOME_PROVISIONAL: u64 = 3 << OUTCOME_TAG_SHIFT;
+/// The payload bits of an outcome word.
+pub(crate) const OUTCOME_PAYLOAD: u64 = (1 << OUTCOME_TAG_SHIFT) - 1;
+const _: () = assert!(
+    HOLD_ID_BITS <= OUTCOME_TAG_SHIFT,
+    "a hold id fits the payload"
+);
+
+/// The final form of an outcome: a provisional success becomes a success;
+/// anything else is already final.
+#[inline]
+pub(crate) fn settled(outcome: u64) -> u64 {
+    if outcome & !OUTCOME_PAYLOAD == OUTCOME_PROVISIONAL {
+        OUTCOME_OK | outcome & OUTCOME_PAYLOAD
+    } else {
+        outcome
+    }
+}
 
 /// What was remembered about a finished request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +103,34 @@ pub(crate) enum Claim<'a> {
     Full,
 }
 
+/// How [`RequestTable::withdraw`] ended.
+#[derive(Debug)]
+pub(crate) enum Withdrawal<'a> {
+    /// The provisional answer is withdrawn: replays now answer
+    /// `InProgress`. Undo the operation, then `forget` the entry.
+    Withdrawn(Withdrawn<'a>),
+    /// A confirm won: the answer is final and stays; nothing changed.
+    Confirmed,
+    /// No such provisional answer (none recorded, aged out, or another).
+    Absent,
+}
+
+/// A withdrawn answer whose entry is still taken; [`Withdrawn::forget`]
+/// frees it once the operation is undone.
+#[derive(Debug)]
+#[must_use]
+pub(crate) struct Withdrawn<'a> {
+    entry: &'a Entry,
+    key: u64,
+}
+
+impl Withdrawn<'_> {
+    /// Frees the entry, so a retry of the request runs afresh.
+    pub(crate) fn forget(self) {
+        self.entry.clear(self.key);
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// `epoch_tag:16 | hash:48`, 0 when never used.
@@ -63,8 +141,27 @@ struct Entry {
     /// `fingerprint:32 | aux:32`.
     meta: AtomicU64,
     deadline_ms: AtomicU64,
-    /// The recorded outcome, valid only when `owner == key`.
+    /// The recorded outcome, valid only when `owner == key`. Changed after
+    /// the record only by `confirm` and `withdraw` (provisional answers).
     outcome: AtomicU64,
+}
+
+impl Entry {
+    /// Frees a recorded entry under `key` (it must be the one found with
+    /// `owner == key`). Only `forget` and `Withdrawn::forget` do this; the
+    /// entry cannot have been reused meanwhile, because a recorded key only
+    /// frees by this or by aging out, a window later.
+    fn clear(&self, key: u64) {
+        // Relaxed: clear the owner first so a later claim of the same key
+        // at this position cannot read this record as its own; ordered
+        // before the position becomes claimable by the Release below.
+        self.owner.store(0, Ordering::Relaxed);
+        // Release: orders the owner reset before the position becomes
+        // claimable (a claimer's CAS on `key` reads this value).
+        let _ = self
+            .key
+            .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
+    }
 }
 
 /// A claimed entry; must be recorded or abandoned.
@@ -175,14 +272,28 @@ impl RequestTable {
         if entry.owner.load(Ordering::Acquire) != key {
             return Claim::InProgress;
         }
-        // Relaxed: synchronised by the `owner` load above.
+        // Relaxed: synchronised by the `owner` load above. The outcome may
+        // be changed by `confirm` / `withdraw` since; any value in its
+        // modification order is a valid answer to return (a provisional one
+        // is confirmed by its caller before it is acknowledged).
         let outcome = entry.outcome.load(Ordering::Relaxed);
         let meta = entry.meta.load(Ordering::Relaxed);
         let deadline_ms = entry.deadline_ms.load(Ordering::Relaxed);
-        // Seqlock-style re-check: a position is only reused two epochs after
-        // its key was live, but make sure it did not happen while we read.
+        // Seqlock-style re-check: a position is reused two epochs after its
+        // key was live, or at once after a `forget` (and a new claim of the
+        // same key may then land here): make sure neither happened while we
+        // read. Only successful reservations are ever forgotten, and their
+        // outcomes name distinct holds, so an unchanged outcome rules out a
+        // forget-and-reclaim.
         fence(Ordering::Acquire);
-        if entry.key.load(Ordering::Relaxed) != key || entry.owner.load(Ordering::Relaxed) != key {
+        if entry.key.load(Ordering::Relaxed) != key
+            || entry.owner.load(Ordering::Relaxed) != key
+            || entry.outcome.load(Ordering::Relaxed) != outcome
+        {
+            return Claim::InProgress;
+        }
+        if outcome == PENDING {
+            // Recorded, then withdrawn: being undone right now.
             return Claim::InProgress;
         }
         if (meta >> 32) as u32 != fingerprint {
@@ -267,33 +378,86 @@ impl RequestTable {
         })
     }
 
-    /// Forgets a recorded request (used when a durable write failed and the
-    /// operation was undone, so a retry must run again).
-    pub(crate) fn forget(&self, request: u64) {
+    /// The entry holding `request`'s recorded answer, and its key.
+    fn find_recorded(&self, request: u64) -> Option<(&Entry, u64)> {
         let hash = Self::hash(request);
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        // Relaxed: callers come after the claim that recorded the answer
+        // (same thread, or handed over with synchronisation), so coherence
+        // gives an epoch at least as new as the one it was recorded under;
+        // there is no Dekker pairing here (nothing is claimed).
+        let epoch = self.epoch.load(Ordering::Relaxed);
         for (table, e) in [
             ((epoch & 1) as usize, epoch),
             (((epoch & 1) ^ 1) as usize, epoch.wrapping_sub(1)),
         ] {
             let key = Self::live_key(e, hash);
             for entry in self.window(table, hash) {
-                // Acquire: we only remove a finished entry (owner == key),
-                // never one whose request is still running.
-                if entry.key.load(Ordering::Acquire) == key
+                // Acquire (owner): pairs with `record`'s Release, so the
+                // outcome our caller compares next is this record's or a
+                // later change of it; we never act on a running claim.
+                // Relaxed (key): validated by the owner, which `record`
+                // writes only after the key is ours.
+                if entry.key.load(Ordering::Relaxed) == key
                     && entry.owner.load(Ordering::Acquire) == key
                 {
-                    // Clear the owner first so a later claim of the same key
-                    // at this position cannot read this record as its own.
-                    entry.owner.store(0, Ordering::Relaxed);
-                    // Release: orders the owner reset before the position
-                    // becomes claimable.
-                    let _ =
-                        entry
-                            .key
-                            .compare_exchange(key, 0, Ordering::Release, Ordering::Relaxed);
+                    return Some((entry, key));
                 }
             }
+        }
+        None
+    }
+
+    /// Turns `request`'s provisional answer `provisional` (tag
+    /// [`OUTCOME_PROVISIONAL`], a hold id) into a final one. True if the
+    /// answer is now, or already was, final with that payload; false if it
+    /// is gone, being withdrawn, or another answer.
+    pub(crate) fn confirm(&self, request: u64, provisional: u64) -> bool {
+        debug_assert_eq!(provisional & !OUTCOME_PAYLOAD, OUTCOME_PROVISIONAL);
+        let Some((entry, _)) = self.find_recorded(request) else {
+            return false;
+        };
+        let done = settled(provisional);
+        // Relaxed, success and failure: what decides between confirm and
+        // withdraw is which RMW comes first in this one word's modification
+        // order, which every thread agrees on; no other data is published
+        // through it (the record's fields were, by `owner`).
+        match entry.outcome.compare_exchange(
+            provisional,
+            done,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => true,
+            Err(actual) => actual == done,
+        }
+    }
+
+    /// Withdraws `request`'s provisional answer `provisional`, unless a
+    /// `confirm` made it final first (see [`Withdrawal`]).
+    pub(crate) fn withdraw(&self, request: u64, provisional: u64) -> Withdrawal<'_> {
+        debug_assert_eq!(provisional & !OUTCOME_PAYLOAD, OUTCOME_PROVISIONAL);
+        let Some((entry, key)) = self.find_recorded(request) else {
+            return Withdrawal::Absent;
+        };
+        // Relaxed, success and failure: see `confirm`. The caller's undo
+        // (release, then `forget`) is ordered by its own atomics.
+        match entry.outcome.compare_exchange(
+            provisional,
+            PENDING,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Withdrawal::Withdrawn(Withdrawn { entry, key }),
+            Err(actual) if actual == settled(provisional) => Withdrawal::Confirmed,
+            Err(_) => Withdrawal::Absent,
+        }
+    }
+
+    /// Forgets a recorded request (used when a durable write failed and the
+    /// operation was undone, so a retry must run again).
+    pub(crate) fn forget(&self, request: u64) {
+        if let Some((entry, key)) = self.find_recorded(request) {
+            entry.clear(key);
         }
     }
 }
@@ -375,6 +539,71 @@ mod tests {
         for k in kept {
             k.abandon();
         }
+    }
+
+    const HOLD_A: u64 = 0x0040_0000_0100_0002;
+    const HOLD_B: u64 = 0x0040_0000_0200_0002;
+
+    fn done(c: Claim<'_>) -> u64 {
+        match c {
+            Claim::Done(r) => r.outcome,
+            other => panic!("expected a recorded answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn settled_turns_only_provisional_answers_final() {
+        assert_eq!(settled(OUTCOME_PROVISIONAL | HOLD_A), OUTCOME_OK | HOLD_A);
+        assert_eq!(settled(OUTCOME_OK | HOLD_A), OUTCOME_OK | HOLD_A);
+        assert_eq!(settled(OUTCOME_ERR | 2), OUTCOME_ERR | 2);
+    }
+
+    #[test]
+    fn a_confirmed_answer_is_final_and_cannot_be_withdrawn() {
+        let t = RequestTable::new(64, 1000, 0);
+        new_ticket(t.claim(7, 1)).record(OUTCOME_PROVISIONAL | HOLD_A, 50, 1);
+        assert_eq!(done(t.claim(7, 1)), OUTCOME_PROVISIONAL | HOLD_A);
+        assert!(
+            !t.confirm(7, OUTCOME_PROVISIONAL | HOLD_B),
+            "another hold's confirm"
+        );
+        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A));
+        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "already final");
+        assert_eq!(done(t.claim(7, 1)), OUTCOME_OK | HOLD_A);
+        assert!(matches!(
+            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A),
+            Withdrawal::Confirmed
+        ));
+        assert_eq!(done(t.claim(7, 1)), OUTCOME_OK | HOLD_A, "unchanged");
+        assert!(!t.confirm(8, OUTCOME_PROVISIONAL | HOLD_A), "unknown id");
+    }
+
+    #[test]
+    fn a_withdrawn_answer_is_in_progress_then_forgotten() {
+        let t = RequestTable::new(64, 1000, 0);
+        new_ticket(t.claim(7, 1)).record(OUTCOME_PROVISIONAL | HOLD_A, 50, 1);
+        assert!(matches!(
+            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_B),
+            Withdrawal::Absent
+        ));
+        let Withdrawal::Withdrawn(w) = t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A) else {
+            panic!("the first withdraw wins");
+        };
+        assert!(matches!(t.claim(7, 1), Claim::InProgress), "being undone");
+        assert!(!t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "undo won");
+        assert!(matches!(
+            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A),
+            Withdrawal::Absent
+        ));
+        w.forget();
+        assert!(!t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "gone");
+        let retry = new_ticket(t.claim(7, 1));
+        retry.record(OUTCOME_PROVISIONAL | HOLD_B, 60, 1);
+        assert!(
+            !t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A),
+            "a late confirm never acts on the retry's answer"
+        );
+        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_B));
     }
 
     #[test]

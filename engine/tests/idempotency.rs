@@ -215,3 +215,175 @@ fn concurrent_duplicates_reserve_once() {
         "every request reserved exactly once"
     );
 }
+
+// ----- provisional answers (durable mode) -------------------------------
+//
+// With `provisional_reservations`, a reservation's remembered answer is
+// provisional until the caller confirms its durable write; a replay
+// meanwhile says so, and "confirmed" and "undone" exclude each other.
+
+fn durable_rig() -> Rig {
+    Rig::new(EngineConfig {
+        provisional_reservations: true,
+        events_max: 1 << 12,
+        events_headroom: 16,
+        ..EngineConfig::default()
+    })
+}
+
+fn reserve_with(r: &Rig, sku: SkuIdx, request: u64) -> Result<Reservation, ReserveError> {
+    r.engine
+        .reserve(sku, 1, BuyerId(1), Some(RequestId(request)), false)
+}
+
+#[test]
+fn a_replay_of_an_unconfirmed_reservation_is_provisional_until_confirmed() {
+    let r = durable_rig();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let first = reserve_with(&r, tee, 1).unwrap();
+    assert!(!first.replayed && !first.provisional, "a fresh answer");
+    let replay = reserve_with(&r, tee, 1).unwrap();
+    assert_eq!(
+        replay,
+        Reservation {
+            replayed: true,
+            provisional: true,
+            ..first
+        }
+    );
+    assert!(r.engine.confirm_reservation(RequestId(1), first.hold));
+    assert!(
+        r.engine.confirm_reservation(RequestId(1), first.hold),
+        "confirming twice (original and replay) is fine"
+    );
+    assert_eq!(
+        reserve_with(&r, tee, 1).unwrap(),
+        Reservation {
+            replayed: true,
+            ..first
+        },
+        "final once confirmed"
+    );
+    assert_eq!(r.counts(tee).held, 1, "replays changed nothing");
+
+    // Carts are provisional the same way.
+    let cart = [Line { sku: tee, qty: 2 }];
+    let first = r
+        .engine
+        .reserve_cart(&cart, BuyerId(1), Some(RequestId(2)))
+        .unwrap();
+    let replay = r
+        .engine
+        .reserve_cart(&cart, BuyerId(1), Some(RequestId(2)))
+        .unwrap();
+    assert!(replay.replayed && replay.provisional && replay.hold == first.hold);
+
+    // Refusals, and commit / release / extend answers, are final at once.
+    let big = r
+        .engine
+        .reserve(tee, 9, BuyerId(1), Some(RequestId(3)), false);
+    assert!(big.is_err());
+    assert_eq!(
+        r.engine
+            .reserve(tee, 9, BuyerId(1), Some(RequestId(3)), false),
+        big
+    );
+    let s = r
+        .engine
+        .commit(first.hold, None, Some(RequestId(4)))
+        .unwrap();
+    assert_eq!(
+        r.engine.commit(first.hold, None, Some(RequestId(4))),
+        Ok(Settlement {
+            replayed: true,
+            ..s
+        })
+    );
+}
+
+#[test]
+fn undo_after_confirm_changes_nothing_and_the_hold_stays_live() {
+    let r = durable_rig();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let first = reserve_with(&r, tee, 1).unwrap();
+    assert!(r.engine.confirm_reservation(RequestId(1), first.hold));
+    assert!(
+        !r.engine.undo_reservation(first.hold, Some(RequestId(1))),
+        "a confirmed reservation is acknowledged, not undone"
+    );
+    assert_eq!(r.engine.hold(first.hold).unwrap().state, HoldState::Held);
+    assert_eq!(r.counts(tee).held, 1);
+    let replay = reserve_with(&r, tee, 1).unwrap();
+    assert!(replay.replayed && !replay.provisional && replay.hold == first.hold);
+}
+
+#[test]
+fn confirm_after_undo_is_refused_and_a_retry_runs_afresh() {
+    let r = durable_rig();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let first = reserve_with(&r, tee, 1).unwrap();
+    assert!(r.engine.undo_reservation(first.hold, Some(RequestId(1))));
+    assert_eq!(
+        r.engine.hold(first.hold).unwrap().state,
+        HoldState::Released,
+        "undone: the hold is released"
+    );
+    assert_eq!(r.counts(tee).held, 0);
+    assert!(
+        !r.engine.confirm_reservation(RequestId(1), first.hold),
+        "undo won: a replay must not acknowledge it"
+    );
+    assert!(
+        r.engine.undo_reservation(first.hold, Some(RequestId(1))),
+        "a second undo finds nothing to withdraw and releases nothing more"
+    );
+    assert_eq!(r.counts(tee).available, 5);
+    let retry = reserve_with(&r, tee, 1).unwrap();
+    assert!(!retry.replayed, "the retry ran afresh");
+    assert_ne!(retry.hold, first.hold, "with a new hold");
+    assert_eq!(r.counts(tee).held, 1);
+    assert!(
+        !r.engine.confirm_reservation(RequestId(1), first.hold),
+        "a late confirm of the undone hold never confirms the retry's"
+    );
+    assert!(r.engine.confirm_reservation(RequestId(1), retry.hold));
+}
+
+#[test]
+fn confirm_and_undo_with_another_hold_are_refused() {
+    let r = durable_rig();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let first = reserve_with(&r, tee, 1).unwrap();
+    let other = reserve_with(&r, tee, 2).unwrap();
+    assert!(!r.engine.confirm_reservation(RequestId(1), other.hold));
+    assert!(!r.engine.confirm_reservation(RequestId(99), first.hold));
+    let replay = reserve_with(&r, tee, 1).unwrap();
+    assert!(replay.provisional, "still provisional: {replay:?}");
+    assert_eq!(r.counts(tee).held, 2);
+}
+
+#[test]
+fn undo_without_a_request_id_releases_the_hold() {
+    let r = durable_rig();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let h = r.engine.reserve(tee, 2, BuyerId(1), None, false).unwrap();
+    assert!(!h.provisional);
+    assert!(r.engine.undo_reservation(h.hold, None));
+    assert_eq!(r.engine.hold(h.hold).unwrap().state, HoldState::Released);
+    assert_eq!(r.counts(tee).available, 5);
+}
+
+#[test]
+fn without_provisional_answers_are_final_at_once() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let first = reserve_with(&r, tee, 1).unwrap();
+    let replay = reserve_with(&r, tee, 1).unwrap();
+    assert!(replay.replayed && !replay.provisional);
+    assert!(r.engine.confirm_reservation(RequestId(1), first.hold));
+    assert!(
+        !r.engine.undo_reservation(first.hold, Some(RequestId(1))),
+        "a final answer is never withdrawn"
+    );
+    assert_eq!(r.engine.hold(first.hold).unwrap().state, HoldState::Held);
+}

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use holdfast_engine::*;
 use proptest::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const SKUS: usize = 3;
 const TICK_MS: u64 = 10;
@@ -68,6 +68,16 @@ enum Op {
     Advance {
         ms: u64,
     },
+    /// `confirm_reservation` of a request id's hold (or of some other hold).
+    Confirm {
+        request: u64,
+        other: Option<usize>,
+    },
+    /// `undo_reservation` of a request id's hold (or of some other hold).
+    Undo {
+        request: Option<u64>,
+        other: Option<usize>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -88,6 +98,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SKUS, 0u8..4, 0u64..30).prop_map(|(sku, window, at_s)| Op::Window { sku, window, at_s }),
         1 => (0..SKUS, 0u32..4, 5u64..40).prop_map(|(sku, limit, ttl_s)| Op::Limit { sku, limit, ttl_s }),
         3 => prop_oneof![Just(5u64), 0u64..40_000, Just(1_000), Just(10_000)].prop_map(|ms| Op::Advance { ms }),
+        1 => (0u64..6, proptest::option::weighted(0.2, any::<usize>()))
+            .prop_map(|(request, other)| Op::Confirm { request, other }),
+        1 => (proptest::option::weighted(0.8, 0u64..6), proptest::option::weighted(0.2, any::<usize>()))
+            .prop_map(|(request, other)| Op::Undo { request, other }),
     ]
 }
 
@@ -134,6 +148,9 @@ struct Model {
     holds: HashMap<HoldId, MHold>,
     buyer_units: HashMap<(usize, u64), u32>,
     requests: HashMap<u64, (String, Answer)>,
+    /// Request ids whose reservation answer is still provisional (the
+    /// engine runs with `provisional_reservations`).
+    provisional: HashSet<u64>,
 }
 
 impl Model {
@@ -196,6 +213,30 @@ impl Model {
         }
     }
 
+    /// Releases a hold as `release(id, None)` does; true if it released it.
+    fn release(&mut self, id: HoldId) -> Result<(), HoldError> {
+        self.touch(id).map(|()| {
+            let h = self.holds.get_mut(&id).unwrap();
+            h.state = MState::Released;
+            let (lines, buyer) = (h.lines.clone(), h.buyer);
+            for (sku, qty, counted) in lines {
+                self.skus[sku].held -= qty;
+                self.skus[sku].available += qty;
+                if counted {
+                    *self.buyer_units.get_mut(&(sku, buyer)).unwrap() -= qty;
+                }
+            }
+        })
+    }
+
+    /// The hold a request id's remembered reservation names, if any.
+    fn reserved_by(&self, request: u64) -> Option<HoldId> {
+        match self.requests.get(&request) {
+            Some((_, Answer::Reserve(Ok((hold, _, _))))) => Some(*hold),
+            _ => None,
+        }
+    }
+
     /// Replays a remembered answer, or says the id was used differently.
     fn replay(&self, request: Option<u64>, params: &str) -> Option<Result<Answer, ()>> {
         let (seen, answer) = self.requests.get(&request?)?;
@@ -220,6 +261,7 @@ fn run(ops: Vec<Op>) {
     let mut rig = Rig::new(EngineConfig {
         events_max: 1 << 14,
         events_headroom: 64,
+        provisional_reservations: true,
         ..EngineConfig::default()
     });
     let mut m = Model {
@@ -228,6 +270,7 @@ fn run(ops: Vec<Op>) {
         holds: HashMap::new(),
         buyer_units: HashMap::new(),
         requests: HashMap::new(),
+        provisional: HashSet::new(),
     };
     let mut idx = Vec::new();
     for i in 0..SKUS {
@@ -309,18 +352,7 @@ fn run(ops: Vec<Op>) {
                     Some(Ok(Answer::Release(a))) => a,
                     Some(_) => Err(HoldError::RequestMismatch),
                     None => {
-                        let a = m.touch(id).map(|()| {
-                            let h = m.holds.get_mut(&id).unwrap();
-                            h.state = MState::Released;
-                            let (lines, buyer) = (h.lines.clone(), h.buyer);
-                            for (sku, qty, counted) in lines {
-                                m.skus[sku].held -= qty;
-                                m.skus[sku].available += qty;
-                                if counted {
-                                    *m.buyer_units.get_mut(&(sku, buyer)).unwrap() -= qty;
-                                }
-                            }
-                        });
+                        let a = m.release(id);
                         if let Some(r) = request {
                             m.requests.insert(r, (params, Answer::Release(a)));
                         }
@@ -425,6 +457,47 @@ fn run(ops: Vec<Op>) {
                 rig.advance(ms);
                 m.run_expirer(&rig.engine);
             }
+            Op::Confirm { request, other } => {
+                let Some(hold) = other
+                    .and_then(|p| pick(&issued, p))
+                    .or_else(|| m.reserved_by(request))
+                else {
+                    continue;
+                };
+                let got = rig.engine.confirm_reservation(RequestId(request), hold);
+                let want = m.reserved_by(request) == Some(hold);
+                if want {
+                    m.provisional.remove(&request);
+                }
+                assert_eq!(got, want, "confirm {request} {hold}");
+            }
+            Op::Undo { request, other } => {
+                let Some(hold) = other
+                    .and_then(|p| pick(&issued, p))
+                    .or_else(|| request.and_then(|r| m.reserved_by(r)))
+                else {
+                    continue;
+                };
+                let got = rig.engine.undo_reservation(hold, request.map(RequestId));
+                let mine = request.filter(|&r| m.reserved_by(r) == Some(hold));
+                let want = match mine {
+                    // Confirmed: acknowledged, nothing changes.
+                    Some(r) if !m.provisional.contains(&r) => false,
+                    // Withdrawn: released, forgotten.
+                    Some(r) => {
+                        let _ = m.release(hold);
+                        m.requests.remove(&r);
+                        m.provisional.remove(&r);
+                        true
+                    }
+                    // Not this request's hold: released as without an id.
+                    None => {
+                        let _ = m.release(hold);
+                        true
+                    }
+                };
+                assert_eq!(got, want, "undo {hold} {request:?}");
+            }
         }
         for (i, &sku) in idx.iter().enumerate() {
             let c = rig.counts(sku);
@@ -500,6 +573,7 @@ enum Expect {
         hold: HoldId,
         deadline: u64,
         units: u32,
+        provisional: bool,
     },
 }
 
@@ -523,10 +597,12 @@ fn model_reserve(
     let params = format!("reserve {lines:?} {buyer} {partial}");
     match m.replay(request, &params) {
         Some(Ok(Answer::Reserve(a))) => {
+            let provisional = m.provisional.contains(&request.unwrap());
             return a.map(|(hold, deadline, units)| Expect::Replayed {
                 hold,
                 deadline,
                 units,
+                provisional,
             });
         }
         Some(_) => return Err(ReserveError::RequestMismatch),
@@ -613,11 +689,12 @@ fn check_reserve(
                 hold,
                 deadline,
                 units,
+                provisional,
             }),
         ) => {
             assert_eq!(
-                (g.hold, g.deadline_ms, g.units, g.replayed),
-                (hold, deadline, units, true),
+                (g.hold, g.deadline_ms, g.units, g.replayed, g.provisional),
+                (hold, deadline, units, true, provisional),
                 "replay"
             );
         }
@@ -639,11 +716,13 @@ fn check_reserve(
                 !m.holds.contains_key(&g.hold),
                 "hold ids are unique among remembered holds"
             );
+            assert!(!g.provisional, "a fresh answer is never provisional");
             if let Some(r) = request {
                 m.requests.insert(
                     r,
                     (params, Answer::Reserve(Ok((g.hold, hold.deadline, units)))),
                 );
+                m.provisional.insert(r);
             }
             m.holds.insert(g.hold, hold);
             issued.push(g.hold);

@@ -168,8 +168,21 @@ fn an_inconsistent_state_is_refused_with_every_problem() {
     );
 }
 
+/// A remembered answer survives a restart, final: the journal persists an
+/// answer only with the write it answers, so a provisional answer (durable
+/// mode) is persisted in its confirmed form.
 #[test]
 fn remembered_requests_survive_a_restore() {
+    for provisional in [false, true] {
+        remembered_request_survives_a_restore(provisional);
+    }
+}
+
+fn remembered_request_survives_a_restore(provisional: bool) {
+    let config = |incarnation| EngineConfig {
+        provisional_reservations: provisional,
+        ..config(incarnation)
+    };
     let r = Rig::new(config(1));
     let tee = r.sku("tee", 4, settings(60_000, 0));
     let first = r

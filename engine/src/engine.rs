@@ -1370,6 +1370,15 @@ impl Engine {
     /// Forgets a request id's remembered outcome, so a retry runs afresh.
     pub fn forget_request(&self, request: RequestId) {
         self.requests.forget(request.0);
+        self.emit_forgotten(request);
+    }
+
+    /// Tells the journal a remembered answer is gone, so it does not come
+    /// back from Redis after a restart.
+    fn emit_forgotten(&self, request: RequestId) {
+        let mut buf = EventBuf::new();
+        buf.push(EventKind::RequestForgotten { request });
+        self.emit(self.now_ms(), &buf);
     }
 
     /// Confirms the provisional answer of the reservation `request` made
@@ -1427,6 +1436,9 @@ impl Engine {
         // a retry cannot run afresh while the hold is still held.
         if let Some(w) = withdrawn {
             w.forget();
+            if let Some(request) = request {
+                self.emit_forgotten(request);
+            }
         }
         true
     }

@@ -85,6 +85,10 @@ pub enum EventKind {
     },
     /// The sale window changed.
     WindowChanged { sku: SkuIdx, window: SaleWindow },
+    /// A remembered answer was withdrawn: its reservation's durable write
+    /// failed and it was undone, so a retry must run afresh, after a
+    /// restart too (the journal deletes the stored answer).
+    RequestForgotten { request: RequestId },
 }
 
 impl EventKind {
@@ -102,7 +106,9 @@ impl EventKind {
             | Self::Committed { line, .. }
             | Self::Released { line, .. }
             | Self::Expired { line, .. } => Some(line.sku),
-            Self::Extended { .. } | Self::RequestDone { .. } => None,
+            Self::Extended { .. } | Self::RequestDone { .. } | Self::RequestForgotten { .. } => {
+                None
+            }
         }
     }
 }

@@ -51,6 +51,7 @@ fn every_state_change_emits_a_numbered_event() {
             EventKind::BackInStock { .. } => "back_in_stock",
             EventKind::WindowChanged { .. } => "window",
             EventKind::RequestDone { .. } => "request",
+            EventKind::RequestForgotten { .. } => "forgotten",
         })
         .collect();
     assert_eq!(

@@ -75,6 +75,12 @@ pub struct Applied<T> {
     /// A reservation to release (and its request id to forget) if Redis
     /// never confirms it.
     undo: Option<(HoldId, Option<RequestId>)>,
+    /// A provisional reservation answer (durable mode, with a request id)
+    /// to confirm once `seq` is persisted: by the original, or by a replay
+    /// that waited for it. Whichever of confirm and undo comes first wins
+    /// (one CAS in the engine), so a replay is never acknowledged for a
+    /// reservation that is then undone.
+    confirm: Option<(RequestId, HoldId)>,
     pub op: Op,
 }
 
@@ -85,6 +91,7 @@ impl<T> Applied<T> {
             answer: f(self.answer),
             seq: self.seq,
             undo: self.undo,
+            confirm: self.confirm,
             op: self.op,
         }
     }
@@ -275,28 +282,37 @@ impl Ops {
         applied: Applied<T>,
         waited: Result<(), ApiError>,
     ) -> Result<T, ApiError> {
-        match waited {
-            Ok(()) => {
-                applied.op.record(Ok(()));
-                Ok(applied.answer)
-            }
-            Err(e) => {
-                // A reservation Redis did not take is undone in memory, so
-                // nothing unacknowledged is held, and its request id is
-                // forgotten so a retry runs afresh. A commit cannot be
-                // undone (the buyer paid): it stays committed in memory, the
-                // journal retries until it lands, and the client is told to
-                // retry (the same request id gets this answer).
-                if let Some((hold, request)) = applied.undo {
-                    let _ = self.engine.release(hold, None);
-                    if let Some(r) = request {
-                        self.engine.forget_request(r);
-                    }
+        let outcome = match waited {
+            // Durable. A provisional answer becomes final unless the
+            // original was undone first (then this is a replay of a
+            // reservation that no longer exists: refuse it, and a retry
+            // runs afresh).
+            Ok(()) => match applied.confirm {
+                Some((request, hold)) if !self.engine.confirm_reservation(request, hold) => {
+                    Err(crate::journal::timed_out())
                 }
-                applied.op.record(Err(e.code));
-                Err(e)
-            }
-        }
+                _ => Ok(applied.answer),
+            },
+            // Not durable in time. A reservation Redis did not take is
+            // undone in memory, so nothing unacknowledged is held, and its
+            // request id is forgotten so a retry runs afresh, unless a
+            // replay saw its write land and confirmed it first: then it is
+            // durable and acknowledged after all. A commit cannot be undone
+            // (the buyer paid): it stays committed in memory, the journal
+            // retries until it lands, and the client is told to retry (the
+            // same request id gets this answer once it is durable). A
+            // replay that timed out undoes nothing: its original does.
+            Err(e) => match applied.undo {
+                Some((hold, request)) if !self.engine.undo_reservation(hold, request) => {
+                    Ok(applied.answer)
+                }
+                _ => Err(e),
+            },
+        };
+        applied
+            .op
+            .record(outcome.as_ref().map(|_| ()).map_err(|e| e.code));
+        outcome
     }
 
     /// Reserves in memory; see [`Ops::finish`].
@@ -351,11 +367,21 @@ impl Ops {
                 req.allow_partial,
             )?
         };
-        // A replayed answer was persisted with the request it answers.
-        let seq = if res.replayed {
-            0
-        } else {
-            self.durability.pending_seq(&self.engine)
+        // A replay waits for every event numbered so far, which covers
+        // the write of the original it repeats (still in flight, perhaps):
+        // it is never acknowledged before that write is durable.
+        let seq = self.durability.pending_seq(&self.engine);
+        let (undo, confirm) = match (res.replayed, request) {
+            // The original: undone if its write fails; its provisional
+            // answer (durable mode) confirmed when its write lands.
+            (false, _) => (
+                (seq > 0).then_some((res.hold, request)),
+                request.map(|r| (r, res.hold)),
+            ),
+            // A replay of a provisional answer confirms it after waiting,
+            // and is refused if the original was undone meanwhile.
+            (true, Some(r)) if res.provisional => (None, Some((r, res.hold))),
+            _ => (None, None),
         };
         if !cart {
             lines[0].qty = res.units;
@@ -370,7 +396,8 @@ impl Ops {
                 replayed: res.replayed,
             },
             seq,
-            undo: (seq > 0).then_some((res.hold, request)),
+            undo,
+            confirm,
             op: Op::Reserve,
         })
     }
@@ -392,11 +419,9 @@ impl Ops {
         };
         self.durability.admit()?;
         let s = self.engine.commit(hold, sold.as_deref(), request)?;
-        let seq = if s.replayed {
-            0
-        } else {
-            self.durability.pending_seq(&self.engine)
-        };
+        // A replay too waits for everything numbered so far: its original
+        // may still be on its way to Redis.
+        let seq = self.durability.pending_seq(&self.engine);
         Ok(Applied {
             answer: Committed {
                 id: req.id,
@@ -407,6 +432,7 @@ impl Ops {
             },
             seq,
             undo: None,
+            confirm: None,
             op: Op::Commit,
         })
     }
@@ -428,6 +454,7 @@ impl Ops {
             },
             seq: self.durability.pending_seq(&self.engine),
             undo: None,
+            confirm: None,
             op: Op::Release,
         })
     }
@@ -450,6 +477,7 @@ impl Ops {
             },
             seq: self.durability.pending_seq(&self.engine),
             undo: None,
+            confirm: None,
             op: Op::Extend,
         })
     }

@@ -188,6 +188,10 @@ async fn build_core(
         });
     };
     config.events_max = args.journal.events_max;
+    // Durable mode undoes a reservation whose write times out; its answer
+    // stays provisional until then, so a replay cannot be acknowledged for
+    // a reservation that is then undone (see `ops::Ops::finish`).
+    config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
     config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
     let opened = journal::open::open(url, args, config, clock, meta, tracker, shutdown).await?;
     Ok(Core {

@@ -854,3 +854,206 @@ async fn ended_holds_are_findable_after_a_restart() {
     );
     gw.stop().await;
 }
+
+/// Polls the gateway's own counts until `sku` holds `held` units.
+async fn wait_held(gw: &Gateway, sku: &str, held: u64) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gw.sku(sku).await["held"].as_u64() != Some(held) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sku} never held {held}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A retried reservation (same request id) is never acknowledged before
+/// the write of the original it repeats is durable, and fails with it:
+/// Redis paused, the original waits, the replay waits too, both are
+/// refused, the units go back, and after a restart the request id runs
+/// afresh instead of replaying the undone hold.
+#[tokio::test]
+async fn a_replay_waits_for_its_original_and_fails_with_it() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let held_before = gw.sku("cap-olive").await["held"].as_u64().unwrap();
+    let body = json!({"sku": "cap-olive", "qty": 1, "buyer": "retrier", "request_id": "R-1"});
+    signal(redis.pid(), "STOP");
+    let first = {
+        let (http, url, body) = (gw.http.clone(), gw.url("/api/reservations"), body.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(CHECKOUT)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        })
+    };
+    // The original is applied in memory and waits for Redis; now the
+    // client's retry arrives.
+    wait_held(&gw, "cap-olive", held_before + 1).await;
+    let (status, replay) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (503, Some("unavailable")),
+        "a replay was answered while its original is not in Redis: {replay}"
+    );
+    let (status, original) = first.await.unwrap();
+    assert_eq!(status, 503, "{original}");
+    assert_eq!(
+        gw.sku("cap-olive").await["held"].as_u64(),
+        Some(held_before),
+        "the refused reservation was undone"
+    );
+    signal(redis.pid(), "CONT");
+    let mut c = con(&redis).await;
+    wait_persisted(&gw, &mut c).await;
+    gw.stop().await;
+
+    // After a restart the request id is not a replay of the undone hold.
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let (status, fresh) = gw
+        .call("POST", "/api/reservations", Some(CHECKOUT), Some(body))
+        .await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_eq!(fresh["replayed"], false, "{fresh}");
+    let hold = fresh["hold"].as_str().unwrap();
+    assert_eq!(
+        gw.call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
+            .await
+            .1["state"],
+        "held"
+    );
+    gw.stop().await;
+}
+
+/// The same over the websocket: a replay pipelined behind its original
+/// gets an error frame, not a `reserved`, while Redis does not answer.
+#[tokio::test]
+async fn a_websocket_replay_is_not_acknowledged_before_its_original() {
+    use holdfast_gateway::protocol::{ClientMsg, Reserve, ServerMsg};
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let mut ws = Ws::connect(&gw, Some(CHECKOUT)).await;
+    let reserve = |id: u64| {
+        ClientMsg::Reserve(Reserve {
+            id,
+            sku: Some("tote-canvas".into()),
+            qty: Some(1),
+            lines: None,
+            buyer: "ws-retrier".into(),
+            request_id: Some("R-ws".into()),
+            allow_partial: false,
+        })
+    };
+    signal(redis.pid(), "STOP");
+    ws.send(&reserve(1)).await;
+    ws.send(&reserve(2)).await;
+    for want in [1, 2] {
+        match ws.recv().await {
+            ServerMsg::Error(e) => {
+                assert_eq!(
+                    (e.id, e.error.as_str()),
+                    (Some(want), "unavailable"),
+                    "{e:?}"
+                )
+            }
+            other => panic!("request {want} answered while Redis is paused: {other:?}"),
+        }
+    }
+    signal(redis.pid(), "CONT");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut id = 3;
+    loop {
+        ws.send(&reserve(id)).await;
+        match ws.recv().await {
+            ServerMsg::Reserved(r) => {
+                assert!(!r.replayed, "the undone reservation is not replayed: {r:?}");
+                break;
+            }
+            ServerMsg::Error(e) => assert_eq!(e.error.as_str(), "unavailable", "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        id += 1;
+    }
+    gw.stop().await;
+}
+
+/// A retried commit is answered only once the commit it repeats is in
+/// Redis (a commit is never undone: it lands when Redis is back).
+#[tokio::test]
+async fn a_commit_replay_waits_for_the_commit_to_land() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
+    let (status, r) = reserve(&gw, "tote-canvas", "payer").await;
+    assert_eq!(status, 201, "{r}");
+    let hold = r["hold"].as_str().unwrap().to_string();
+    let path = format!("/api/holds/{hold}/commit");
+    let body = json!({"request_id": "C-1"});
+    let sold_before = gw.sku("tote-canvas").await["sold"].as_u64().unwrap();
+    signal(redis.pid(), "STOP");
+    let first = {
+        let (http, url, body) = (gw.http.clone(), gw.url(&path), body.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(CHECKOUT)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        })
+    };
+    // The commit is applied in memory and waits for Redis; the client's
+    // retry arrives meanwhile and must wait too.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while gw.sku("tote-canvas").await["sold"].as_u64() != Some(sold_before + 1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the commit never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, again) = gw
+        .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
+        .await;
+    assert_eq!(
+        status, 503,
+        "acknowledged before the commit was in Redis: {again}"
+    );
+    assert_eq!(first.await.unwrap(), 503);
+    signal(redis.pid(), "CONT");
+    let mut c = con(&redis).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (status, done) = gw
+            .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
+            .await;
+        if status == 200 {
+            assert_eq!(done["replayed"], true, "{done}");
+            assert!(
+                order_stream(&mut c).await.iter().any(|o| o["hold"] == hold),
+                "answered before its order reached the stream"
+            );
+            break;
+        }
+        assert_eq!(status, 503, "{done}");
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}

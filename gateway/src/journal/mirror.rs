@@ -223,6 +223,8 @@ pub struct Writes {
     names: Vec<(BuyerId, Arc<str>)>,
     orders: Vec<Order>,
     requests: Vec<(u64, RequestRecord)>,
+    /// Remembered answers withdrawn in this batch: (request, bucket).
+    forgotten: Vec<(u64, u64)>,
     /// Hold lines that ended in this batch, kept findable for the
     /// retention window (`<prefix>:ended:<hour>`).
     ended: Vec<(HoldId, EndedRecord)>,
@@ -544,6 +546,12 @@ impl Mirror {
                 self.requests.insert(request.0, record);
                 w.requests.push((request.0, record));
             }
+            EventKind::RequestForgotten { request } => {
+                if let Some(r) = self.requests.remove(&request.0) {
+                    w.requests.retain(|(q, _)| *q != request.0);
+                    w.forgotten.push((request.0, request_bucket(r.at_ms)));
+                }
+            }
             EventKind::SoldOut { sku } | EventKind::BackInStock { sku } => {
                 let event = if matches!(e.kind, EventKind::SoldOut { .. }) {
                     "sold_out"
@@ -783,6 +791,12 @@ impl Mirror {
             pipe,
             Self::request_commands(ctx, w.requests.iter().map(|(q, r)| (*q, r)), now_ms),
         );
+        for (request, bucket) in &w.forgotten {
+            pipe.cmd("HDEL")
+                .arg(ctx.keys.requests(*bucket))
+                .arg(request_field(*request))
+                .ignore();
+        }
         Self::add_ended(pipe, ctx, &w.ended, now_ms);
         pipe.cmd("HSET")
             .arg(keys.journal())

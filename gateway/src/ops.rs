@@ -590,6 +590,11 @@ impl Ops {
 
     pub async fn restock(&self, id: &str, req: &QtyReq) -> Result<SkuState, ApiError> {
         let sku = self.resolve(id)?;
+        // Past the per-SKU maximum can never work: a clear 422 with the
+        // limit, not a retryable 503 (the engine refuses it as well).
+        if let Some(snap) = self.engine.snapshot(sku) {
+            catalog::check_total(snap.counts.total().saturating_add(req.qty))?;
+        }
         self.durability.admit()?;
         self.engine.restock(sku, req.qty)?;
         self.durability.settle(&self.engine).await?;

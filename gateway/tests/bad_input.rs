@@ -237,6 +237,14 @@ async fn http_bad_input_gets_status_and_json() {
         ),
         (
             "POST",
+            "/api/admin/skus/tee-black-m/restock",
+            Some(ADMIN),
+            Some(json!({"qty":2_097_100})),
+            422,
+            "total_above_max",
+        ),
+        (
+            "POST",
             "/api/reservations",
             Some(CHECKOUT),
             Some(json!({"lines":[{"sku":"tee-black-m","qty":1}],"buyer":"b","allow_partial":true})),

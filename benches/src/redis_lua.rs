@@ -270,12 +270,7 @@ mod tests {
 
     #[test]
     fn scripts_never_oversell_and_settle_every_hold() {
-        if std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("redis-server not installed; skipping");
+        if !crate::require_tool("redis-server") {
             return;
         }
         let server = RedisServer::start("redis-server").unwrap();

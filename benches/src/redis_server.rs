@@ -160,12 +160,7 @@ mod tests {
 
     #[test]
     fn starts_answers_and_stops() {
-        if Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            eprintln!("redis-server not installed; skipping");
+        if !crate::require_tool("redis-server") {
             return;
         }
         let server = RedisServer::start("redis-server").unwrap();

@@ -289,8 +289,36 @@ impl Ws {
     }
 }
 
-/// A private redis-server on a free port, stopped on drop. `None` (with a
-/// loud message) when the binary is missing outside CI; a failure in CI.
+/// The opt-out for local runs on a machine without a tool (never set in
+/// CI): with it, a test that lacks its tool is skipped with a message;
+/// without it, the test fails.
+pub const ALLOW_SKIP_ENV: &str = "HOLDFAST_TEST_ALLOW_SKIP";
+
+/// Whether `tool` can run. A missing tool fails the test, unless
+/// [`ALLOW_SKIP_ENV`]`=1` is set, which skips it (returns `false`) with a
+/// message: a skip is an explicit choice, never a silent pass.
+pub fn require_tool(tool: &str, for_what: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1");
+    assert!(
+        allowed,
+        "`{tool}` is needed for {for_what} and is not on PATH: install it \
+         (./scripts/test-all does), or set {ALLOW_SKIP_ENV}=1 to skip these tests locally"
+    );
+    eprintln!("SKIPPED ({ALLOW_SKIP_ENV}=1): `{tool}` not found, {for_what} not run");
+    false
+}
+
+/// A private redis-server on a free port, stopped on drop. `None` only when
+/// redis-server is missing and skipping was asked for ([`require_tool`]).
 pub struct Redis {
     pub port: u16,
     child: std::process::Child,
@@ -370,21 +398,7 @@ impl Redis {
     }
 
     fn installed() -> bool {
-        if std::process::Command::new("redis-server")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            assert!(
-                std::env::var("CI").is_err(),
-                "redis-server is required in CI (scripts/test-all installs it)"
-            );
-            eprintln!(
-                "\n!!! SKIPPING: redis-server not found on PATH; install it to run the Redis tests !!!\n"
-            );
-            return false;
-        }
-        true
+        require_tool("redis-server", "the Redis tests")
     }
 
     pub fn start() -> Option<Self> {

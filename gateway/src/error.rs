@@ -119,11 +119,17 @@ impl From<ReserveError> for ApiError {
     fn from(e: ReserveError) -> Self {
         let status = match e {
             ReserveError::UnknownSku => StatusCode::NOT_FOUND,
-            ReserveError::NotOpen | ReserveError::SoldOut | ReserveError::InProgress => {
-                StatusCode::CONFLICT
-            }
+            ReserveError::NotOpen
+            | ReserveError::SoldOut
+            | ReserveError::NotEnoughAvailable { .. }
+            | ReserveError::InProgress => StatusCode::CONFLICT,
             ReserveError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ReserveError::Invalid | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
+            ReserveError::Invalid
+            | ReserveError::InvalidQty
+            | ReserveError::QtyAboveMax { .. }
+            | ReserveError::DuplicateSku
+            | ReserveError::CartSize
+            | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
             ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.code(), e.to_string())
@@ -139,7 +145,12 @@ impl From<HoldError> for ApiError {
             | HoldError::HoldExpired
             | HoldError::ExtendLimit
             | HoldError::InProgress => StatusCode::CONFLICT,
-            HoldError::Invalid | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
+            HoldError::Invalid
+            | HoldError::QtyAboveHeld { .. }
+            | HoldError::LinesMismatch
+            | HoldError::InvalidQty
+            | HoldError::InvalidExtend
+            | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
             HoldError::Capacity | HoldError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.code(), e.to_string())
@@ -150,8 +161,13 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = match e {
             CatalogError::UnknownSku => StatusCode::NOT_FOUND,
-            CatalogError::AlreadyExists | CatalogError::NotEnoughAvailable => StatusCode::CONFLICT,
-            CatalogError::Invalid => StatusCode::BAD_REQUEST,
+            CatalogError::AlreadyExists
+            | CatalogError::NotEnoughAvailable { .. }
+            | CatalogError::TotalBelowCommitted { .. } => StatusCode::CONFLICT,
+            CatalogError::InvalidSkuId
+            | CatalogError::InvalidSettings { .. }
+            | CatalogError::InvalidQty
+            | CatalogError::TotalAboveMax => StatusCode::BAD_REQUEST,
             CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, e.code(), e.to_string())
@@ -175,7 +191,7 @@ mod tests {
         );
         assert_eq!(ApiError::from(HoldError::HoldExpired).code, "hold_expired");
         assert_eq!(
-            ApiError::from(CatalogError::NotEnoughAvailable).status,
+            ApiError::from(CatalogError::NotEnoughAvailable { available: 1 }).status,
             StatusCode::CONFLICT
         );
     }

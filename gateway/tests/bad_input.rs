@@ -77,7 +77,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"sku":"tee-black-m","qty":0,"buyer":"b"})),
             400,
-            "invalid",
+            "invalid_qty",
         ),
         (
             "POST",
@@ -101,7 +101,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"sku":"tee-black-m","qty":11,"buyer":"b"})),
             400,
-            "invalid",
+            "qty_above_max",
         ),
         (
             "POST",
@@ -177,7 +177,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(ADMIN),
             Some(json!({"id":"bad id","total":1})),
             400,
-            "invalid",
+            "invalid_sku_id",
         ),
         (
             "POST",
@@ -287,9 +287,9 @@ async fn websocket_bad_messages_get_error_frames_and_the_connection_lives() {
         expect_error(&mut ws, code).await;
     }
     for (msg, code) in [
-        (reserve(5, "cap-olive", 0), "invalid"),
+        (reserve(5, "cap-olive", 0), "invalid_qty"),
         (reserve(6, "nope", 1), "unknown_sku"),
-        (reserve(7, "cap-olive", 1000), "invalid"),
+        (reserve(7, "cap-olive", 1000), "qty_above_max"),
     ] {
         ws.send(&msg).await;
         assert_eq!(

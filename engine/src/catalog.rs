@@ -6,7 +6,9 @@
 //! on the reserve path. Creating a SKU takes the dashmap shard lock, which is
 //! fine: it is an admin action, not a buyer's.
 
-use crate::limits::SKU_UNITS_MAX;
+use crate::error::CatalogError;
+use crate::limits::HOLD_LIFETIME_MAX_MS;
+use crate::limits::{SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
 use crate::stock::Stock;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 use crossbeam::utils::CachePadded;
@@ -116,13 +118,23 @@ impl Default for SkuSettings {
 }
 
 impl SkuSettings {
-    pub(crate) fn is_valid(&self) -> bool {
-        self.hold_ttl_ms >= 1
-            && self.hold_ttl_ms <= self.hold_lifetime_max_ms
-            && self.hold_lifetime_max_ms <= 7 * 24 * 3600 * 1000
-            && self.order_units_max >= 1
-            && self.order_units_max <= SKU_UNITS_MAX
-            && self.buyer_limit <= SKU_UNITS_MAX
+    /// Checks every setting against its range; the refusal names the first
+    /// one out of range, and its range.
+    pub(crate) fn check(&self) -> Result<(), CatalogError> {
+        let reason = if self.hold_ttl_ms == 0 {
+            "hold_ttl_ms must be at least 1"
+        } else if self.hold_ttl_ms > self.hold_lifetime_max_ms {
+            "hold_ttl_ms must be at most hold_lifetime_max_ms"
+        } else if self.hold_lifetime_max_ms > HOLD_LIFETIME_MAX_MS {
+            "hold_lifetime_max_ms must be at most 604800000 (7 days)"
+        } else if self.order_units_max == 0 || self.order_units_max > SKU_UNITS_MAX {
+            "order_units_max must be 1 to 2097151"
+        } else if self.buyer_limit > SKU_UNITS_MAX {
+            "buyer_limit must be at most 2097151"
+        } else {
+            return Ok(());
+        };
+        Err(CatalogError::InvalidSettings { reason })
     }
 }
 
@@ -198,10 +210,10 @@ impl SkuEntry {
     }
 }
 
-/// Checks a SKU id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+/// Checks a SKU id: 1 to [`SKU_ID_BYTES_MAX`] characters of `A-Z a-z 0-9 . _ -`.
 pub fn is_valid_sku_id(id: &str) -> bool {
     !id.is_empty()
-        && id.len() <= 64
+        && id.len() <= SKU_ID_BYTES_MAX
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
@@ -228,12 +240,12 @@ impl Catalog {
         &self,
         id: &str,
         init: impl FnOnce(&SkuEntry),
-    ) -> Result<SkuIdx, crate::CatalogError> {
+    ) -> Result<SkuIdx, CatalogError> {
         if !is_valid_sku_id(id) {
-            return Err(crate::CatalogError::Invalid);
+            return Err(CatalogError::InvalidSkuId);
         }
         match self.index.entry(Arc::from(id)) {
-            Entry::Occupied(_) => Err(crate::CatalogError::AlreadyExists),
+            Entry::Occupied(_) => Err(CatalogError::AlreadyExists),
             Entry::Vacant(vacant) => {
                 // Relaxed: creators are serialised per id by the shard lock
                 // and distinct ids get distinct indices from the RMW; the
@@ -241,7 +253,7 @@ impl Catalog {
                 let index = self.len.fetch_add(1, Ordering::Relaxed);
                 if index as usize >= self.entries.len() {
                     self.len.fetch_sub(1, Ordering::Relaxed);
-                    return Err(crate::CatalogError::Capacity);
+                    return Err(CatalogError::Capacity);
                 }
                 let entry = &self.entries[index as usize];
                 init(entry);
@@ -305,8 +317,44 @@ mod tests {
         assert!(is_valid_sku_id("tee-red_M.2"));
         assert!(!is_valid_sku_id(""));
         assert!(!is_valid_sku_id("a b"));
-        assert!(!is_valid_sku_id(&"x".repeat(65)));
+        assert!(is_valid_sku_id(&"x".repeat(SKU_ID_BYTES_MAX)));
+        assert!(!is_valid_sku_id(&"x".repeat(SKU_ID_BYTES_MAX + 1)));
         assert!(!is_valid_sku_id("æ"));
+    }
+
+    #[test]
+    fn settings_refusals_name_the_setting_and_its_bound() {
+        let ok = SkuSettings::default();
+        assert_eq!(ok.check(), Ok(()));
+        let at_bounds = SkuSettings {
+            buyer_limit: SKU_UNITS_MAX,
+            hold_ttl_ms: HOLD_LIFETIME_MAX_MS,
+            hold_lifetime_max_ms: HOLD_LIFETIME_MAX_MS,
+            order_units_max: SKU_UNITS_MAX,
+        };
+        assert_eq!(at_bounds.check(), Ok(()));
+        let reason = |s: SkuSettings| match s.check() {
+            Err(CatalogError::InvalidSettings { reason }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let past = |f: &dyn Fn(&mut SkuSettings)| {
+            let mut s = at_bounds;
+            f(&mut s);
+            reason(s)
+        };
+        assert!(past(&|s| s.hold_ttl_ms = 0).starts_with("hold_ttl_ms"));
+        assert!(
+            past(&|s| s.hold_lifetime_max_ms = HOLD_LIFETIME_MAX_MS + 1)
+                .contains(&HOLD_LIFETIME_MAX_MS.to_string())
+        );
+        assert!(
+            past(&|s| s.order_units_max = SKU_UNITS_MAX + 1).contains(&SKU_UNITS_MAX.to_string())
+        );
+        assert!(past(&|s| s.order_units_max = 0).starts_with("order_units_max"));
+        assert!(past(&|s| s.buyer_limit = SKU_UNITS_MAX + 1).contains(&SKU_UNITS_MAX.to_string()));
+        let mut short = ok;
+        short.hold_lifetime_max_ms = short.hold_ttl_ms - 1;
+        assert!(reason(short).contains("hold_lifetime_max_ms"));
     }
 
     #[test]
@@ -314,11 +362,8 @@ mod tests {
         let c = Catalog::new(1);
         let a = c.create("a", |_| {}).unwrap();
         assert_eq!(c.lookup("a"), Some(a));
-        assert_eq!(
-            c.create("a", |_| {}),
-            Err(crate::CatalogError::AlreadyExists)
-        );
-        assert_eq!(c.create("b", |_| {}), Err(crate::CatalogError::Capacity));
+        assert_eq!(c.create("a", |_| {}), Err(CatalogError::AlreadyExists));
+        assert_eq!(c.create("b", |_| {}), Err(CatalogError::Capacity));
         assert_eq!(c.iter().count(), 1);
         assert!(c.get(SkuIdx(0)).is_some());
         assert!(c.get(SkuIdx(1)).is_none());

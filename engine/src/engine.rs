@@ -358,8 +358,9 @@ impl Engine {
 
     /// Creates a SKU with `spec.total` units.
     pub fn create_sku(&self, id: &str, spec: SkuSpec) -> Result<SkuIdx, CatalogError> {
-        if !spec.settings.is_valid() || spec.total > SKU_UNITS_MAX {
-            return Err(CatalogError::Invalid);
+        spec.settings.check()?;
+        if spec.total > SKU_UNITS_MAX {
+            return Err(CatalogError::TotalAboveMax);
         }
         if !self.admit() {
             return Err(CatalogError::Overloaded);
@@ -402,9 +403,7 @@ impl Engine {
     /// a new buyer limit applies to reservations from now on.
     pub fn update_settings(&self, sku: SkuIdx, settings: SkuSettings) -> Result<(), CatalogError> {
         let entry = self.entry(sku)?;
-        if !settings.is_valid() {
-            return Err(CatalogError::Invalid);
-        }
+        settings.check()?;
         if !self.admit() {
             return Err(CatalogError::Overloaded);
         }
@@ -441,7 +440,7 @@ impl Engine {
     pub fn restock(&self, sku: SkuIdx, qty: u32) -> Result<Counts, CatalogError> {
         let entry = self.entry(sku)?;
         if qty == 0 {
-            return Err(CatalogError::Invalid);
+            return Err(CatalogError::InvalidQty);
         }
         if !self.admit() {
             return Err(CatalogError::Overloaded);
@@ -449,7 +448,7 @@ impl Engine {
         let change = entry
             .stock
             .restock(qty)
-            .map_err(|_| CatalogError::Capacity)?;
+            .map_err(|_| CatalogError::TotalAboveMax)?;
         Ok(self.stock_change(sku, change))
     }
 
@@ -457,15 +456,18 @@ impl Engine {
     pub fn adjust_down(&self, sku: SkuIdx, qty: u32) -> Result<Counts, CatalogError> {
         let entry = self.entry(sku)?;
         if qty == 0 {
-            return Err(CatalogError::Invalid);
+            return Err(CatalogError::InvalidQty);
         }
         if !self.admit() {
             return Err(CatalogError::Overloaded);
         }
-        let change = entry
-            .stock
-            .remove(qty)
-            .map_err(|_| CatalogError::NotEnoughAvailable)?;
+        let change = entry.stock.remove(qty).map_err(|r| match r {
+            StockRefusal::Short(c) | StockRefusal::Overflow(c) => {
+                CatalogError::NotEnoughAvailable {
+                    available: c.available,
+                }
+            }
+        })?;
         Ok(self.stock_change(sku, change))
     }
 
@@ -476,8 +478,10 @@ impl Engine {
             return Err(CatalogError::Overloaded);
         }
         let change = entry.stock.set_total(total).map_err(|r| match r {
-            StockRefusal::Short(_) => CatalogError::NotEnoughAvailable,
-            StockRefusal::Overflow(_) => CatalogError::Capacity,
+            StockRefusal::Short(c) => CatalogError::TotalBelowCommitted {
+                committed: c.held + c.sold,
+            },
+            StockRefusal::Overflow(_) => CatalogError::TotalAboveMax,
         })?;
         Ok(self.stock_change(sku, change))
     }
@@ -575,14 +579,7 @@ impl Engine {
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
         let entry = self.catalog.get(sku).ok_or(ReserveError::UnknownSku)?;
-        // Relaxed: see `SkuEntry::settings`.
-        let max = entry
-            .order_units_max
-            .load(Ordering::Relaxed)
-            .min(self.config.order_units_max);
-        if qty == 0 || qty > max {
-            return Err(ReserveError::Invalid);
-        }
+        self.check_qty(entry, qty)?;
         if !self.admit() {
             return Err(ReserveError::Overloaded);
         }
@@ -607,12 +604,15 @@ impl Engine {
                 }
             }
         }
-        let Ok(change) = entry.stock.take(want, min.min(want)) else {
-            if counted {
-                self.buyers.release(sku, buyer, want);
+        let change = match entry.stock.take(want, min.min(want)) {
+            Ok(change) => change,
+            Err(refusal) => {
+                if counted {
+                    self.buyers.release(sku, buyer, want);
+                }
+                self.holds.unalloc(index, generation);
+                return Err(short_of(refusal));
             }
-            self.holds.unalloc(index, generation);
-            return Err(ReserveError::SoldOut);
         };
         let granted = change.after.held - change.before.held;
         if counted && granted < want {
@@ -665,6 +665,24 @@ impl Engine {
         })
     }
 
+    /// Checks one line's quantity against the SKU's per-order maximum
+    /// (capped by the engine's).
+    #[inline]
+    fn check_qty(&self, entry: &SkuEntry, qty: u32) -> Result<(), ReserveError> {
+        // Relaxed: see `SkuEntry::settings`.
+        let max = entry
+            .order_units_max
+            .load(Ordering::Relaxed)
+            .min(self.config.order_units_max);
+        if qty == 0 {
+            Err(ReserveError::InvalidQty)
+        } else if qty > max {
+            Err(ReserveError::QtyAboveMax { max })
+        } else {
+            Ok(())
+        }
+    }
+
     /// Holds every line of a cart, or none of them.
     pub fn reserve_cart(
         &self,
@@ -682,19 +700,18 @@ impl Engine {
         request: Option<RequestId>,
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
-        if lines.is_empty() || lines.len() > CART_LINES_MAX || (allow_partial && lines.len() > 1) {
-            return Err(ReserveError::Invalid);
+        if lines.is_empty() || lines.len() > CART_LINES_MAX {
+            return Err(ReserveError::CartSize);
         }
+        // Partial fills are for one line only: `reserve` is the only
+        // caller that allows them.
+        debug_assert!(!allow_partial || lines.len() == 1);
         let mut entries: PerLine<&SkuEntry> = PerLine::new();
         for (i, line) in lines.iter().enumerate() {
             let entry = self.catalog.get(line.sku).ok_or(ReserveError::UnknownSku)?;
-            // Relaxed: see `SkuEntry::settings`.
-            let max = entry
-                .order_units_max
-                .load(Ordering::Relaxed)
-                .min(self.config.order_units_max);
-            if line.qty == 0 || line.qty > max || lines[..i].iter().any(|l| l.sku == line.sku) {
-                return Err(ReserveError::Invalid);
+            self.check_qty(entry, line.qty)?;
+            if lines[..i].iter().any(|l| l.sku == line.sku) {
+                return Err(ReserveError::DuplicateSku);
             }
             entries.push(entry);
         }
@@ -808,11 +825,11 @@ impl Engine {
                         change,
                     });
                 }
-                Err(_) => {
+                Err(refusal) => {
                     if counted {
                         self.buyers.release(line.sku, buyer, want);
                     }
-                    failure = Some(ReserveError::SoldOut);
+                    failure = Some(short_of(refusal));
                     break;
                 }
             }
@@ -938,12 +955,12 @@ impl Engine {
         ticket: Ticket<'_>,
         request: Option<RequestId>,
         transient: bool,
-        code: u8,
+        raw: u64,
     ) {
         if transient {
             ticket.abandon();
         } else {
-            self.remember(ticket, request, OUTCOME_ERR | u64::from(code), 0, 0);
+            self.remember(ticket, request, OUTCOME_ERR | raw, 0, 0);
         }
     }
 
@@ -975,10 +992,14 @@ impl Engine {
         sold: Option<&[u32]>,
         request: Option<RequestId>,
     ) -> Result<Settlement, HoldError> {
-        if sold
-            .is_some_and(|s| s.is_empty() || s.len() > CART_LINES_MAX || s.iter().all(|&q| q == 0))
-        {
-            return Err(HoldError::Invalid);
+        if let Some(sold) = sold {
+            // No hold has no line or more than a cart's.
+            if sold.is_empty() || sold.len() > CART_LINES_MAX {
+                return Err(HoldError::LinesMismatch);
+            }
+            if sold.iter().all(|&q| q == 0) {
+                return Err(HoldError::InvalidQty);
+            }
         }
         if !self.admit() {
             return Err(HoldError::Overloaded);
@@ -1024,11 +1045,13 @@ impl Engine {
             // Validate against the lines before the deciding CAS: if the
             // slot is reused meanwhile, the CAS fails on the generation.
             let info = self.hold(hold)?;
-            if info.state == HoldState::Held
-                && (sold.len() != info.lines.len()
-                    || sold.iter().zip(&info.lines).any(|(&s, l)| s > l.qty))
-            {
-                return Err(HoldError::Invalid);
+            if info.state == HoldState::Held {
+                if sold.len() != info.lines.len() {
+                    return Err(HoldError::LinesMismatch);
+                }
+                if let Some(line) = sold.iter().zip(&info.lines).find(|(s, l)| **s > l.qty) {
+                    return Err(HoldError::QtyAboveHeld { held: line.1.qty });
+                }
             }
         }
         let (sold, returned) = self.end(hold, To::Commit, End::Commit(sold))?;
@@ -1069,7 +1092,7 @@ impl Engine {
         request: Option<RequestId>,
     ) -> Result<u64, HoldError> {
         if by_ms == 0 {
-            return Err(HoldError::Invalid);
+            return Err(HoldError::InvalidExtend);
         }
         if !self.admit() {
             return Err(HoldError::Overloaded);
@@ -1491,7 +1514,7 @@ fn decode_reservation(
             provisional: tag == OUTCOME_PROVISIONAL,
         })
     } else {
-        Err(ReserveError::from_raw((outcome & 0xff) as u8))
+        Err(ReserveError::from_raw(outcome & OUTCOME_PAYLOAD))
     }
 }
 
@@ -1499,7 +1522,22 @@ fn decode(outcome: u64) -> Result<u64, HoldError> {
     if outcome & !OUTCOME_PAYLOAD == OUTCOME_OK {
         Ok(outcome & OUTCOME_PAYLOAD)
     } else {
-        Err(HoldError::from_raw((outcome & 0xff) as u8))
+        Err(HoldError::from_raw(outcome & OUTCOME_PAYLOAD))
+    }
+}
+
+/// The refusal for a line the stock could not fill: none left at all, or
+/// some but fewer than asked (a partial fill takes any, so it is only ever
+/// refused with none left).
+#[inline]
+fn short_of(refusal: StockRefusal) -> ReserveError {
+    let (StockRefusal::Short(c) | StockRefusal::Overflow(c)) = refusal;
+    if c.available == 0 {
+        ReserveError::SoldOut
+    } else {
+        ReserveError::NotEnoughAvailable {
+            available: c.available,
+        }
     }
 }
 

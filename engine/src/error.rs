@@ -1,40 +1,84 @@
 //! Refusals, one small `Copy` enum per kind of operation. No allocation on the
 //! refusal path. Each variant has a stable snake_case [`code`](ReserveError::code)
 //! that the gateway, the websocket protocol and the docs use verbatim, so the
-//! same refusal has the same name everywhere.
+//! same refusal has the same name everywhere; its message is lowercase, has
+//! no trailing period, and names the field and the limit where there is one.
+//!
+//! Every enum is `#[repr(u8)]` with explicit discriminants. For
+//! [`ReserveError`] and [`HoldError`] the discriminant is the raw code of a
+//! refusal remembered under a request id, which the journal persists: a
+//! variant keeps its number whatever the order of the list, a new variant
+//! takes a new number, and a number once used is never given to another
+//! refusal. A variant's payload (a limit, a count) is remembered beside its
+//! number, so a replay returns the same refusal with the same payload.
+
+use crate::limits::{CART_LINES_MAX, SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
+
+/// Bits of a raw refusal holding its discriminant; the payload sits above.
+const RAW_CODE_BITS: u32 = 8;
+
+/// The discriminant of a `#[repr(u8)]` enum value.
+macro_rules! discriminant {
+    ($value:expr) => {{
+        let value = &$value;
+        // SAFETY: the enum is `#[repr(u8)]`, so (Rust Reference, "Primitive
+        // representation of enums with fields") every variant is laid out
+        // as a `#[repr(C)]` struct whose first field is the `u8`
+        // discriminant; `value` is a valid, aligned reference to it.
+        unsafe { *(value as *const Self).cast::<u8>() }
+    }};
+}
 
 /// Why a reservation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
 pub enum ReserveError {
     /// No SKU with that id.
     #[error("unknown sku")]
-    UnknownSku,
+    UnknownSku = 0,
     /// The sale window is scheduled for later, paused or closed.
     #[error("sale is not open")]
-    NotOpen,
-    /// Not enough units available (and no partial fill was allowed, or none
-    /// was left at all).
+    NotOpen = 1,
+    /// No unit is available at all (some may sit in carts and come back).
     #[error("sold out")]
-    SoldOut,
+    SoldOut = 2,
     /// The buyer's live holds plus purchases would exceed the per-buyer limit.
     #[error("per-buyer limit exceeded")]
-    LimitExceeded,
-    /// Zero quantity, quantity above the per-order maximum, an empty or
-    /// oversized cart, a SKU twice in one cart, or partial fill on a cart.
+    LimitExceeded = 3,
+    /// A refusal remembered by an earlier version, before this was split
+    /// into the precise variants below; also what a raw code this version
+    /// does not know decodes to. Never the answer to a new request.
     #[error("invalid request")]
-    Invalid,
+    Invalid = 4,
     /// The hold table, buyer table or request table is full.
     #[error("capacity exhausted")]
-    Capacity,
+    Capacity = 5,
     /// The event queue is backed up (the journal is behind): retry later.
     #[error("overloaded, retry later")]
-    Overloaded,
-    /// The same request id is being processed right now.
+    Overloaded = 6,
+    /// The same request id is being processed (or undone) right now.
     #[error("request in progress")]
-    InProgress,
+    InProgress = 7,
     /// The request id was first used for a different request.
     #[error("request id reused for a different request")]
-    RequestMismatch,
+    RequestMismatch = 8,
+    /// A line asks for zero units.
+    #[error("qty must be at least 1")]
+    InvalidQty = 9,
+    /// A line asks for more units than one order may (the SKU's
+    /// `order_units_max`, capped by the engine's).
+    #[error("qty above the per-order maximum of {max}")]
+    QtyAboveMax { max: u32 } = 10,
+    /// A SKU appears on two lines of one cart.
+    #[error("a sku appears twice in the cart's lines")]
+    DuplicateSku = 11,
+    /// Some units are available, fewer than asked, and no partial fill was
+    /// allowed.
+    #[error("only {available} available")]
+    NotEnoughAvailable { available: u32 } = 12,
+    /// A cart with no line, or more than [`CART_LINES_MAX`].
+    #[error("lines must have 1 to {CART_LINES_MAX} entries")]
+    CartSize = 13,
 }
 
 impl ReserveError {
@@ -50,6 +94,11 @@ impl ReserveError {
             Self::Overloaded => "overloaded",
             Self::InProgress => "in_progress",
             Self::RequestMismatch => "request_mismatch",
+            Self::InvalidQty => "invalid_qty",
+            Self::QtyAboveMax { .. } => "qty_above_max",
+            Self::DuplicateSku => "duplicate_sku",
+            Self::NotEnoughAvailable { .. } => "not_enough_available",
+            Self::CartSize => "cart_size",
         }
     }
 
@@ -62,63 +111,89 @@ impl ReserveError {
         )
     }
 
-    pub(crate) fn to_raw(self) -> u8 {
-        self as u8
+    /// `payload << 8 | discriminant`, as remembered under a request id.
+    pub(crate) fn to_raw(self) -> u64 {
+        let payload = match self {
+            Self::QtyAboveMax { max } => max,
+            Self::NotEnoughAvailable { available } => available,
+            _ => 0,
+        };
+        u64::from(payload) << RAW_CODE_BITS | u64::from(discriminant!(self))
     }
 
-    pub(crate) fn from_raw(raw: u8) -> Self {
-        const ALL: [ReserveError; 9] = [
-            ReserveError::UnknownSku,
-            ReserveError::NotOpen,
-            ReserveError::SoldOut,
-            ReserveError::LimitExceeded,
-            ReserveError::Invalid,
-            ReserveError::Capacity,
-            ReserveError::Overloaded,
-            ReserveError::InProgress,
-            ReserveError::RequestMismatch,
-        ];
-        ALL.get(raw as usize)
-            .copied()
-            .unwrap_or(ReserveError::Invalid)
+    /// The refusal [`ReserveError::to_raw`] encoded.
+    pub(crate) fn from_raw(raw: u64) -> Self {
+        let payload = (raw >> RAW_CODE_BITS) as u32;
+        match raw as u8 {
+            0 => Self::UnknownSku,
+            1 => Self::NotOpen,
+            2 => Self::SoldOut,
+            3 => Self::LimitExceeded,
+            5 => Self::Capacity,
+            6 => Self::Overloaded,
+            7 => Self::InProgress,
+            8 => Self::RequestMismatch,
+            9 => Self::InvalidQty,
+            10 => Self::QtyAboveMax { max: payload },
+            11 => Self::DuplicateSku,
+            12 => Self::NotEnoughAvailable { available: payload },
+            13 => Self::CartSize,
+            _ => Self::Invalid,
+        }
     }
 }
 
 /// Why a commit, release, extend or lookup of a hold was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
 pub enum HoldError {
     /// No such hold (never issued, issued by another node, or long gone).
     #[error("hold not found")]
-    HoldNotFound,
+    HoldNotFound = 0,
     /// The hold was already committed.
     #[error("hold already committed")]
-    AlreadyCommitted,
+    AlreadyCommitted = 1,
     /// The hold was already released.
     #[error("hold already released")]
-    AlreadyReleased,
+    AlreadyReleased = 2,
     /// The hold's deadline passed; its units went back on sale. When a commit
     /// races the expiry, exactly one of them wins and this tells the caller
     /// that expiry did.
     #[error("hold expired")]
-    HoldExpired,
-    /// Committing more units than held, or a wrong number of cart lines.
+    HoldExpired = 3,
+    /// A refusal remembered by an earlier version, before this was split
+    /// into the precise variants below; also what a raw code this version
+    /// does not know decodes to. Never the answer to a new request.
     #[error("invalid request")]
-    Invalid,
+    Invalid = 4,
     /// Extending past the hold's maximum lifetime.
     #[error("hold cannot be extended further")]
-    ExtendLimit,
+    ExtendLimit = 5,
     /// The request table is full.
     #[error("capacity exhausted")]
-    Capacity,
+    Capacity = 6,
     /// The event queue is backed up: retry later.
     #[error("overloaded, retry later")]
-    Overloaded,
+    Overloaded = 7,
     /// The same request id is being processed right now.
     #[error("request in progress")]
-    InProgress,
+    InProgress = 8,
     /// The request id was first used for a different request.
     #[error("request id reused for a different request")]
-    RequestMismatch,
+    RequestMismatch = 9,
+    /// Committing more units of a line than it holds.
+    #[error("qty above the {held} units held")]
+    QtyAboveHeld { held: u32 } = 10,
+    /// A partial commit whose list of units does not have one entry per
+    /// line of the hold.
+    #[error("lines must have one qty per line of the hold")]
+    LinesMismatch = 11,
+    /// A partial commit of zero units in all.
+    #[error("qty must be at least 1")]
+    InvalidQty = 12,
+    /// An extension by zero milliseconds.
+    #[error("by_ms must be at least 1")]
+    InvalidExtend = 13,
 }
 
 impl HoldError {
@@ -135,6 +210,10 @@ impl HoldError {
             Self::Overloaded => "overloaded",
             Self::InProgress => "in_progress",
             Self::RequestMismatch => "request_mismatch",
+            Self::QtyAboveHeld { .. } => "qty_above_held",
+            Self::LinesMismatch => "lines_mismatch",
+            Self::InvalidQty => "invalid_qty",
+            Self::InvalidExtend => "invalid_extend",
         }
     }
 
@@ -146,49 +225,77 @@ impl HoldError {
         )
     }
 
-    pub(crate) fn to_raw(self) -> u8 {
-        self as u8
+    /// `payload << 8 | discriminant`, as remembered under a request id.
+    pub(crate) fn to_raw(self) -> u64 {
+        let payload = match self {
+            Self::QtyAboveHeld { held } => held,
+            _ => 0,
+        };
+        u64::from(payload) << RAW_CODE_BITS | u64::from(discriminant!(self))
     }
 
-    pub(crate) fn from_raw(raw: u8) -> Self {
-        const ALL: [HoldError; 10] = [
-            HoldError::HoldNotFound,
-            HoldError::AlreadyCommitted,
-            HoldError::AlreadyReleased,
-            HoldError::HoldExpired,
-            HoldError::Invalid,
-            HoldError::ExtendLimit,
-            HoldError::Capacity,
-            HoldError::Overloaded,
-            HoldError::InProgress,
-            HoldError::RequestMismatch,
-        ];
-        ALL.get(raw as usize).copied().unwrap_or(HoldError::Invalid)
+    /// The refusal [`HoldError::to_raw`] encoded.
+    pub(crate) fn from_raw(raw: u64) -> Self {
+        let payload = (raw >> RAW_CODE_BITS) as u32;
+        match raw as u8 {
+            0 => Self::HoldNotFound,
+            1 => Self::AlreadyCommitted,
+            2 => Self::AlreadyReleased,
+            3 => Self::HoldExpired,
+            5 => Self::ExtendLimit,
+            6 => Self::Capacity,
+            7 => Self::Overloaded,
+            8 => Self::InProgress,
+            9 => Self::RequestMismatch,
+            10 => Self::QtyAboveHeld { held: payload },
+            11 => Self::LinesMismatch,
+            12 => Self::InvalidQty,
+            13 => Self::InvalidExtend,
+            _ => Self::Invalid,
+        }
     }
 }
 
-/// Why a catalog change was refused.
+/// Why a catalog change was refused. Never remembered or persisted; the
+/// discriminants are pinned all the same, like the other refusals'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[repr(u8)]
 pub enum CatalogError {
     /// No SKU with that id.
     #[error("unknown sku")]
-    UnknownSku,
+    UnknownSku = 0,
     /// A SKU with that id already exists.
     #[error("sku already exists")]
-    AlreadyExists,
-    /// Bad id (1-64 of `A-Z a-z 0-9 . _ -`) or settings out of range.
-    #[error("invalid request")]
-    Invalid,
+    AlreadyExists = 1,
+    // 2 was `Invalid`, split into `InvalidSkuId`, `InvalidSettings` and
+    // `InvalidQty`.
     /// Removing more units than are available (held and sold units can
-    /// never be removed), or lowering the total below held + sold.
-    #[error("not enough available units")]
-    NotEnoughAvailable,
-    /// The SKU would exceed its unit maximum, or the catalog is full.
-    #[error("capacity exhausted")]
-    Capacity,
+    /// never be removed).
+    #[error("only {available} available")]
+    NotEnoughAvailable { available: u32 } = 3,
+    /// The catalog already has `skus_max` SKUs.
+    #[error("catalog is full")]
+    Capacity = 4,
     /// The event queue is backed up: retry later.
     #[error("overloaded, retry later")]
-    Overloaded,
+    Overloaded = 5,
+    /// The SKU's total would exceed [`SKU_UNITS_MAX`] (the width of its
+    /// count fields): a request that can never succeed, not a capacity
+    /// problem to retry.
+    #[error("a sku holds at most {SKU_UNITS_MAX} units")]
+    TotalAboveMax = 6,
+    /// A SKU id that is not 1 to [`SKU_ID_BYTES_MAX`] of `A-Z a-z 0-9 . _ -`.
+    #[error("sku id must be 1 to {SKU_ID_BYTES_MAX} ascii letters, digits, '.', '_' or '-'")]
+    InvalidSkuId = 7,
+    /// A setting out of range; the message names it and its range.
+    #[error("{reason}")]
+    InvalidSettings { reason: &'static str } = 8,
+    /// A restock or adjustment of zero units.
+    #[error("qty must be at least 1")]
+    InvalidQty = 9,
+    /// A total below the units held and sold (which can never be removed).
+    #[error("total below the {committed} units held or sold")]
+    TotalBelowCommitted { committed: u32 } = 10,
 }
 
 impl CatalogError {
@@ -197,11 +304,21 @@ impl CatalogError {
         match self {
             Self::UnknownSku => "unknown_sku",
             Self::AlreadyExists => "already_exists",
-            Self::Invalid => "invalid",
-            Self::NotEnoughAvailable => "not_enough_available",
+            Self::NotEnoughAvailable { .. } => "not_enough_available",
             Self::Capacity => "capacity",
             Self::Overloaded => "overloaded",
+            Self::TotalAboveMax => "total_above_max",
+            Self::InvalidSkuId => "invalid_sku_id",
+            Self::InvalidSettings { .. } => "invalid_settings",
+            Self::InvalidQty => "invalid_qty",
+            Self::TotalBelowCommitted { .. } => "total_below_committed",
         }
+    }
+
+    /// The pinned discriminant.
+    #[cfg(test)]
+    fn discriminant(self) -> u8 {
+        discriminant!(self)
     }
 }
 
@@ -209,34 +326,170 @@ impl CatalogError {
 mod tests {
     use super::*;
 
-    #[test]
-    fn raw_codes_roundtrip() {
-        for e in [
-            ReserveError::UnknownSku,
-            ReserveError::RequestMismatch,
-            ReserveError::SoldOut,
-        ] {
-            assert_eq!(ReserveError::from_raw(e.to_raw()), e);
+    /// Every refusal's raw value and code, pinned. The match is exhaustive:
+    /// a new variant does not compile until it is listed here, with a new
+    /// number.
+    fn reserve_pinned(e: ReserveError) -> (u64, &'static str) {
+        use ReserveError::*;
+        match e {
+            UnknownSku => (0, "unknown_sku"),
+            NotOpen => (1, "not_open"),
+            SoldOut => (2, "sold_out"),
+            LimitExceeded => (3, "limit_exceeded"),
+            Invalid => (4, "invalid"),
+            Capacity => (5, "capacity"),
+            Overloaded => (6, "overloaded"),
+            InProgress => (7, "in_progress"),
+            RequestMismatch => (8, "request_mismatch"),
+            InvalidQty => (9, "invalid_qty"),
+            QtyAboveMax { max } => (u64::from(max) << 8 | 10, "qty_above_max"),
+            DuplicateSku => (11, "duplicate_sku"),
+            NotEnoughAvailable { available } => {
+                (u64::from(available) << 8 | 12, "not_enough_available")
+            }
+            CartSize => (13, "cart_size"),
         }
-        for e in [
-            HoldError::HoldNotFound,
-            HoldError::RequestMismatch,
-            HoldError::HoldExpired,
-        ] {
-            assert_eq!(HoldError::from_raw(e.to_raw()), e);
+    }
+
+    fn hold_pinned(e: HoldError) -> (u64, &'static str) {
+        use HoldError::*;
+        match e {
+            HoldNotFound => (0, "hold_not_found"),
+            AlreadyCommitted => (1, "already_committed"),
+            AlreadyReleased => (2, "already_released"),
+            HoldExpired => (3, "hold_expired"),
+            Invalid => (4, "invalid"),
+            ExtendLimit => (5, "extend_limit"),
+            Capacity => (6, "capacity"),
+            Overloaded => (7, "overloaded"),
+            InProgress => (8, "in_progress"),
+            RequestMismatch => (9, "request_mismatch"),
+            QtyAboveHeld { held } => (u64::from(held) << 8 | 10, "qty_above_held"),
+            LinesMismatch => (11, "lines_mismatch"),
+            InvalidQty => (12, "invalid_qty"),
+            InvalidExtend => (13, "invalid_extend"),
+        }
+    }
+
+    fn catalog_pinned(e: CatalogError) -> (u8, &'static str) {
+        use CatalogError::*;
+        match e {
+            UnknownSku => (0, "unknown_sku"),
+            AlreadyExists => (1, "already_exists"),
+            NotEnoughAvailable { .. } => (3, "not_enough_available"),
+            Capacity => (4, "capacity"),
+            Overloaded => (5, "overloaded"),
+            TotalAboveMax => (6, "total_above_max"),
+            InvalidSkuId => (7, "invalid_sku_id"),
+            InvalidSettings { .. } => (8, "invalid_settings"),
+            InvalidQty => (9, "invalid_qty"),
+            TotalBelowCommitted { .. } => (10, "total_below_committed"),
+        }
+    }
+
+    /// Payloads that exercise every bit of the 32 a payload may use.
+    const PAYLOADS: [u64; 3] = [0, 3, u32::MAX as u64];
+
+    #[test]
+    fn every_reserve_refusal_keeps_its_raw_value_and_code() {
+        let mut seen = std::collections::HashSet::new();
+        for code in 0..=u8::MAX as u64 {
+            for payload in PAYLOADS {
+                let e = ReserveError::from_raw(payload << 8 | code);
+                let (raw, name) = reserve_pinned(e);
+                assert_eq!(e.to_raw(), raw, "{e:?}");
+                assert_eq!(e.code(), name, "{e:?}");
+                assert_eq!(ReserveError::from_raw(raw), e, "{e:?} round-trips");
+                if raw & 0xff == code {
+                    seen.insert(std::mem::discriminant(&e));
+                } else {
+                    assert_eq!(e, ReserveError::Invalid, "unknown code {code}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), 14, "every variant decodes from its number");
+    }
+
+    #[test]
+    fn every_hold_refusal_keeps_its_raw_value_and_code() {
+        let mut seen = std::collections::HashSet::new();
+        for code in 0..=u8::MAX as u64 {
+            for payload in PAYLOADS {
+                let e = HoldError::from_raw(payload << 8 | code);
+                let (raw, name) = hold_pinned(e);
+                assert_eq!(e.to_raw(), raw, "{e:?}");
+                assert_eq!(e.code(), name, "{e:?}");
+                assert_eq!(HoldError::from_raw(raw), e, "{e:?} round-trips");
+                if raw & 0xff == code {
+                    seen.insert(std::mem::discriminant(&e));
+                } else {
+                    assert_eq!(e, HoldError::Invalid, "unknown code {code}");
+                }
+            }
+        }
+        assert_eq!(seen.len(), 14, "every variant decodes from its number");
+    }
+
+    #[test]
+    fn every_catalog_refusal_keeps_its_discriminant_and_code() {
+        use CatalogError::*;
+        let all = [
+            UnknownSku,
+            AlreadyExists,
+            NotEnoughAvailable { available: 3 },
+            Capacity,
+            Overloaded,
+            TotalAboveMax,
+            InvalidSkuId,
+            InvalidSettings { reason: "x" },
+            InvalidQty,
+            TotalBelowCommitted { committed: 2 },
+        ];
+        for e in all {
+            let (discriminant, name) = catalog_pinned(e);
+            assert_eq!(e.discriminant(), discriminant, "{e:?}");
+            assert_eq!(e.code(), name, "{e:?}");
         }
     }
 
     #[test]
-    fn messages_are_lowercase_without_period() {
-        let all = [
-            ReserveError::SoldOut.to_string(),
-            HoldError::HoldExpired.to_string(),
-            CatalogError::NotEnoughAvailable.to_string(),
-        ];
-        for m in all {
+    fn messages_are_lowercase_without_period_and_name_their_limits() {
+        let reserve = (0..=13).map(|c| ReserveError::from_raw(7 << 8 | c).to_string());
+        let hold = (0..=13).map(|c| HoldError::from_raw(7 << 8 | c).to_string());
+        let catalog = [
+            CatalogError::NotEnoughAvailable { available: 7 },
+            CatalogError::TotalAboveMax,
+            CatalogError::InvalidSkuId,
+            CatalogError::TotalBelowCommitted { committed: 7 },
+        ]
+        .map(|e| e.to_string());
+        for m in reserve.chain(hold).chain(catalog) {
             assert_eq!(m, m.to_lowercase());
-            assert!(!m.ends_with('.'));
+            assert!(!m.ends_with('.'), "{m}");
         }
+        assert_eq!(
+            ReserveError::QtyAboveMax { max: 10 }.to_string(),
+            "qty above the per-order maximum of 10"
+        );
+        assert_eq!(
+            ReserveError::NotEnoughAvailable { available: 3 }.to_string(),
+            "only 3 available"
+        );
+        assert_eq!(
+            ReserveError::CartSize.to_string(),
+            format!("lines must have 1 to {CART_LINES_MAX} entries")
+        );
+        assert_eq!(
+            CatalogError::TotalAboveMax.to_string(),
+            "a sku holds at most 2097151 units"
+        );
+        assert_eq!(
+            HoldError::QtyAboveHeld { held: 2 }.to_string(),
+            "qty above the 2 units held"
+        );
+        assert_eq!(
+            CatalogError::InvalidSkuId.to_string(),
+            "sku id must be 1 to 64 ascii letters, digits, '.', '_' or '-'"
+        );
     }
 }

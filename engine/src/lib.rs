@@ -31,7 +31,10 @@
 //! let spec = SkuSpec { total: 3, settings: SkuSettings::default(), window: SaleWindow::Open };
 //! let tee = engine.create_sku("tee", spec).unwrap();
 //! let hold = engine.reserve(tee, 2, BuyerId(7), None, false).unwrap();
-//! assert_eq!(engine.reserve(tee, 2, BuyerId(8), None, false), Err(ReserveError::SoldOut));
+//! assert_eq!(
+//!     engine.reserve(tee, 2, BuyerId(8), None, false),
+//!     Err(ReserveError::NotEnoughAvailable { available: 1 })
+//! );
 //! engine.commit(hold.hold, None, None).unwrap();
 //! expirer.run();
 //! let counts = engine.snapshot(tee).unwrap().counts;

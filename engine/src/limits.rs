@@ -12,6 +12,14 @@
 /// any live-shopping drop.
 pub const SKU_UNITS_MAX: u32 = (1 << 21) - 1;
 
+/// Longest a hold may live in all, extensions included (a SKU's
+/// `hold_lifetime_max_ms`): a week, far past any checkout.
+pub const HOLD_LIFETIME_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// Longest SKU id, in bytes (ids are ASCII: `A-Z a-z 0-9 . _ -`). Ids go
+/// into every event, Redis key and websocket topic.
+pub const SKU_ID_BYTES_MAX: usize = 64;
+
 /// Most hold slots a table can have: a hold id carries the slot in 24 bits.
 pub const HOLDS_MAX: u32 = 1 << 24;
 
@@ -91,7 +99,7 @@ pub struct EngineConfig {
     /// New operations are refused as `Overloaded` above
     /// `events_max - events_headroom`. Default 4096.
     pub events_headroom: usize,
-    /// Most units in one reservation line (refused as `Invalid` above).
+    /// Most units in one reservation line (refused as `QtyAboveMax` above).
     /// Default 1000; a SKU can lower it.
     pub order_units_max: u32,
     /// Granularity of the expiry wheel. Default 10 ms: expiry is at most one

@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use holdfast_engine::limits::CART_LINES_MAX;
 use holdfast_engine::*;
 
 #[test]
@@ -49,12 +50,12 @@ fn every_reserve_refusal() {
     let b = BuyerId(1);
     assert_eq!(
         r.engine.reserve(tee, 0, b, None, false),
-        Err(ReserveError::Invalid),
+        Err(ReserveError::InvalidQty),
         "zero qty"
     );
     assert_eq!(
         r.engine.reserve(tee, 11, b, None, false),
-        Err(ReserveError::Invalid),
+        Err(ReserveError::QtyAboveMax { max: 10 }),
         "above order max"
     );
     let unknown = SkuIdx::from(99);
@@ -71,10 +72,16 @@ fn every_reserve_refusal() {
         r.engine.reserve(tee, 1, b, None, false),
         Err(ReserveError::LimitExceeded)
     );
+    assert_eq!(
+        r.engine.reserve(tee, 2, BuyerId(2), None, false),
+        Err(ReserveError::NotEnoughAvailable { available: 1 }),
+        "some left, fewer than asked"
+    );
     r.engine.reserve(tee, 1, BuyerId(2), None, false).unwrap();
     assert_eq!(
         r.engine.reserve(tee, 1, BuyerId(3), None, false),
-        Err(ReserveError::SoldOut)
+        Err(ReserveError::SoldOut),
+        "none left"
     );
     r.engine.set_window(tee, SaleWindow::Paused).unwrap();
     assert_eq!(
@@ -87,6 +94,35 @@ fn every_reserve_refusal() {
         Err(ReserveError::NotOpen)
     );
     r.assert_invariant();
+}
+
+#[test]
+fn the_per_order_maximum_is_the_lower_of_the_skus_and_the_engines() {
+    let r = Rig::new(EngineConfig {
+        order_units_max: 5,
+        ..EngineConfig::default()
+    });
+    let s = |order_units_max| SkuSettings {
+        order_units_max,
+        ..settings(60_000, 0)
+    };
+    let low = r.sku("low", 100, s(3));
+    let high = r.sku("high", 100, s(10));
+    assert!(r.engine.reserve(low, 3, BuyerId(1), None, false).is_ok());
+    assert_eq!(
+        r.engine.reserve(low, 4, BuyerId(1), None, false),
+        Err(ReserveError::QtyAboveMax { max: 3 })
+    );
+    assert!(r.engine.reserve(high, 5, BuyerId(1), None, false).is_ok());
+    assert_eq!(
+        r.engine.reserve(high, 6, BuyerId(1), None, false),
+        Err(ReserveError::QtyAboveMax { max: 5 })
+    );
+    let cart = [Line { sku: low, qty: 1 }, Line { sku: high, qty: 6 }];
+    assert_eq!(
+        r.engine.reserve_cart(&cart, BuyerId(1), None),
+        Err(ReserveError::QtyAboveMax { max: 5 })
+    );
 }
 
 #[test]
@@ -145,7 +181,7 @@ fn partial_fill_is_opt_in() {
     let tee = r.sku("tee", 3, settings(60_000, 0));
     assert_eq!(
         r.engine.reserve(tee, 5, BuyerId(1), None, false),
-        Err(ReserveError::SoldOut)
+        Err(ReserveError::NotEnoughAvailable { available: 3 })
     );
     let res = r.engine.reserve(tee, 5, BuyerId(1), None, true).unwrap();
     assert_eq!(res.units, 3);
@@ -211,33 +247,57 @@ fn carts_are_all_or_nothing() {
     );
     assert_eq!(r.counts(tee).available, 3);
     assert_eq!(r.engine.buyer_units(bag, BuyerId(3)), 1);
-    // Invalid carts.
+    // Invalid carts, each with its own refusal.
     assert_eq!(
         r.engine.reserve_cart(&[], BuyerId(1), None),
-        Err(ReserveError::Invalid)
+        Err(ReserveError::CartSize)
     );
     let dup = [Line { sku: tee, qty: 1 }, Line { sku: tee, qty: 1 }];
     assert_eq!(
         r.engine.reserve_cart(&dup, BuyerId(1), None),
-        Err(ReserveError::Invalid)
+        Err(ReserveError::DuplicateSku)
     );
-    let big: Vec<Line> = (0..17).map(|_| Line { sku: tee, qty: 1 }).collect();
+    let skus: Vec<SkuIdx> = (0..=CART_LINES_MAX)
+        .map(|i| r.sku(&format!("many{i}"), 1, settings(60_000, 0)))
+        .collect();
+    let full: Vec<Line> = skus[..CART_LINES_MAX]
+        .iter()
+        .map(|&sku| Line { sku, qty: 1 })
+        .collect();
+    let big: Vec<Line> = skus.iter().map(|&sku| Line { sku, qty: 1 }).collect();
     assert_eq!(
         r.engine.reserve_cart(&big, BuyerId(1), None),
-        Err(ReserveError::Invalid)
+        Err(ReserveError::CartSize),
+        "one line above the maximum"
     );
+    let most = r.engine.reserve_cart(&full, BuyerId(1), None).unwrap();
+    assert_eq!(most.units, CART_LINES_MAX as u32, "a cart at the maximum");
     // Committing the cart commits every line; partial per line.
     let info = r.engine.hold(res.hold).unwrap();
     assert_eq!(info.lines.len(), 2);
     assert_eq!(
         r.engine.commit(res.hold, Some(&[1]), None),
-        Err(HoldError::Invalid),
+        Err(HoldError::LinesMismatch),
         "one number per line"
     );
     assert_eq!(
+        r.engine.commit(res.hold, Some(&[]), None),
+        Err(HoldError::LinesMismatch)
+    );
+    assert_eq!(
+        r.engine
+            .commit(res.hold, Some(&[1; CART_LINES_MAX + 1]), None),
+        Err(HoldError::LinesMismatch)
+    );
+    assert_eq!(
         r.engine.commit(res.hold, Some(&[3, 1]), None),
-        Err(HoldError::Invalid),
+        Err(HoldError::QtyAboveHeld { held: 2 }),
         "more than held"
+    );
+    assert_eq!(
+        r.engine.commit(res.hold, Some(&[0, 0]), None),
+        Err(HoldError::InvalidQty),
+        "nothing at all"
     );
     let s = r.engine.commit(res.hold, Some(&[1, 1]), None).unwrap();
     assert_eq!((s.sold, s.returned), (2, 1));
@@ -267,8 +327,12 @@ fn partial_commit_returns_the_rest() {
     let res = r.engine.reserve(tee, 3, BuyerId(1), None, false).unwrap();
     assert_eq!(
         r.engine.commit(res.hold, Some(&[0]), None),
-        Err(HoldError::Invalid),
+        Err(HoldError::InvalidQty),
         "nothing sold"
+    );
+    assert_eq!(
+        r.engine.commit(res.hold, Some(&[4]), None),
+        Err(HoldError::QtyAboveHeld { held: 3 })
     );
     let s = r.engine.commit(res.hold, Some(&[1]), None).unwrap();
     assert_eq!((s.sold, s.returned), (1, 2));
@@ -374,7 +438,10 @@ fn unknown_and_foreign_holds_are_not_found() {
         Err(HoldError::HoldNotFound),
         "free slot"
     );
-    assert_eq!(r.engine.extend(real, 0, None), Err(HoldError::Invalid));
+    assert_eq!(
+        r.engine.extend(real, 0, None),
+        Err(HoldError::InvalidExtend)
+    );
 }
 
 #[test]
@@ -414,14 +481,30 @@ fn catalog_operations_and_their_refusals() {
     );
     assert_eq!(
         r.engine.create_sku("bad id", spec),
-        Err(CatalogError::Invalid)
+        Err(CatalogError::InvalidSkuId)
     );
     let mut bad = spec;
     bad.settings.hold_ttl_ms = 0;
-    assert_eq!(r.engine.create_sku("x", bad), Err(CatalogError::Invalid));
+    assert_eq!(
+        r.engine.create_sku("x", bad),
+        Err(CatalogError::InvalidSettings {
+            reason: "hold_ttl_ms must be at least 1"
+        })
+    );
     bad = spec;
-    bad.total = (1 << 21) + 5;
-    assert_eq!(r.engine.create_sku("x", bad), Err(CatalogError::Invalid));
+    bad.total = limits::SKU_UNITS_MAX + 1;
+    assert_eq!(
+        r.engine.create_sku("x", bad),
+        Err(CatalogError::TotalAboveMax),
+        "a client error, never a retryable capacity one"
+    );
+    bad.total = limits::SKU_UNITS_MAX;
+    let full = r.engine.create_sku("full", bad).expect("at the maximum");
+    assert_eq!(r.engine.restock(full, 1), Err(CatalogError::TotalAboveMax));
+    assert_eq!(
+        r.engine.set_total(full, limits::SKU_UNITS_MAX + 1),
+        Err(CatalogError::TotalAboveMax)
+    );
     assert_eq!(r.engine.sku("tee"), Some(tee));
     assert_eq!(r.engine.sku_id(tee).as_deref(), Some("tee"));
     assert_eq!(r.engine.sku("nope"), None);
@@ -442,11 +525,16 @@ fn catalog_operations_and_their_refusals() {
             sold: 1
         }
     );
-    assert_eq!(r.engine.restock(tee, 0), Err(CatalogError::Invalid));
-    assert_eq!(r.engine.restock(tee, 1 << 21), Err(CatalogError::Capacity));
+    assert_eq!(r.engine.restock(tee, 0), Err(CatalogError::InvalidQty));
+    assert_eq!(r.engine.adjust_down(tee, 0), Err(CatalogError::InvalidQty));
+    assert_eq!(
+        r.engine.restock(tee, limits::SKU_UNITS_MAX - 8),
+        Err(CatalogError::TotalAboveMax),
+        "one past the maximum"
+    );
     assert_eq!(
         r.engine.adjust_down(tee, 8),
-        Err(CatalogError::NotEnoughAvailable),
+        Err(CatalogError::NotEnoughAvailable { available: 7 }),
         "held and sold stay"
     );
     assert_eq!(
@@ -459,7 +547,7 @@ fn catalog_operations_and_their_refusals() {
     );
     assert_eq!(
         r.engine.set_total(tee, 1),
-        Err(CatalogError::NotEnoughAvailable)
+        Err(CatalogError::TotalBelowCommitted { committed: 2 })
     );
     assert_eq!(
         r.engine.set_total(tee, 10).unwrap(),
@@ -478,7 +566,12 @@ fn catalog_operations_and_their_refusals() {
     r.engine.update_settings(tee, s).unwrap();
     assert_eq!(r.engine.snapshot(tee).unwrap().settings, s);
     s.order_units_max = 0;
-    assert_eq!(r.engine.update_settings(tee, s), Err(CatalogError::Invalid));
+    assert_eq!(
+        r.engine.update_settings(tee, s),
+        Err(CatalogError::InvalidSettings {
+            reason: "order_units_max must be 1 to 2097151"
+        })
+    );
     r.assert_invariant();
 }
 

@@ -59,6 +59,40 @@ fn a_retried_reserve_returns_the_first_answer() {
 }
 
 #[test]
+fn refusals_with_a_payload_replay_with_the_same_payload() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 3, settings(60_000, 0));
+    let first = r
+        .engine
+        .reserve(tee, 5, BuyerId(1), Some(RequestId(1)), false);
+    assert_eq!(
+        first,
+        Err(ReserveError::NotEnoughAvailable { available: 3 })
+    );
+    r.engine.restock(tee, 1).unwrap();
+    assert_eq!(
+        r.engine
+            .reserve(tee, 5, BuyerId(1), Some(RequestId(1)), false),
+        first,
+        "the first answer, count included, though 4 are available now"
+    );
+    assert_eq!(
+        r.engine
+            .reserve(tee, 11, BuyerId(1), Some(RequestId(2)), false),
+        Err(ReserveError::QtyAboveMax { max: 10 }),
+        "checked before the request id: not remembered, nothing to replay"
+    );
+    let h = r
+        .engine
+        .reserve(tee, 2, BuyerId(1), None, false)
+        .unwrap()
+        .hold;
+    let over = r.engine.commit(h, Some(&[3]), Some(RequestId(3)));
+    assert_eq!(over, Err(HoldError::QtyAboveHeld { held: 2 }));
+    assert_eq!(r.engine.commit(h, Some(&[3]), Some(RequestId(3))), over);
+}
+
+#[test]
 fn transient_refusals_are_not_remembered() {
     let r = Rig::new(EngineConfig {
         holds_max: 2,

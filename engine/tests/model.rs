@@ -408,7 +408,7 @@ fn run(ops: Vec<Op>) {
             Op::Restock { sku, qty } => {
                 let got = rig.engine.restock(idx[sku], qty);
                 if qty == 0 {
-                    assert_eq!(got, Err(CatalogError::Invalid));
+                    assert_eq!(got, Err(CatalogError::InvalidQty));
                 } else {
                     m.skus[sku].available += qty;
                     assert!(got.is_ok());
@@ -416,10 +416,11 @@ fn run(ops: Vec<Op>) {
             }
             Op::Adjust { sku, qty } => {
                 let got = rig.engine.adjust_down(idx[sku], qty);
+                let available = m.skus[sku].available;
                 if qty == 0 {
-                    assert_eq!(got, Err(CatalogError::Invalid));
-                } else if qty > m.skus[sku].available {
-                    assert_eq!(got, Err(CatalogError::NotEnoughAvailable));
+                    assert_eq!(got, Err(CatalogError::InvalidQty));
+                } else if qty > available {
+                    assert_eq!(got, Err(CatalogError::NotEnoughAvailable { available }));
                 } else {
                     m.skus[sku].available -= qty;
                     assert!(got.is_ok());
@@ -429,7 +430,8 @@ fn run(ops: Vec<Op>) {
                 let got = rig.engine.set_total(idx[sku], total);
                 let s = &mut m.skus[sku];
                 if total < s.held + s.sold {
-                    assert_eq!(got, Err(CatalogError::NotEnoughAvailable));
+                    let committed = s.held + s.sold;
+                    assert_eq!(got, Err(CatalogError::TotalBelowCommitted { committed }));
                 } else {
                     s.available = total - s.held - s.sold;
                     assert!(got.is_ok());
@@ -584,15 +586,20 @@ fn model_reserve(
     request: Option<u64>,
     partial: bool,
 ) -> Result<Expect, ReserveError> {
-    // Checks made before the request id is looked at.
-    let invalid = lines.is_empty()
-        || (partial && lines.len() > 1)
-        || lines
-            .iter()
-            .enumerate()
-            .any(|(i, l)| l.1 == 0 || l.1 > 10 || lines[..i].iter().any(|p| p.0 == l.0));
-    if invalid {
-        return Err(ReserveError::Invalid);
+    // Checks made before the request id is looked at, in this order.
+    if lines.is_empty() {
+        return Err(ReserveError::CartSize);
+    }
+    for (i, &(sku, qty)) in lines.iter().enumerate() {
+        if qty == 0 {
+            return Err(ReserveError::InvalidQty);
+        }
+        if qty > 10 {
+            return Err(ReserveError::QtyAboveMax { max: 10 });
+        }
+        if lines[..i].iter().any(|p| p.0 == sku) {
+            return Err(ReserveError::DuplicateSku);
+        }
     }
     let params = format!("reserve {lines:?} {buyer} {partial}");
     match m.replay(request, &params) {
@@ -631,7 +638,13 @@ fn model_reserve(
             }
             let grant = want.min(s.available);
             if grant < min.min(want) {
-                return Err(ReserveError::SoldOut);
+                return Err(if s.available == 0 {
+                    ReserveError::SoldOut
+                } else {
+                    ReserveError::NotEnoughAvailable {
+                        available: s.available,
+                    }
+                });
             }
             grants.push((sku, grant, counted));
         }
@@ -738,7 +751,7 @@ fn model_commit(
     request: Option<u64>,
 ) -> Result<(u32, u32, bool), HoldError> {
     if sold.is_some_and(|s| s.iter().all(|&q| q == 0)) {
-        return Err(HoldError::Invalid);
+        return Err(HoldError::InvalidQty);
     }
     let params = format!("commit {id} {sold:?}");
     match m.replay(request, &params) {
@@ -750,9 +763,13 @@ fn model_commit(
         let h = m.holds.get(&id).ok_or(HoldError::HoldNotFound)?.clone();
         if let Some(sold) = sold
             && h.state == MState::Held
-            && (sold.len() != h.lines.len() || sold.iter().zip(&h.lines).any(|(&s, l)| s > l.1))
         {
-            return Err(HoldError::Invalid);
+            if sold.len() != h.lines.len() {
+                return Err(HoldError::LinesMismatch);
+            }
+            if let Some((_, l)) = sold.iter().zip(&h.lines).find(|(s, l)| **s > l.1) {
+                return Err(HoldError::QtyAboveHeld { held: l.1 });
+            }
         }
         m.touch(id)?;
         let (mut total_sold, mut total_returned) = (0, 0);

@@ -123,11 +123,17 @@ impl From<ReserveError> for ApiError {
     fn from(e: ReserveError) -> Self {
         let status = match e {
             ReserveError::UnknownSku => StatusCode::NOT_FOUND,
-            ReserveError::NotOpen | ReserveError::SoldOut | ReserveError::InProgress => {
-                StatusCode::CONFLICT
-            }
+            ReserveError::NotOpen
+            | ReserveError::SoldOut
+            | ReserveError::NotEnoughAvailable { .. }
+            | ReserveError::InProgress => StatusCode::CONFLICT,
             ReserveError::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ReserveError::Invalid | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
+            ReserveError::Invalid
+            | ReserveError::InvalidQty
+            | ReserveError::QtyAboveMax { .. }
+            | ReserveError::DuplicateSku
+            | ReserveError::CartSize
+            | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
             ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, engine_code(e.code()), e.to_string())
@@ -143,7 +149,12 @@ impl From<HoldError> for ApiError {
             | HoldError::HoldExpired
             | HoldError::ExtendLimit
             | HoldError::InProgress => StatusCode::CONFLICT,
-            HoldError::Invalid | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
+            HoldError::Invalid
+            | HoldError::QtyAboveHeld { .. }
+            | HoldError::LinesMismatch
+            | HoldError::InvalidQty
+            | HoldError::InvalidExtend
+            | HoldError::RequestMismatch => StatusCode::BAD_REQUEST,
             HoldError::Capacity | HoldError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, engine_code(e.code()), e.to_string())
@@ -154,8 +165,14 @@ impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = match e {
             CatalogError::UnknownSku => StatusCode::NOT_FOUND,
-            CatalogError::AlreadyExists | CatalogError::NotEnoughAvailable => StatusCode::CONFLICT,
-            CatalogError::Invalid => StatusCode::BAD_REQUEST,
+            CatalogError::AlreadyExists
+            | CatalogError::NotEnoughAvailable { .. }
+            | CatalogError::TotalBelowCommitted { .. } => StatusCode::CONFLICT,
+            CatalogError::InvalidSkuId
+            | CatalogError::InvalidSettings { .. }
+            | CatalogError::InvalidQty => StatusCode::BAD_REQUEST,
+            // Well-formed, but never possible: not a retryable 503.
+            CatalogError::TotalAboveMax => StatusCode::UNPROCESSABLE_ENTITY,
             CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, engine_code(e.code()), e.to_string())
@@ -165,6 +182,66 @@ impl From<CatalogError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every engine refusal has a wire [`Code`] of the same name.
+    #[test]
+    fn every_engine_refusal_is_a_wire_code() {
+        use ReserveError as R;
+        let reserve = [
+            R::UnknownSku,
+            R::NotOpen,
+            R::SoldOut,
+            R::LimitExceeded,
+            R::Invalid,
+            R::Capacity,
+            R::Overloaded,
+            R::InProgress,
+            R::RequestMismatch,
+            R::InvalidQty,
+            R::QtyAboveMax { max: 1 },
+            R::DuplicateSku,
+            R::NotEnoughAvailable { available: 1 },
+            R::CartSize,
+        ];
+        use HoldError as H;
+        let hold = [
+            H::HoldNotFound,
+            H::AlreadyCommitted,
+            H::AlreadyReleased,
+            H::HoldExpired,
+            H::Invalid,
+            H::ExtendLimit,
+            H::Capacity,
+            H::Overloaded,
+            H::InProgress,
+            H::RequestMismatch,
+            H::QtyAboveHeld { held: 1 },
+            H::LinesMismatch,
+            H::InvalidQty,
+            H::InvalidExtend,
+        ];
+        use CatalogError as C;
+        let catalog = [
+            C::UnknownSku,
+            C::AlreadyExists,
+            C::NotEnoughAvailable { available: 1 },
+            C::Capacity,
+            C::Overloaded,
+            C::TotalAboveMax,
+            C::InvalidSkuId,
+            C::InvalidSettings { reason: "x" },
+            C::InvalidQty,
+            C::TotalBelowCommitted { committed: 1 },
+        ];
+        let names = reserve
+            .iter()
+            .map(|e| e.code())
+            .chain(hold.iter().map(|e| e.code()))
+            .chain(catalog.iter().map(|e| e.code()));
+        for name in names {
+            assert!(Code::parse(name).is_some(), "{name} is not a wire code");
+        }
+    }
 
     #[test]
     fn engine_refusals_keep_their_names() {
@@ -182,7 +259,7 @@ mod tests {
             Code::HoldExpired
         );
         assert_eq!(
-            ApiError::from(CatalogError::NotEnoughAvailable).status,
+            ApiError::from(CatalogError::NotEnoughAvailable { available: 1 }).status,
             StatusCode::CONFLICT
         );
     }

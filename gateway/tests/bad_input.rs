@@ -77,7 +77,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"sku":"tee-black-m","qty":0,"buyer":"b"})),
             400,
-            "invalid",
+            "invalid_qty",
         ),
         (
             "POST",
@@ -101,7 +101,7 @@ async fn http_bad_input_gets_status_and_json() {
             Some(CHECKOUT),
             Some(json!({"sku":"tee-black-m","qty":11,"buyer":"b"})),
             400,
-            "invalid",
+            "qty_above_max",
         ),
         (
             "POST",
@@ -378,9 +378,9 @@ async fn websocket_bad_messages_get_error_frames_and_the_connection_lives() {
         assert_eq!(id, readable.then_some(1), "{frame}");
     }
     for (msg, code) in [
-        (reserve(5, "cap-olive", 0), "invalid"),
+        (reserve(5, "cap-olive", 0), "invalid_qty"),
         (reserve(6, "nope", 1), "unknown_sku"),
-        (reserve(7, "cap-olive", 1000), "invalid"),
+        (reserve(7, "cap-olive", 1000), "qty_above_max"),
     ] {
         ws.send(&msg).await;
         assert_eq!(
@@ -526,5 +526,67 @@ async fn a_refused_patch_changes_nothing() {
             "{patch} changed something"
         );
     }
+    gw.stop().await;
+}
+
+/// Refusals that say exactly what was wrong, with the number that matters.
+#[tokio::test]
+async fn refusals_name_the_field_and_the_limit() {
+    let gw = Gateway::demo().await;
+    gw.create_sku(json!({"id": "last-three", "total": 3, "order_units_max": 5}))
+        .await;
+    let reserve =
+        |body: serde_json::Value| gw.call("POST", "/api/reservations", Some(CHECKOUT), Some(body));
+    let (status, body) = reserve(json!({"sku": "last-three", "qty": 5, "buyer": "b"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("not_enough_available")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains('3'),
+        "says how many: {body}"
+    );
+    let (status, body) = reserve(json!({"sku": "last-three", "qty": 6, "buyer": "b"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("qty_above_max")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains('5'),
+        "says the maximum: {body}"
+    );
+    let (status, body) = reserve(json!({"lines": [{"sku": "last-three", "qty": 1}, {"sku": "last-three", "qty": 1}], "buyer": "b"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("duplicate_sku")),
+        "{body}"
+    );
+    let (status, body) = reserve(json!({"sku": "last-three", "qty": 2, "buyer": "b"})).await;
+    assert_eq!(status, 201, "{body}");
+    let hold = body["hold"].as_str().unwrap();
+    let (status, body) = gw
+        .call(
+            "POST",
+            &format!("/api/holds/{hold}/commit"),
+            Some(CHECKOUT),
+            Some(json!({"qty": 3})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("qty_above_held")),
+        "{body}"
+    );
+    // Sold out is for when nothing is left.
+    let (status, _) = reserve(json!({"sku": "last-three", "qty": 1, "buyer": "c"})).await;
+    assert_eq!(status, 201);
+    let (status, body) = reserve(json!({"sku": "last-three", "qty": 1, "buyer": "d"})).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("sold_out")),
+        "{body}"
+    );
     gw.stop().await;
 }

@@ -84,11 +84,17 @@ codes! {
     QtyAboveHeld = "qty_above_held",
     /// A commit whose `lines` do not match the hold's lines.
     LinesMismatch = "lines_mismatch",
+    /// An extend by 0 ms or past what the engine can represent.
+    InvalidExtend = "invalid_extend",
     // ----- catalog (engine) -----
     /// A SKU with that id exists.
     AlreadyExists = "already_exists",
     /// A total or restock past the most one SKU can hold.
     TotalAboveMax = "total_above_max",
+    /// A new total below the units held and sold.
+    TotalBelowCommitted = "total_below_committed",
+    /// A SKU's settings do not fit together (the message names the one).
+    InvalidSettings = "invalid_settings",
     // ----- request shape (gateway) -----
     /// Malformed JSON or postcard, a wrong content type, an unknown field.
     BadRequest = "bad_request",

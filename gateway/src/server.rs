@@ -193,7 +193,13 @@ async fn build_core(
     // a reservation that is then undone (see `ops::Ops::finish`).
     config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
     config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
-    let opened = journal::open::open(url, args, config, clock, meta, tracker, shutdown).await?;
+    let place = journal::open::Place {
+        target: journal::open::single_target(url, args.redis_ca_file.as_deref())?,
+        keys: journal::keys::Keys::new(&args.redis_prefix),
+        describe: journal::open::redact(url),
+        cluster: None,
+    };
+    let opened = journal::open::open(place, args, config, clock, meta, tracker, shutdown).await?;
     Ok(Core {
         engine: opened.engine,
         expirer: opened.expirer,

@@ -4,11 +4,11 @@
 //! `--ended-hold-retention-ms`; this module looks one up, on the rare path
 //! where the engine answers `hold_not_found`.
 
+use super::conn::{Conn, Target};
 use super::keys::{ENDED_BUCKET_MS, EndedRecord, Keys, ended_bucket, hold_field};
 use crate::error::ApiError;
 use holdfast_engine::HoldId;
 use holdfast_engine::limits::CART_LINES_MAX;
-use redis::aio::MultiplexedConnection;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -22,17 +22,17 @@ pub struct EndedHold {
 /// lives on the journal's thread).
 #[derive(Debug)]
 pub struct EndedLookup {
-    client: redis::Client,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    target: Target,
+    conn: Mutex<Option<Conn>>,
     keys: Keys,
     retention_ms: u64,
     timeout: Duration,
 }
 
 impl EndedLookup {
-    pub fn new(client: redis::Client, keys: Keys, retention_ms: u64, timeout: Duration) -> Self {
+    pub fn new(target: Target, keys: Keys, retention_ms: u64, timeout: Duration) -> Self {
         Self {
-            client,
+            target,
             conn: Mutex::new(None),
             keys,
             retention_ms,
@@ -79,12 +79,9 @@ impl EndedLookup {
         let conn = match guard.as_mut() {
             Some(c) => c,
             None => {
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
                 let c = self
-                    .client
-                    .get_multiplexed_async_connection_with_config(&config)
+                    .target
+                    .connect(self.timeout)
                     .await
                     .map_err(|e| unavailable(&e))?;
                 guard.insert(c)

@@ -12,6 +12,7 @@
 //! acknowledges from memory and refuses new changes only when the backlog of
 //! unwritten events passes its bound.
 
+pub mod conn;
 pub mod ended;
 pub mod keys;
 pub mod mirror;
@@ -132,6 +133,50 @@ impl Durability {
             Self::Memory => "memory",
             Self::Redis(j) => j.mode.as_str(),
         }
+    }
+}
+
+/// What a node's journal does on top of the single-Redis journal in a
+/// Redis Cluster (`--redis-cluster`).
+#[derive(Debug, Clone)]
+pub struct ClusterWrites {
+    /// The node's ownership epoch: the journal record's `epoch` field. A
+    /// batch that finds another epoch was fenced out (another node adopted
+    /// this one's state): it must never re-write that state.
+    pub epoch: u64,
+    /// Replicas that must confirm each batch (`WAIT`) before its changes
+    /// are acknowledged; 0 trusts the master alone.
+    pub replica_acks: u32,
+    /// Tripped once when the journal finds itself fenced out.
+    pub fenced: Arc<Fenced>,
+}
+
+/// A node fenced out of its own state: another node adopted it while it
+/// was stopped or cut off. It must stop taking changes and restart from
+/// what Redis holds now; the server shuts down with this reason.
+#[derive(Debug, Default)]
+pub struct Fenced {
+    pub token: tokio_util::sync::CancellationToken,
+    reason: Mutex<Option<String>>,
+}
+
+impl Fenced {
+    /// Trips the fence (the first reason is kept).
+    pub fn trip(&self, reason: String) {
+        let mut r = self.reason.lock().expect("fence lock");
+        if r.is_none() {
+            tracing::error!(%reason, "this node was fenced out of its state");
+            *r = Some(reason);
+        }
+        self.token.cancel();
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().expect("fence lock").clone()
+    }
+
+    pub fn is_tripped(&self) -> bool {
+        self.token.is_cancelled()
     }
 }
 

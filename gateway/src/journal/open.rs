@@ -2,6 +2,7 @@
 //! rebuild the engine from what Redis holds, and start the writer on a
 //! thread and runtime of its own.
 
+use super::conn::Target;
 use super::keys::Keys;
 use super::mirror::Mirror;
 use super::writer::Writer;
@@ -34,17 +35,9 @@ pub struct Opened {
     pub durability: Durability,
 }
 
-/// Connects to Redis, rebuilds the engine from it (or starts fresh), and
-/// starts the journal writer on a thread of its own.
-pub async fn open(
-    url: &str,
-    args: &ServeArgs,
-    config: EngineConfig,
-    clock: Arc<dyn Clock>,
-    meta: Arc<Meta>,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Opened> {
+/// The client of a single Redis (`--redis`): TLS with a private CA when
+/// asked, `TCP_NODELAY` always.
+pub fn single_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Target> {
     if url.starts_with("rediss://") {
         // rustls needs a process-wide crypto provider; ignore "already set".
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -55,7 +48,7 @@ pub async fn open(
     let info = redis::IntoConnectionInfo::into_connection_info(url)
         .with_context(|| format!("bad Redis URL {}", redact(url)))?;
     let info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-    let client = match &args.redis_ca_file {
+    let client = match ca_file {
         Some(path) => {
             anyhow::ensure!(
                 url.starts_with("rediss://"),
@@ -74,15 +67,43 @@ pub async fn open(
         None => redis::Client::open(info),
     }
     .with_context(|| format!("bad Redis URL {}", redact(url)))?;
+    Ok(Target::Single(client))
+}
+
+/// Where and how the journal writes.
+pub struct Place {
+    pub target: Target,
+    pub keys: Keys,
+    /// For errors: the Redis URL (without password) or the cluster.
+    pub describe: String,
+    /// Cluster mode: the node's ownership epoch, checked by every batch,
+    /// and how many replicas must have each batch before it counts.
+    pub cluster: Option<super::ClusterWrites>,
+}
+
+/// Connects, rebuilds the engine from what Redis holds (or starts fresh),
+/// and starts the journal writer on a thread of its own.
+#[allow(clippy::too_many_arguments)]
+pub async fn open(
+    place: Place,
+    args: &ServeArgs,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    meta: Arc<Meta>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Opened> {
+    let Place {
+        target,
+        keys,
+        describe,
+        cluster,
+    } = place;
     let timeout = Duration::from_millis(args.journal.redis_timeout_ms);
-    let conn_config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut con = client
-        .get_multiplexed_async_connection_with_config(&conn_config)
+    let mut con = target
+        .connect(timeout)
         .await
-        .with_context(|| format!("cannot connect to Redis at {}", redact(url)))?;
-    let keys = Keys::new(&args.redis_prefix);
+        .with_context(|| format!("cannot connect to Redis at {describe}"))?;
     let loaded = recover::load(&mut con, &keys, args.node_id, Ids::random_key()).await?;
     let config = EngineConfig {
         incarnation: loaded.incarnation,
@@ -127,7 +148,7 @@ pub async fn open(
         args.journal.backlog_max,
         timeout,
         super::ended::EndedLookup::new(
-            client.clone(),
+            target.clone(),
             keys.clone(),
             args.limits.ended_hold_retention_ms,
             timeout,
@@ -138,8 +159,9 @@ pub async fn open(
         engine: engine.clone(),
         meta,
         ids: ids.clone(),
-        client,
+        target,
         keys,
+        cluster,
         header: Writer::header(loaded.key, loaded.incarnation, args.node_id),
         mirror,
         batch_size_max: args

@@ -6,6 +6,7 @@
 //! created). A Redis with holdfast data but no journal record is refused:
 //! it was left half-written and starting over it would silently diverge.
 
+use super::conn::Conn;
 use super::keys::{HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field};
 use crate::protocol::SkuMeta;
 use anyhow::{Context as _, anyhow, bail};
@@ -14,7 +15,6 @@ use holdfast_engine::{
     SavedSku, SavedState, SkuSettings,
 };
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use std::collections::{BTreeMap, HashMap};
 
 /// Everything read from Redis at start.
@@ -58,7 +58,7 @@ pub fn format_key(key: (u64, u64)) -> String {
 
 /// Reads holdfast's state, or initialises a fresh journal record.
 pub async fn load(
-    con: &mut MultiplexedConnection,
+    con: &mut Conn,
     keys: &Keys,
     node: u8,
     fresh_key: (u64, u64),
@@ -239,44 +239,31 @@ pub async fn load(
     })
 }
 
+/// Request buckets read per pipeline at start.
+const REQUEST_BUCKETS_PER_PIPELINE: usize = 1000;
+
 /// Every remembered request answer still in Redis: SCAN for the request
 /// buckets, then `HGETALL` them, pipelined. A request answered again (after
 /// a re-write) keeps its newest answer.
-async fn load_requests(
-    con: &mut MultiplexedConnection,
-    keys: &Keys,
-) -> anyhow::Result<Vec<(u64, RequestRecord)>> {
+async fn load_requests(con: &mut Conn, keys: &Keys) -> anyhow::Result<Vec<(u64, RequestRecord)>> {
     let mut found: HashMap<u64, RequestRecord> = HashMap::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys.requests_pattern())
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(con)
-            .await?;
-        if !batch.is_empty() {
-            let mut pipe = redis::pipe();
-            for key in &batch {
-                pipe.hgetall(key);
-            }
-            let buckets: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(con).await?;
-            for (field, value) in buckets.into_iter().flatten() {
-                if let (Some(request), Some(record)) =
-                    (parse_request_field(&field), RequestRecord::decode(&value))
-                {
-                    let kept = found.entry(request).or_insert(record);
-                    if record.at_ms > kept.at_ms {
-                        *kept = record;
-                    }
+    let bucket_keys = con.scan_keys(&keys.requests_pattern()).await?;
+    for chunk in bucket_keys.chunks(REQUEST_BUCKETS_PER_PIPELINE) {
+        let mut pipe = redis::pipe();
+        for key in chunk {
+            pipe.hgetall(key);
+        }
+        let buckets: Vec<HashMap<String, Vec<u8>>> = pipe.query_async(con).await?;
+        for (field, value) in buckets.into_iter().flatten() {
+            if let (Some(request), Some(record)) =
+                (parse_request_field(&field), RequestRecord::decode(&value))
+            {
+                let kept = found.entry(request).or_insert(record);
+                if record.at_ms > kept.at_ms {
+                    *kept = record;
                 }
             }
         }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(found.into_iter().collect());
-        }
     }
+    Ok(found.into_iter().collect())
 }

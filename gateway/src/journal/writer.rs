@@ -27,6 +27,7 @@
 //! nothing is ever skipped.
 
 use super::Journal;
+use super::conn::{Conn, Target};
 use super::keys::Keys;
 use super::mirror::{Ctx, Mirror, Writes};
 use super::recover::format_key;
@@ -34,7 +35,6 @@ use crate::catalog::Meta;
 use crate::ids::Ids;
 use holdfast_engine::{Engine, Event, EventKind};
 use metrics::{counter, gauge, histogram};
-use redis::aio::MultiplexedConnection;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,8 +55,10 @@ pub struct Writer {
     pub engine: Arc<Engine>,
     pub meta: Arc<Meta>,
     pub ids: Arc<Ids>,
-    pub client: redis::Client,
+    pub target: Target,
     pub keys: Keys,
+    /// Cluster mode only: ownership fencing and replica acknowledgement.
+    pub cluster: Option<super::ClusterWrites>,
     pub mirror: Mirror,
     /// Fields of the journal record a full re-write restores.
     pub header: Vec<(&'static str, String)>,
@@ -105,13 +107,8 @@ impl Writer {
         ]
     }
 
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        self.target.connect(self.timeout).await
     }
 
     fn ctx(&self) -> Ctx<'_> {
@@ -129,7 +126,7 @@ impl Writer {
     /// Runs until `shutdown`, then flushes what it can.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut mirror = std::mem::take(&mut self.mirror);
-        let mut con: Option<MultiplexedConnection> = None;
+        let mut con: Option<Conn> = None;
         let mut intake = Intake::default();
         let mut persisted = mirror.seq;
         // Whether the last batch landed on the current connection.
@@ -200,6 +197,20 @@ impl Writer {
                 match outcome {
                     Ok(Landed::Yes) => break,
                     Ok(Landed::Resync { why, applied }) => {
+                        match self.connection(&mut con).await {
+                            Ok(c) => match self.still_owner(c).await {
+                                Ok(true) => {}
+                                Ok(false) => return,
+                                Err(e) => {
+                                    outcome = Err(e);
+                                    continue;
+                                }
+                            },
+                            Err(e) => {
+                                outcome = Err(e);
+                                continue;
+                            }
+                        }
                         tracing::warn!(%why, seq = mirror.seq, "re-writing holdfast's whole state to Redis");
                         counter!("holdfast_journal_resyncs_total").increment(1);
                         orders_landed |= applied;
@@ -358,13 +369,71 @@ impl Writer {
         pipe.cmd("MULTI").ignore();
         mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
         pipe.cmd("EXEC");
+        if let Some(acks) = self.replica_acks() {
+            // Acknowledged only once a replica has it too: an acked write
+            // that only the master had is lost when a replica takes over.
+            pipe.cmd("WAIT")
+                .arg(acks)
+                .arg(self.timeout.as_millis() as u64);
+        }
         Some(Batch { writes, pipe })
     }
 
-    async fn connection<'a>(
-        &self,
-        con: &'a mut Option<MultiplexedConnection>,
-    ) -> redis::RedisResult<&'a mut MultiplexedConnection> {
+    /// Replicas that must confirm each batch (cluster mode with `WAIT`).
+    fn replica_acks(&self) -> Option<u32> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.replica_acks)
+            .filter(|&n| n > 0)
+    }
+
+    /// Cluster mode: whether the journal record still carries this node's
+    /// epoch. Another epoch means another node adopted this node's state
+    /// (it was stopped or cut off past its lease): the fence trips, and
+    /// this node must never write its stale view over that state.
+    async fn still_owner(&self, c: &mut Conn) -> redis::RedisResult<bool> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(true);
+        };
+        let epoch: Option<u64> = redis::cmd("HGET")
+            .arg(self.keys.journal())
+            .arg("epoch")
+            .query_async(c)
+            .await?;
+        if epoch == Some(cluster.epoch) {
+            return Ok(true);
+        }
+        self.journal
+            .set_down(&"fenced out: another node adopted this node's state");
+        cluster.fenced.trip(format!(
+            "the journal record of this node is at epoch {epoch:?}, this process owns epoch {}: \
+             another node adopted its state; restart this node to take it back",
+            cluster.epoch
+        ));
+        Ok(false)
+    }
+
+    /// After a batch is known to have landed on a fresh connection: a tiny
+    /// write, then `WAIT`, which confirms everything the master had before
+    /// it (replication is in order) reached a replica.
+    async fn confirm_replicated(&self, c: &mut Conn) -> redis::RedisResult<()> {
+        let Some(acks) = self.replica_acks() else {
+            return Ok(());
+        };
+        let (_, got): ((), u32) = redis::pipe()
+            .cmd("HSET")
+            .arg(self.keys.journal())
+            .arg("confirmed_at_ms")
+            .arg(self.engine.now_ms())
+            .cmd("WAIT")
+            .arg(acks)
+            .arg(self.timeout.as_millis() as u64)
+            .query_async(c)
+            .await?;
+        replicated(got, acks)
+    }
+
+    async fn connection<'a>(&self, con: &'a mut Option<Conn>) -> redis::RedisResult<&'a mut Conn> {
         if con.is_none() {
             *con = Some(self.connect().await?);
         }
@@ -375,7 +444,7 @@ impl Writer {
     /// landed on this connection, so the one-round-trip path is safe.
     async fn send(
         &self,
-        con: &mut Option<MultiplexedConnection>,
+        con: &mut Option<Conn>,
         batch: &Batch,
         persisted: u64,
         healthy: bool,
@@ -383,7 +452,7 @@ impl Writer {
         let fut = async {
             let c = self.connection(con).await?;
             if healthy {
-                Self::optimistic_exec(c, batch, persisted).await
+                self.optimistic_exec(c, batch, persisted).await
             } else {
                 self.guarded_exec(c, batch, persisted).await
             }
@@ -403,11 +472,18 @@ impl Writer {
     /// state, and the full re-write from the mirror (which includes it)
     /// repairs that.
     async fn optimistic_exec(
-        c: &mut MultiplexedConnection,
+        &self,
+        c: &mut Conn,
         batch: &Batch,
         persisted: u64,
     ) -> redis::RedisResult<Landed> {
-        let (seq, exec): (Option<u64>, redis::Value) = batch.pipe.query_async(c).await?;
+        let values: Vec<redis::Value> = batch.pipe.query_async(c).await?;
+        let mut values = values.into_iter();
+        let seq: Option<u64> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+        let exec = values.next().unwrap_or(redis::Value::Nil);
+        if let (Some(acks), Some(got)) = (self.replica_acks(), values.next()) {
+            replicated(redis::from_redis_value(got)?, acks)?;
+        }
         if matches!(exec, redis::Value::Nil) {
             return Ok(Landed::Resync {
                 why: "the journal record changed under the batch".into(),
@@ -432,7 +508,7 @@ impl Writer {
     /// may or may not have landed).
     async fn guarded_exec(
         &self,
-        c: &mut MultiplexedConnection,
+        c: &mut Conn,
         batch: &Batch,
         persisted: u64,
     ) -> redis::RedisResult<Landed> {
@@ -458,7 +534,18 @@ impl Writer {
             }),
         };
         if let Some(landed) = settled {
-            redis::cmd("UNWATCH").query_async::<()>(c).await?;
+            redis::pipe()
+                .cmd("UNWATCH")
+                .ignore()
+                .cmd("HGET")
+                .arg(journal_key)
+                .arg("seq")
+                .ignore()
+                .query_async::<()>(c)
+                .await?;
+            if matches!(landed, Landed::Yes) {
+                self.confirm_replicated(c).await?;
+            }
             return Ok(landed);
         }
         // The frozen body, without the WATCH / HGET / MULTI before it and
@@ -470,6 +557,9 @@ impl Writer {
             pipe.add_command(cmd.clone()).ignore();
         }
         let result: redis::Value = pipe.query_async(c).await?;
+        if !matches!(result, redis::Value::Nil) {
+            self.confirm_replicated(c).await?;
+        }
         if matches!(result, redis::Value::Nil) {
             // Someone else touched the journal record between WATCH and
             // EXEC: nothing was applied; look again.
@@ -486,7 +576,7 @@ impl Writer {
     /// the stream's history).
     async fn rewrite(
         &self,
-        con: &mut Option<MultiplexedConnection>,
+        con: &mut Option<Conn>,
         mirror: &Mirror,
         orders: Option<&Writes>,
     ) -> redis::RedisResult<()> {
@@ -503,7 +593,7 @@ impl Writer {
     /// Only a batch's order-stream entries (its state is already written).
     async fn orders_only(
         &self,
-        con: &mut Option<MultiplexedConnection>,
+        con: &mut Option<Conn>,
         mirror: &Mirror,
         writes: &Writes,
     ) -> redis::RedisResult<()> {
@@ -517,12 +607,7 @@ impl Writer {
     }
 
     /// Idle check: Redis answers and still holds our journal record.
-    async fn health(
-        &self,
-        con: &mut Option<MultiplexedConnection>,
-        mirror: &Mirror,
-        persisted: u64,
-    ) {
+    async fn health(&self, con: &mut Option<Conn>, mirror: &Mirror, persisted: u64) {
         let check = async {
             let c = self.connection(con).await?;
             let seq: Option<u64> = redis::cmd("HGET")
@@ -530,7 +615,7 @@ impl Writer {
                 .arg("seq")
                 .query_async(c)
                 .await?;
-            if seq != Some(persisted) {
+            if seq != Some(persisted) && self.still_owner(c).await? {
                 let why = match seq {
                     None => "Redis has no journal record (restarted empty?)".to_string(),
                     Some(s) => format!("Redis journal is at seq {s}, expected {persisted}"),
@@ -557,4 +642,18 @@ impl Writer {
         }
         gauge!("holdfast_journal_backlog").set(self.journal.backlog(&self.engine) as f64);
     }
+}
+
+/// `WAIT`'s answer: enough replicas, or an error that keeps the batch
+/// unacknowledged and retried (durable mode refuses changes meanwhile).
+fn replicated(got: u32, want: u32) -> redis::RedisResult<()> {
+    if got >= want {
+        return Ok(());
+    }
+    counter!("holdfast_journal_errors_total", "kind" => "replication").increment(1);
+    Err(redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "replicas did not confirm the batch in time",
+        format!("{got} of {want} replicas"),
+    )))
 }

@@ -18,7 +18,7 @@ pub enum Target {
     Single(redis::Client),
     /// A cluster, and a key of the slot this journal writes (its node's).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         slot_key: String,
     },
 }

@@ -15,10 +15,10 @@ use std::time::Duration;
 /// How to connect.
 #[derive(Clone)]
 pub enum Target {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     /// A cluster, and a key of the slot this journal writes (its node's).
     Cluster {
-        client: Box<ClusterClient>,
+        client: ClusterClient,
         slot_key: String,
     },
 }

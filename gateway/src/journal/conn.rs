@@ -14,11 +14,12 @@ use std::time::Duration;
 
 /// How to connect.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // built once per process
 pub enum Target {
-    Single(Box<redis::Client>),
+    Single(redis::Client),
     /// A cluster, and a key of the slot this journal writes (its node's).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         slot_key: String,
     },
 }

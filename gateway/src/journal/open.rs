@@ -67,7 +67,7 @@ pub fn single_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Re
         None => redis::Client::open(info),
     }
     .with_context(|| format!("bad Redis URL {}", redact(url)))?;
-    Ok(Target::Single(Box::new(client)))
+    Ok(Target::Single(client))
 }
 
 /// Where and how the journal writes.

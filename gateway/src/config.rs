@@ -84,6 +84,19 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_REDIS")]
     pub redis: Option<String>,
 
+    /// Redis Cluster nodes (comma-separated URLs; any few masters will do,
+    /// the rest is discovered) to run as one node of a multi-node
+    /// deployment: stock is leased from the cluster in blocks, every node
+    /// shows the same global counts. Needs a distinct `--node-id` per node.
+    /// Excludes `--redis`.
+    #[arg(
+        long,
+        env = "HOLDFAST_REDIS_CLUSTER",
+        value_delimiter = ',',
+        conflicts_with = "redis"
+    )]
+    pub redis_cluster: Vec<String>,
+
     /// PEM file of the certificate authority to trust for a `rediss://`
     /// Redis (a private CA). Without it, the system's trust store is used.
     #[arg(long, env = "HOLDFAST_REDIS_CA_FILE")]
@@ -102,7 +115,9 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_REDIS_PREFIX", default_value = "hf")]
     pub redis_prefix: String,
 
-    /// Node id carried in hold ids (0-255), for several gateways on one Redis.
+    /// Node id carried in hold ids (0-255): with `--redis-cluster` each
+    /// live node needs its own (a node id in use by a live node refuses to
+    /// start); a restarted node keeps its id to take its state back.
     #[arg(long, env = "HOLDFAST_NODE_ID", default_value_t = 0)]
     pub node_id: u8,
 
@@ -154,6 +169,44 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub journal: JournalArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Multi-node settings (with `--redis-cluster`).
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// A node's liveness lease, in ms: it renews every quarter of this, and
+    /// stops selling at its last renewal's send time plus two thirds of it
+    /// (so it stops before Redis can consider it dead). A node silent for
+    /// this long is adopted by another: its unsold units go back to the
+    /// pool and its holds are ended there. Default 6 000.
+    #[arg(long, env = "HOLDFAST_NODE_TTL_MS", default_value_t = 6_000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    pub node_ttl_ms: u64,
+
+    /// How much demand a lease covers, in ms: a node asks for about this
+    /// long's worth of its recent sales (grows when a lease drains fast,
+    /// shrinks when idle), capped at a quarter of the pool per node. Default 1 000.
+    #[arg(long, env = "HOLDFAST_LEASE_HORIZON_MS", default_value_t = 1_000)]
+    pub lease_horizon_ms: u64,
+
+    /// Leased units a node has not sold for this long go back to the pool,
+    /// in ms. Default 2 000. (When another node finds the pool empty, idle
+    /// units go back at once.)
+    #[arg(long, env = "HOLDFAST_LEASE_IDLE_RETURN_MS", default_value_t = 2_000)]
+    pub lease_idle_return_ms: u64,
+
+    /// Replicas that must confirm a node's durable batch (`WAIT`) before it
+    /// is acknowledged. Default 1: an acknowledged hold survives the loss
+    /// of its master. 0 trusts the master alone (a cluster without replicas).
+    #[arg(long, env = "HOLDFAST_CLUSTER_REPLICA_ACKS", default_value_t = 1)]
+    pub replica_acks: u32,
+
+    /// How long a node waits for another node to answer an operation on a
+    /// hold that node made, in ms. Default 2 000.
+    #[arg(long, env = "HOLDFAST_FORWARD_TIMEOUT_MS", default_value_t = 2_000)]
+    pub forward_timeout_ms: u64,
 }
 
 /// Bounds on everything a client can make the server hold.

@@ -20,6 +20,7 @@
 pub mod accept;
 pub mod auth;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -4,6 +4,8 @@
 //! get the same answers and the same refusal names.
 
 use crate::catalog::{self, Meta};
+use crate::cluster::AdminKind;
+use crate::cluster::forward::Request;
 use crate::error::ApiError;
 use crate::ids::Ids;
 use crate::journal::Durability;
@@ -16,8 +18,8 @@ use crate::protocol::{
     WindowReq,
 };
 use holdfast_engine::{
-    Engine, HoldError, HoldId, HoldState, Line, RequestId, SaleWindow, SkuIdx, SkuSettings,
-    SkuSnapshot, limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
+    CatalogError, Engine, HoldError, HoldId, HoldState, Line, RequestId, SaleWindow, SkuIdx,
+    SkuSettings, SkuSnapshot, limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
 };
 use std::sync::Arc;
 
@@ -28,6 +30,9 @@ pub struct Ops {
     pub meta: Arc<Meta>,
     pub ids: Arc<Ids>,
     pub durability: Durability,
+    /// Multi-node mode (`--redis-cluster`): stock is leased, counts are
+    /// global, holds of other nodes are theirs (see `crate::cluster`).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A checkout operation, for its outcome metric.
@@ -98,7 +103,7 @@ impl<T> Applied<T> {
 }
 
 /// How an ended hold refuses a further commit, release or extend.
-fn ended_refusal(ended: &EndedHold) -> HoldError {
+pub(crate) fn ended_refusal(ended: &EndedHold) -> HoldError {
     match ended.lines.first().map(|l| l.ended) {
         Some(Ended::Committed) => HoldError::AlreadyCommitted,
         Some(Ended::Released) => HoldError::AlreadyReleased,
@@ -106,7 +111,7 @@ fn ended_refusal(ended: &EndedHold) -> HoldError {
     }
 }
 
-fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
+pub(crate) fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
     let state = match ended.lines.first().map(|l| l.ended) {
         Some(Ended::Committed) => HoldStatus::Committed,
         Some(Ended::Released) => HoldStatus::Released,
@@ -182,8 +187,18 @@ impl Ops {
     }
 
     pub fn state_of(&self, sku: SkuIdx) -> Option<SkuState> {
-        let snap = self.engine.snapshot(sku)?;
+        let snap = self.snapshot(sku)?;
         Some(sku_state(&snap, self.meta.get(sku).as_deref()))
+    }
+
+    /// A SKU's counts: this node's, or with `--redis-cluster` the whole
+    /// deployment's (the pool plus every node).
+    pub fn snapshot(&self, sku: SkuIdx) -> Option<SkuSnapshot> {
+        let mut snap = self.engine.snapshot(sku)?;
+        if let Some(c) = &self.cluster {
+            c.counts.globalize(&mut snap);
+        }
+        Some(snap)
     }
 
     /// Every SKU.
@@ -191,8 +206,13 @@ impl Ops {
         let skus = self
             .engine
             .snapshots()
-            .iter()
-            .map(|s| sku_state(s, self.meta.get(s.sku).as_deref()))
+            .into_iter()
+            .map(|mut s| {
+                if let Some(c) = &self.cluster {
+                    c.counts.globalize(&mut s);
+                }
+                sku_state(&s, self.meta.get(s.sku).as_deref())
+            })
             .collect();
         SkuList {
             ts_ms: self.engine.now_ms(),
@@ -223,20 +243,33 @@ impl Ops {
     // request.
 
     pub async fn reserve(&self, req: Reserve) -> Result<Reserved, ApiError> {
+        if self.cluster.is_some() {
+            let applied = self.reserve_leased(req).await;
+            return self.settle(applied).await;
+        }
         self.settle(self.reserve_now(req)).await
     }
 
     pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
+        if let Some(owner) = self.remote_owner(&req.hold) {
+            return self.forwarded(owner, Request::Commit(req.clone())).await;
+        }
         let applied = self.commit_now(req);
         self.settle(self.or_ended(&req.hold, applied).await).await
     }
 
     pub async fn release(&self, req: &Release) -> Result<Released, ApiError> {
+        if let Some(owner) = self.remote_owner(&req.hold) {
+            return self.forwarded(owner, Request::Release(req.clone())).await;
+        }
         let applied = self.release_now(req);
         self.settle(self.or_ended(&req.hold, applied).await).await
     }
 
     pub async fn extend(&self, req: &Extend) -> Result<Extended, ApiError> {
+        if let Some(owner) = self.remote_owner(&req.hold) {
+            return self.forwarded(owner, Request::Extend(req.clone())).await;
+        }
         let applied = self.extend_now(req);
         self.settle(self.or_ended(&req.hold, applied).await).await
     }
@@ -322,6 +355,9 @@ impl Ops {
     }
 
     fn reserve_apply(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
+        if let Some(c) = &self.cluster {
+            c.check_fence()?;
+        }
         let mut lines = Vec::new();
         let cart = match (req.sku, req.qty, req.lines) {
             (Some(sku), Some(qty), None) => {
@@ -485,6 +521,16 @@ impl Ops {
     /// A hold's state and lines: live or recently ended from the engine,
     /// or, once the engine forgot it, from Redis for the retention window.
     pub async fn hold(&self, hold: &str) -> Result<HoldView, ApiError> {
+        if let Some(owner) = self.remote_owner(hold) {
+            return self
+                .forwarded(
+                    owner,
+                    Request::Hold {
+                        hold: hold.to_string(),
+                    },
+                )
+                .await;
+        }
         let id = parse_hold(hold)?;
         match self.engine.hold(id) {
             Err(HoldError::HoldNotFound) => {
@@ -523,6 +569,13 @@ impl Ops {
     // ----- admin -------------------------------------------------------
 
     pub async fn create_sku(&self, def: &SkuDef) -> Result<SkuState, ApiError> {
+        if let Some(c) = &self.cluster {
+            let (sku, created) = c.create_sku(def).await?;
+            if !created {
+                return Err(CatalogError::AlreadyExists.into());
+            }
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
+        }
         let (spec, meta) = catalog::def_to_spec(def)?;
         self.durability.admit()?;
         let sku = self.engine.create_sku(&def.id, spec)?;
@@ -573,6 +626,21 @@ impl Ops {
         if let Some(total) = patch.total {
             catalog::check_total(total)?;
         }
+        if let Some(c) = &self.cluster {
+            let fields = [
+                ("buyer_limit", settings.buyer_limit.to_string()),
+                ("hold_ttl_ms", settings.hold_ttl_ms.to_string()),
+                (
+                    "hold_lifetime_max_ms",
+                    settings.hold_lifetime_max_ms.to_string(),
+                ),
+                ("order_units_max", settings.order_units_max.to_string()),
+                ("meta", serde_json::to_string(&meta).unwrap_or_default()),
+            ];
+            let kind = patch.total.map_or(AdminKind::Fields, AdminKind::Total);
+            c.admin(id, kind, &fields).await?;
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
+        }
         self.durability.admit()?;
         if let Some(total) = patch.total {
             self.engine.set_total(sku, total)?;
@@ -592,8 +660,15 @@ impl Ops {
         let sku = self.resolve(id)?;
         // Past the per-SKU maximum can never work: a clear 422 with the
         // limit, not a retryable 503 (the engine refuses it as well).
-        if let Some(snap) = self.engine.snapshot(sku) {
+        if let Some(snap) = self.snapshot(sku) {
             catalog::check_total(snap.counts.total().saturating_add(req.qty))?;
+        }
+        if let Some(c) = &self.cluster {
+            if req.qty == 0 {
+                return Err(CatalogError::InvalidQty.into());
+            }
+            c.admin(id, AdminKind::Restock(req.qty), &[]).await?;
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
         }
         self.durability.admit()?;
         self.engine.restock(sku, req.qty)?;
@@ -603,6 +678,13 @@ impl Ops {
 
     pub async fn adjust(&self, id: &str, req: &QtyReq) -> Result<SkuState, ApiError> {
         let sku = self.resolve(id)?;
+        if let Some(c) = &self.cluster {
+            if req.qty == 0 {
+                return Err(CatalogError::InvalidQty.into());
+            }
+            c.admin(id, AdminKind::Adjust(req.qty), &[]).await?;
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
+        }
         self.durability.admit()?;
         self.engine.adjust_down(sku, req.qty)?;
         self.durability.settle(&self.engine).await?;
@@ -612,6 +694,15 @@ impl Ops {
     pub async fn set_window(&self, id: &str, req: &WindowReq) -> Result<SkuState, ApiError> {
         let sku = self.resolve(id)?;
         let window = catalog::parse_window(req)?;
+        if let Some(c) = &self.cluster {
+            let (name, at) = crate::cluster::window_fields(window);
+            let fields = [
+                ("window", name.to_string()),
+                ("opens_at_ms", at.to_string()),
+            ];
+            c.admin(id, AdminKind::Fields, &fields).await?;
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
+        }
         self.durability.admit()?;
         self.engine.set_window(sku, window)?;
         self.durability.settle(&self.engine).await?;

@@ -9,11 +9,13 @@
 use crate::accept::accept_loop;
 use crate::auth::Tokens;
 use crate::catalog::{self, Meta};
+use crate::cluster::Cluster;
 use crate::config::{Limits, ServeArgs};
 use crate::http::health::Health;
 use crate::http::{self, AppState};
 use crate::ids::Ids;
-use crate::journal::{self, Durability};
+use crate::journal::conn::Target;
+use crate::journal::{self, ClusterWrites, Durability, Fenced};
 use crate::ops::Ops;
 use crate::ws::{WsCtx, hub::Hub};
 use anyhow::Context as _;
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +46,8 @@ struct Core {
     durability: Durability,
     /// For the start-up line.
     persistence: String,
+    /// Multi-node mode: the node and its push messages.
+    cluster: Option<(Arc<Cluster>, UnboundedReceiver<redis::PushInfo>)>,
 }
 
 /// Builds everything and serves until `shutdown` is cancelled.
@@ -74,15 +79,26 @@ pub async fn run(
     let clock_thread = spawn_clock(clock.clone(), shutdown.clone());
     let core = build_core(&args, clock, meta.clone(), &tracker, &shutdown).await?;
     let engine = core.engine.clone();
+    let (cluster, push) = match core.cluster {
+        Some((c, p)) => (Some(c), Some(p)),
+        None => (None, None),
+    };
     let ops = Arc::new(Ops {
         engine: engine.clone(),
         meta: meta.clone(),
         ids: core.ids,
         durability: core.durability,
+        cluster: cluster.clone(),
     });
+    if let (Some(c), Some(push)) = (&cluster, push) {
+        start_cluster(c, &ops, push, &tracker, &shutdown);
+    }
     load_catalog(&ops, &args).await?;
 
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone()));
+    if let Some(c) = &cluster {
+        hub.set_cluster(c.clone());
+    }
     let ws_slots = Arc::new(Semaphore::new(limits.ws_connections_max));
     let ws_ctx = Arc::new(WsCtx {
         ops: ops.clone(),
@@ -153,8 +169,37 @@ pub async fn run(
     }
     let _ = expirer_thread.join();
     let _ = clock_thread.join();
+    if let Some(reason) = cluster.as_ref().and_then(|c| c.fenced.reason()) {
+        anyhow::bail!("stopped: {reason}");
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts a cluster node's background work: ownership renewal, lease
+/// upkeep, the pub/sub loop, counts publishing, the watch for silent
+/// nodes; and a fenced node shuts the server down.
+fn start_cluster(
+    cluster: &Arc<Cluster>,
+    ops: &Arc<Ops>,
+    push: UnboundedReceiver<redis::PushInfo>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    cluster.set_ops(ops);
+    let c = || cluster.clone();
+    tracker.spawn(crate::cluster::owner::heartbeat(c(), shutdown.clone()));
+    tracker.spawn(crate::cluster::lease::manager(c(), shutdown.clone()));
+    tracker.spawn(crate::cluster::bus::run(c(), push, shutdown.clone()));
+    tracker.spawn(crate::cluster::bus::publish(c(), shutdown.clone()));
+    tracker.spawn(crate::cluster::adopt::watcher(c(), shutdown.clone()));
+    let (fenced, stop) = (cluster.fenced.clone(), shutdown.clone());
+    tracker.spawn(async move {
+        tokio::select! {
+            () = fenced.token.cancelled() => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    });
 }
 
 /// The engine, in memory or rebuilt from Redis with its journal running.
@@ -177,6 +222,9 @@ async fn build_core(
         events_max: 0,
         ..EngineConfig::default()
     };
+    if !args.redis_cluster.is_empty() {
+        return build_cluster_core(args, config, clock, meta, tracker, shutdown).await;
+    }
     let Some(url) = &args.redis else {
         let (engine, expirer) = Engine::new(config, clock).map_err(|e| anyhow::anyhow!(e))?;
         return Ok(Core {
@@ -185,6 +233,7 @@ async fn build_core(
             ids: Arc::new(Ids::new(Ids::random_key(), limits.buyers_max as usize)),
             durability: Durability::Memory,
             persistence: "memory (nothing survives a restart; give --redis to persist)".into(),
+            cluster: None,
         });
     };
     config.events_max = args.journal.events_max;
@@ -210,6 +259,59 @@ async fn build_core(
             journal::open::redact(url),
             args.persistence.as_str()
         ),
+        cluster: None,
+    })
+}
+
+/// A node of a multi-node deployment: joins the cluster (taking this
+/// node's ownership), rebuilds the engine from the node's slot, loads the
+/// catalog, reconciles the leases, subscribes.
+async fn build_cluster_core(
+    args: &ServeArgs,
+    mut config: EngineConfig,
+    clock: Arc<CachedClock<SystemClock>>,
+    meta: Arc<Meta>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Core> {
+    let joined = crate::cluster::join(args).await?;
+    let node = joined.node;
+    config.events_max = args.journal.events_max;
+    config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
+    config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
+    let fenced = Arc::new(Fenced::default());
+    let place = journal::open::Place {
+        target: Target::Cluster {
+            client: Box::new(joined.journal_client.clone()),
+            slot_key: joined.keys.owner(node),
+        },
+        keys: joined.keys.node_journal(node),
+        describe: format!("the Redis Cluster (node {node}'s slot)"),
+        cluster: Some(ClusterWrites {
+            epoch: joined.epoch,
+            replica_acks: args.cluster.replica_acks,
+            fenced: fenced.clone(),
+        }),
+    };
+    let opened =
+        journal::open::open(place, args, config, clock, meta.clone(), tracker, shutdown).await?;
+    let cluster = Cluster::new(&joined, opened.engine.clone(), meta, args, fenced);
+    let skus = cluster.sync_catalog().await?;
+    cluster.reconcile(&skus).await?;
+    crate::cluster::bus::subscribe_all(&cluster, &skus).await?;
+    let persistence = format!(
+        "redis cluster, node {node} (epoch {}, {}, {} replica ack(s))",
+        joined.epoch,
+        args.persistence.as_str(),
+        args.cluster.replica_acks
+    );
+    Ok(Core {
+        engine: opened.engine,
+        expirer: opened.expirer,
+        ids: opened.ids,
+        durability: opened.durability,
+        persistence,
+        cluster: Some((cluster, joined.push)),
     })
 }
 

@@ -40,6 +40,11 @@ impl EndedLookup {
         }
     }
 
+    /// How long ended holds are kept.
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_ms
+    }
+
     /// The ended hold `hold`, if Redis still has it. Reads every hour
     /// bucket of the retention window in one pipeline.
     pub async fn find(&self, hold: HoldId, now_ms: u64) -> Result<Option<EndedHold>, ApiError> {

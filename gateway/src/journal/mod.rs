@@ -128,6 +128,14 @@ impl Durability {
         }
     }
 
+    /// How long ended holds stay findable (0 in memory).
+    pub fn ended_retention_ms(&self) -> u64 {
+        match self {
+            Self::Memory => 0,
+            Self::Redis(j) => j.ended.retention_ms(),
+        }
+    }
+
     pub fn mode(&self) -> &'static str {
         match self {
             Self::Memory => "memory",

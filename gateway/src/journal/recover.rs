@@ -67,7 +67,9 @@ pub async fn load(
         .hgetall(keys.journal())
         .await
         .context("reading the journal record")?;
-    if journal.is_empty() {
+    // No `seq` yet: a fresh start (a cluster node's record may already
+    // hold its ownership `epoch`, written when it joined).
+    if !journal.contains_key("seq") {
         let skus: usize = con.hlen(keys.catalog()).await?;
         if skus > 0 {
             bail!(

@@ -171,6 +171,9 @@ pub struct Hub {
     /// Last published state per SKU (broadcaster only).
     published: Mutex<HashMap<SkuIdx, SkuState>>,
     changed: Mutex<Vec<SkuIdx>>,
+    /// Multi-node mode: counts are the deployment's, and other nodes'
+    /// changes arrive from the cluster.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Hub {
@@ -182,7 +185,22 @@ impl Hub {
             next_conn: AtomicU64::new(1),
             published: Mutex::default(),
             changed: Mutex::default(),
+            cluster: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Multi-node mode: show the deployment's counts.
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// A SKU's counts as viewers see them (the deployment's, with a cluster).
+    fn snapshot(&self, sku: SkuIdx) -> Option<holdfast_engine::SkuSnapshot> {
+        let mut snap = self.engine.snapshot(sku)?;
+        if let Some(c) = self.cluster.get() {
+            c.counts.globalize(&mut snap);
+        }
+        Some(snap)
     }
 
     /// A fresh connection id.
@@ -246,7 +264,7 @@ impl Hub {
             .skus
             .iter()
             .filter_map(|&s| {
-                let snap = self.engine.snapshot(s)?;
+                let snap = self.snapshot(s)?;
                 Some(sku_state(&snap, self.meta.get(s).as_deref()))
             })
             .collect();
@@ -328,6 +346,13 @@ impl Hub {
         changed.clear();
         self.engine
             .take_changed(&mut changed, CHANGES_PER_ROUND_MAX);
+        if let Some(c) = self.cluster.get() {
+            for sku in c.counts.take_changed() {
+                if !changed.contains(&sku) {
+                    changed.push(sku);
+                }
+            }
+        }
         if changed.is_empty() {
             return 0;
         }
@@ -336,7 +361,7 @@ impl Hub {
         let mut fresh: Vec<(SkuIdx, SkuState, Option<StockEventKind>, bool)> =
             Vec::with_capacity(changed.len());
         for &sku in changed.iter() {
-            let Some(snap) = self.engine.snapshot(sku) else {
+            let Some(snap) = self.snapshot(sku) else {
                 continue;
             };
             let meta = self.meta.get(sku);

@@ -53,12 +53,24 @@ struct Pending {
     started: Option<Instant>,
 }
 
-/// A hold operation refused with `hold_not_found`, to refine with what
-/// Redis remembers of the hold.
-struct UnknownHold {
-    id: u64,
-    hold: String,
-    refusal: ApiError,
+/// A request that needs an await before its answer (the rare paths; the
+/// common one is answered without one).
+enum Deferred {
+    /// A hold operation refused with `hold_not_found`, to refine with what
+    /// Redis remembers of the hold.
+    UnknownHold {
+        id: u64,
+        hold: String,
+        refusal: ApiError,
+    },
+    /// Multi-node: a reservation that may have to lease stock first.
+    Reserve {
+        id: u64,
+        req: crate::protocol::Reserve,
+        started: Option<Instant>,
+    },
+    /// Multi-node: an operation on a hold another node made.
+    Remote { id: u64, msg: ClientMsg },
 }
 
 /// Most extra ready items taken per loop turn before flushing.
@@ -551,23 +563,93 @@ impl Session {
                 return Ok(());
             }
         };
-        if let Some(unknown) = self.dispatch(msg) {
-            // The engine no longer knows this hold: Redis may remember how
-            // it ended (rare; one round trip for this session only).
-            let refusal = self
-                .ctx
-                .ops
-                .or_ended::<()>(&unknown.hold, Err(unknown.refusal))
-                .await
-                .expect_err("a refusal stays a refusal");
-            self.queue_error(Some(unknown.id), &refusal);
+        if let Some(deferred) = self.dispatch(msg) {
+            Box::pin(self.run_deferred(deferred)).await;
         }
         Ok(())
     }
 
+    /// The awaited paths (this session waits meanwhile; other sessions do
+    /// not).
+    async fn run_deferred(&mut self, deferred: Deferred) {
+        let ops = self.ctx.ops.clone();
+        match deferred {
+            Deferred::UnknownHold { id, hold, refusal } => {
+                // The engine no longer knows this hold: Redis may remember
+                // how it ended (one round trip).
+                let refusal = ops
+                    .or_ended::<()>(&hold, Err(refusal))
+                    .await
+                    .expect_err("a refusal stays a refusal");
+                self.queue_error(Some(id), &refusal);
+            }
+            Deferred::Reserve { id, req, started } => {
+                let applied = ops.reserve_leased(req).await;
+                self.applied(
+                    id,
+                    started,
+                    Op::Reserve,
+                    applied.map(|a| a.map(ServerMsg::Reserved)),
+                );
+            }
+            Deferred::Remote { id, msg } => {
+                let answer = match msg {
+                    ClientMsg::Commit(c) => ops.commit(&c).await.map(ServerMsg::Committed),
+                    ClientMsg::Release(r) => ops.release(&r).await.map(ServerMsg::Released),
+                    ClientMsg::Extend(x) => ops.extend(&x).await.map(ServerMsg::Extended),
+                    _ => return,
+                };
+                match answer {
+                    Ok(mut msg) => {
+                        set_reply_id(&mut msg, id);
+                        self.queue(&msg, "reply");
+                    }
+                    Err(e) => self.queue_error(Some(id), &e),
+                }
+            }
+        }
+    }
+
+    /// An applied (or refused) request: answered now, or queued until its
+    /// events are in Redis.
+    fn applied(
+        &mut self,
+        id: u64,
+        started: Option<Instant>,
+        op: Op,
+        applied: Result<Applied<ServerMsg>, ApiError>,
+    ) {
+        match applied {
+            Err(e) => {
+                if let Some(started) = started {
+                    crate::metrics::request_time("ws", op.as_str(), started.elapsed());
+                }
+                self.queue_error(Some(id), &e);
+            }
+            Ok(applied) => {
+                let pending = Pending {
+                    applied,
+                    id,
+                    since: self.last_seen,
+                    started,
+                };
+                if pending.applied.seq == 0 {
+                    // Nothing to wait for (in memory, async, replayed):
+                    // answer now.
+                    self.finish(pending, Ok(()));
+                } else {
+                    self.waiting
+                        .get_or_insert_default()
+                        .pending
+                        .push_back(pending);
+                }
+            }
+        }
+    }
+
     /// Runs one request; returns the refusal of a hold operation on a hold
     /// the engine does not know, which the caller refines asynchronously.
-    fn dispatch(&mut self, msg: ClientMsg) -> Option<UnknownHold> {
+    fn dispatch(&mut self, msg: ClientMsg) -> Option<Deferred> {
         let id = request_id(&msg);
         match msg {
             ClientMsg::Subscribe(s) => self.subscribe(s.id, &s.topics),
@@ -627,6 +709,17 @@ impl Session {
                 self.requests = self.requests.wrapping_add(1);
                 let started = self.requests.is_multiple_of(TIME_ONE_IN).then(Instant::now);
                 let ops = &self.ctx.ops;
+                if ops.cluster.is_some() {
+                    if let ClientMsg::Reserve(req) = msg {
+                        return Some(Deferred::Reserve { id, req, started });
+                    }
+                    if hold
+                        .as_deref()
+                        .is_some_and(|h| ops.remote_owner(h).is_some())
+                    {
+                        return Some(Deferred::Remote { id, msg });
+                    }
+                }
                 let (op, applied) = match msg {
                     ClientMsg::Reserve(r) => (
                         Op::Reserve,
@@ -654,7 +747,7 @@ impl Session {
                         if let Some(hold) = hold
                             && e.code == crate::protocol::Code::HoldNotFound
                         {
-                            return Some(UnknownHold {
+                            return Some(Deferred::UnknownHold {
                                 id,
                                 hold,
                                 refusal: e,
@@ -754,6 +847,17 @@ fn json_id(text: &str) -> Option<u64> {
         id: Option<u64>,
     }
     serde_json::from_str::<IdOnly>(text).ok()?.id
+}
+
+/// Puts the request's id on an answer that came from another node.
+fn set_reply_id(msg: &mut ServerMsg, id: u64) {
+    match msg {
+        ServerMsg::Committed(c) => c.id = id,
+        ServerMsg::Released(r) => r.id = id,
+        ServerMsg::Extended(x) => x.id = id,
+        ServerMsg::Reserved(r) => r.id = id,
+        _ => {}
+    }
 }
 
 fn request_id(msg: &ClientMsg) -> u64 {

@@ -1,0 +1,714 @@
+//! Nodes that went silent: finding them, adopting them, and ending their
+//! state in Redis.
+//!
+//! Every node looks at the registered nodes every half ownership ttl. A
+//! node whose ownership lapsed in Redis is adopted by the first that
+//! notices ([`scripts::ADOPT`]): the adoption bumps the silent node's epoch,
+//! so from then on its journal cannot write (a paused process that resumes
+//! finds itself fenced and stops). Only then is its state read as final:
+//!
+//! - its unsold units (each SKU's `available`) go back to the pools;
+//! - its live holds stay, and end as they would have: a commit or release
+//!   forwarded to it runs here, on its state in Redis, and holds past
+//!   their deadline expire (units back to the pools);
+//! - units leave the node's slot first (with a transfer record in the same
+//!   transaction) and reach the pool second, by an idempotent script; an
+//!   adopter that dies between the two leaves the record for the next.
+//!
+//! The adopter renews the adopted ownership; when the node restarts it
+//! takes its state back (a new epoch), and the adopter lets go.
+
+use super::{Cluster, redis_error, scripts};
+use crate::error::ApiError;
+use crate::journal::keys::{
+    Ended, EndedRecord, HoldRecord, Keys, buyer_field, ended_bucket, ended_bucket_ttl_ms,
+    hold_field,
+};
+use crate::protocol::{Code, HoldLineView, HoldStatus, HoldView};
+use axum::http::StatusCode;
+use holdfast_engine::limits::CART_LINES_MAX;
+use holdfast_engine::{HoldId, hex16};
+use metrics::counter;
+use redis::cluster_async::ClusterConnection;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::Request;
+
+/// Retries of one adopted-state transaction that lost a race (`WATCH`).
+const TXN_RETRIES_MAX: usize = 8;
+
+/// How an adopted hold ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum How {
+    Commit,
+    Release,
+    Expire,
+}
+
+/// One line of a hold, as stored in the node's slot.
+#[derive(Debug, Clone)]
+struct Line {
+    sku: String,
+    record: HoldRecord,
+}
+
+/// Watches the registered nodes: counts the live ones and adopts the
+/// silent ones.
+pub async fn watcher(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let every = Duration::from_millis((cluster.settings.node_ttl_ms / 2).max(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = cluster.fenced.token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = look(&cluster, &shutdown).await {
+            tracing::debug!(error = %e, "looking for silent nodes failed; retried");
+        }
+    }
+}
+
+async fn look(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> redis::RedisResult<()> {
+    let mut conn = cluster.conn();
+    let nodes: HashMap<u8, String> = redis::cmd("HGETALL")
+        .arg(cluster.keys.registry())
+        .query_async(&mut conn)
+        .await?;
+    let mut live = 1;
+    for &node in nodes.keys() {
+        if node == cluster.node {
+            continue;
+        }
+        if cluster.adopted.contains_key(&node) {
+            continue;
+        }
+        let reply: Vec<redis::Value> = scripts::ADOPT
+            .key(cluster.keys.owner(node))
+            .key(cluster.keys.node_journal(node).journal())
+            .arg(cluster.node)
+            .arg(cluster.settings.node_ttl_ms)
+            .invoke_async(&mut conn)
+            .await?;
+        let head: String = redis::from_redis_value(reply[0].clone())?;
+        if head == "alive" {
+            live += 1;
+            continue;
+        }
+        let epoch: u64 = redis::from_redis_value(reply[1].clone())?;
+        tracing::warn!(
+            node,
+            epoch,
+            "adopting a silent node: its unsold units go back to the pools"
+        );
+        counter!("holdfast_cluster_adoptions_total").increment(1);
+        cluster.adopted.insert(node, epoch);
+        let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+        tokio::spawn(async move { keep(cluster, node, epoch, shutdown).await });
+    }
+    cluster.live_nodes.store(live, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Looks after an adopted node until it comes back or shutdown: renews
+/// the adoption, returns its unsold units, expires its holds.
+async fn keep(cluster: Arc<Cluster>, node: u8, epoch: u64, shutdown: CancellationToken) {
+    let every = Duration::from_millis((cluster.settings.node_ttl_ms / 4).max(50));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reclaimed = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let renewed: redis::RedisResult<Vec<redis::Value>> = scripts::HEARTBEAT
+            .key(cluster.keys.owner(node))
+            .key(cluster.keys.node_journal(node).journal())
+            .arg(epoch)
+            .arg(cluster.settings.node_ttl_ms)
+            .invoke_async(&mut cluster.conn())
+            .await;
+        match renewed {
+            Ok(r) if super::bus::text(r[0].clone()).as_deref() == Some("fenced") => {
+                tracing::info!(node, "an adopted node took its state back");
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(node, error = %e, "renewing an adoption failed");
+                continue;
+            }
+        }
+        let state = Adopted::new(&cluster, node, epoch).await;
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(node, error = %e, "cannot reach an adopted node's state");
+                continue;
+            }
+        };
+        if !reclaimed {
+            match state.reclaim().await {
+                Ok(()) => reclaimed = true,
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "returning an adopted node's units failed; retried")
+                }
+            }
+        }
+        if let Err(e) = state.expire_due().await {
+            tracing::debug!(node, error = %e, "expiring an adopted node's holds failed; retried");
+        }
+        if let Err(e) = state.redrive().await {
+            tracing::debug!(node, error = %e, "finishing an adopted node's transfers failed; retried");
+        }
+    }
+    cluster.adopted.remove(&node);
+}
+
+/// An adopted node's state in Redis, worked on through a connection of
+/// its own (its transactions `WATCH` keys: no other user may interleave
+/// a `MULTI` on that connection).
+struct Adopted<'c> {
+    cluster: &'c Cluster,
+    node: u8,
+    epoch: u64,
+    keys: Keys,
+    conn: ClusterConnection,
+}
+
+impl<'c> Adopted<'c> {
+    async fn new(cluster: &'c Cluster, node: u8, epoch: u64) -> redis::RedisResult<Self> {
+        Ok(Self {
+            cluster,
+            node,
+            epoch,
+            keys: cluster.keys.node_journal(node),
+            conn: cluster.client.get_async_connection().await?,
+        })
+    }
+
+    async fn skus(&mut self) -> redis::RedisResult<Vec<String>> {
+        redis::cmd("HKEYS")
+            .arg(self.keys.catalog())
+            .query_async(&mut self.conn)
+            .await
+    }
+
+    /// Every line of `hold` (in whichever of the node's SKUs they are).
+    async fn find(&mut self, hold: HoldId) -> redis::RedisResult<Vec<Line>> {
+        let skus = self.skus().await?;
+        let fields: Vec<String> = (0..CART_LINES_MAX as u8)
+            .map(|l| hold_field(hold, l).as_str().to_owned())
+            .collect();
+        let mut pipe = redis::pipe();
+        for sku in &skus {
+            pipe.cmd("HMGET").arg(self.keys.holds(sku)).arg(&fields);
+        }
+        let found: Vec<Vec<Option<Vec<u8>>>> = pipe.query_async(&mut self.conn).await?;
+        let mut lines: Vec<Line> = skus
+            .into_iter()
+            .zip(found)
+            .flat_map(|(sku, values)| {
+                values
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| HoldRecord::decode(&b))
+                    .map(move |record| Line {
+                        sku: sku.clone(),
+                        record,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort_by_key(|l| l.record.line);
+        Ok(lines)
+    }
+
+    /// Ends a hold in the node's slot, in one transaction guarded by the
+    /// node's epoch; its units go to the pools (release, expiry) or to
+    /// sold (commit). Returns the lines ended (empty if it was gone).
+    async fn end(&mut self, hold: HoldId, how: How) -> Result<Vec<Line>, ApiError> {
+        for _ in 0..TXN_RETRIES_MAX {
+            let journal = self.keys.journal().to_string();
+            let _: () = redis::cmd("WATCH")
+                .arg(&journal)
+                .query_async(&mut self.conn)
+                .await
+                .map_err(redis_error)?;
+            let epoch: Option<u64> = redis::cmd("HGET")
+                .arg(&journal)
+                .arg("epoch")
+                .query_async(&mut self.conn)
+                .await
+                .map_err(redis_error)?;
+            if epoch != Some(self.epoch) {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("UNWATCH").query_async(&mut self.conn).await;
+                return Err(node_back(self.node));
+            }
+            let lines = self.find(hold).await.map_err(redis_error)?;
+            if lines.is_empty() {
+                let _: redis::RedisResult<()> =
+                    redis::cmd("UNWATCH").query_async(&mut self.conn).await;
+                return Ok(lines);
+            }
+            let now = self.cluster.engine.now_ms();
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            let mut transfers = Vec::new();
+            for line in &lines {
+                let r = &line.record;
+                pipe.cmd("HDEL")
+                    .arg(self.keys.holds(&line.sku))
+                    .arg(hold_field(hold, r.line).as_bytes())
+                    .ignore();
+                let sku_key = self.keys.sku(&line.sku);
+                pipe.cmd("HINCRBY")
+                    .arg(&sku_key)
+                    .arg("held")
+                    .arg(-i64::from(r.qty))
+                    .ignore();
+                let ended = if how == How::Commit {
+                    pipe.cmd("HINCRBY")
+                        .arg(&sku_key)
+                        .arg("sold")
+                        .arg(r.qty)
+                        .ignore();
+                    pipe.cmd("XADD")
+                        .arg(self.keys.orders())
+                        .arg("*")
+                        .arg("event")
+                        .arg("committed")
+                        .arg("seq")
+                        .arg(0)
+                        .arg("at_ms")
+                        .arg(now)
+                        .arg("hold")
+                        .arg(hex16(hold.to_raw()).as_str())
+                        .arg("line")
+                        .arg(r.line)
+                        .arg("lines")
+                        .arg(r.lines)
+                        .arg("sku")
+                        .arg(&line.sku)
+                        .arg("qty")
+                        .arg(r.qty)
+                        .arg("returned")
+                        .arg(0)
+                        .arg("buyer")
+                        .arg(buyer_field(holdfast_engine::BuyerId(r.buyer)))
+                        .arg("adopted_by")
+                        .arg(self.cluster.node)
+                        .ignore();
+                    Ended::Committed
+                } else {
+                    // The units leave this node: to its SKU's pool.
+                    pipe.cmd("HINCRBY")
+                        .arg(&sku_key)
+                        .arg("total")
+                        .arg(-i64::from(r.qty))
+                        .ignore();
+                    if r.counted {
+                        pipe.cmd("HINCRBY")
+                            .arg(self.keys.buyers(&line.sku))
+                            .arg(buyer_field(holdfast_engine::BuyerId(r.buyer)))
+                            .arg(-i64::from(r.qty))
+                            .ignore();
+                    }
+                    let op = self.cluster.next_op(self.epoch);
+                    pipe.cmd("HSET")
+                        .arg(self.cluster.keys.transfers(self.node))
+                        .arg(op)
+                        .arg(format!("{}|{}", line.sku, r.qty))
+                        .ignore();
+                    transfers.push((line.sku.clone(), op, r.qty));
+                    if how == How::Expire {
+                        Ended::Expired
+                    } else {
+                        Ended::Released
+                    }
+                };
+                let record = EndedRecord {
+                    ended,
+                    line: r.line,
+                    lines: r.lines,
+                    sku: line.sku.clone(),
+                    qty: r.qty,
+                    sold: if how == How::Commit { r.qty } else { 0 },
+                    deadline_ms: r.deadline_ms,
+                    ended_at_ms: now,
+                };
+                let bucket = ended_bucket(now);
+                pipe.cmd("HSET")
+                    .arg(self.keys.ended(bucket))
+                    .arg(hold_field(hold, r.line).as_bytes())
+                    .arg(record.encode())
+                    .ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(self.keys.ended(bucket))
+                    .arg(ended_bucket_ttl_ms(bucket, ENDED_RETENTION_MS, now))
+                    .ignore();
+            }
+            let done: Option<()> = pipe
+                .query_async(&mut self.conn)
+                .await
+                .map_err(redis_error)?;
+            if done.is_none() {
+                continue; // the node's record changed meanwhile: look again
+            }
+            for (sku, op, units) in transfers {
+                self.transfer(&sku, op, units).await?;
+            }
+            self.publish(&lines).await;
+            counter!("holdfast_cluster_adopted_hold_ends_total").increment(1);
+            return Ok(lines);
+        }
+        Err(ApiError::unavailable(
+            "an adopted node's state kept changing: retry",
+        ))
+    }
+
+    /// Moves `units` of a transfer record into the SKU's pool (idempotent
+    /// by op id), then drops the record.
+    async fn transfer(&mut self, sku_id: &str, op: u64, units: u32) -> Result<(), ApiError> {
+        let sku = self.cluster.engine.sku(sku_id);
+        if let Some(sku) = sku {
+            self.cluster
+                .lease_op(
+                    sku,
+                    super::lease::LeaseOp {
+                        id: sku_id,
+                        node: self.node,
+                        op,
+                        kind: super::lease::Kind::Return,
+                        units,
+                        least: 0,
+                    },
+                )
+                .await?;
+        } else {
+            // Not known here yet: the script by itself, no local record.
+            let _: Vec<redis::Value> = scripts::LEASE
+                .key(self.cluster.keys.def(sku_id))
+                .key(self.cluster.keys.lease(sku_id))
+                .arg(self.node)
+                .arg(op)
+                .arg("return")
+                .arg(units)
+                .arg(0)
+                .arg(1)
+                .arg(self.cluster.keys.channel(sku_id))
+                .invoke_async(&mut self.conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        let _: () = redis::cmd("HDEL")
+            .arg(self.cluster.keys.transfers(self.node))
+            .arg(op)
+            .query_async(&mut self.conn)
+            .await
+            .map_err(redis_error)?;
+        counter!("holdfast_cluster_transfers_total").increment(1);
+        Ok(())
+    }
+
+    /// Finishes transfers an earlier adopter left half done.
+    async fn redrive(&self) -> Result<(), ApiError> {
+        let mut me = Adopted::new(self.cluster, self.node, self.epoch)
+            .await
+            .map_err(redis_error)?;
+        let pending: HashMap<u64, String> = redis::cmd("HGETALL")
+            .arg(self.cluster.keys.transfers(self.node))
+            .query_async(&mut me.conn)
+            .await
+            .map_err(redis_error)?;
+        for (op, what) in pending {
+            let Some((sku, units)) = what.split_once('|') else {
+                continue;
+            };
+            let units: u32 = units.parse().unwrap_or(0);
+            me.transfer(sku, op, units).await?;
+        }
+        Ok(())
+    }
+
+    /// The node's unsold units of every SKU go back to the pools.
+    async fn reclaim(&self) -> Result<(), ApiError> {
+        let mut me = Adopted::new(self.cluster, self.node, self.epoch)
+            .await
+            .map_err(redis_error)?;
+        for sku in me.skus().await.map_err(redis_error)? {
+            for _ in 0..TXN_RETRIES_MAX {
+                let sku_key = me.keys.sku(&sku);
+                let journal = me.keys.journal().to_string();
+                let (_, epoch, available): ((), Option<u64>, Option<u32>) = redis::pipe()
+                    .cmd("WATCH")
+                    .arg(&journal)
+                    .arg(&sku_key)
+                    .cmd("HGET")
+                    .arg(&journal)
+                    .arg("epoch")
+                    .cmd("HGET")
+                    .arg(&sku_key)
+                    .arg("available")
+                    .query_async(&mut me.conn)
+                    .await
+                    .map_err(redis_error)?;
+                if epoch != Some(me.epoch) {
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("UNWATCH").query_async(&mut me.conn).await;
+                    return Err(node_back(me.node));
+                }
+                let available = available.unwrap_or(0);
+                if available == 0 {
+                    let _: redis::RedisResult<()> =
+                        redis::cmd("UNWATCH").query_async(&mut me.conn).await;
+                    break;
+                }
+                let op = me.cluster.next_op(me.epoch);
+                let done: Option<()> = redis::pipe()
+                    .atomic()
+                    .cmd("HINCRBY")
+                    .arg(&sku_key)
+                    .arg("available")
+                    .arg(-i64::from(available))
+                    .ignore()
+                    .cmd("HINCRBY")
+                    .arg(&sku_key)
+                    .arg("total")
+                    .arg(-i64::from(available))
+                    .ignore()
+                    .cmd("HSET")
+                    .arg(me.cluster.keys.transfers(me.node))
+                    .arg(op)
+                    .arg(format!("{sku}|{available}"))
+                    .ignore()
+                    .query_async(&mut me.conn)
+                    .await
+                    .map_err(redis_error)?;
+                if done.is_none() {
+                    continue;
+                }
+                me.transfer(&sku, op, available).await?;
+                counter!("holdfast_cluster_reclaimed_units_total").increment(u64::from(available));
+                break;
+            }
+        }
+        me.publish_all().await;
+        Ok(())
+    }
+
+    /// Expires the holds whose deadline passed.
+    async fn expire_due(&self) -> Result<(), ApiError> {
+        let mut me = Adopted::new(self.cluster, self.node, self.epoch)
+            .await
+            .map_err(redis_error)?;
+        let now = me.cluster.engine.now_ms();
+        let mut due = Vec::new();
+        for sku in me.skus().await.map_err(redis_error)? {
+            let lines: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+                .arg(me.keys.holds(&sku))
+                .query_async(&mut me.conn)
+                .await
+                .map_err(redis_error)?;
+            for bytes in lines.values() {
+                if let Some(r) = HoldRecord::decode(bytes)
+                    && r.deadline_ms <= now
+                    && let Some(hold) = HoldId::from_raw(r.hold)
+                    && !due.contains(&hold)
+                {
+                    due.push(hold);
+                }
+            }
+        }
+        for hold in due {
+            me.end(hold, How::Expire).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the node's counts of the SKUs `lines` touched.
+    async fn publish(&mut self, lines: &[Line]) {
+        let mut skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+        skus.dedup();
+        for sku in skus {
+            self.publish_sku(sku).await;
+        }
+    }
+
+    async fn publish_all(&mut self) {
+        if let Ok(skus) = self.skus().await {
+            for sku in skus {
+                self.publish_sku(&sku).await;
+            }
+        }
+    }
+
+    async fn publish_sku(&mut self, sku: &str) {
+        let read: redis::RedisResult<Vec<Option<u32>>> = redis::cmd("HMGET")
+            .arg(self.keys.sku(sku))
+            .arg("available")
+            .arg("held")
+            .arg("sold")
+            .query_async(&mut self.conn)
+            .await;
+        let Ok(c) = read else { return };
+        let seq = self.cluster.next_op(self.epoch);
+        let _: redis::RedisResult<u64> = scripts::COUNTS
+            .key(self.cluster.keys.counts(sku))
+            .key(self.cluster.keys.def(sku))
+            .arg(self.node)
+            .arg(c[0].unwrap_or(0))
+            .arg(c[1].unwrap_or(0))
+            .arg(c[2].unwrap_or(0))
+            .arg(seq)
+            .arg(self.cluster.keys.channel(sku))
+            .invoke_async(&mut self.conn)
+            .await;
+    }
+}
+
+/// How long ended holds of an adopted node stay findable (the node's own
+/// setting is not known here; a day, the default).
+const ENDED_RETENTION_MS: u64 = 86_400_000;
+
+fn node_back(node: u8) -> ApiError {
+    ApiError::unavailable(format!(
+        "node {node} came back and owns its holds again: retry"
+    ))
+}
+
+/// Runs `request` on the state of `owner`, a node that does not listen:
+/// here if this node adopted it (adopting it now if its ownership lapsed),
+/// or at the node that did.
+pub async fn run_on_adopted(
+    cluster: &Cluster,
+    owner: u8,
+    request: Request,
+) -> Result<serde_json::Value, ApiError> {
+    let epoch = match cluster.adopted.get(&owner).map(|e| *e) {
+        Some(epoch) => epoch,
+        None => {
+            let mut conn = cluster.conn();
+            let reply: Vec<redis::Value> = scripts::ADOPT
+                .key(cluster.keys.owner(owner))
+                .key(cluster.keys.node_journal(owner).journal())
+                .arg(cluster.node)
+                .arg(cluster.settings.node_ttl_ms)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let head: String = super::value(&reply[0])?;
+            if head == "alive" {
+                let by: String = redis::from_redis_value(reply[1].clone()).unwrap_or_default();
+                if let Ok(adopter) = by.parse::<u8>()
+                    && adopter != cluster.node
+                {
+                    // Another node adopted it: that node runs it.
+                    return Box::pin(super::forward::send(cluster, adopter, request)).await;
+                }
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Code::Unavailable,
+                    format!(
+                        "node {owner}, which made this hold, does not answer; its hold ends elsewhere once its lease \
+                         lapses (within {} ms): retry then",
+                        cluster.settings.node_ttl_ms
+                    ),
+                ));
+            }
+            let epoch: u64 = super::value(&reply[1])?;
+            cluster.adopted.insert(owner, epoch);
+            epoch
+        }
+    };
+    let mut state = Adopted::new(cluster, owner, epoch)
+        .await
+        .map_err(redis_error)?;
+    let hold: HoldId = request.hold().parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Code::InvalidHoldId,
+            "hold must be a hold id",
+        )
+    })?;
+    let lines = state.find(hold).await.map_err(redis_error)?;
+    let live = !lines.is_empty();
+    let expired = lines
+        .first()
+        .is_some_and(|l| l.record.deadline_ms <= cluster.engine.now_ms());
+    if live && expired {
+        state.end(hold, How::Expire).await?;
+    }
+    if !live || expired {
+        // Ended already: say how, as the node would have.
+        return match request {
+            Request::Hold { hold } => cluster
+                .ops()
+                .ok_or_else(|| ApiError::unavailable("starting up"))?
+                .hold_in(owner, &hold)
+                .await
+                .map(|v| serde_json::to_value(v).unwrap_or_default()),
+            _ => Err(cluster
+                .ops()
+                .ok_or_else(|| ApiError::unavailable("starting up"))?
+                .ended_refusal_in(owner, hold)
+                .await),
+        };
+    }
+    let view = |lines: &[Line], status| HoldView {
+        hold: hold.to_string(),
+        state: status,
+        deadline_ms: lines.first().map_or(0, |l| l.record.deadline_ms),
+        lines: lines
+            .iter()
+            .map(|l| HoldLineView {
+                sku: l.sku.clone(),
+                qty: l.record.qty,
+                sold: 0,
+            })
+            .collect(),
+    };
+    let body = match request {
+        Request::Hold { .. } => serde_json::to_value(view(&lines, HoldStatus::Held)),
+        Request::Commit(c) => {
+            if c.qty.is_some() || c.lines.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    Code::Unavailable,
+                    "a partial commit of a hold whose node is down is not supported: commit it whole",
+                ));
+            }
+            let ended = state.end(hold, How::Commit).await?;
+            let sold: u32 = ended.iter().map(|l| l.record.qty).sum();
+            serde_json::to_value(crate::protocol::Committed {
+                id: c.id,
+                hold: hold.to_string(),
+                sold,
+                returned: 0,
+                replayed: false,
+            })
+        }
+        Request::Release(r) => {
+            state.end(hold, How::Release).await?;
+            serde_json::to_value(crate::protocol::Released {
+                id: r.id,
+                hold: hold.to_string(),
+            })
+        }
+        Request::Extend(_) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                Code::ExtendLimit,
+                "a hold whose node is down cannot be extended: commit or release it",
+            ));
+        }
+    };
+    Ok(body.unwrap_or_default())
+}

@@ -1,0 +1,463 @@
+//! Leasing stock from a SKU's pool, giving it back, and rebalancing.
+//!
+//! A node's local stock of a SKU is exactly what it leased: granted minus
+//! returned in the SKU's ledger. Units move in an order that can only ever
+//! undercount, never count a unit twice:
+//!
+//! - a grant takes units from the pool in Redis first, then adds them to
+//!   the local engine (a crash between leaves them leased and unused,
+//!   which the node's next start reconciles);
+//! - a return removes units from the local engine first, then adds them to
+//!   the pool (a crash between leaves them in neither until the next start
+//!   reconciles).
+//!
+//! Sizing: a node asks for about one lease horizon of its recent sales
+//! (an exponentially weighted rate), at least what the reservation at hand
+//! needs; the script caps a grant at a quarter of the pool per live node.
+//! A node refills in the background when its stock falls below half its
+//! target, gives back what it has not sold for `--lease-idle-return-ms`,
+//! and gives back everything idle at once when another node publishes
+//! demand it could not lease. Near the end, leases shrink to what each
+//! reservation needs: one Redis round trip per reservation, exact.
+
+use super::{Cluster, redis_error, scripts};
+use crate::error::ApiError;
+use holdfast_engine::SkuIdx;
+use metrics::counter;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a reservation waits for idle units elsewhere to come back to
+/// the pool after it published its demand, before it is refused.
+pub const DEMAND_WAIT: Duration = Duration::from_millis(400);
+/// How often the background manager looks at the leases.
+const MANAGE_EVERY: Duration = Duration::from_millis(50);
+/// A node asked for its idle units keeps what this many seconds of its
+/// sales need, if it sold within the last `DEMAND_KEEP_IF_ACTIVE_MS`.
+const DEMAND_KEEP_SECS: f64 = 0.2;
+const DEMAND_KEEP_IF_ACTIVE_MS: u64 = 100;
+/// Weight of the newest rate sample in the moving average.
+const RATE_WEIGHT: f64 = 0.3;
+
+/// This node's lease of one SKU.
+#[derive(Debug)]
+pub struct Lease {
+    pub id: Arc<str>,
+    /// One lease operation at a time per SKU (op ids then only grow).
+    pub op: tokio::sync::Mutex<()>,
+    stats: Mutex<LeaseStats>,
+    /// Another node wants units of this SKU.
+    demand: AtomicBool,
+    /// Units taken out of the engine whose return to the pool has not been
+    /// confirmed yet (retried by the manager).
+    owed: AtomicU32,
+}
+
+#[derive(Debug, Default)]
+struct LeaseStats {
+    /// Units ever taken here (held + sold) when last sampled.
+    taken: u64,
+    /// When last sampled (monotonic ms).
+    sampled_ms: u64,
+    /// When units were last taken (monotonic ms).
+    active_ms: u64,
+    /// Units per second, smoothed.
+    rate: f64,
+}
+
+impl Lease {
+    /// Fresh units are not idle: they were leased for a sale.
+    fn touch(&self, now_ms: u64) {
+        self.stats.lock().expect("lease stats").active_ms = now_ms;
+    }
+
+    fn new(id: Arc<str>) -> Self {
+        Self {
+            id,
+            op: tokio::sync::Mutex::new(()),
+            stats: Mutex::default(),
+            demand: AtomicBool::new(false),
+            owed: AtomicU32::new(0),
+        }
+    }
+}
+
+/// Which way units move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// From the pool to the node.
+    Grant,
+    /// From the node back to the pool.
+    Return,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Grant => "grant",
+            Self::Return => "return",
+        }
+    }
+}
+
+/// One lease operation: `units` of SKU `id` for `node`, under op id `op`
+/// (a grant of fewer than `least` grants none).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseOp<'a> {
+    pub id: &'a str,
+    pub node: u8,
+    pub op: u64,
+    pub kind: Kind,
+    pub units: u32,
+    pub least: u32,
+}
+
+/// A grant or return, as the script answered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Moved {
+    pub units: u32,
+    pub pool: u32,
+    pub version: u64,
+}
+
+impl Cluster {
+    /// This node's lease record of a SKU.
+    pub fn lease(&self, sku: SkuIdx) -> Option<Arc<Lease>> {
+        if let Some(l) = self.leases.get(&sku) {
+            return Some(l.clone());
+        }
+        let id = self.engine.sku_id(sku)?;
+        Some(
+            self.leases
+                .entry(sku)
+                .or_insert_with(|| Arc::new(Lease::new(id)))
+                .clone(),
+        )
+    }
+
+    /// Runs the lease script for `node` (this one, or a node it adopted).
+    pub async fn lease_op(&self, sku: SkuIdx, op: LeaseOp<'_>) -> Result<Moved, ApiError> {
+        let LeaseOp {
+            id,
+            node,
+            op,
+            kind,
+            units,
+            least,
+        } = op;
+        let reply: Vec<redis::Value> = scripts::LEASE
+            .key(self.keys.def(id))
+            .key(self.keys.lease(id))
+            .arg(node)
+            .arg(op)
+            .arg(kind.as_str())
+            .arg(units)
+            .arg(least)
+            .arg(self.live_nodes.load(Ordering::Relaxed).max(1))
+            .arg(self.keys.channel(id))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let head: String = super::value(&reply[0])?;
+        if head == "nosku" {
+            return Err(ApiError::unknown_sku());
+        }
+        let res: String = super::value(&reply[1])?;
+        let parts: Vec<u64> = res.split(':').filter_map(|p| p.parse().ok()).collect();
+        let [units, pool, version, ..] = parts[..] else {
+            return Err(ApiError::unavailable("a lease answer did not parse"));
+        };
+        let moved = Moved {
+            units: units as u32,
+            pool: pool as u32,
+            version,
+        };
+        if !self.saw_version(sku, version) {
+            counter!("holdfast_cluster_rollbacks_total").increment(1);
+            tracing::error!(
+                sku = id,
+                version,
+                "a SKU's version went backwards: Redis lost writes in a failover"
+            );
+        }
+        self.counts.set_pool(sku, moved.pool, version);
+        Ok(moved)
+    }
+
+    /// Makes sure this node holds at least `need` available units of
+    /// `sku` for a reservation at hand, leasing more (and, if the pool is
+    /// short, asking other nodes for their idle units and waiting a moment
+    /// for them). `Ok(false)`: the deployment has fewer than `need` units
+    /// to sell now.
+    pub async fn ensure(&self, sku: SkuIdx, need: u32) -> Result<bool, ApiError> {
+        let lease = self.lease(sku).ok_or_else(ApiError::unknown_sku)?;
+        for attempt in 0..2 {
+            let short = {
+                let _one = lease.op.lock().await;
+                let have = self.local_available(sku);
+                if have >= need {
+                    return Ok(true);
+                }
+                let want = self.target(&lease).max(need);
+                let least = need - have;
+                let op = self.next_op(self.epoch);
+                let moved = self
+                    .lease_op(
+                        sku,
+                        LeaseOp {
+                            id: &lease.id,
+                            node: self.node,
+                            op,
+                            kind: Kind::Grant,
+                            units: want - have,
+                            least,
+                        },
+                    )
+                    .await?;
+                if moved.units > 0 {
+                    self.engine
+                        .restock(sku, moved.units)
+                        .map_err(ApiError::from)?;
+                    lease.touch(self.mono_ms());
+                    counter!("holdfast_cluster_lease_grants_total").increment(1);
+                    counter!("holdfast_cluster_leased_units_total")
+                        .increment(u64::from(moved.units));
+                }
+                self.local_available(sku) < need
+            };
+            if !short {
+                return Ok(true);
+            }
+            if attempt == 0 {
+                // The script published our demand; idle units elsewhere
+                // come back to the pool within a moment: wait for that.
+                let grew = self.counts.pool_grew.notified();
+                let _ = tokio::time::timeout(DEMAND_WAIT, grew).await;
+            }
+        }
+        Ok(false)
+    }
+
+    fn local_available(&self, sku: SkuIdx) -> u32 {
+        self.engine.snapshot(sku).map_or(0, |s| s.counts.available)
+    }
+
+    /// How many units this node would like to hold: about one horizon of
+    /// its recent sales, at least one.
+    fn target(&self, lease: &Lease) -> u32 {
+        let rate = lease.stats.lock().expect("lease stats").rate;
+        let horizon = self.settings.lease_horizon_ms as f64 / 1000.0;
+        ((rate * horizon).ceil() as u32).max(1)
+    }
+
+    /// Takes `units` out of the engine (only available ones) and gives them
+    /// back to the pool.
+    pub async fn give_back(&self, sku: SkuIdx, lease: &Lease, units: u32) -> Result<u32, ApiError> {
+        let _one = lease.op.lock().await;
+        let units = units.min(self.local_available(sku));
+        if units > 0 {
+            self.engine
+                .adjust_down(sku, units)
+                .map_err(ApiError::from)?;
+            lease.owed.fetch_add(units, Ordering::Relaxed);
+        }
+        let owed = lease.owed.load(Ordering::Relaxed);
+        if owed == 0 {
+            return Ok(0);
+        }
+        let op = self.next_op(self.epoch);
+        let moved = self
+            .lease_op(
+                sku,
+                LeaseOp {
+                    id: &lease.id,
+                    node: self.node,
+                    op,
+                    kind: Kind::Return,
+                    units: owed,
+                    least: 0,
+                },
+            )
+            .await?;
+        lease.owed.fetch_sub(owed, Ordering::Relaxed);
+        counter!("holdfast_cluster_lease_returns_total").increment(1);
+        Ok(moved.units)
+    }
+
+    /// Another node could not lease `wanted` units of this SKU.
+    pub fn demanded(&self, sku: SkuIdx) {
+        if let Some(l) = self.leases.get(&sku) {
+            l.demand.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// One pass of the manager over every lease: sample rates, return idle
+    /// or demanded units, refill busy ones, retry owed returns.
+    async fn manage(&self) {
+        let now = self.mono_ms();
+        let leases: Vec<(SkuIdx, Arc<Lease>)> = self
+            .leases
+            .iter()
+            .map(|e| (*e.key(), e.value().clone()))
+            .collect();
+        for (sku, lease) in leases {
+            let Some(snap) = self.engine.snapshot(sku) else {
+                continue;
+            };
+            let taken = u64::from(snap.counts.held + snap.counts.sold);
+            let (idle_ms, rate) = {
+                let mut s = lease.stats.lock().expect("lease stats");
+                let dt = now.saturating_sub(s.sampled_ms).max(1);
+                let sample = taken.saturating_sub(s.taken) as f64 * 1000.0 / dt as f64;
+                if taken != s.taken {
+                    s.active_ms = now;
+                }
+                s.rate = RATE_WEIGHT * sample + (1.0 - RATE_WEIGHT) * s.rate;
+                s.taken = taken;
+                s.sampled_ms = now;
+                (now.saturating_sub(s.active_ms), s.rate)
+            };
+            let available = snap.counts.available;
+            let demanded = lease.demand.swap(false, Ordering::Relaxed);
+            let idle = idle_ms >= self.settings.lease_idle_return_ms;
+            // Asked for units: keep what the next moment's sales need if
+            // this node is busy, give back the rest.
+            let keep = if demanded && idle_ms < DEMAND_KEEP_IF_ACTIVE_MS {
+                ((rate * DEMAND_KEEP_SECS).ceil() as u32).min(available)
+            } else {
+                0
+            };
+            let result = if available > keep && (demanded || idle) {
+                self.give_back(sku, &lease, available - keep)
+                    .await
+                    .map(|_| ())
+            } else if lease.owed.load(Ordering::Relaxed) > 0 {
+                self.give_back(sku, &lease, 0).await.map(|_| ())
+            } else if rate > 0.0 && !idle && self.check_fence().is_ok() {
+                let target = self.target(&lease);
+                if available < target.div_ceil(2) && self.counts.pool(sku) > 0 {
+                    self.refill(sku, &lease, target).await
+                } else {
+                    Ok(())
+                }
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::debug!(sku = &*lease.id, error = %e, "lease upkeep failed; retried next pass");
+            }
+        }
+    }
+
+    async fn refill(&self, sku: SkuIdx, lease: &Lease, target: u32) -> Result<(), ApiError> {
+        let _one = lease.op.lock().await;
+        let have = self.local_available(sku);
+        if have >= target {
+            return Ok(());
+        }
+        let op = self.next_op(self.epoch);
+        let moved = self
+            .lease_op(
+                sku,
+                LeaseOp {
+                    id: &lease.id,
+                    node: self.node,
+                    op,
+                    kind: Kind::Grant,
+                    units: target - have,
+                    least: 1,
+                },
+            )
+            .await?;
+        if moved.units > 0 {
+            self.engine
+                .restock(sku, moved.units)
+                .map_err(ApiError::from)?;
+            lease.touch(self.mono_ms());
+            counter!("holdfast_cluster_lease_grants_total").increment(1);
+            counter!("holdfast_cluster_leased_units_total").increment(u64::from(moved.units));
+        }
+        Ok(())
+    }
+
+    /// At start: makes the local stock of every SKU agree with the ledger
+    /// (granted minus returned). Less locally than the ledger says (a
+    /// grant or a return cut short by a crash): the difference goes back
+    /// to the pool. More locally: a return cut short the other way; the
+    /// extra available units are removed here.
+    pub async fn reconcile(&self, skus: &[(String, SkuIdx)]) -> anyhow::Result<()> {
+        let mut conn = self.conn();
+        for (id, sku) in skus {
+            let ledger: Vec<Option<u64>> = redis::cmd("HMGET")
+                .arg(self.keys.lease(id))
+                .arg(format!("{}:g", self.node))
+                .arg(format!("{}:r", self.node))
+                .query_async(&mut conn)
+                .await?;
+            let held_by_us = ledger[0]
+                .unwrap_or(0)
+                .saturating_sub(ledger[1].unwrap_or(0));
+            let Some(snap) = self.engine.snapshot(*sku) else {
+                continue;
+            };
+            let local = u64::from(snap.counts.total());
+            let lease = self.lease(*sku).expect("a known sku");
+            if held_by_us > local {
+                let extra = (held_by_us - local) as u32;
+                tracing::info!(
+                    sku = id,
+                    extra,
+                    "reconciling: leased units this node never used go back"
+                );
+                lease.owed.fetch_add(extra, Ordering::Relaxed);
+                self.give_back(*sku, &lease, 0)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+            } else if local > held_by_us {
+                let extra = (local - held_by_us) as u32;
+                anyhow::ensure!(
+                    extra <= snap.counts.available,
+                    "sku {id}: this node holds {local} units but its lease is {held_by_us} and only \
+                     {} are available: the cluster lost lease records (a failover?); rebuild the SKU",
+                    snap.counts.available
+                );
+                tracing::info!(
+                    sku = id,
+                    extra,
+                    "reconciling: units already returned leave the engine"
+                );
+                self.engine
+                    .adjust_down(*sku, extra)
+                    .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publishes that this node (or a host's adjust) wants `units` of a SKU
+/// the pool could not give, so nodes holding idle units return them.
+pub async fn publish_demand(cluster: &Cluster, id: &str, units: u32) -> Result<(), ApiError> {
+    let _: i64 = redis::cmd("SPUBLISH")
+        .arg(cluster.keys.channel(id))
+        .arg(format!("w|{}|{units}", cluster.node))
+        .query_async(&mut cluster.conn())
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+/// Runs the manager until shutdown.
+pub async fn manager(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(MANAGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => cluster.manage().await,
+        }
+    }
+}

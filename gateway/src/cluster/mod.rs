@@ -1,0 +1,512 @@
+//! Several holdfast nodes over one Redis Cluster (`--redis-cluster`): the
+//! only shared state is in Redis; there is no node-to-node protocol of our
+//! own. Design in `docs/CLUSTER.md`; in short:
+//!
+//! - **Stock is leased** (demarcation). A SKU's unleased units are its pool,
+//!   in the SKU's slot. A node sells from units it leased, with the same
+//!   lock-free engine as a single node (the lease is its local stock), and
+//!   leases more when it runs low: as much as about one lease horizon of
+//!   its recent sales, capped so one node cannot starve the others. Idle
+//!   units go back; a node that finds the pool empty publishes its demand,
+//!   and nodes holding idle units return them at once, so no unit stays
+//!   stranded on one node while buyers on another are told "sold out".
+//! - **A node owns its slot** (its journal, holds, order partition) while
+//!   it renews its ownership; it stops selling before the ownership can
+//!   lapse in Redis ([`owner`]). A node silent past its ownership is
+//!   adopted by another ([`adopt`]): the adoption fences the silent node's
+//!   journal writes first, then its unsold units go back to the pools and
+//!   its holds end there (commit via any node, or expiry).
+//! - **Counts** are published per SKU on a sharded channel and summed by
+//!   every node ([`counts`]).
+//! - **Hold operations** on another node's hold go to that node through its
+//!   inbox channel ([`forward`]); to an adopted node's state directly.
+//!
+//! # Layout
+//!
+//! - [`keys`], [`scripts`]: names and the Lua scripts (one slot each).
+//! - [`owner`]: taking and renewing this node's ownership; the fence.
+//! - [`lease`]: leasing, returning and rebalancing stock.
+//! - [`counts`]: the global counts.
+//! - [`forward`]: hold operations across nodes.
+//! - [`adopt`]: finding silent nodes and ending their state.
+//! - [`bus`]: the push-message loop (sharded pub/sub) and publishing.
+
+pub mod adopt;
+pub mod bus;
+pub mod counts;
+pub mod forward;
+pub mod keys;
+pub mod lease;
+pub mod ops;
+pub mod owner;
+pub mod scripts;
+
+use crate::catalog::{self, Meta};
+use crate::config::ServeArgs;
+use crate::error::ApiError;
+use crate::journal::Fenced;
+use crate::protocol::{Code, SkuDef, SkuMeta};
+use anyhow::Context as _;
+use counts::GlobalCounts;
+use dashmap::DashMap;
+use holdfast_engine::{Engine, SaleWindow, SkuIdx, SkuSettings, SkuSpec};
+use keys::ClusterKeys;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// A node of a multi-node deployment: its identity, its connection to the
+/// cluster, and the state that coordinates it with the others.
+pub struct Cluster {
+    pub node: u8,
+    pub keys: ClusterKeys,
+    /// This process (a restarted node is a new instance of the same node).
+    pub instance: String,
+    /// The ownership epoch this process holds.
+    pub epoch: u64,
+    conn: ClusterConnection,
+    /// A client for connections of their own (the journal's).
+    pub client: ClusterClient,
+    pub engine: Arc<Engine>,
+    pub meta: Arc<Meta>,
+    pub settings: crate::config::ClusterArgs,
+    pub broadcast_interval: Duration,
+    /// Monotonic origin of the fence and of lease bookkeeping.
+    started: Instant,
+    /// Monotonic ms until which this node may sell (see [`owner`]).
+    fence_until_ms: AtomicU64,
+    pub fenced: Arc<Fenced>,
+    /// Operation ids: `epoch << 32 | n`, so they grow across restarts and
+    /// adoptions (the SKU scripts apply an id once).
+    op_counter: AtomicU64,
+    pub leases: DashMap<SkuIdx, Arc<lease::Lease>>,
+    pub counts: GlobalCounts,
+    /// Nodes seen alive (for the lease cap), at least 1.
+    pub live_nodes: AtomicU32,
+    pub forward: forward::Pending,
+    /// The operations, for requests other nodes forward to this one (set
+    /// once the server has built them).
+    ops: OnceLock<Weak<crate::ops::Ops>>,
+    /// Nodes this one adopted: node -> adoption epoch.
+    pub adopted: DashMap<u8, u64>,
+    /// Per SKU: the highest version seen (a lower one is a rollback).
+    versions: DashMap<SkuIdx, u64>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.node)
+            .field("instance", &self.instance)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Before the engine exists: connected, validated, ownership taken.
+pub struct Joined {
+    pub node: u8,
+    pub keys: ClusterKeys,
+    pub instance: String,
+    pub epoch: u64,
+    pub client: ClusterClient,
+    pub conn: ClusterConnection,
+    pub push: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
+    /// The client the node's journal writes with (RESP2, no push).
+    pub journal_client: ClusterClient,
+    /// Monotonic ms (from `started`) at which the ownership was taken.
+    pub owned_at: (Instant, u64),
+}
+
+/// Connects to the cluster, checks it is one, and takes this node's
+/// ownership (refusing to start while another live process owns it).
+pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
+    let urls = &args.redis_cluster;
+    let timeout = Duration::from_millis(args.journal.redis_timeout_ms);
+    let described = urls
+        .iter()
+        .map(|u| crate::journal::open::redact(u))
+        .collect::<Vec<_>>()
+        .join(",");
+    // The push channel is bounded by what Redis sends us: counts of the
+    // SKUs we subscribe to, at most one message per node per SKU per
+    // broadcast interval, drained by one loop.
+    let (push_tx, push) = tokio::sync::mpsc::unbounded_channel();
+    let build = |resp3: bool| {
+        let mut b = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .retries(CLUSTER_RETRIES);
+        if resp3 {
+            b = b.use_protocol(redis::ProtocolVersion::RESP3);
+        }
+        b
+    };
+    let client = build(true)
+        .push_sender(push_tx)
+        .build()
+        .with_context(|| format!("bad --redis-cluster {described}"))?;
+    let journal_client = build(false)
+        .build()
+        .with_context(|| format!("bad --redis-cluster {described}"))?;
+    let mut conn = client.get_async_connection().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the Redis Cluster at {described}: {e} \
+             (is it a cluster? a single Redis is --redis)"
+        )
+    })?;
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("--redis-cluster {described} is not a Redis Cluster: {e}"))?;
+    anyhow::ensure!(
+        info.contains("cluster_state:ok"),
+        "the Redis Cluster at {described} is not ready (CLUSTER INFO: {})",
+        info.lines()
+            .find(|l| l.starts_with("cluster_state"))
+            .unwrap_or("no cluster_state")
+    );
+    let keys = ClusterKeys::new(&args.redis_prefix);
+    let node = args.node_id;
+    let instance = format!(
+        "{:016x}-{}",
+        crate::ids::Ids::random_key().0,
+        std::process::id()
+    );
+    let started = Instant::now();
+    let sent = started.elapsed().as_millis() as u64;
+    let reply: Vec<redis::Value> = scripts::OWN
+        .key(keys.owner(node))
+        .key(keys.node_journal(node).journal())
+        .arg(&instance)
+        .arg(args.cluster.node_ttl_ms)
+        .invoke_async(&mut conn)
+        .await
+        .context("taking this node's ownership")?;
+    let head: String = redis::from_redis_value(reply[0].clone())?;
+    if head == "busy" {
+        let other: String = redis::from_redis_value(reply[1].clone())?;
+        let left_ms: u64 = redis::from_redis_value(reply[2].clone())?;
+        anyhow::bail!(
+            "node id {node} is in use by a live node (instance {other}, its ownership lasts {left_ms} ms more): \
+             give each node its own --node-id, or stop the other one"
+        );
+    }
+    let epoch: u64 = redis::from_redis_value(reply[1].clone())?;
+    let _: () = redis::cmd("HSET")
+        .arg(keys.registry())
+        .arg(node)
+        .arg(format!("{instance}|{epoch}"))
+        .query_async(&mut conn)
+        .await?;
+    Ok(Joined {
+        node,
+        keys,
+        instance,
+        epoch,
+        client,
+        conn,
+        push,
+        journal_client,
+        owned_at: (started, sent),
+    })
+}
+
+/// Retries of one cluster command (moved slots, failovers). The scripts
+/// are idempotent, so a retry never applies twice.
+pub const CLUSTER_RETRIES: u32 = 16;
+
+impl Cluster {
+    pub fn new(
+        joined: &Joined,
+        engine: Arc<Engine>,
+        meta: Arc<Meta>,
+        args: &ServeArgs,
+        fenced: Arc<Fenced>,
+    ) -> Arc<Self> {
+        let (started, owned_at) = joined.owned_at;
+        let cluster = Self {
+            node: joined.node,
+            keys: joined.keys.clone(),
+            instance: joined.instance.clone(),
+            epoch: joined.epoch,
+            conn: joined.conn.clone(),
+            client: joined.client.clone(),
+            engine,
+            meta,
+            settings: args.cluster.clone(),
+            broadcast_interval: Duration::from_millis(args.broadcast_interval_ms),
+            started,
+            fence_until_ms: AtomicU64::new(0),
+            fenced,
+            op_counter: AtomicU64::new(0),
+            leases: DashMap::new(),
+            counts: GlobalCounts::new(joined.node),
+            live_nodes: AtomicU32::new(1),
+            forward: forward::Pending::default(),
+            ops: OnceLock::new(),
+            adopted: DashMap::new(),
+            versions: DashMap::new(),
+        };
+        cluster.renewed(owned_at);
+        Arc::new(cluster)
+    }
+
+    /// A connection for one command (cheap: the cluster connection is
+    /// multiplexed and shared).
+    pub fn conn(&self) -> ClusterConnection {
+        self.conn.clone()
+    }
+
+    /// Monotonic ms since this process joined.
+    pub fn mono_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// A fresh operation id (see `op_counter`).
+    pub fn next_op(&self, epoch: u64) -> u64 {
+        epoch << 32 | (self.op_counter.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff)
+    }
+
+    /// The operations, once built, for forwarded requests.
+    pub fn set_ops(&self, ops: &Arc<crate::ops::Ops>) {
+        let _ = self.ops.set(Arc::downgrade(ops));
+    }
+
+    pub fn ops(&self) -> Option<Arc<crate::ops::Ops>> {
+        self.ops.get()?.upgrade()
+    }
+
+    /// Records a SKU version from Redis; false if it went backwards (a
+    /// failover lost writes: the SKU is frozen until rebuilt).
+    pub fn saw_version(&self, sku: SkuIdx, version: u64) -> bool {
+        let mut seen = self.versions.entry(sku).or_insert(0);
+        if version < *seen {
+            return false;
+        }
+        *seen = version;
+        true
+    }
+
+    /// The SKU ids of the catalog, with their index here, creating the
+    /// missing ones locally (with no units: units come by lease).
+    pub async fn sync_catalog(&self) -> anyhow::Result<Vec<(String, SkuIdx)>> {
+        let mut conn = self.conn();
+        let ids: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(self.keys.catalog())
+            .query_async(&mut conn)
+            .await
+            .context("reading the cluster catalog")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids.into_keys() {
+            let sku = self.load_def(&id).await?;
+            out.push((id, sku));
+        }
+        Ok(out)
+    }
+
+    /// Reads one SKU's definition from Redis and applies it here (creating
+    /// the SKU locally with no units if it is new to this node).
+    pub async fn load_def(&self, id: &str) -> anyhow::Result<SkuIdx> {
+        let mut conn = self.conn();
+        let def: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.keys.def(id))
+            .query_async(&mut conn)
+            .await?;
+        anyhow::ensure!(!def.is_empty(), "sku {id}: no definition in the cluster");
+        let num = |k: &str| -> anyhow::Result<u64> {
+            def.get(k)
+                .ok_or_else(|| anyhow::anyhow!("sku {id}: {k} missing"))?
+                .parse()
+                .map_err(|_| anyhow::anyhow!("sku {id}: {k} is not a number"))
+        };
+        let settings = SkuSettings {
+            buyer_limit: num("buyer_limit")? as u32,
+            hold_ttl_ms: num("hold_ttl_ms")?,
+            hold_lifetime_max_ms: num("hold_lifetime_max_ms")?,
+            order_units_max: num("order_units_max")? as u32,
+        };
+        let window = match def.get("window").map(String::as_str) {
+            Some("open") => SaleWindow::Open,
+            Some("paused") => SaleWindow::Paused,
+            Some("closed") => SaleWindow::Closed,
+            Some("scheduled") => SaleWindow::Scheduled {
+                opens_at_ms: num("opens_at_ms")?,
+            },
+            other => anyhow::bail!("sku {id}: unknown window {other:?}"),
+        };
+        let sku = match self.engine.sku(id) {
+            Some(sku) => {
+                let snap = self.engine.snapshot(sku).expect("a known sku");
+                if snap.settings != settings {
+                    self.engine
+                        .update_settings(sku, settings)
+                        .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+                }
+                if snap.window != window {
+                    self.engine
+                        .set_window(sku, window)
+                        .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+                }
+                sku
+            }
+            None => self
+                .engine
+                .create_sku(
+                    id,
+                    SkuSpec {
+                        total: 0,
+                        settings,
+                        window,
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?,
+        };
+        if let Some(meta) = def
+            .get("meta")
+            .filter(|m| !m.is_empty())
+            .and_then(|m| serde_json::from_str::<SkuMeta>(m).ok())
+            && self.meta.get(sku).as_deref() != Some(&meta)
+        {
+            self.meta.set(sku, meta);
+        }
+        let pool = num("pool")? as u32;
+        let version = num("version")?;
+        self.saw_version(sku, version);
+        self.counts.set_pool(sku, pool, version);
+        Ok(sku)
+    }
+
+    /// Creates a SKU in the cluster if it is not there (the catalog file
+    /// and the demo create theirs on every node; the first wins), then here.
+    pub async fn create_sku(&self, def: &SkuDef) -> Result<(SkuIdx, bool), ApiError> {
+        let (spec, meta) = catalog::def_to_spec(def)?;
+        let (window, opens_at_ms) = window_fields(spec.window);
+        let mut conn = self.conn();
+        let created: i64 = scripts::CREATE
+            .key(self.keys.def(&def.id))
+            .arg(spec.total)
+            .arg(spec.settings.buyer_limit)
+            .arg(spec.settings.hold_ttl_ms)
+            .arg(spec.settings.hold_lifetime_max_ms)
+            .arg(spec.settings.order_units_max)
+            .arg(window)
+            .arg(opens_at_ms)
+            .arg(serde_json::to_string(&meta).unwrap_or_default())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        if created == 1 {
+            let _: () = redis::pipe()
+                .cmd("HSET")
+                .arg(self.keys.catalog())
+                .arg(&def.id)
+                .arg(self.engine.now_ms())
+                .ignore()
+                .cmd("SPUBLISH")
+                .arg(self.keys.catalog_channel())
+                .arg(format!("n|{}", def.id))
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        let sku = self
+            .load_def(&def.id)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+        bus::subscribe_sku(self, &def.id).await;
+        Ok((sku, created == 1))
+    }
+
+    /// A host's change to a SKU's stock or fields, applied to its
+    /// definition in the cluster; every node reloads it.
+    pub async fn admin(
+        &self,
+        id: &str,
+        kind: AdminKind,
+        fields: &[(&str, String)],
+    ) -> Result<(), ApiError> {
+        let (name, units) = match kind {
+            AdminKind::Restock(n) => ("restock", n),
+            AdminKind::Adjust(n) => ("adjust", n),
+            AdminKind::Total(n) => ("total", n),
+            AdminKind::Fields => ("fields", 0),
+        };
+        let mut invocation = scripts::ADMIN.key(self.keys.def(id));
+        invocation
+            .arg(name)
+            .arg(units)
+            .arg(self.keys.channel(id))
+            .arg(holdfast_engine::limits::SKU_UNITS_MAX);
+        for (k, v) in fields {
+            invocation.arg(*k).arg(v);
+        }
+        let reply: Vec<redis::Value> = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let head: String = value(&reply[0])?;
+        match head.as_str() {
+            "ok" => {
+                if let Err(e) = self.load_def(id).await {
+                    tracing::warn!(sku = id, error = %e, "reloading a sku after a change");
+                }
+                Ok(())
+            }
+            "short" => {
+                let pool: u32 = redis::from_redis_value(reply[1].clone()).unwrap_or(0);
+                // Nodes give idle units back when asked: ask.
+                let _ = lease::publish_demand(self, id, units.saturating_sub(pool)).await;
+                Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    Code::NotEnoughAvailable,
+                    format!(
+                        "only {pool} units are not leased to a node right now; nodes return idle units within \
+                         {} ms, retry then",
+                        self.settings.lease_idle_return_ms
+                    ),
+                ))
+            }
+            "above" => Err(catalog::check_total(u32::MAX).expect_err("above the maximum")),
+            _ => Err(ApiError::unknown_sku()),
+        }
+    }
+}
+
+/// A host's change (see [`Cluster::admin`]).
+#[derive(Debug, Clone, Copy)]
+pub enum AdminKind {
+    Restock(u32),
+    Adjust(u32),
+    Total(u32),
+    Fields,
+}
+
+/// The stored form of a sale window.
+pub fn window_fields(w: SaleWindow) -> (&'static str, u64) {
+    match w {
+        SaleWindow::Open => ("open", 0),
+        SaleWindow::Paused => ("paused", 0),
+        SaleWindow::Closed => ("closed", 0),
+        SaleWindow::Scheduled { opens_at_ms } => ("scheduled", opens_at_ms),
+    }
+}
+
+/// A script's answer field, typed, or a retryable refusal.
+pub fn value<T: redis::FromRedisValue>(v: &redis::Value) -> Result<T, ApiError> {
+    redis::from_redis_value(v.clone()).map_err(|e| {
+        tracing::warn!(error = %e, "a cluster answer did not parse");
+        ApiError::unavailable("the Redis Cluster's answer did not parse: retry shortly")
+    })
+}
+
+/// A Redis error on the request path: retryable, details logged.
+pub fn redis_error(e: redis::RedisError) -> ApiError {
+    tracing::warn!(error = %e, "cluster command failed");
+    ApiError::unavailable("the Redis Cluster did not answer: retry shortly")
+}

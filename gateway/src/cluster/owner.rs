@@ -1,0 +1,101 @@
+//! This node's ownership of its slot, and the fence that keeps it from
+//! selling past it.
+//!
+//! The node renews its ownership every quarter of `--node-ttl-ms`; Redis
+//! records `until = its TIME + ttl`. The node may sell until its own send
+//! time of the last successful renewal plus two thirds of the ttl: that
+//! is before Redis can consider it lapsed (whatever the network delay of
+//! the renewal, its send time came first), with a third of the ttl to
+//! spare for clock rate differences and the moment between the check and
+//! the sale. A node that was stopped (SIGSTOP, a long pause) finds its
+//! fence passed when it resumes and refuses until it has renewed; if
+//! another node adopted it meanwhile, renewing fails for good and the node
+//! shuts down (its journal would also refuse to write).
+
+use super::{Cluster, scripts};
+use crate::error::ApiError;
+use crate::protocol::Code;
+use axum::http::StatusCode;
+use metrics::{counter, gauge};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+impl Cluster {
+    /// The ownership was renewed by a request sent at `sent_ms` (monotonic).
+    pub(super) fn renewed(&self, sent_ms: u64) {
+        let until = sent_ms + self.settings.node_ttl_ms * 2 / 3;
+        // Relaxed: a single value, read by `check_fence`; a reader that
+        // sees the old value refuses a sale a moment too early at worst.
+        self.fence_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Refuses when this node may not sell now (its ownership may have
+    /// lapsed in Redis, or it was fenced out).
+    pub fn check_fence(&self) -> Result<(), ApiError> {
+        if self.fenced.is_tripped() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                "this node was fenced out of the cluster (another node adopted its state): it is restarting",
+            ));
+        }
+        if self.mono_ms() >= self.fence_until_ms.load(Ordering::Relaxed) {
+            counter!("holdfast_cluster_fence_refusals_total").increment(1);
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                "this node has not renewed its lease with the Redis Cluster in time: retry (another node, or shortly)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renews the ownership once.
+    async fn renew(&self) -> Result<(), String> {
+        let sent = self.mono_ms();
+        let reply: Vec<redis::Value> = scripts::HEARTBEAT
+            .key(self.keys.owner(self.node))
+            .key(self.keys.node_journal(self.node).journal())
+            .arg(self.epoch)
+            .arg(self.settings.node_ttl_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| format!("renewing the node's ownership: {e}"))?;
+        let head: String = redis::from_redis_value(reply[0].clone()).map_err(|e| e.to_string())?;
+        if head == "fenced" {
+            let now: u64 = redis::from_redis_value(reply[1].clone()).unwrap_or(0);
+            self.fenced.trip(format!(
+                "node {} is at epoch {now} in Redis, this process holds epoch {}: another node adopted it \
+                 while it was silent; restart it to take its state back",
+                self.node, self.epoch
+            ));
+            return Err("fenced".into());
+        }
+        self.renewed(sent);
+        Ok(())
+    }
+}
+
+/// Renews the ownership every quarter ttl until shutdown or fencing.
+pub async fn heartbeat(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let every = Duration::from_millis((cluster.settings.node_ttl_ms / 4).max(50));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = cluster.fenced.token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match cluster.renew().await {
+            Ok(()) => gauge!("holdfast_cluster_owner_up").set(1.0),
+            Err(e) if e == "fenced" => return,
+            Err(e) => {
+                gauge!("holdfast_cluster_owner_up").set(0.0);
+                tracing::warn!(error = %e, "could not renew this node's ownership");
+            }
+        }
+    }
+}

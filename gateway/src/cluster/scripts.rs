@@ -1,0 +1,165 @@
+//! The Lua scripts of a multi-node deployment. Each touches the keys of
+//! one slot only (Redis Cluster refuses anything else), reads the time from
+//! Redis (`TIME`), and is idempotent where a client may retry it: cluster
+//! clients retry a command on a moved slot or a lost reply, so an operation
+//! that moves units carries an id, and a repeat of the last id gets the
+//! first answer instead of applying twice.
+//!
+//! `redis::Script` sends `EVALSHA` and loads the script on `NOSCRIPT` (a
+//! master that failed over, or a `SCRIPT FLUSH`), so a missing script is
+//! handled, not an error.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Redis time in ms, as the first lines of every script that needs it.
+const NOW: &str = "local t = redis.call('TIME')\n\
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// Takes a node's ownership at start. KEYS: owner, journal record.
+/// ARGV: instance, ttl_ms. Refuses (`busy`) while another live instance
+/// owns the node; otherwise bumps the epoch (fencing any previous owner or
+/// adopter) and returns `{ok, epoch, now}`.
+pub static OWN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}
+local o = redis.call('HMGET', KEYS[1], 'instance', 'until_ms', 'adopted_by')
+local until_ms = tonumber(o[2]) or 0
+if o[1] and o[1] ~= ARGV[1] and (not o[3]) and until_ms > now then
+  return {{'busy', o[1], until_ms - now}}
+end
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'until_ms', now + tonumber(ARGV[2]), 'epoch', epoch)
+redis.call('HDEL', KEYS[1], 'adopted_by')
+return {{'ok', epoch, now}}"
+    ))
+});
+
+/// Renews an ownership (the owner's, or an adopter's). KEYS: owner,
+/// journal record. ARGV: epoch, ttl_ms. `{fenced, epoch}` once another
+/// epoch took over; else `{ok, now}`.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}
+local e = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+if e ~= tonumber(ARGV[1]) then return {{'fenced', e}} end
+redis.call('HSET', KEYS[1], 'until_ms', now + tonumber(ARGV[2]))
+return {{'ok', now}}"
+    ))
+});
+
+/// Adopts a node whose ownership lapsed. KEYS: owner, journal record.
+/// ARGV: adopting node, ttl_ms. `{alive, adopted_by}` while it lasts; else
+/// bumps the epoch (the node's journal writes are fenced from here on) and
+/// returns `{ok, epoch}`.
+pub static ADOPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{NOW}
+local o = redis.call('HMGET', KEYS[1], 'until_ms', 'adopted_by')
+if (tonumber(o[1]) or 0) > now then return {{'alive', o[2] or ''}} end
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'until_ms', now + tonumber(ARGV[2]), 'epoch', epoch, 'adopted_by', ARGV[1])
+return {{'ok', epoch}}"
+    ))
+});
+
+/// Creates a SKU if it does not exist. KEYS: def. ARGV: total,
+/// buyer_limit, hold_ttl_ms, hold_lifetime_max_ms, order_units_max,
+/// window, opens_at_ms, meta. 1 if created, 0 if it existed.
+pub static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'total', ARGV[1], 'pool', ARGV[1], 'version', 1,
+  'buyer_limit', ARGV[2], 'hold_ttl_ms', ARGV[3], 'hold_lifetime_max_ms', ARGV[4],
+  'order_units_max', ARGV[5], 'window', ARGV[6], 'opens_at_ms', ARGV[7], 'meta', ARGV[8])
+return 1",
+    )
+});
+
+/// Grants units to a node from the pool, or takes units back. KEYS: def,
+/// lease. ARGV: node, op id, `grant`|`return`, units, the least a grant may
+/// be (else it grants none), live nodes, channel.
+///
+/// A grant is `min(asked, pool, cap)` with `cap = max(least, pool / (4 ×
+/// nodes))`, so one node cannot starve the others; one that falls short
+/// publishes `w` (demand), and nodes holding idle units return them. A
+/// return moves units back (never more than the node holds). Answers
+/// `{ok, 'moved:pool:version:granted:returned'}`, or the same answer again
+/// for a repeated op id (`{dup, ...}`), or `{nosku}`.
+pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local node, op, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local n, least, nodes = tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(1, tonumber(ARGV[6]))
+local f = redis.call('HMGET', KEYS[2], node .. ':g', node .. ':r', node .. ':op', node .. ':res')
+local g, r, last = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or -1
+if op <= last then return {'dup', f[4] or ''} end
+local d = redis.call('HMGET', KEYS[1], 'pool', 'version')
+if not d[1] then return {'nosku'} end
+local pool, v = tonumber(d[1]), tonumber(d[2]) + 1
+local moved = 0
+if kind == 'grant' then
+  local cap = math.max(least, math.floor(pool / (4 * nodes)))
+  moved = math.min(n, pool, cap)
+  if moved < least then moved = 0 end
+  pool = pool - moved
+  g = g + moved
+  if moved < n then redis.call('SPUBLISH', ARGV[7], 'w|' .. node .. '|' .. (n - moved)) end
+else
+  moved = math.min(n, g - r)
+  pool = pool + moved
+  r = r + moved
+end
+local res = moved .. ':' .. pool .. ':' .. v .. ':' .. g .. ':' .. r
+redis.call('HSET', KEYS[1], 'pool', pool, 'version', v)
+redis.call('HSET', KEYS[2], node .. ':g', g, node .. ':r', r, node .. ':op', op, node .. ':res', res)
+if moved > 0 then redis.call('SPUBLISH', ARGV[7], 'p|' .. pool .. '|' .. v) end
+return {'ok', res}",
+    )
+});
+
+/// Publishes a node's counts of one SKU. KEYS: counts, def. ARGV: node,
+/// available, held, sold, seq, channel. Stores them (for snapshots) and
+/// publishes `c|node|available|held|sold|seq|pool|version`; returns the
+/// SKU's version.
+pub static COUNTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5])
+local d = redis.call('HMGET', KEYS[2], 'pool', 'version')
+redis.call('SPUBLISH', ARGV[6], 'c|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. (d[1] or 0) .. '|' .. (d[2] or 0))
+return tonumber(d[2] or 0)",
+    )
+});
+
+/// A host's change to a SKU. KEYS: def. ARGV: kind (`restock`, `adjust`,
+/// `total`, `fields`), units, channel, max units, then field/value pairs
+/// (`fields`). Restock adds to the pool; adjust removes from the pool only
+/// (leased units are the nodes'); a new total keeps what nodes hold.
+/// Answers `{ok, total, pool, version}`, `{short, pool}` (not enough
+/// unleased units), `{above, total}` or `{nosku}`; publishes `d|version|pool`
+/// so every node reloads the definition.
+pub static ADMIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local d = redis.call('HMGET', KEYS[1], 'total', 'pool', 'version')
+if not d[1] then return {'nosku'} end
+local total, pool, v = tonumber(d[1]), tonumber(d[2]), tonumber(d[3]) + 1
+local kind, x, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+if kind == 'restock' then
+  if total + x > max then return {'above', total} end
+  total = total + x
+  pool = pool + x
+elseif kind == 'adjust' then
+  if x > pool then return {'short', pool} end
+  total = total - x
+  pool = pool - x
+elseif kind == 'total' then
+  local leased = total - pool
+  if x < leased then return {'short', pool} end
+  pool = x - leased
+  total = x
+end
+for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', KEYS[1], 'total', total, 'pool', pool, 'version', v)
+redis.call('SPUBLISH', ARGV[3], 'd|' .. v .. '|' .. pool)
+return {'ok', total, pool, v}",
+    )
+});

@@ -175,15 +175,36 @@ impl Cluster {
             pool: pool as u32,
             version,
         };
-        if !self.saw_version(sku, version) {
+        // This node's own operations on a SKU are one at a time, so the
+        // versions they see only grow; one that goes back means Redis lost
+        // acknowledged writes (a failover without the replica having
+        // them): the SKU stops selling here until a host rebuilds it.
+        if node == self.node && !self.saw_version(sku, version) {
             counter!("holdfast_cluster_rollbacks_total").increment(1);
             tracing::error!(
                 sku = id,
                 version,
-                "a SKU's version went backwards: Redis lost writes in a failover"
+                "a SKU's version went backwards: Redis lost writes in a failover; the SKU is frozen until rebuilt"
             );
+            self.freeze(sku);
         }
         self.counts.set_pool(sku, moved.pool, version);
+        // The grant or return counts only once a replica has it: a master
+        // that fails before replicating it would hand the units out again.
+        if moved.units > 0
+            && let Err(e) = self.wait_replicas(&self.keys.def(id)).await
+        {
+            // Granted on the master but not confirmed: these units are not
+            // used; they go back (a master that fails meanwhile forgets
+            // the grant, and the return finds nothing to take back).
+            if kind == Kind::Grant
+                && node == self.node
+                && let Some(lease) = self.lease(sku)
+            {
+                lease.owed.fetch_add(moved.units, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
         Ok(moved)
     }
 

@@ -53,6 +53,7 @@ use holdfast_engine::{Engine, SaleWindow, SkuIdx, SkuSettings, SkuSpec};
 use keys::ClusterKeys;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -92,8 +93,11 @@ pub struct Cluster {
     ops: OnceLock<Weak<crate::ops::Ops>>,
     /// Nodes this one adopted: node -> adoption epoch.
     pub adopted: DashMap<u8, u64>,
-    /// Per SKU: the highest version seen (a lower one is a rollback).
+    /// Per SKU: the highest version this node's own lease operations saw
+    /// (a lower one is a rollback).
     versions: DashMap<SkuIdx, u64>,
+    /// SKUs that stopped selling here after a rollback.
+    frozen: DashMap<SkuIdx, ()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -251,6 +255,7 @@ impl Cluster {
             ops: OnceLock::new(),
             adopted: DashMap::new(),
             versions: DashMap::new(),
+            frozen: DashMap::new(),
         };
         cluster.renewed(owned_at);
         Arc::new(cluster)
@@ -279,6 +284,55 @@ impl Cluster {
 
     pub fn ops(&self) -> Option<Arc<crate::ops::Ops>> {
         self.ops.get()?.upgrade()
+    }
+
+    /// Waits until the master of `key`'s slot has its writes so far on
+    /// `--cluster-replica-acks` replicas (`WAIT` on the connection that
+    /// wrote them: the cluster connection keeps one per node).
+    pub async fn wait_replicas(&self, key: &str) -> Result<(), ApiError> {
+        let want = self.settings.replica_acks;
+        if want == 0 {
+            return Ok(());
+        }
+        let slot = crate::journal::conn::key_slot(key);
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(want).arg(self.settings.forward_timeout_ms);
+        let got: u32 = redis::from_redis_value(
+            self.conn()
+                .route_command(wait, route)
+                .await
+                .map_err(redis_error)?,
+        )
+        .map_err(|_| ApiError::unavailable("WAIT's answer did not parse"))?;
+        if got < want {
+            metrics::counter!("holdfast_journal_errors_total", "kind" => "replication")
+                .increment(1);
+            return Err(ApiError::unavailable(format!(
+                "the Redis Cluster's replicas did not confirm in time ({got} of {want}): retry shortly"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops selling a SKU here (a rollback was detected).
+    pub fn freeze(&self, sku: SkuIdx) {
+        self.frozen.insert(sku, ());
+    }
+
+    /// Refuses a frozen SKU.
+    pub fn check_frozen(&self, sku: SkuIdx) -> Result<(), ApiError> {
+        if self.frozen.contains_key(&sku) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                "this SKU is frozen: a Redis failover lost some of its stock records; it sells again once rebuilt",
+            ));
+        }
+        Ok(())
     }
 
     /// Records a SKU version from Redis; false if it went backwards (a
@@ -376,7 +430,6 @@ impl Cluster {
         }
         let pool = num("pool")? as u32;
         let version = num("version")?;
-        self.saw_version(sku, version);
         self.counts.set_pool(sku, pool, version);
         Ok(sku)
     }

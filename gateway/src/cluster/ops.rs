@@ -51,6 +51,7 @@ impl Ops {
                 let Some(sku) = self.engine.sku(id) else {
                     return self.reserve_now(req);
                 };
+                cluster.check_frozen(sku)?;
                 // A partial fill takes what there is: one unit will do.
                 let need = if req.allow_partial { 1 } else { *qty };
                 if !cluster.ensure(sku, need).await? {

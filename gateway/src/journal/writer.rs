@@ -72,6 +72,9 @@ pub struct Writer {
 
 enum Landed {
     Yes,
+    /// Cluster mode: another node adopted this one's state; nothing was
+    /// written, and nothing will be.
+    Fenced,
     /// Redis is missing our state or has another: re-write it. `applied`:
     /// the batch's commands were executed all the same (the one-round-trip
     /// path checks the seq in the same round trip), so its order-stream
@@ -196,6 +199,7 @@ impl Writer {
             loop {
                 match outcome {
                     Ok(Landed::Yes) => break,
+                    Ok(Landed::Fenced) => return,
                     Ok(Landed::Resync { why, applied }) => {
                         match self.connection(&mut con).await {
                             Ok(c) => match self.still_owner(c).await {
@@ -451,7 +455,10 @@ impl Writer {
     ) -> redis::RedisResult<Landed> {
         let fut = async {
             let c = self.connection(con).await?;
-            if healthy {
+            // In a cluster the ownership epoch must be checked before the
+            // batch applies (an adopted node's stale view must never land):
+            // always the guarded path there.
+            if healthy && self.cluster.is_none() {
                 self.optimistic_exec(c, batch, persisted).await
             } else {
                 self.guarded_exec(c, batch, persisted).await
@@ -513,14 +520,26 @@ impl Writer {
         persisted: u64,
     ) -> redis::RedisResult<Landed> {
         let journal_key = self.keys.journal();
-        let (_, seq): ((), Option<u64>) = redis::pipe()
+        let (_, seq, epoch): ((), Option<u64>, Option<u64>) = redis::pipe()
             .cmd("WATCH")
             .arg(journal_key)
             .cmd("HGET")
             .arg(journal_key)
             .arg("seq")
+            .cmd("HGET")
+            .arg(journal_key)
+            .arg("epoch")
             .query_async(c)
             .await?;
+        // Cluster mode: the epoch is checked under the WATCH, so an
+        // adoption between here and EXEC aborts the EXEC.
+        if let Some(cluster) = &self.cluster
+            && epoch != Some(cluster.epoch)
+        {
+            redis::cmd("UNWATCH").query_async::<()>(c).await?;
+            self.still_owner(c).await?;
+            return Ok(Landed::Fenced);
+        }
         let settled = match seq {
             Some(s) if s == persisted => None,
             Some(s) if s == batch.writes.seq => Some(Landed::Yes),
@@ -552,7 +571,9 @@ impl Writer {
         // the EXEC after it.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - 1;
+        // After the body: `EXEC`, and `WAIT` when replicas must confirm.
+        let suffix = 1 + usize::from(self.replica_acks().is_some());
+        let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - suffix;
         for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
             pipe.add_command(cmd.clone()).ignore();
         }

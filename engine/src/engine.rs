@@ -651,7 +651,10 @@ impl Engine {
                 deadline_ms,
                 latest_ms,
             };
-            log.emit_one(now, reserved, transition(sku, change));
+            // Taking units into a hold never makes a SKU sold out (they
+            // are held), nor back in stock (it was not sold out before).
+            debug_assert_eq!(transition(sku, change), None);
+            log.emit_one(now, reserved, None);
         }
         expiry::notify_link(&self.inbox, index, deadline_ms, self.ticks);
         self.holds.slot(index).publish(generation, deadline_ms);
@@ -837,19 +840,16 @@ impl Engine {
 
         let mut buf = EventBuf::new();
         if let Some(error) = failure {
-            // Undo the lines already held. A line we took to zero and then
-            // put back ourselves cancels out and is not announced; if another
-            // thread's change came in between (a restock, or someone taking
-            // the rest), our half of the pair is announced so sold-out and
-            // back-in-stock events still alternate per SKU.
+            // Undo the lines already held. Nothing to announce: a take
+            // leaves units held, and giving held units back starts from
+            // held > 0, so neither enters or leaves sold out
+            // (`Counts::sold_out`).
             for ((line, entry), t) in lines.iter().zip(entries).zip(&taken) {
                 let gave_back = entry.stock.untake(t.granted);
+                debug_assert_eq!(transition(line.sku, t.change), None);
+                debug_assert_eq!(transition(line.sku, gave_back), None);
                 if t.counted {
                     self.buyers.release(line.sku, buyer, t.granted);
-                }
-                if !(t.change.sold_out() && gave_back.back_in_stock()) {
-                    push_transition(&mut buf, line.sku, t.change);
-                    push_transition(&mut buf, line.sku, gave_back);
                 }
                 self.note(line.sku, t.change);
                 self.note(line.sku, gave_back);
@@ -857,7 +857,6 @@ impl Engine {
             for &(index, generation) in &slots {
                 self.holds.unalloc(index, generation);
             }
-            self.emit(now, &buf);
             return Err(error);
         }
 
@@ -901,9 +900,13 @@ impl Engine {
                 latest_ms,
             });
         }
-        for (line, t) in lines.iter().zip(&taken) {
-            push_transition(&mut buf, line.sku, t.change);
-        }
+        // No sold-out or back-in-stock event: see `reserve_one`.
+        debug_assert!(
+            lines
+                .iter()
+                .zip(&taken)
+                .all(|(line, t)| transition(line.sku, t.change).is_none())
+        );
         // Events before publishing: this hold's later events (commit, expiry)
         // can only be numbered after these.
         self.emit(now, &buf);
@@ -1474,7 +1477,8 @@ fn push_transition(buf: &mut EventBuf, sku: SkuIdx, change: Change) {
     }
 }
 
-/// The sold-out or back-in-stock event a stock change causes, if any.
+/// The sold-out or back-in-stock event a stock change causes, if any (see
+/// [`Counts::sold_out`]).
 #[inline]
 fn transition(sku: SkuIdx, change: Change) -> Option<EventKind> {
     if change.sold_out() {

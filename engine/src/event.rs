@@ -70,9 +70,15 @@ pub enum EventKind {
     Restocked { sku: SkuIdx, qty: u32 },
     /// The host removed available units.
     Adjusted { sku: SkuIdx, qty: u32 },
-    /// The last available unit was taken.
+    /// The SKU became sold out ([`crate::Counts::sold_out`]: nothing to
+    /// buy, nothing in carts): its last held units were committed, or its
+    /// last available ones removed. Units merely sitting in carts never
+    /// cause it. Follows the event that caused it, in the same run.
     SoldOut { sku: SkuIdx },
-    /// Units are on sale again after a sell-out.
+    /// Units are on sale again after the SKU was sold out (a restock, a
+    /// higher total). A hold ending while every unit sat in carts does not
+    /// cause it. Follows the event that caused it, in the same run;
+    /// `SoldOut` and `BackInStock` alternate per SKU.
     BackInStock { sku: SkuIdx },
     /// A request id's answer was remembered (idempotency), so the journal
     /// can keep it across restarts.

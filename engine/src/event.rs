@@ -14,11 +14,11 @@
 //! in flight" (see the journal). Events of one hold are always in order: the
 //! hold's next event can only happen after the push of its previous one.
 
-use crate::buyer::BuyerId;
+use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
 use crate::hold::HoldId;
+use crate::idempotency::RequestId;
 use crate::lanes::{self, Lanes};
-use crate::request::RequestId;
 use crate::ring::Ring;
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam::utils::{Backoff, CachePadded};
@@ -124,7 +124,7 @@ pub struct Event {
 }
 
 /// The bounded queue from the engine to the journal, in lanes (one per
-/// thread, see [`crate::lanes`]): events of one operation are in one lane,
+/// thread, see `lanes`): events of one operation are in one lane,
 /// contiguous in sequence; the consumer merges lanes by sequence number.
 #[derive(Debug)]
 pub struct EventLog {

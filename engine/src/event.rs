@@ -14,11 +14,11 @@
 //! in flight" (see the journal). Events of one hold are always in order: the
 //! hold's next event can only happen after the push of its previous one.
 
-use crate::buyer::BuyerId;
+use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
 use crate::hold::HoldId;
+use crate::idempotency::RequestId;
 use crate::lanes::{self, Lanes};
-use crate::request::RequestId;
 use crate::ring::Ring;
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam::utils::{Backoff, CachePadded};
@@ -70,9 +70,15 @@ pub enum EventKind {
     Restocked { sku: SkuIdx, qty: u32 },
     /// The host removed available units.
     Adjusted { sku: SkuIdx, qty: u32 },
-    /// The last available unit was taken.
+    /// The SKU became sold out ([`crate::Counts::sold_out`]: nothing to
+    /// buy, nothing in carts): its last held units were committed, or its
+    /// last available ones removed. Units merely sitting in carts never
+    /// cause it. Follows the event that caused it, in the same run.
     SoldOut { sku: SkuIdx },
-    /// Units are on sale again after a sell-out.
+    /// Units are on sale again after the SKU was sold out (a restock, a
+    /// higher total). A hold ending while every unit sat in carts does not
+    /// cause it. Follows the event that caused it, in the same run;
+    /// `SoldOut` and `BackInStock` alternate per SKU.
     BackInStock { sku: SkuIdx },
     /// A request id's answer was remembered (idempotency), so the journal
     /// can keep it across restarts.
@@ -124,7 +130,7 @@ pub struct Event {
 }
 
 /// The bounded queue from the engine to the journal, in lanes (one per
-/// thread, see [`crate::lanes`]): events of one operation are in one lane,
+/// thread, see `lanes`): events of one operation are in one lane,
 /// contiguous in sequence; the consumer merges lanes by sequence number.
 #[derive(Debug)]
 pub struct EventLog {

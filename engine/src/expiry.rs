@@ -21,9 +21,9 @@
 //! turn is 11 minutes). Nothing here scans all holds.
 
 use crate::catalog::SkuIdx;
-use crate::engine::{End, Engine};
+use crate::engine::{Ending, Engine};
 use crate::hold::{self, COMMITTED, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won};
-use crate::lanes::Lanes;
+use crate::inbox::Notice;
 use crate::sync::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,67 +32,7 @@ const NONE: u32 = u32::MAX;
 /// `bucket_of` a slot whose hold had already ended when its link notice
 /// arrived: it waits for its unlink notice outside the wheel. (Buckets are
 /// fewer than 2^31, so no bucket has this number.)
-const ENDED: u32 = u32::MAX - 1;
-const UNLINK: u64 = 1 << 63;
-const SLOT_BITS: u32 = 24;
-const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
-
-/// `ceil(ms / tick_ms)` as a multiplication: a 64-bit division costs tens
-/// of cycles, on every reservation. Exact for `ms` up to
-/// [`DEADLINE_MAX_MS`](crate::hold::DEADLINE_MAX_MS) and `tick_ms` up to
-/// 1000 (what `EngineConfig::validate` allows). With `n = ms + tick_ms - 1
-/// < 2^43` and `magic = ceil(2^53 / tick_ms) = (2^53 + e) / tick_ms` for
-/// some `0 <= e < tick_ms < 2^10`: `n * magic / 2^53 = n / tick_ms + n * e
-/// / (tick_ms * 2^53)`, and `n * e < 2^53`, so the excess is below
-/// `1 / tick_ms` and `(n * magic) >> 53 = floor(n / tick_ms)`. (A wrong
-/// tick would only file a hold in the wrong bucket, which the expirer
-/// corrects when it looks at the hold's own deadline.)
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ticks {
-    tick_ms: u64,
-    magic: u64,
-}
-
-impl Ticks {
-    const SHIFT: u32 = 53;
-
-    pub(crate) fn new(tick_ms: u64) -> Self {
-        assert!((1..=1000).contains(&tick_ms), "expiry_tick_ms is 1..=1000");
-        Self {
-            tick_ms,
-            magic: (1u64 << Self::SHIFT).div_ceil(tick_ms),
-        }
-    }
-
-    /// The first tick at or after `ms`.
-    #[inline(always)]
-    pub(crate) fn ceil(self, ms: u64) -> u64 {
-        debug_assert!(ms <= hold::DEADLINE_MAX_MS);
-        let n = u128::from(ms + self.tick_ms - 1);
-        ((n * u128::from(self.magic)) >> Self::SHIFT) as u64
-    }
-}
-
-/// Tells the expirer a new hold lives in `slot` until `deadline_ms`.
-#[inline(always)]
-pub(crate) fn notify_link(inbox: &Lanes<u64>, slot: u32, deadline_ms: u64, ticks: Ticks) {
-    let tick = ticks.ceil(deadline_ms);
-    // Cannot fail: capacity is twice the hold table and a slot has at most
-    // one link and one unlink notice outstanding.
-    inbox
-        .lane(slot as usize)
-        .push(tick << SLOT_BITS | u64::from(slot))
-        .expect("inbox sized to the hold table");
-}
-
-/// Tells the expirer the hold in `slot` has ended and may be reclaimed.
-#[inline(always)]
-pub(crate) fn notify_unlink(inbox: &Lanes<u64>, slot: u32) {
-    inbox
-        .lane(slot as usize)
-        .push(UNLINK | u64::from(slot))
-        .expect("inbox sized to the hold table");
-}
+const OUTSIDE_WHEEL: u32 = u32::MAX - 1;
 
 /// What one [`Expirer::run`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -116,7 +56,7 @@ pub struct Expirer {
     engine: Arc<Engine>,
     next: Box<[u32]>,
     prev: Box<[u32]>,
-    /// Bucket a slot is linked in, `ENDED`, or `NONE`.
+    /// Bucket a slot is linked in, `OUTSIDE_WHEEL`, or `NONE`.
     bucket_of: Box<[u32]>,
     heads: Box<[u32]>,
     mask: u64,
@@ -167,7 +107,7 @@ impl Expirer {
             notices: Vec::with_capacity(
                 engine
                     .inbox
-                    .all()
+                    .lanes()
                     .iter()
                     .map(|l| l.capacity())
                     .max()
@@ -233,7 +173,7 @@ impl Expirer {
     fn drain_inbox(&mut self, report: &mut ExpiryReport) {
         let engine = self.engine.clone();
         let mut notices = std::mem::take(&mut self.notices);
-        for lane in engine.inbox.all() {
+        for lane in engine.inbox.lanes() {
             // One claim per lane for what it holds now, bounded by its
             // capacity so a busy engine cannot keep this loop going for
             // ever. A slot's notices are all in one lane, in order, so lanes
@@ -241,20 +181,21 @@ impl Expirer {
             notices.clear();
             lane.pop_into(&mut notices, lane.capacity());
             for &notice in &notices {
-                let slot = (notice & SLOT_MASK) as u32;
-                if notice & UNLINK != 0 {
-                    self.unlink(slot);
-                    self.engine.free_hold_slots(slot, &mut self.freed);
-                    report.freed_slots += 1;
-                } else if self.has_ended(slot) {
-                    // Ended before the expirer ever saw it (a commit right
-                    // after the reservation): nothing to expire, so it
-                    // skips the wheel and waits for its unlink notice.
-                    self.bucket_of[slot as usize] = ENDED;
-                    self.linked += 1;
-                } else {
-                    let tick = (notice & !UNLINK) >> SLOT_BITS;
-                    self.link(slot, tick);
+                match Notice::decode(notice) {
+                    Notice::Unlink { slot } => {
+                        self.unlink(slot);
+                        self.engine.free_hold_slots(slot, &mut self.freed);
+                        report.freed_slots += 1;
+                    }
+                    Notice::Link { slot, .. } if self.has_ended(slot) => {
+                        // Ended before the expirer ever saw it (a commit
+                        // right after the reservation): nothing to expire,
+                        // so it skips the wheel and waits for its unlink
+                        // notice.
+                        self.bucket_of[slot as usize] = OUTSIDE_WHEEL;
+                        self.linked += 1;
+                    }
+                    Notice::Link { slot, tick } => self.link(slot, tick),
                 }
             }
         }
@@ -297,7 +238,7 @@ impl Expirer {
             bucket, NONE,
             "unlink of slot {slot} that is not linked: inbox order broken"
         );
-        if bucket == ENDED {
+        if bucket == OUTSIDE_WHEEL {
             self.bucket_of[slot as usize] = NONE;
             self.linked -= 1;
             return;
@@ -366,7 +307,7 @@ impl Expirer {
                 let generation = hold::generation(word);
                 match table.slot(slot).transition(generation, To::Expire, now) {
                     Ok(Won::Expired) => {
-                        let (_, units) = self.engine.apply_end(slot, End::Expire, now);
+                        let (_, units) = self.engine.apply_ending(slot, Ending::Expire, now);
                         report.expired_holds += 1;
                         report.expired_units += u64::from(units);
                         self.engine.free_hold_slots(slot, &mut self.freed);
@@ -386,66 +327,5 @@ impl Expirer {
             other => unreachable!("slot {slot} in the wheel with state {other}"),
         }
         true
-    }
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_notices_never_touch_the_unlink_flag() {
-        use crate::limits::EXPIRY_TICK_MS_MIN;
-        let slot = u64::from(crate::limits::HOLDS_MAX - 1);
-        let notice =
-            |tick_ms: u64| Ticks::new(tick_ms).ceil(hold::DEADLINE_MAX_MS) << SLOT_BITS | slot;
-        for tick_ms in EXPIRY_TICK_MS_MIN..=1000 {
-            let n = notice(tick_ms);
-            assert_eq!(n & UNLINK, 0, "tick {tick_ms} ms");
-            assert_eq!(n & SLOT_MASK, slot);
-        }
-        // One below the bound, the latest deadlines would read as unlinks.
-        assert_ne!(notice(EXPIRY_TICK_MS_MIN - 1) & UNLINK, 0);
-        let mut config = crate::EngineConfig {
-            expiry_tick_ms: EXPIRY_TICK_MS_MIN - 1,
-            ..crate::EngineConfig::default()
-        };
-        assert!(config.validate().is_err());
-        config.expiry_tick_ms = EXPIRY_TICK_MS_MIN;
-        assert!(config.validate().is_ok());
-    }
-
-    #[test]
-    fn ticks_divide_exactly_over_the_whole_range() {
-        let edges = [
-            0,
-            1,
-            999,
-            1000,
-            1001,
-            1_767_225_600_000,
-            hold::DEADLINE_MAX_MS,
-        ];
-        for tick_ms in 1..=1000u64 {
-            let ticks = Ticks::new(tick_ms);
-            let mut x = tick_ms.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            for i in 0..200u64 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let ms = if (i as usize) < edges.len() {
-                    edges[i as usize]
-                } else {
-                    // Around multiples of the tick, and anywhere.
-                    let near = (x % (hold::DEADLINE_MAX_MS / tick_ms)) * tick_ms;
-                    (near + i % 3).wrapping_sub(1).min(hold::DEADLINE_MAX_MS)
-                };
-                assert_eq!(ticks.ceil(ms), ms.div_ceil(tick_ms), "{ms} / {tick_ms}");
-            }
-            let top = hold::DEADLINE_MAX_MS;
-            for ms in top.saturating_sub(2 * tick_ms)..=top {
-                assert_eq!(ticks.ceil(ms), ms.div_ceil(tick_ms), "{ms} / {tick_ms}");
-            }
-        }
     }
 }

@@ -37,15 +37,6 @@ fn first_use() -> usize {
     n
 }
 
-/// The default lane count: one per core, rounded up to a power of two, at
-/// most 16.
-pub fn default_count() -> u32 {
-    std::thread::available_parallelism()
-        .map_or(4, |n| n.get())
-        .clamp(1, 16)
-        .next_power_of_two() as u32
-}
-
 #[derive(Debug)]
 pub(crate) struct Lanes<T: Copy> {
     queues: Box<[Ring<T>]>,

@@ -11,17 +11,23 @@
 //!
 //! - [`limits`]: every bound, with its reason, and [`EngineConfig`].
 //! - [`clock`]: wall-clock milliseconds, injectable for tests.
-//! - [`stock`]: one SKU's three counts packed in one atomic word.
+//! - [`stock`]: one SKU's three counts packed in one atomic word, and what
+//!   "sold out" means.
 //! - [`catalog`]: SKUs by id and index; settings and sale windows.
 //! - [`hold`]: the preallocated hold table; one state word decides each hold.
-//! - `buyer`: per-buyer limits; `request`: idempotency by request id.
+//! - `buyer_limit`: per-buyer limits per SKU.
+//! - `idempotency`: remembered answers by request id, and their encoding.
 //! - [`event`]: numbered events to the journal through a bounded queue.
 //! - `ring`: the bounded lock-free queue every hot-path queue is made of.
 //! - `lanes`: queues split per thread so concurrent threads touch different lines.
+//! - `inbox`: the link / unlink notices from the engine to the expirer.
 //! - [`expiry`]: the timing wheel and the [`Expirer`] that reclaims slots.
-//! - `engine`: the [`Engine`] that ties them into the contract.
+//! - `engine`: the [`Engine`] that ties them into the contract (`build`,
+//!   `admin`, `reserve`, `settle`, `requests`).
+//! - [`answer`]: what the engine's operations return.
 //! - [`restore`]: rebuilding from persisted state; exporting it for a resync.
 //! - [`error`]: one small refusal enum per kind of operation.
+//! - [`doorbell`]: a wake-up for the journal that never loses one.
 //!
 //! ```
 //! use holdfast_engine::*;
@@ -41,7 +47,8 @@
 //! assert_eq!((counts.available, counts.held, counts.sold), (1, 0, 2));
 //! ```
 
-mod buyer;
+pub mod answer;
+mod buyer_limit;
 pub mod catalog;
 pub mod clock;
 pub mod doorbell;
@@ -50,25 +57,27 @@ pub mod error;
 pub mod event;
 pub mod expiry;
 pub mod hold;
+mod idempotency;
+mod inbox;
 mod lanes;
 pub mod limits;
-mod request;
 pub mod restore;
 mod ring;
 pub mod stock;
 mod sync;
 
-pub use buyer::BuyerId;
+pub use answer::{HoldInfo, HoldLineInfo, Line, Reservation, Settlement, SkuSnapshot};
+pub use buyer_limit::BuyerId;
 pub use catalog::{SaleWindow, SkuIdx, SkuSettings, SkuSpec, is_valid_sku_id};
 pub use clock::{CachedClock, Clock, ManualClock, SystemClock};
 pub use doorbell::Doorbell;
-pub use engine::{Engine, HoldInfo, HoldLineInfo, Line, Reservation, Settlement, SkuSnapshot};
+pub use engine::Engine;
 pub use error::{CatalogError, HoldError, ReserveError};
 pub use event::{Event, EventKind, EventLog, HoldLine};
 pub use expiry::{Expirer, ExpiryReport};
 pub use hold::{Hex16, HoldId, HoldState, hex16};
-pub use limits::EngineConfig;
-pub use request::RequestId;
+pub use idempotency::RequestId;
+pub use limits::{ConfigError, EngineConfig};
 pub use restore::{
     RestoreError, SavedBuyer, SavedHold, SavedLine, SavedRequest, SavedSku, SavedState,
 };

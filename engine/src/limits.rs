@@ -49,9 +49,54 @@ pub const EXPIRY_BATCH_MAX: usize = 65_536;
 /// Finest expiry tick. A link notice packs a deadline's tick beside a
 /// 24-bit hold slot below the unlink flag (bit 63), so the tick of any
 /// deadline up to `hold::DEADLINE_MAX_MS` (2^42 - 1 ms) must fit 39 bits:
-/// `ceil((2^42 - 1) / tick_ms) < 2^39` needs `tick_ms >= 9`. (With 1-3 ms
-/// ticks even today's wall-clock deadlines would spill into the flag.)
+/// `ceil((2^42 - 1) / tick_ms) < 2^39` needs `tick_ms >= 9` (asserted at
+/// compile time in `inbox`). With 1-3 ms ticks even today's wall-clock
+/// deadlines would spill into the flag.
 pub const EXPIRY_TICK_MS_MIN: u64 = 9;
+
+/// Coarsest expiry tick: a hold may expire this much late, and the tick
+/// arithmetic (`inbox::Ticks`) is exact only below 2^10 ms.
+pub const EXPIRY_TICK_MS_MAX: u64 = 1000;
+
+/// Fewest buckets in the expiry wheel: fewer would relink most holds on
+/// every turn.
+pub const EXPIRY_WHEEL_BUCKETS_MIN: u32 = 64;
+
+/// Bits of the start counter in a hold id (`HoldId`: incarnation:12 |
+/// node:8 | generation:18 | slot:24).
+pub const INCARNATION_BITS: u32 = 12;
+
+/// Incarnations before the counter wraps; `EngineConfig::incarnation` is
+/// below this. The journal counts starts modulo this.
+pub const INCARNATIONS: u16 = 1 << INCARNATION_BITS;
+
+/// Most lanes (see `lanes`): past a few per core they only cost memory.
+pub const LANES_MAX: u32 = 64;
+
+/// Most lanes by default (one per core up to this).
+pub const LANES_DEFAULT_MAX: usize = 16;
+
+/// Fewest events per lane when events are on: an operation emits up to
+/// two events per line, and admission keeps headroom below the capacity.
+pub const EVENTS_PER_LANE_MIN: usize = 4;
+
+/// Fewest hold slots: one to fill while another is being reclaimed.
+pub const HOLDS_MIN: u32 = 2;
+
+/// Most entries in the buyer and idempotency tables, so their size rounded
+/// up to a power of two still fits a `u32` and stays allocatable.
+pub const TABLE_ENTRIES_MAX: u32 = 1 << 30;
+
+/// Shortest request window: it is cut in two epochs of at least 1 ms.
+pub const REQUEST_WINDOW_MS_MIN: u64 = 2;
+
+const _: () = assert!(EXPIRY_TICK_MS_MIN <= EXPIRY_TICK_MS_MAX);
+const _: () = assert!(LANES_DEFAULT_MAX as u32 <= LANES_MAX);
+const _: () = assert!(
+    CART_LINES_MAX <= u8::MAX as usize,
+    "line numbers are u8 in events"
+);
+const _: () = assert!(SKUS_MAX <= 1 << 24, "a sku index is 24 bits in events");
 
 /// Tunable bounds, fixed when the engine is built.
 #[derive(Debug, Clone)]
@@ -59,7 +104,8 @@ pub struct EngineConfig {
     /// Node id carried in every hold id (0..=255), so hold ids stay unique
     /// when several gateways share one Redis (scale-out).
     pub node_id: u8,
-    /// Start counter carried in every hold id (0..4096, wrapping), so ids
+    /// Start counter carried in every hold id (below [`INCARNATIONS`],
+    /// wrapping), so ids
     /// issued before a restart never name holds issued after it. The journal
     /// takes it from Redis; in memory mode any fresh value will do.
     pub incarnation: u16,
@@ -115,7 +161,7 @@ impl Default for EngineConfig {
         Self {
             node_id: 0,
             incarnation: 1,
-            lanes: crate::lanes::default_count(),
+            lanes: default_lanes(),
             skus_max: 16_384,
             holds_max: 262_144,
             buyer_entries_max: 262_144,
@@ -131,47 +177,103 @@ impl Default for EngineConfig {
     }
 }
 
+/// The default lane count: one per core (4 if unknown), rounded up to a
+/// power of two, at most [`LANES_DEFAULT_MAX`].
+fn default_lanes() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(4, |n| n.get())
+        .clamp(1, LANES_DEFAULT_MAX)
+        .next_power_of_two() as u32
+}
+
+/// Why an [`EngineConfig`] was refused: the first bound it breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("incarnation must be below {INCARNATIONS}")]
+    Incarnation,
+    #[error("lanes must be a power of two, 1 to {LANES_MAX}")]
+    Lanes,
+    #[error("events_max must be 0 or at least {EVENTS_PER_LANE_MIN} events per lane")]
+    EventsMax,
+    #[error("events_headroom must be below events_max")]
+    EventsHeadroom,
+    #[error("skus_max must be 1 to {SKUS_MAX}")]
+    SkusMax,
+    #[error("holds_max must be {HOLDS_MIN} to {HOLDS_MAX}")]
+    HoldsMax,
+    #[error("buyer_entries_max must be 1 to {TABLE_ENTRIES_MAX}")]
+    BuyerEntriesMax,
+    #[error("request_entries_max must be 1 to {TABLE_ENTRIES_MAX}")]
+    RequestEntriesMax,
+    #[error("request_window_ms must be at least {REQUEST_WINDOW_MS_MIN}")]
+    RequestWindow,
+    #[error("order_units_max must be 1 to {SKU_UNITS_MAX}")]
+    OrderUnitsMax,
+    #[error("expiry_tick_ms must be {EXPIRY_TICK_MS_MIN} to {EXPIRY_TICK_MS_MAX}")]
+    ExpiryTick,
+    #[error("expiry_wheel_buckets must be a power of two, at least {EXPIRY_WHEEL_BUCKETS_MIN}")]
+    ExpiryWheelBuckets,
+}
+
 impl EngineConfig {
     /// Checks the bounds against the engine's hard limits.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.incarnation >= 1 << 12 {
-            return Err("incarnation must be below 4096".into());
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let table = 1..=TABLE_ENTRIES_MAX;
+        let checks = [
+            (
+                u32::from(self.incarnation) < u32::from(INCARNATIONS),
+                ConfigError::Incarnation,
+            ),
+            (
+                self.lanes.is_power_of_two() && self.lanes <= LANES_MAX,
+                ConfigError::Lanes,
+            ),
+            (
+                self.events_max == 0
+                    || self.events_max >= EVENTS_PER_LANE_MIN * self.lanes as usize,
+                ConfigError::EventsMax,
+            ),
+            (
+                self.events_max == 0 || self.events_headroom < self.events_max,
+                ConfigError::EventsHeadroom,
+            ),
+            (
+                (1..=SKUS_MAX).contains(&self.skus_max),
+                ConfigError::SkusMax,
+            ),
+            (
+                (HOLDS_MIN..=HOLDS_MAX).contains(&self.holds_max),
+                ConfigError::HoldsMax,
+            ),
+            (
+                table.contains(&self.buyer_entries_max),
+                ConfigError::BuyerEntriesMax,
+            ),
+            (
+                table.contains(&self.request_entries_max),
+                ConfigError::RequestEntriesMax,
+            ),
+            (
+                self.request_window_ms >= REQUEST_WINDOW_MS_MIN,
+                ConfigError::RequestWindow,
+            ),
+            (
+                (1..=SKU_UNITS_MAX).contains(&self.order_units_max),
+                ConfigError::OrderUnitsMax,
+            ),
+            (
+                (EXPIRY_TICK_MS_MIN..=EXPIRY_TICK_MS_MAX).contains(&self.expiry_tick_ms),
+                ConfigError::ExpiryTick,
+            ),
+            (
+                self.expiry_wheel_buckets.is_power_of_two()
+                    && self.expiry_wheel_buckets >= EXPIRY_WHEEL_BUCKETS_MIN,
+                ConfigError::ExpiryWheelBuckets,
+            ),
+        ];
+        match checks.into_iter().find(|(ok, _)| !ok) {
+            Some((_, error)) => Err(error),
+            None => Ok(()),
         }
-        if !self.lanes.is_power_of_two() || self.lanes > 64 {
-            return Err("lanes must be a power of two, 1..=64".into());
-        }
-        if self.events_max != 0 && self.events_max < 4 * self.lanes as usize {
-            return Err("events_max must be at least four events per lane".into());
-        }
-        if self.skus_max == 0 || self.skus_max > SKUS_MAX {
-            return Err(format!("skus_max must be 1..={SKUS_MAX}"));
-        }
-        if self.holds_max < 2 || self.holds_max > HOLDS_MAX {
-            return Err(format!("holds_max must be 2..={HOLDS_MAX}"));
-        }
-        if self.buyer_entries_max == 0 || self.request_entries_max == 0 {
-            return Err("buyer_entries_max and request_entries_max must be positive".into());
-        }
-        if self.buyer_entries_max > 1 << 30 || self.request_entries_max > 1 << 30 {
-            return Err("buyer_entries_max and request_entries_max must be at most 2^30".into());
-        }
-        if self.request_window_ms < 2 {
-            return Err("request_window_ms must be at least 2".into());
-        }
-        if self.events_max != 0 && self.events_headroom >= self.events_max {
-            return Err("events_headroom must be below events_max".into());
-        }
-        if self.order_units_max == 0 || self.order_units_max > SKU_UNITS_MAX {
-            return Err(format!("order_units_max must be 1..={SKU_UNITS_MAX}"));
-        }
-        if !(EXPIRY_TICK_MS_MIN..=1000).contains(&self.expiry_tick_ms) {
-            return Err(format!(
-                "expiry_tick_ms must be {EXPIRY_TICK_MS_MIN}..=1000"
-            ));
-        }
-        if !self.expiry_wheel_buckets.is_power_of_two() || self.expiry_wheel_buckets < 64 {
-            return Err("expiry_wheel_buckets must be a power of two, at least 64".into());
-        }
-        Ok(())
     }
 }

@@ -9,14 +9,14 @@
 //! deadline passed while the process was down are restored live and expire
 //! on the expirer's first run, which emits their events like any expiry.
 
-use crate::buyer::BuyerId;
+use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
 use crate::clock::Clock;
 use crate::engine::Engine;
-use crate::expiry::{self, Expirer};
+use crate::expiry::Expirer;
 use crate::hold::{self, HoldId, HoldState, LINE, NO_LINE};
+use crate::idempotency::{Claim, RequestId};
 use crate::limits::{CART_LINES_MAX, EngineConfig, SKU_UNITS_MAX};
-use crate::request::{Claim, RequestId};
 use crate::stock::Counts;
 use crate::sync::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -220,7 +220,9 @@ impl Engine {
         }
         let heads: HashSet<u32> = state.holds.iter().map(|h| h.hold.slot()).collect();
         let (engine, expirer) = Engine::build(config, clock, &|slot| heads.contains(&slot))
-            .map_err(|e| RestoreError { problems: vec![e] })?;
+            .map_err(|e| RestoreError {
+                problems: vec![e.to_string()],
+            })?;
         let mut index = HashMap::new();
         for s in &state.skus {
             let sku = engine.catalog.create(&s.id, |entry| {
@@ -302,7 +304,7 @@ impl Engine {
                     .store(hold::pack(generation, LINE, 0), Ordering::Relaxed);
             }
         }
-        expiry::notify_link(&self.inbox, head, h.deadline_ms, self.ticks);
+        self.inbox.link(head, h.deadline_ms);
         self.holds
             .slot(head)
             .publish(h.hold.generation(), h.deadline_ms);

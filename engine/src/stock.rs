@@ -4,8 +4,9 @@
 //! transition (reserve, commit, release, expire, restock, adjust) is a single
 //! compare-and-swap, so `available + held + sold == total` holds at every
 //! instant, not just at quiescence, and no thread can observe a torn state.
-//! `total` is derived, never stored. This module never blocks and never
-//! allocates.
+//! `total` is derived, never stored. It also defines what "sold out" means
+//! ([`Counts::sold_out`]), so every consumer applies one rule. This module
+//! never blocks and never allocates.
 
 use crate::limits::SKU_UNITS_MAX;
 use crate::sync::{AtomicU64, Ordering};
@@ -31,6 +32,24 @@ impl Counts {
     /// `available + held + sold`.
     pub fn total(&self) -> u32 {
         self.available + self.held + self.sold
+    }
+
+    /// Sold out: nothing to buy and nothing in carts that could come back
+    /// (`available == 0 && held == 0`). The one rule every consumer uses
+    /// (events, websocket, order stream, pages): units in live holds may
+    /// come back on sale when those holds expire or are released, so a SKU
+    /// whose last units sit in carts is not sold out but
+    /// [`all_in_carts`](Counts::all_in_carts).
+    #[inline]
+    pub fn sold_out(&self) -> bool {
+        self.available == 0 && self.held == 0
+    }
+
+    /// Nothing to buy right now, but units sit in live holds and may come
+    /// back (`available == 0 && held > 0`).
+    #[inline]
+    pub fn all_in_carts(&self) -> bool {
+        self.available == 0 && self.held > 0
     }
 
     fn pack(self) -> u64 {
@@ -64,14 +83,21 @@ pub struct Change {
 }
 
 impl Change {
-    /// This transition took the last available unit.
+    /// This transition made the SKU sold out ([`Counts::sold_out`]): the
+    /// last held units were committed, or the last available ones removed.
+    /// Taking units into a hold never does (they are held), nor does a hold
+    /// ending (its units go back on sale, or were sold from held > 0).
+    #[inline]
     pub fn sold_out(&self) -> bool {
-        self.before.available > 0 && self.after.available == 0
+        !self.before.sold_out() && self.after.sold_out()
     }
 
-    /// This transition put units back on sale after a sell-out.
+    /// This transition put units on sale after a sell-out (a restock or a
+    /// higher total). A hold ending while every unit sat in carts is not
+    /// "back in stock": the SKU was never sold out.
+    #[inline]
     pub fn back_in_stock(&self) -> bool {
-        self.before.available == 0 && self.after.available > 0
+        self.before.sold_out() && self.after.available > 0
     }
 }
 
@@ -354,7 +380,6 @@ mod tests {
         assert_eq!(s.take(5, 5), Err(StockRefusal::Short(s.load())));
         let ch = s.take(5, 1).unwrap();
         assert_eq!(ch.after.held - ch.before.held, 3);
-        assert!(ch.sold_out());
         assert_eq!(
             s.load(),
             Counts {
@@ -364,7 +389,6 @@ mod tests {
             }
         );
         let ch = s.settle(3, 2);
-        assert!(ch.back_in_stock());
         assert_eq!(
             s.load(),
             Counts {
@@ -373,6 +397,39 @@ mod tests {
                 sold: 2
             }
         );
+        assert!(!ch.sold_out() && !ch.back_in_stock());
+    }
+
+    #[test]
+    fn sold_out_means_nothing_to_buy_and_nothing_in_carts() {
+        let counts = |available, held, sold| Counts {
+            available,
+            held,
+            sold,
+        };
+        assert!(counts(0, 0, 3).sold_out() && !counts(0, 0, 3).all_in_carts());
+        assert!(counts(0, 2, 1).all_in_carts() && !counts(0, 2, 1).sold_out());
+        assert!(!counts(1, 2, 0).sold_out() && !counts(1, 2, 0).all_in_carts());
+
+        let s = Stock::new(2);
+        let take = s.take(2, 2).unwrap();
+        assert!(!take.sold_out(), "the last units in carts: not sold out");
+        assert!(s.load().all_in_carts());
+        let expire = s.untake(1);
+        assert!(
+            !expire.back_in_stock(),
+            "a hold ending while all sat in carts is not back in stock"
+        );
+        s.take(1, 1).unwrap();
+        let commit = s.settle(1, 1);
+        assert!(!commit.sold_out(), "one unit still held");
+        let last = s.settle(1, 1);
+        assert!(last.sold_out(), "the last held unit sold: sold out");
+        let restock = s.restock(1).unwrap();
+        assert!(restock.back_in_stock());
+        let removed = s.remove(1).unwrap();
+        assert!(removed.sold_out(), "the last available unit removed");
+        assert!(!s.set_total(2).unwrap().sold_out());
     }
 
     #[test]

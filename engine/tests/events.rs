@@ -62,12 +62,13 @@ fn every_state_change_emits_a_numbered_event() {
             "window",
             "reserved",
             "reserved",
-            "sold_out",
+            // Every unit in carts: not sold out, so no event.
             "committed",
             "extended",
+            // The held unit comes back: never sold out, so not back in stock.
             "expired",
-            "back_in_stock",
             "restocked",
+            // Nothing available and nothing held: sold out.
             "adjusted",
             "sold_out",
             "window",
@@ -176,7 +177,7 @@ fn failed_cart_leaves_no_trace_in_the_events() {
     );
     assert!(
         r.drain_events().is_empty(),
-        "took a to zero and put it back: nothing to announce"
+        "took a into the cart and put it back: nothing to announce"
     );
     assert_eq!(r.counts(a).available, 1);
 }
@@ -202,4 +203,72 @@ fn changed_skus_are_reported_once_per_look() {
     r.engine.reserve(b, 1, BuyerId(1), None, false).unwrap();
     r.engine.take_changed(&mut out, 100);
     assert_eq!(out, vec![b]);
+}
+
+/// Issue 14: a SKU whose last units sit in carts is not sold out, so holds
+/// expiring and being taken again do not flap SOLD OUT <-> back in stock.
+/// Sold out fires when nothing is available and nothing held; back in stock
+/// only when units come back from that state.
+#[test]
+fn sold_out_and_back_in_stock_fire_only_when_nothing_is_left_in_carts() {
+    let mut r = Rig::with_events();
+    let tee = r.sku("tee", 3, settings(4_000, 0));
+    r.drain_events();
+    let transitions = |r: &Rig| -> Vec<&'static str> {
+        r.drain_events()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::SoldOut { .. } => Some("sold_out"),
+                EventKind::BackInStock { .. } => Some("back_in_stock"),
+                _ => None,
+            })
+            .collect()
+    };
+    // Buyers keep the last units in carts; holds expire and are taken again.
+    for round in 0..5 {
+        for b in 0..3 {
+            r.engine.reserve(tee, 1, BuyerId(b), None, false).unwrap();
+        }
+        assert!(r.counts(tee).all_in_carts(), "round {round}");
+        assert!(!r.counts(tee).sold_out());
+        r.advance(5_000);
+        assert_eq!(r.counts(tee).available, 3);
+    }
+    assert_eq!(transitions(&r), Vec::<&str>::new(), "no flapping");
+
+    // The last units committed: sold out, once.
+    let holds: Vec<HoldId> = (0..3)
+        .map(|b| {
+            r.engine
+                .reserve(tee, 1, BuyerId(b), None, false)
+                .unwrap()
+                .hold
+        })
+        .collect();
+    r.engine.commit(holds[0], None, None).unwrap();
+    r.engine.release(holds[1], None).unwrap();
+    let h = r
+        .engine
+        .reserve(tee, 1, BuyerId(4), None, false)
+        .unwrap()
+        .hold;
+    r.engine.commit(h, None, None).unwrap();
+    assert_eq!(transitions(&r), Vec::<&str>::new(), "one unit still held");
+    r.engine.commit(holds[2], Some(&[1]), None).unwrap();
+    assert!(r.counts(tee).sold_out());
+    assert_eq!(transitions(&r), ["sold_out"]);
+
+    // A restock brings it back, once; a partial commit that returns units
+    // from a hold is not "back in stock" (it was not sold out).
+    r.engine.restock(tee, 2).unwrap();
+    assert_eq!(transitions(&r), ["back_in_stock"]);
+    let h = r
+        .engine
+        .reserve(tee, 2, BuyerId(5), None, false)
+        .unwrap()
+        .hold;
+    r.engine.commit(h, Some(&[1]), None).unwrap();
+    assert_eq!(transitions(&r), Vec::<&str>::new());
+    r.engine.set_total(tee, r.counts(tee).sold).unwrap();
+    assert_eq!(transitions(&r), ["sold_out"], "the last available removed");
 }

@@ -520,13 +520,40 @@ fn run(ops: Vec<Op>) {
         }
     }
 
-    // The event stream alone reproduces the final counts, gaplessly numbered.
+    // The event stream alone reproduces the final counts, gaplessly
+    // numbered; and a SKU's sold-out and back-in-stock events come exactly
+    // when its counts enter and leave `Counts::sold_out`, right after the
+    // event that caused it.
     let events = rig.drain_events();
     let mut replay = [Counts::default(); SKUS];
+    // The transition event the previous event owes: (sku, sold out).
+    let mut owed: Option<(usize, bool)> = None;
+    // A SKU's first units come with its creation: no transition.
+    let mut creating = [false; SKUS];
     for (n, e) in events.iter().enumerate() {
         assert_eq!(e.seq, n as u64 + 1);
         let c = |s: SkuIdx| s.get() as usize;
         match e.kind {
+            EventKind::SoldOut { sku } => {
+                assert_eq!(owed.take(), Some((c(sku), true)), "sold_out at {}", e.seq);
+                continue;
+            }
+            EventKind::BackInStock { sku } => {
+                assert_eq!(
+                    owed.take(),
+                    Some((c(sku), false)),
+                    "back_in_stock at {}",
+                    e.seq
+                );
+                continue;
+            }
+            _ => assert_eq!(owed, None, "a transition event is missing before {}", e.seq),
+        }
+        let sku = e.kind.sku().map(c);
+        let before = sku.map(|k| replay[k].sold_out());
+        match e.kind {
+            EventKind::SkuCreated { sku, .. } => creating[c(sku)] = true,
+            EventKind::WindowChanged { sku, .. } => creating[c(sku)] = false,
             EventKind::Restocked { sku, qty } => replay[c(sku)].available += qty,
             EventKind::Adjusted { sku, qty } => replay[c(sku)].available -= qty,
             EventKind::Reserved { line, qty, .. } => {
@@ -547,15 +574,16 @@ fn run(ops: Vec<Op>) {
                 replay[c(line.sku)].held -= qty;
                 replay[c(line.sku)].available += qty;
             }
-            EventKind::SoldOut { sku } => {
-                assert_eq!(replay[c(sku)].available, 0, "sold_out at {}", e.seq)
-            }
-            EventKind::BackInStock { sku } => {
-                assert!(replay[c(sku)].available > 0, "back_in_stock at {}", e.seq)
-            }
             _ => {}
         }
+        if let (Some(k), Some(before)) = (sku, before) {
+            let after = replay[k].sold_out();
+            if before != after && !creating[k] {
+                owed = Some((k, after));
+            }
+        }
     }
+    assert_eq!(owed, None, "the last transition event is missing");
     for (i, &sku) in idx.iter().enumerate() {
         assert_eq!(replay[i], rig.counts(sku), "event replay of sku{i}");
     }

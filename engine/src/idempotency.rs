@@ -37,8 +37,10 @@
 //! reservation, so a confirm or withdraw that comes late can never act on a
 //! later answer to the same request id (no ABA).
 
-use crate::buyer::mix64;
-use crate::hold::HOLD_ID_BITS;
+use crate::answer::Reservation;
+use crate::buyer_limit::mix64;
+use crate::error::{HoldError, ReserveError};
+use crate::hold::{HOLD_ID_BITS, HoldId};
 use crate::limits::PROBE_WINDOW;
 use crate::sync::{AtomicU64, Ordering, fence};
 
@@ -57,18 +59,48 @@ const OUTCOME_TAG_SHIFT: u32 = 62;
 /// provisional answer is being withdrawn (see the module docs).
 const PENDING: u64 = 0;
 /// A success; the payload is the operation's result.
-pub(crate) const OUTCOME_OK: u64 = 1 << OUTCOME_TAG_SHIFT;
-/// A refusal; the payload is the error's raw code.
-pub(crate) const OUTCOME_ERR: u64 = 2 << OUTCOME_TAG_SHIFT;
+const OUTCOME_OK: u64 = 1 << OUTCOME_TAG_SHIFT;
+/// A refusal; the payload is the error's raw code (`to_raw`).
+const OUTCOME_ERR: u64 = 2 << OUTCOME_TAG_SHIFT;
 /// A successful reservation whose durable write is not confirmed yet; the
 /// payload is the hold id.
-pub(crate) const OUTCOME_PROVISIONAL: u64 = 3 << OUTCOME_TAG_SHIFT;
+const OUTCOME_PROVISIONAL: u64 = 3 << OUTCOME_TAG_SHIFT;
 /// The payload bits of an outcome word.
-pub(crate) const OUTCOME_PAYLOAD: u64 = (1 << OUTCOME_TAG_SHIFT) - 1;
+const OUTCOME_PAYLOAD: u64 = (1 << OUTCOME_TAG_SHIFT) - 1;
 const _: () = assert!(
     HOLD_ID_BITS <= OUTCOME_TAG_SHIFT,
     "a hold id fits the payload"
 );
+
+// ----- outcome words ------------------------------------------------------
+//
+// The encoding is persisted (the journal keeps remembered answers in Redis
+// as `RequestDone.outcome`): tags and payloads never change meaning.
+
+/// A reservation's answer: its hold, provisional or final.
+#[inline]
+pub(crate) fn reservation_outcome(hold: HoldId, provisional: bool) -> u64 {
+    let tag = if provisional {
+        OUTCOME_PROVISIONAL
+    } else {
+        OUTCOME_OK
+    };
+    tag | hold.to_raw()
+}
+
+/// A hold operation's success: units sold (commit), or 0.
+#[inline]
+pub(crate) fn success_outcome(payload: u64) -> u64 {
+    debug_assert_eq!(payload & !OUTCOME_PAYLOAD, 0);
+    OUTCOME_OK | payload
+}
+
+/// A refusal, by its raw code (`ReserveError::to_raw`, `HoldError::to_raw`).
+#[inline]
+pub(crate) fn refusal_outcome(raw: u64) -> u64 {
+    debug_assert_eq!(raw & !OUTCOME_PAYLOAD, 0);
+    OUTCOME_ERR | raw
+}
 
 /// The final form of an outcome: a provisional success becomes a success;
 /// anything else is already final.
@@ -78,6 +110,32 @@ pub(crate) fn settled(outcome: u64) -> u64 {
         OUTCOME_OK | outcome & OUTCOME_PAYLOAD
     } else {
         outcome
+    }
+}
+
+/// A remembered reservation answer, replayed.
+pub(crate) fn decode_reservation(r: Recorded) -> Result<Reservation, ReserveError> {
+    let tag = r.outcome & !OUTCOME_PAYLOAD;
+    if tag == OUTCOME_OK || tag == OUTCOME_PROVISIONAL {
+        let hold = HoldId::from_raw(r.outcome & OUTCOME_PAYLOAD).ok_or(ReserveError::Invalid)?;
+        Ok(Reservation {
+            hold,
+            deadline_ms: r.deadline_ms,
+            units: r.aux,
+            replayed: true,
+            provisional: tag == OUTCOME_PROVISIONAL,
+        })
+    } else {
+        Err(ReserveError::from_raw(r.outcome & OUTCOME_PAYLOAD))
+    }
+}
+
+/// A remembered hold operation's answer: its payload, or its refusal.
+pub(crate) fn decode_hold(outcome: u64) -> Result<u64, HoldError> {
+    if outcome & !OUTCOME_PAYLOAD == OUTCOME_OK {
+        Ok(outcome & OUTCOME_PAYLOAD)
+    } else {
+        Err(HoldError::from_raw(outcome & OUTCOME_PAYLOAD))
     }
 }
 
@@ -407,12 +465,11 @@ impl RequestTable {
         None
     }
 
-    /// Turns `request`'s provisional answer `provisional` (tag
-    /// [`OUTCOME_PROVISIONAL`], a hold id) into a final one. True if the
-    /// answer is now, or already was, final with that payload; false if it
-    /// is gone, being withdrawn, or another answer.
-    pub(crate) fn confirm(&self, request: u64, provisional: u64) -> bool {
-        debug_assert_eq!(provisional & !OUTCOME_PAYLOAD, OUTCOME_PROVISIONAL);
+    /// Turns `request`'s provisional answer naming `hold` into a final
+    /// one. True if the answer is now, or already was, final with that
+    /// hold; false if it is gone, being withdrawn, or another answer.
+    pub(crate) fn confirm(&self, request: u64, hold: HoldId) -> bool {
+        let provisional = reservation_outcome(hold, true);
         let Some((entry, _)) = self.find_recorded(request) else {
             return false;
         };
@@ -432,10 +489,10 @@ impl RequestTable {
         }
     }
 
-    /// Withdraws `request`'s provisional answer `provisional`, unless a
+    /// Withdraws `request`'s provisional answer naming `hold`, unless a
     /// `confirm` made it final first (see [`Withdrawal`]).
-    pub(crate) fn withdraw(&self, request: u64, provisional: u64) -> Withdrawal<'_> {
-        debug_assert_eq!(provisional & !OUTCOME_PAYLOAD, OUTCOME_PROVISIONAL);
+    pub(crate) fn withdraw(&self, request: u64, hold: HoldId) -> Withdrawal<'_> {
+        let provisional = reservation_outcome(hold, true);
         let Some((entry, key)) = self.find_recorded(request) else {
             return Withdrawal::Absent;
         };
@@ -544,6 +601,10 @@ mod tests {
     const HOLD_A: u64 = 0x0040_0000_0100_0002;
     const HOLD_B: u64 = 0x0040_0000_0200_0002;
 
+    fn hold(raw: u64) -> HoldId {
+        HoldId::from_raw(raw).unwrap()
+    }
+
     fn done(c: Claim<'_>) -> u64 {
         match c {
             Claim::Done(r) => r.outcome,
@@ -563,47 +624,35 @@ mod tests {
         let t = RequestTable::new(64, 1000, 0);
         new_ticket(t.claim(7, 1)).record(OUTCOME_PROVISIONAL | HOLD_A, 50, 1);
         assert_eq!(done(t.claim(7, 1)), OUTCOME_PROVISIONAL | HOLD_A);
-        assert!(
-            !t.confirm(7, OUTCOME_PROVISIONAL | HOLD_B),
-            "another hold's confirm"
-        );
-        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A));
-        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "already final");
+        assert!(!t.confirm(7, hold(HOLD_B)), "another hold's confirm");
+        assert!(t.confirm(7, hold(HOLD_A)));
+        assert!(t.confirm(7, hold(HOLD_A)), "already final");
         assert_eq!(done(t.claim(7, 1)), OUTCOME_OK | HOLD_A);
-        assert!(matches!(
-            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A),
-            Withdrawal::Confirmed
-        ));
+        assert!(matches!(t.withdraw(7, hold(HOLD_A)), Withdrawal::Confirmed));
         assert_eq!(done(t.claim(7, 1)), OUTCOME_OK | HOLD_A, "unchanged");
-        assert!(!t.confirm(8, OUTCOME_PROVISIONAL | HOLD_A), "unknown id");
+        assert!(!t.confirm(8, hold(HOLD_A)), "unknown id");
     }
 
     #[test]
     fn a_withdrawn_answer_is_in_progress_then_forgotten() {
         let t = RequestTable::new(64, 1000, 0);
         new_ticket(t.claim(7, 1)).record(OUTCOME_PROVISIONAL | HOLD_A, 50, 1);
-        assert!(matches!(
-            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_B),
-            Withdrawal::Absent
-        ));
-        let Withdrawal::Withdrawn(w) = t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A) else {
+        assert!(matches!(t.withdraw(7, hold(HOLD_B)), Withdrawal::Absent));
+        let Withdrawal::Withdrawn(w) = t.withdraw(7, hold(HOLD_A)) else {
             panic!("the first withdraw wins");
         };
         assert!(matches!(t.claim(7, 1), Claim::InProgress), "being undone");
-        assert!(!t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "undo won");
-        assert!(matches!(
-            t.withdraw(7, OUTCOME_PROVISIONAL | HOLD_A),
-            Withdrawal::Absent
-        ));
+        assert!(!t.confirm(7, hold(HOLD_A)), "undo won");
+        assert!(matches!(t.withdraw(7, hold(HOLD_A)), Withdrawal::Absent));
         w.forget();
-        assert!(!t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A), "gone");
+        assert!(!t.confirm(7, hold(HOLD_A)), "gone");
         let retry = new_ticket(t.claim(7, 1));
         retry.record(OUTCOME_PROVISIONAL | HOLD_B, 60, 1);
         assert!(
-            !t.confirm(7, OUTCOME_PROVISIONAL | HOLD_A),
+            !t.confirm(7, hold(HOLD_A)),
             "a late confirm never acts on the retry's answer"
         );
-        assert!(t.confirm(7, OUTCOME_PROVISIONAL | HOLD_B));
+        assert!(t.confirm(7, hold(HOLD_B)));
     }
 
     #[test]

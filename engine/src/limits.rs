@@ -137,6 +137,12 @@ pub struct EngineConfig {
     /// durable write before acknowledging it. For durable mode; default
     /// false (answers are final at once, as in memory and async modes).
     pub provisional_reservations: bool,
+    /// Remember `sold_out` and `not_enough_available` under a request id
+    /// like any refusal. Off for a node of a multi-node deployment, where a
+    /// node short of units leases more and retries the same request: the
+    /// shortage is this node's of the moment, not the request's answer.
+    /// Default true.
+    pub stock_refusals_final: bool,
     /// Capacity of the journal event queue; 0 disables events (in-memory
     /// mode has no consumer). Default 0.
     pub events_max: usize,
@@ -168,6 +174,7 @@ impl Default for EngineConfig {
             request_entries_max: 262_144,
             request_window_ms: 10 * 60 * 1000,
             provisional_reservations: false,
+            stock_refusals_final: true,
             events_max: 0,
             events_headroom: 4096,
             order_units_max: 1000,

@@ -421,3 +421,35 @@ fn without_provisional_answers_are_final_at_once() {
     );
     assert_eq!(r.engine.hold(first.hold).unwrap().state, HoldState::Held);
 }
+
+/// A node of a multi-node deployment leases more units and retries the
+/// same request: its local shortage is not remembered as the answer.
+#[test]
+fn stock_refusals_are_not_final_when_configured() {
+    let r = Rig::new(EngineConfig {
+        stock_refusals_final: false,
+        ..EngineConfig::default()
+    });
+    let sku = r.sku("tee", 0, SkuSettings::default());
+    let req = Some(RequestId(77));
+    assert_eq!(
+        r.engine.reserve(sku, 1, BuyerId(1), req, false),
+        Err(ReserveError::SoldOut)
+    );
+    r.engine.restock(sku, 2).unwrap();
+    let ok = r.engine.reserve(sku, 1, BuyerId(1), req, false).unwrap();
+    assert!(!ok.replayed, "the retry ran afresh");
+    // The default remembers it.
+    let r = Rig::new(EngineConfig::default());
+    let sku = r.sku("tee", 0, SkuSettings::default());
+    assert_eq!(
+        r.engine.reserve(sku, 1, BuyerId(1), req, false),
+        Err(ReserveError::SoldOut)
+    );
+    r.engine.restock(sku, 2).unwrap();
+    assert_eq!(
+        r.engine.reserve(sku, 1, BuyerId(1), req, false),
+        Err(ReserveError::SoldOut),
+        "remembered"
+    );
+}

@@ -279,6 +279,9 @@ async fn build_cluster_core(
     config.events_max = args.journal.events_max;
     config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
     config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
+    // A node short of units leases more and retries: its shortage is not
+    // the request's final answer.
+    config.stock_refusals_final = false;
     let fenced = Arc::new(Fenced::default());
     let place = journal::open::Place {
         target: Target::Cluster {

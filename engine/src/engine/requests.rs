@@ -95,6 +95,11 @@ impl Engine {
                 self.remember(ticket, request, outcome, r.deadline_ms, r.units);
             }
             Err(e) if e.is_transient() => ticket.abandon(),
+            Err(ReserveError::SoldOut | ReserveError::NotEnoughAvailable { .. })
+                if !self.config.stock_refusals_final =>
+            {
+                ticket.abandon()
+            }
             Err(e) => self.remember(
                 ticket,
                 request,

@@ -148,6 +148,7 @@ impl Cluster {
             units,
             least,
         } = op;
+        counter!("holdfast_cluster_lease_round_trips_total").increment(1);
         let reply: Vec<redis::Value> = scripts::LEASE
             .key(self.keys.def(id))
             .key(self.keys.lease(id))

@@ -563,3 +563,78 @@ pub fn redis_error(e: redis::RedisError) -> ApiError {
     tracing::warn!(error = %e, "cluster command failed");
     ApiError::unavailable("the Redis Cluster did not answer: retry shortly")
 }
+
+impl Cluster {
+    /// What the host's dashboard shows of the deployment: every node (alive
+    /// or not, adopted by whom) and every SKU's pool and leases.
+    pub async fn overview(&self) -> Result<serde_json::Value, ApiError> {
+        let mut conn = self.conn();
+        let registry: HashMap<u8, String> = redis::cmd("HGETALL")
+            .arg(self.keys.registry())
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let t: (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let now_ms = t.0 * 1000 + t.1 / 1000;
+        let mut ids: Vec<u8> = registry.keys().copied().collect();
+        ids.sort_unstable();
+        let mut nodes = Vec::new();
+        for id in ids {
+            let owner: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(self.keys.owner(id))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let until: u64 = owner
+                .get("until_ms")
+                .and_then(|u| u.parse().ok())
+                .unwrap_or(0);
+            let adopted_by = owner.get("adopted_by").and_then(|a| a.parse::<u8>().ok());
+            nodes.push(serde_json::json!({
+                "id": id,
+                "alive": until > now_ms && adopted_by.is_none(),
+                "adopted_by": adopted_by,
+                "lease_left_ms": until.saturating_sub(now_ms),
+                "this": id == self.node,
+            }));
+        }
+        let mut skus = Vec::new();
+        for snap in self.engine.snapshots() {
+            let lease: HashMap<String, i64> = redis::cmd("HGETALL")
+                .arg(self.keys.lease(&snap.id))
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            let mut leases: std::collections::BTreeMap<u8, i64> = Default::default();
+            for (field, v) in lease {
+                if let Some((node, kind)) = field.split_once(':')
+                    && let Ok(node) = node.parse::<u8>()
+                {
+                    match kind {
+                        "g" => *leases.entry(node).or_default() += v,
+                        "r" => *leases.entry(node).or_default() -= v,
+                        _ => {}
+                    }
+                }
+            }
+            skus.push(serde_json::json!({
+                "id": &*snap.id,
+                "pool": self.counts.pool(snap.sku),
+                "leased": leases,
+                "frozen": self.frozen.contains_key(&snap.sku),
+            }));
+        }
+        metrics::gauge!("holdfast_cluster_live_nodes")
+            .set(f64::from(self.live_nodes.load(Ordering::Relaxed)));
+        metrics::gauge!("holdfast_cluster_frozen_skus").set(self.frozen.len() as f64);
+        Ok(serde_json::json!({
+            "node": self.node,
+            "epoch": self.epoch,
+            "nodes": nodes,
+            "skus": skus,
+        }))
+    }
+}

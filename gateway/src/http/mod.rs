@@ -116,6 +116,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
         .route("/api/admin/skus/{id}/restock", post(restock))
         .route("/api/admin/skus/{id}/adjust", post(adjust))
         .route("/api/admin/skus/{id}/window", post(window))
+        .route("/api/admin/cluster", get(cluster_overview))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if options.metrics_on_main {
@@ -307,6 +308,19 @@ async fn extend(
         request_id: b.request_id,
     };
     Ok(Json(s.ops.extend(&req).await?))
+}
+
+/// `GET /api/admin/cluster`: the nodes and each SKU's pool and leases
+/// (multi-node mode; 404 on a single node).
+async fn cluster_overview(
+    State(s): State<AppState>,
+    _: Admin,
+) -> Result<impl IntoResponse, ApiError> {
+    let cluster =
+        s.ops.cluster.as_ref().ok_or_else(|| {
+            ApiError::not_found("not a multi-node deployment (no --redis-cluster)")
+        })?;
+    Ok(Json(cluster.overview().await?))
 }
 
 async fn create_sku(

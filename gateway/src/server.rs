@@ -192,6 +192,8 @@ fn start_cluster(
     tracker.spawn(crate::cluster::lease::manager(c(), shutdown.clone()));
     tracker.spawn(crate::cluster::bus::run(c(), push, shutdown.clone()));
     tracker.spawn(crate::cluster::bus::publish(c(), shutdown.clone()));
+    tracker.spawn(crate::cluster::bus::keep_subscribed(c(), shutdown.clone()));
+    tracker.spawn(crate::cluster::bus::heal(c(), shutdown.clone()));
     tracker.spawn(crate::cluster::adopt::watcher(c(), shutdown.clone()));
     let (fenced, stop) = (cluster.fenced.clone(), shutdown.clone());
     tracker.spawn(async move {
@@ -330,9 +332,16 @@ async fn load_catalog(ops: &Ops, args: &ServeArgs) -> anyhow::Result<()> {
     }
     for def in &defs {
         if ops.engine.sku(&def.id).is_none() {
-            ops.create_sku(def)
-                .await
-                .with_context(|| format!("catalog sku {:?}", def.id))?;
+            match ops.create_sku(def).await {
+                Ok(_) => {}
+                // Created meanwhile by another node of a multi-node
+                // deployment starting at the same time: already there.
+                Err(e) if e.code == crate::protocol::Code::AlreadyExists => {}
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("catalog sku {:?}", def.id));
+                }
+            }
         }
     }
     Ok(())

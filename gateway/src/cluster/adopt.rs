@@ -132,7 +132,7 @@ async fn keep(cluster: Arc<Cluster>, node: u8, epoch: u64, shutdown: Cancellatio
             .key(cluster.keys.node_journal(node).journal())
             .arg(epoch)
             .arg(cluster.settings.node_ttl_ms)
-            .invoke_async(&mut cluster.conn())
+            .invoke_async(&mut cluster.owner_conn())
             .await;
         match renewed {
             Ok(r) if super::bus::text(r[0].clone()).as_deref() == Some("fenced") => {
@@ -577,6 +577,25 @@ impl<'c> Adopted<'c> {
 /// How long ended holds of an adopted node stay findable (the node's own
 /// setting is not known here; a day, the default).
 const ENDED_RETENTION_MS: u64 = 86_400_000;
+
+/// Whether `node`'s ownership still lasts (Redis time).
+pub async fn is_alive(cluster: &Cluster, node: u8) -> bool {
+    let mut conn = cluster.conn();
+    let owner: redis::RedisResult<(Option<u64>, Option<String>)> = redis::pipe()
+        .cmd("HGET")
+        .arg(cluster.keys.owner(node))
+        .arg("until_ms")
+        .cmd("HGET")
+        .arg(cluster.keys.owner(node))
+        .arg("adopted_by")
+        .query_async(&mut conn)
+        .await;
+    let time: redis::RedisResult<(u64, u64)> = redis::cmd("TIME").query_async(&mut conn).await;
+    match (owner, time) {
+        (Ok((Some(until), None)), Ok((s, us))) => until > s * 1000 + us / 1000,
+        _ => false,
+    }
+}
 
 fn node_back(node: u8) -> ApiError {
     ApiError::unavailable(format!(

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Counts unchanged this long are published again (late joiners, lost
 /// messages).
-const REPUBLISH_EVERY: Duration = Duration::from_secs(5);
+const REPUBLISH_EVERY: Duration = Duration::from_secs(3);
 
 /// Subscribes to the catalog, this node's inbox and replies, and every
 /// SKU of the catalog.
@@ -126,18 +126,94 @@ pub async fn run(
                 on_message(&cluster, &channel, payload).await;
             }
             PushKind::Disconnection => {
-                // Messages may have been lost: read everything again (the
-                // subscriptions themselves are renewed by the client).
+                // Messages may have been lost, and a sharded channel whose
+                // master failed over lives on another node now: subscribe
+                // again (idempotent) and read everything again.
                 counter!("holdfast_cluster_bus_reconnects_total").increment(1);
                 let cluster = cluster.clone();
-                tokio::spawn(async move {
-                    for (sku, id) in local_skus(&cluster) {
-                        snapshot(&cluster, &id, sku).await;
-                    }
-                });
+                tokio::spawn(async move { resubscribe(&cluster).await });
             }
             _ => {}
         }
+    }
+}
+
+/// Subscribes to everything again and re-reads every SKU's counts.
+pub async fn resubscribe(cluster: &Cluster) {
+    let skus: Vec<(String, SkuIdx)> = local_skus(cluster)
+        .into_iter()
+        .map(|(sku, id)| (id, sku))
+        .collect();
+    if let Err(e) = subscribe_all(cluster, &skus).await {
+        tracing::warn!(error = %e, "subscribing again after a disconnection failed; retried");
+    }
+}
+
+/// Probes the cluster connections and replaces a stuck one (subscribing
+/// everything again on the new shared connection).
+pub async fn heal(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(super::PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if cluster.heal().await {
+            resubscribe(&cluster).await;
+        }
+    }
+}
+
+/// Renews this node's own inbox and reply subscriptions now and then: a
+/// failover can move their slot without the client noticing at once, and
+/// a node nobody can reach looks dead to the others.
+pub async fn keep_subscribed(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    let every = Duration::from_millis((cluster.settings.node_ttl_ms / 2).max(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let mut conn = cluster.conn();
+        // Our own inbox: we publish a ping to it each round; if the last
+        // one never came back, the subscription is gone (its master failed
+        // over and the client only renews subscriptions on a connection
+        // that comes back): subscribe afresh.
+        let inbox = cluster.keys.inbox(cluster.node);
+        if cluster.inbox_pings_lost() {
+            counter!("holdfast_cluster_resubscribes_total").increment(1);
+            for channel in [inbox.clone(), cluster.keys.replies(cluster.node)] {
+                resubscribe_channel(&mut conn, &channel).await;
+            }
+        }
+        let ping = cluster.next_inbox_ping();
+        let _: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+            .arg(&inbox)
+            .arg(format!("ping|{ping}"))
+            .query_async(&mut conn)
+            .await;
+        // A SKU channel silent past two and a half republish rounds lost its
+        // subscription the same way: subscribe afresh and read again.
+        for (sku, id) in local_skus(&cluster) {
+            if cluster.counts.silent_for(sku, REPUBLISH_EVERY * 5 / 2) {
+                counter!("holdfast_cluster_resubscribes_total").increment(1);
+                resubscribe_channel(&mut conn, &cluster.keys.channel(&id)).await;
+                snapshot(&cluster, &id, sku).await;
+                cluster.counts.heard(sku);
+            }
+        }
+    }
+}
+
+/// Unsubscribes and subscribes again, so the subscription is made on the
+/// channel's current master.
+async fn resubscribe_channel(conn: &mut redis::cluster_async::ClusterConnection, channel: &str) {
+    let _ = conn.sunsubscribe(channel).await;
+    if let Err(e) = conn.ssubscribe(channel).await {
+        tracing::debug!(%channel, error = %e, "subscribing again failed; retried");
     }
 }
 
@@ -153,6 +229,10 @@ fn local_skus(cluster: &Cluster) -> Vec<(SkuIdx, String)> {
 async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
     let keys = &cluster.keys;
     if channel == keys.inbox(cluster.node) {
+        if let Some(n) = payload.strip_prefix("ping|") {
+            cluster.inbox_pong(n.parse().unwrap_or(0));
+            return;
+        }
         let cluster = cluster.clone();
         tokio::spawn(async move { super::forward::handle(&cluster, &payload).await });
         return;
@@ -176,6 +256,7 @@ async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
     let Some(sku) = cluster.engine.sku(id) else {
         return;
     };
+    cluster.counts.heard(sku);
     let f: Vec<&str> = payload.split('|').collect();
     let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
     match f.first().copied() {

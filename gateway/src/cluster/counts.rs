@@ -40,6 +40,10 @@ pub struct GlobalCounts {
     changed: Mutex<Vec<SkuIdx>>,
     /// Rung whenever some pool grows.
     pub pool_grew: Notify,
+    /// When a message about each SKU last arrived (every node, this one
+    /// included, republishes its counts every few seconds: silence means a
+    /// lost subscription).
+    heard: Mutex<HashMap<SkuIdx, std::time::Instant>>,
 }
 
 /// What a message changed.
@@ -59,7 +63,25 @@ impl GlobalCounts {
             skus: Mutex::default(),
             changed: Mutex::default(),
             pool_grew: Notify::new(),
+            heard: Mutex::default(),
         }
+    }
+
+    /// A message about `sku` arrived.
+    pub fn heard(&self, sku: SkuIdx) {
+        self.heard
+            .lock()
+            .expect("heard lock")
+            .insert(sku, std::time::Instant::now());
+    }
+
+    /// Whether nothing was heard about `sku` for `quiet` (or ever).
+    pub fn silent_for(&self, sku: SkuIdx, quiet: std::time::Duration) -> bool {
+        self.heard
+            .lock()
+            .expect("heard lock")
+            .get(&sku)
+            .is_none_or(|t| t.elapsed() >= quiet)
     }
 
     fn mark(&self, sku: SkuIdx) {

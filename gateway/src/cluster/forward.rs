@@ -77,6 +77,9 @@ impl Pending {
     }
 }
 
+/// Pause before publishing again to a node that is alive but not listening.
+const RELISTEN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Most forwarded requests one node waits for at once; past it, new ones
 /// are refused as retryable (a bound on the map above).
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 4096;
@@ -104,11 +107,27 @@ pub async fn send(
         request: request.clone(),
     };
     let payload = serde_json::to_string(&envelope).expect("requests serialise");
-    let listeners: Result<i64, _> = redis::cmd("SPUBLISH")
-        .arg(cluster.keys.inbox(owner))
-        .arg(payload)
-        .query_async(&mut cluster.conn())
-        .await;
+    let wait = std::time::Duration::from_millis(cluster.settings.forward_timeout_ms);
+    let deadline = tokio::time::Instant::now() + wait;
+    let listeners = loop {
+        let sent: Result<i64, _> = redis::cmd("SPUBLISH")
+            .arg(cluster.keys.inbox(owner))
+            .arg(&payload)
+            .query_async(&mut cluster.conn())
+            .await;
+        // Nobody listening: the node is down, or its subscription is on its
+        // way to the slot's new master after a failover. Try again for a
+        // moment before taking it for down.
+        match sent {
+            Ok(0)
+                if tokio::time::Instant::now() + RELISTEN_WAIT < deadline
+                    && super::adopt::is_alive(cluster, owner).await =>
+            {
+                tokio::time::sleep(RELISTEN_WAIT).await;
+            }
+            other => break other,
+        }
+    };
     let answer = match listeners {
         Ok(0) => {
             cluster.forward.waiting.remove(&id);
@@ -116,20 +135,16 @@ pub async fn send(
             // The node is down: its state is ended here once it is adopted.
             return super::adopt::run_on_adopted(cluster, owner, request).await;
         }
-        Ok(_) => {
-            let wait = std::time::Duration::from_millis(cluster.settings.forward_timeout_ms);
-            match tokio::time::timeout(wait, rx).await {
-                Ok(Ok(answer)) => answer,
-                _ => {
-                    cluster.forward.waiting.remove(&id);
-                    counter!("holdfast_cluster_forwards_total", "outcome" => "timeout")
-                        .increment(1);
-                    return Err(ApiError::unavailable(format!(
-                        "node {owner}, which made this hold, did not answer in time: retry (with the same request_id)"
-                    )));
-                }
+        Ok(_) => match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(answer)) => answer,
+            _ => {
+                cluster.forward.waiting.remove(&id);
+                counter!("holdfast_cluster_forwards_total", "outcome" => "timeout").increment(1);
+                return Err(ApiError::unavailable(format!(
+                    "node {owner}, which made this hold, did not answer in time: retry (with the same request_id)"
+                )));
             }
-        }
+        },
         Err(e) => {
             cluster.forward.waiting.remove(&id);
             return Err(super::redis_error(e));

@@ -26,7 +26,7 @@ use holdfast_engine::SkuIdx;
 use metrics::counter;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -51,9 +51,19 @@ pub struct Lease {
     stats: Mutex<LeaseStats>,
     /// Another node wants units of this SKU.
     demand: AtomicBool,
-    /// Units taken out of the engine whose return to the pool has not been
-    /// confirmed yet (retried by the manager).
-    owed: AtomicU32,
+    /// This node's operation whose outcome is unknown (it timed out, or
+    /// its replication was not confirmed): sent again with the same op id
+    /// before any other, so it applies exactly once.
+    pending: Mutex<Option<PendingOp>>,
+}
+
+/// A lease operation sent but not known to have landed.
+#[derive(Debug, Clone, Copy)]
+struct PendingOp {
+    op: u64,
+    kind: Kind,
+    units: u32,
+    least: u32,
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +90,7 @@ impl Lease {
             op: tokio::sync::Mutex::new(()),
             stats: Mutex::default(),
             demand: AtomicBool::new(false),
-            owed: AtomicU32::new(0),
+            pending: Mutex::new(None),
         }
     }
 }
@@ -192,19 +202,78 @@ impl Cluster {
         self.counts.set_pool(sku, moved.pool, version);
         // The grant or return counts only once a replica has it: a master
         // that fails before replicating it would hand the units out again.
-        if moved.units > 0
-            && let Err(e) = self.wait_replicas(&self.keys.def(id)).await
-        {
-            // Granted on the master but not confirmed: these units are not
-            // used; they go back (a master that fails meanwhile forgets
-            // the grant, and the return finds nothing to take back).
-            if kind == Kind::Grant
-                && node == self.node
-                && let Some(lease) = self.lease(sku)
-            {
-                lease.owed.fetch_add(moved.units, Ordering::Relaxed);
+        // (Unconfirmed, the operation stays pending and is sent again,
+        // under the same op id, before any other.)
+        if moved.units > 0 {
+            self.wait_replicas(&self.keys.def(id)).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Runs one of this node's own lease operations on a SKU (the caller
+    /// holds the lease's `op` lock): first settles an operation whose
+    /// outcome is unknown, then this one. A grant's units go into the
+    /// engine here, once.
+    async fn own_op(
+        &self,
+        sku: SkuIdx,
+        lease: &Lease,
+        kind: Kind,
+        units: u32,
+        least: u32,
+    ) -> Result<Moved, ApiError> {
+        self.settle_pending(sku, lease).await?;
+        let op = PendingOp {
+            op: self.next_op(self.epoch),
+            kind,
+            units,
+            least,
+        };
+        *lease.pending.lock().expect("pending lock") = Some(op);
+        self.send_pending(sku, lease, op).await
+    }
+
+    /// Sends again an operation whose outcome is unknown (same op id: the
+    /// script answers a repeat with the first answer).
+    async fn settle_pending(&self, sku: SkuIdx, lease: &Lease) -> Result<(), ApiError> {
+        let pending = *lease.pending.lock().expect("pending lock");
+        match pending {
+            Some(op) => self.send_pending(sku, lease, op).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    async fn send_pending(
+        &self,
+        sku: SkuIdx,
+        lease: &Lease,
+        p: PendingOp,
+    ) -> Result<Moved, ApiError> {
+        let moved = self
+            .lease_op(
+                sku,
+                LeaseOp {
+                    id: &lease.id,
+                    node: self.node,
+                    op: p.op,
+                    kind: p.kind,
+                    units: p.units,
+                    least: p.least,
+                },
+            )
+            .await?;
+        *lease.pending.lock().expect("pending lock") = None;
+        match p.kind {
+            Kind::Grant if moved.units > 0 => {
+                self.engine
+                    .restock(sku, moved.units)
+                    .map_err(ApiError::from)?;
+                lease.touch(self.mono_ms());
+                counter!("holdfast_cluster_lease_grants_total").increment(1);
+                counter!("holdfast_cluster_leased_units_total").increment(u64::from(moved.units));
             }
-            return Err(e);
+            Kind::Grant => {}
+            Kind::Return => counter!("holdfast_cluster_lease_returns_total").increment(1),
         }
         Ok(moved)
     }
@@ -225,29 +294,8 @@ impl Cluster {
                 }
                 let want = self.target(&lease).max(need);
                 let least = need - have;
-                let op = self.next_op(self.epoch);
-                let moved = self
-                    .lease_op(
-                        sku,
-                        LeaseOp {
-                            id: &lease.id,
-                            node: self.node,
-                            op,
-                            kind: Kind::Grant,
-                            units: want - have,
-                            least,
-                        },
-                    )
+                self.own_op(sku, &lease, Kind::Grant, want - have, least)
                     .await?;
-                if moved.units > 0 {
-                    self.engine
-                        .restock(sku, moved.units)
-                        .map_err(ApiError::from)?;
-                    lease.touch(self.mono_ms());
-                    counter!("holdfast_cluster_lease_grants_total").increment(1);
-                    counter!("holdfast_cluster_leased_units_total")
-                        .increment(u64::from(moved.units));
-                }
                 self.local_available(sku) < need
             };
             if !short {
@@ -279,33 +327,15 @@ impl Cluster {
     /// back to the pool.
     pub async fn give_back(&self, sku: SkuIdx, lease: &Lease, units: u32) -> Result<u32, ApiError> {
         let _one = lease.op.lock().await;
+        self.settle_pending(sku, lease).await?;
         let units = units.min(self.local_available(sku));
-        if units > 0 {
-            self.engine
-                .adjust_down(sku, units)
-                .map_err(ApiError::from)?;
-            lease.owed.fetch_add(units, Ordering::Relaxed);
-        }
-        let owed = lease.owed.load(Ordering::Relaxed);
-        if owed == 0 {
+        if units == 0 {
             return Ok(0);
         }
-        let op = self.next_op(self.epoch);
-        let moved = self
-            .lease_op(
-                sku,
-                LeaseOp {
-                    id: &lease.id,
-                    node: self.node,
-                    op,
-                    kind: Kind::Return,
-                    units: owed,
-                    least: 0,
-                },
-            )
-            .await?;
-        lease.owed.fetch_sub(owed, Ordering::Relaxed);
-        counter!("holdfast_cluster_lease_returns_total").increment(1);
+        self.engine
+            .adjust_down(sku, units)
+            .map_err(ApiError::from)?;
+        let moved = self.own_op(sku, lease, Kind::Return, units, 0).await?;
         Ok(moved.units)
     }
 
@@ -356,8 +386,9 @@ impl Cluster {
                 self.give_back(sku, &lease, available - keep)
                     .await
                     .map(|_| ())
-            } else if lease.owed.load(Ordering::Relaxed) > 0 {
-                self.give_back(sku, &lease, 0).await.map(|_| ())
+            } else if lease.pending.lock().expect("pending lock").is_some() {
+                let _one = lease.op.lock().await;
+                self.settle_pending(sku, &lease).await
             } else if rate > 0.0 && !idle && self.check_fence().is_ok() {
                 let target = self.target(&lease);
                 if available < target.div_ceil(2) && self.counts.pool(sku) > 0 {
@@ -380,29 +411,9 @@ impl Cluster {
         if have >= target {
             return Ok(());
         }
-        let op = self.next_op(self.epoch);
-        let moved = self
-            .lease_op(
-                sku,
-                LeaseOp {
-                    id: &lease.id,
-                    node: self.node,
-                    op,
-                    kind: Kind::Grant,
-                    units: target - have,
-                    least: 1,
-                },
-            )
-            .await?;
-        if moved.units > 0 {
-            self.engine
-                .restock(sku, moved.units)
-                .map_err(ApiError::from)?;
-            lease.touch(self.mono_ms());
-            counter!("holdfast_cluster_lease_grants_total").increment(1);
-            counter!("holdfast_cluster_leased_units_total").increment(u64::from(moved.units));
-        }
-        Ok(())
+        self.own_op(sku, lease, Kind::Grant, target - have, 1)
+            .await
+            .map(|_| ())
     }
 
     /// At start: makes the local stock of every SKU agree with the ledger
@@ -434,8 +445,8 @@ impl Cluster {
                     extra,
                     "reconciling: leased units this node never used go back"
                 );
-                lease.owed.fetch_add(extra, Ordering::Relaxed);
-                self.give_back(*sku, &lease, 0)
+                let _one = lease.op.lock().await;
+                self.own_op(*sku, &lease, Kind::Return, extra, 0)
                     .await
                     .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
             } else if local > held_by_us {

@@ -68,9 +68,15 @@ pub struct Cluster {
     pub instance: String,
     /// The ownership epoch this process holds.
     pub epoch: u64,
-    conn: ClusterConnection,
+    conn: std::sync::RwLock<ClusterConnection>,
+    /// For ownership renewals only (see [`Joined::owner_conn`]).
+    owner_conn: std::sync::RwLock<ClusterConnection>,
     /// A client for connections of their own (the journal's).
     pub client: ClusterClient,
+    /// The client ownership connections are made with (RESP2, no push).
+    owner_client: ClusterClient,
+    /// Consecutive failed probes of the shared and the ownership connection.
+    probes_failed: (AtomicU32, AtomicU32),
     pub engine: Arc<Engine>,
     pub meta: Arc<Meta>,
     pub settings: crate::config::ClusterArgs,
@@ -98,6 +104,9 @@ pub struct Cluster {
     versions: DashMap<SkuIdx, u64>,
     /// SKUs that stopped selling here after a rollback.
     frozen: DashMap<SkuIdx, ()>,
+    /// Pings this node sent to its own inbox, and the last that came back
+    /// (a lost subscription shows as a ping that does not).
+    inbox_pings: (AtomicU64, AtomicU64),
 }
 
 impl std::fmt::Debug for Cluster {
@@ -121,6 +130,9 @@ pub struct Joined {
     pub push: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
     /// The client the node's journal writes with (RESP2, no push).
     pub journal_client: ClusterClient,
+    /// The connection the ownership renewals use, alone: a renewal never
+    /// waits behind other traffic stuck on a failing slot.
+    pub owner_conn: ClusterConnection,
     /// Monotonic ms (from `started`) at which the ownership was taken.
     pub owned_at: (Instant, u64),
 }
@@ -140,9 +152,16 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
     // broadcast interval, drained by one loop.
     let (push_tx, push) = tokio::sync::mpsc::unbounded_channel();
     let build = |resp3: bool| {
+        // One command may retry (moved slots, a failover) but gives up as
+        // a whole after the Redis timeout: a caller stuck in retries could
+        // not renew its ownership in time, and its own loop retries anyway.
         let mut b = ClusterClientBuilder::new(urls.iter().map(String::as_str))
-            .connection_timeout(timeout)
+            // A dead master refuses or times out: find out fast, so the
+            // client's slot refresh after a failover does not stall
+            // every command behind it.
+            .connection_timeout(timeout.min(CONNECT_TIMEOUT_MAX))
             .response_timeout(timeout)
+            .overall_response_timeout(Some(timeout))
             .retries(CLUSTER_RETRIES);
         if resp3 {
             b = b.use_protocol(redis::ProtocolVersion::RESP3);
@@ -157,10 +176,14 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         .build()
         .with_context(|| format!("bad --redis-cluster {described}"))?;
     let mut conn = client.get_async_connection().await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to the Redis Cluster at {described}: {e} \
-             (is it a cluster? a single Redis is --redis)"
-        )
+        if e.to_string().contains("cluster support disabled") {
+            anyhow::anyhow!(
+                "--redis-cluster {described} is not a Redis Cluster (cluster support disabled): \
+                 use --redis for a single Redis"
+            )
+        } else {
+            anyhow::anyhow!("cannot connect to the Redis Cluster at {described}: {e}")
+        }
     })?;
     let info: String = redis::cmd("CLUSTER")
         .arg("INFO")
@@ -174,6 +197,12 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
             .find(|l| l.starts_with("cluster_state"))
             .unwrap_or("no cluster_state")
     );
+    let owner_conn = build(false)
+        .build()
+        .with_context(|| format!("bad --redis-cluster {described}"))?
+        .get_async_connection()
+        .await
+        .with_context(|| format!("cannot connect to the Redis Cluster at {described}"))?;
     let keys = ClusterKeys::new(&args.redis_prefix);
     let node = args.node_id;
     let instance = format!(
@@ -216,9 +245,20 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         conn,
         push,
         journal_client,
+        owner_conn,
         owned_at: (started, sent),
     })
 }
+
+/// How long a connection probe may take, and how many may fail in a row
+/// before the connection is replaced.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
+const PROBES_FAILED_MAX: u32 = 2;
+/// How often the connections are probed.
+pub const PROBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Longest wait for a TCP connection to one cluster node.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_millis(500);
 
 /// Retries of one cluster command (moved slots, failovers). The scripts
 /// are idempotent, so a retry never applies twice.
@@ -238,8 +278,11 @@ impl Cluster {
             keys: joined.keys.clone(),
             instance: joined.instance.clone(),
             epoch: joined.epoch,
-            conn: joined.conn.clone(),
+            conn: std::sync::RwLock::new(joined.conn.clone()),
+            owner_conn: std::sync::RwLock::new(joined.owner_conn.clone()),
             client: joined.client.clone(),
+            owner_client: joined.journal_client.clone(),
+            probes_failed: (AtomicU32::new(0), AtomicU32::new(0)),
             engine,
             meta,
             settings: args.cluster.clone(),
@@ -256,6 +299,7 @@ impl Cluster {
             adopted: DashMap::new(),
             versions: DashMap::new(),
             frozen: DashMap::new(),
+            inbox_pings: (AtomicU64::new(0), AtomicU64::new(0)),
         };
         cluster.renewed(owned_at);
         Arc::new(cluster)
@@ -264,7 +308,77 @@ impl Cluster {
     /// A connection for one command (cheap: the cluster connection is
     /// multiplexed and shared).
     pub fn conn(&self) -> ClusterConnection {
-        self.conn.clone()
+        self.conn.read().expect("conn lock").clone()
+    }
+
+    /// Probes the shared connection and the ownership connection, and
+    /// replaces one that failed twice in a row. Measured here: after a
+    /// master is killed, a cluster connection can stay stuck retrying its
+    /// slot refresh for tens of seconds; a fresh one works at once.
+    /// Returns whether the shared connection was replaced (its
+    /// subscriptions must then be made again).
+    pub async fn heal(&self) -> bool {
+        let probe = |mut c: ClusterConnection| async move {
+            // Every master must answer: a connection stuck on one slot's
+            // old master fails here.
+            let ping = redis::cmd("PING");
+            let routed = c.route_command(
+                ping,
+                RoutingInfo::MultiNode((
+                    redis::cluster_routing::MultipleNodeRoutingInfo::AllMasters,
+                    Some(redis::cluster_routing::ResponsePolicy::AllSucceeded),
+                )),
+            );
+            matches!(tokio::time::timeout(PROBE_TIMEOUT, routed).await, Ok(Ok(_)))
+        };
+        let mut replaced = false;
+        if probe(self.conn()).await {
+            self.probes_failed.0.store(0, Ordering::Relaxed);
+        } else if self.probes_failed.0.fetch_add(1, Ordering::Relaxed) + 1 >= PROBES_FAILED_MAX
+            && let Ok(Ok(fresh)) =
+                tokio::time::timeout(PROBE_TIMEOUT, self.client.get_async_connection()).await
+        {
+            tracing::warn!("the cluster connection was stuck: replaced it");
+            metrics::counter!("holdfast_cluster_reconnects_total", "conn" => "shared").increment(1);
+            *self.conn.write().expect("conn lock") = fresh;
+            self.probes_failed.0.store(0, Ordering::Relaxed);
+            replaced = true;
+        }
+        let owner = self.owner_conn.read().expect("conn lock").clone();
+        if probe(owner).await {
+            self.probes_failed.1.store(0, Ordering::Relaxed);
+        } else if self.probes_failed.1.fetch_add(1, Ordering::Relaxed) + 1 >= PROBES_FAILED_MAX
+            && let Ok(Ok(fresh)) =
+                tokio::time::timeout(PROBE_TIMEOUT, self.owner_client.get_async_connection()).await
+        {
+            tracing::warn!("the ownership connection was stuck: replaced it");
+            metrics::counter!("holdfast_cluster_reconnects_total", "conn" => "owner").increment(1);
+            *self.owner_conn.write().expect("conn lock") = fresh;
+            self.probes_failed.1.store(0, Ordering::Relaxed);
+        }
+        replaced
+    }
+
+    /// The number of the next ping to this node's own inbox.
+    pub fn next_inbox_ping(&self) -> u64 {
+        // Relaxed: a counter read by the same loop.
+        self.inbox_pings.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A ping came back through the inbox.
+    pub fn inbox_pong(&self, n: u64) {
+        self.inbox_pings.1.fetch_max(n, Ordering::Relaxed);
+    }
+
+    /// Whether the last ping sent never came back.
+    pub fn inbox_pings_lost(&self) -> bool {
+        let sent = self.inbox_pings.0.load(Ordering::Relaxed);
+        sent > 0 && self.inbox_pings.1.load(Ordering::Relaxed) < sent
+    }
+
+    /// The connection for ownership renewals (this node's and adoptions').
+    pub fn owner_conn(&self) -> ClusterConnection {
+        self.owner_conn.read().expect("conn lock").clone()
     }
 
     /// Monotonic ms since this process joined.
@@ -408,17 +522,23 @@ impl Cluster {
                 }
                 sku
             }
-            None => self
-                .engine
-                .create_sku(
-                    id,
-                    SkuSpec {
-                        total: 0,
-                        settings,
-                        window,
-                    },
-                )
-                .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?,
+            None => {
+                let spec = SkuSpec {
+                    total: 0,
+                    settings,
+                    window,
+                };
+                match self.engine.create_sku(id, spec) {
+                    Ok(sku) => sku,
+                    // Created here meanwhile (the catalog channel announced
+                    // it while this call read it): the same SKU.
+                    Err(holdfast_engine::CatalogError::AlreadyExists) => self
+                        .engine
+                        .sku(id)
+                        .ok_or_else(|| anyhow::anyhow!("sku {id}: vanished"))?,
+                    Err(e) => anyhow::bail!("sku {id}: {e}"),
+                }
+            }
         };
         if let Some(meta) = def
             .get("meta")

@@ -60,7 +60,7 @@ impl Cluster {
             .key(self.keys.node_journal(self.node).journal())
             .arg(self.epoch)
             .arg(self.settings.node_ttl_ms)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut self.owner_conn())
             .await
             .map_err(|e| format!("renewing the node's ownership: {e}"))?;
         let head: String = redis::from_redis_value(reply[0].clone()).map_err(|e| e.to_string())?;
@@ -89,7 +89,11 @@ pub async fn heartbeat(cluster: Arc<Cluster>, shutdown: CancellationToken) {
             () = cluster.fenced.token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match cluster.renew().await {
+        // Bounded: a renewal stuck in a failover must not delay the next.
+        let renewed = tokio::time::timeout(every, cluster.renew())
+            .await
+            .unwrap_or_else(|_| Err("renewing the node's ownership timed out".into()));
+        match renewed {
             Ok(()) => gauge!("holdfast_cluster_owner_up").set(1.0),
             Err(e) if e == "fenced" => return,
             Err(e) => {

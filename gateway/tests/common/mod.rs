@@ -3,6 +3,8 @@
 //! and start a private `redis-server`.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use futures_util::{SinkExt, StreamExt};
 use holdfast_gateway::config::ServeArgs;
 use holdfast_gateway::protocol::{ClientMsg, SUBPROTOCOL_BINARY, ServerMsg};

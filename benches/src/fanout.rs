@@ -331,6 +331,7 @@ async fn floor_main(listen: SocketAddr, topic: String) -> Result<()> {
         state: holdfast_gateway::protocol::SaleState::Open,
         opens_at_ms: None,
         sold_out: false,
+        all_in_carts: false,
         buyer_limit: 0,
         meta: None,
     };
@@ -904,6 +905,7 @@ mod tests {
             state: holdfast_gateway::protocol::SaleState::Open,
             opens_at_ms: None,
             sold_out: false,
+            all_in_carts: false,
             buyer_limit: 0,
             meta: None,
         }

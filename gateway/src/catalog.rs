@@ -3,28 +3,175 @@
 //!
 //! The engine owns stock; this module owns what viewers see about a product.
 //! Shows group SKUs for the `show:<id>` topic.
+//!
+//! It also decides which product images the pages may load: an `image_url`
+//! is a path under `/assets/` (served by the gateway) or an `https://` URL
+//! on an origin the operator allowed (`--image-origin`, [`ImageOrigins`]);
+//! the pages' Content-Security-Policy lists exactly the same origins. It
+//! must never accept any other scheme (`javascript:`, `data:`, `http:`).
 
 use crate::error::ApiError;
 use crate::protocol::limits::{SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
 use crate::protocol::{Code, SaleState, SkuDef, SkuMeta, WindowReq};
 use dashmap::DashMap;
 use holdfast_engine::{SaleWindow, SkuIdx, SkuSettings, SkuSpec};
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Longest title, currency and image URL accepted (bytes).
 pub use crate::protocol::limits::{IMAGE_URL_BYTES_MAX, TITLE_BYTES_MAX};
+/// Most `--image-origin`s: each is spelled out in every page's CSP header.
+pub const IMAGE_ORIGINS_MAX: usize = 16;
+/// Same-origin images must live here (the gateway serves nothing else).
+pub const IMAGE_PATH_PREFIX: &str = "/assets/";
+
+/// The origins product images may come from besides the gateway itself:
+/// `https://host[:port]`, lowercase, without a default port or a path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageOrigins(Vec<String>);
+
+impl ImageOrigins {
+    /// Parses `--image-origin` values; refuses anything that is not an
+    /// https origin, so a typo cannot widen the pages' policy.
+    pub fn parse(values: &[String]) -> Result<Self, String> {
+        let mut origins = Vec::new();
+        for v in values.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            let origin = v.strip_suffix('/').unwrap_or(v);
+            let bare = !origin.get(8..).unwrap_or("").contains(['/', '?', '#']);
+            match https_origin(origin) {
+                Some(o) if bare => {
+                    if !origins.contains(&o) {
+                        origins.push(o);
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "--image-origin {v:?} is not an https origin like https://cdn.example.com \
+                         (scheme https, a host, an optional port, no path)"
+                    ));
+                }
+            }
+        }
+        if origins.len() > IMAGE_ORIGINS_MAX {
+            return Err(format!(
+                "at most {IMAGE_ORIGINS_MAX} --image-origin values (each is listed in every page's policy)"
+            ));
+        }
+        Ok(Self(origins))
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    /// Checks an `image_url`: empty (no image), a path under `/assets/`,
+    /// or an https URL on one of these origins.
+    pub fn check(&self, url: &str) -> Result<(), ApiError> {
+        let allowed = || {
+            if self.0.is_empty() {
+                "a path under /assets/ (no https origin is allowed: the operator can add \
+                 one with --image-origin)"
+                    .to_string()
+            } else {
+                format!(
+                    "a path under /assets/ or an https:// URL on {}",
+                    self.0.join(", ")
+                )
+            }
+        };
+        let refuse = |why: &str| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                Code::InvalidImageUrl,
+                format!("image_url {why}: it must be {}", allowed()),
+            )
+        };
+        if url.is_empty() {
+            return Ok(());
+        }
+        if url.len() > IMAGE_URL_BYTES_MAX {
+            return Err(refuse(&format!(
+                "is longer than {IMAGE_URL_BYTES_MAX} bytes"
+            )));
+        }
+        if url
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        {
+            return Err(refuse("contains spaces, control characters or backslashes"));
+        }
+        if url.starts_with(IMAGE_PATH_PREFIX) {
+            return Ok(());
+        }
+        match https_origin(url) {
+            Some(origin) if self.0.contains(&origin) => Ok(()),
+            Some(origin) => Err(refuse(&format!("is on {origin}, which is not allowed"))),
+            None => Err(refuse("is neither a gateway path nor an https URL")),
+        }
+    }
+}
+
+/// The origin of an `https://` URL (lowercase, default port dropped), or
+/// `None` if it is not one. User info (`https://cdn@evil/`) and IP-v6
+/// literals are refused rather than parsed: a host name or IPv4 address is
+/// all a CDN needs, and anything cleverer is where origin checks go wrong.
+fn https_origin(url: &str) -> Option<String> {
+    if !url.get(..8)?.eq_ignore_ascii_case("https://") {
+        return None;
+    }
+    let rest = &url[8..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    let port_ok =
+        port.is_none_or(|p| (1..=5).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
+    if !host_ok || !port_ok {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    Some(match port {
+        Some(p) if p != "443" => format!("https://{host}:{p}"),
+        _ => format!("https://{host}"),
+    })
+}
 
 /// Titles, prices and shows by SKU.
 #[derive(Debug, Default)]
 pub struct Meta {
+    /// Where product images may come from.
+    images: ImageOrigins,
     by_sku: DashMap<SkuIdx, Arc<SkuMeta>>,
     /// Show id -> its SKUs in creation order. Read on every subscribe and
     /// broadcast, written only by admin actions: an RwLock fits.
     shows: RwLock<Vec<(String, Vec<SkuIdx>)>>,
+    /// SKUs whose display data changed since the hub last looked, so a
+    /// PATCH reaches subscribers within one broadcast interval. A set: a
+    /// host editing one product many times between rounds is one entry;
+    /// bounded by the catalog.
+    changed: Mutex<BTreeSet<SkuIdx>>,
 }
 
 impl Meta {
+    /// Display data whose images may come from `images` (besides the
+    /// gateway's own `/assets/`).
+    pub fn new(images: ImageOrigins) -> Self {
+        Self {
+            images,
+            ..Self::default()
+        }
+    }
+
+    pub fn images(&self) -> &ImageOrigins {
+        &self.images
+    }
+
     pub fn get(&self, sku: SkuIdx) -> Option<Arc<SkuMeta>> {
         self.by_sku.get(&sku).map(|m| m.clone())
     }
@@ -39,6 +186,15 @@ impl Meta {
             }
         }
         self.by_sku.insert(sku, Arc::new(meta));
+        self.changed.lock().expect("changed lock").insert(sku);
+    }
+
+    /// Moves the SKUs whose display data changed since the last call into
+    /// `out`.
+    pub fn take_changed(&self, out: &mut Vec<SkuIdx>) {
+        out.extend(std::mem::take(
+            &mut *self.changed.lock().expect("changed lock"),
+        ));
     }
 
     /// The SKUs of a show, if it exists.
@@ -143,8 +299,8 @@ pub fn check_total(total: u32) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks display fields.
-pub fn check_meta(meta: &SkuMeta) -> Result<(), ApiError> {
+/// Checks display fields (images against `images`).
+pub fn check_meta(meta: &SkuMeta, images: &ImageOrigins) -> Result<(), ApiError> {
     if meta.title.len() > TITLE_BYTES_MAX {
         return Err(field_error(
             Code::InvalidTitle,
@@ -157,9 +313,7 @@ pub fn check_meta(meta: &SkuMeta) -> Result<(), ApiError> {
             "currency must be an ISO 4217 code like NOK",
         ));
     }
-    if meta.image_url.len() > IMAGE_URL_BYTES_MAX {
-        return Err(ApiError::invalid("image_url too long"));
-    }
+    images.check(&meta.image_url)?;
     if let Some(show) = &meta.show {
         check_sku_id(show, Code::InvalidShow, "show")?;
     }
@@ -167,7 +321,7 @@ pub fn check_meta(meta: &SkuMeta) -> Result<(), ApiError> {
 }
 
 /// Turns a SKU definition into the engine's spec and the display data.
-pub fn def_to_spec(def: &SkuDef) -> Result<(SkuSpec, SkuMeta), ApiError> {
+pub fn def_to_spec(def: &SkuDef, images: &ImageOrigins) -> Result<(SkuSpec, SkuMeta), ApiError> {
     // The id first: an empty title defaults to it, and a bad id must not
     // be reported as a bad title.
     check_sku_id(&def.id, Code::InvalidSkuId, "id")?;
@@ -198,7 +352,7 @@ pub fn def_to_spec(def: &SkuDef) -> Result<(SkuSpec, SkuMeta), ApiError> {
         image_url: def.image_url.clone(),
         show: def.show.clone(),
     };
-    check_meta(&meta)?;
+    check_meta(&meta, images)?;
     check_settings(&settings)?;
     Ok((
         SkuSpec {
@@ -266,8 +420,82 @@ mod tests {
     #[test]
     fn demo_is_valid() {
         for def in demo() {
-            def_to_spec(&def).unwrap();
+            def_to_spec(&def, &ImageOrigins::default()).unwrap();
         }
+    }
+
+    #[test]
+    fn image_origins_parse_only_https_origins() {
+        let parse =
+            |v: &[&str]| ImageOrigins::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            parse(&[
+                "https://CDN.example.com/",
+                " https://img.example:8443",
+                "https://cdn.example.com:443"
+            ])
+            .unwrap()
+            .as_slice(),
+            ["https://cdn.example.com", "https://img.example:8443"]
+        );
+        for bad in [
+            "http://cdn.example.com",
+            "https://cdn.example.com/images",
+            "https://user@cdn.example.com",
+            "cdn.example.com",
+            "https://",
+            "https://cdn.example.com:x",
+            "*",
+        ] {
+            let e = parse(&[bad]).unwrap_err();
+            assert!(e.contains("--image-origin"), "{bad}: {e}");
+        }
+        let many: Vec<String> = (0..=IMAGE_ORIGINS_MAX)
+            .map(|i| format!("https://c{i}.example"))
+            .collect();
+        assert!(ImageOrigins::parse(&many).is_err(), "bounded");
+    }
+
+    #[test]
+    fn image_urls_are_gateway_paths_or_allowed_https() {
+        let none = ImageOrigins::default();
+        let cdn = ImageOrigins::parse(&["https://cdn.example.com".to_string()]).unwrap();
+        for ok in ["", "/assets/img/tee.svg"] {
+            none.check(ok).unwrap();
+            cdn.check(ok).unwrap();
+        }
+        for ok in [
+            "https://cdn.example.com/p/1.jpg",
+            "HTTPS://cdn.EXAMPLE.com:443/p.png?w=80#x",
+        ] {
+            cdn.check(ok).unwrap();
+            let e = none.check(ok).unwrap_err();
+            assert!(e.message.contains("--image-origin"), "{}", e.message);
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "JavaScript:alert(1)",
+            "data:image/svg+xml,<svg onload=alert(1)>",
+            "http://cdn.example.com/p.jpg",
+            "https://evil.example/p.jpg",
+            "https://cdn.example.com@evil.example/p.jpg",
+            "https://cdn.example.com.evil.example/p.jpg",
+            "//cdn.example.com/p.jpg",
+            "/api/skus",
+            "/assets/img/a b.svg",
+            "/assets/img/a\\b.svg",
+        ] {
+            let e = cdn.check(bad).unwrap_err();
+            assert_eq!(e.code, Code::InvalidImageUrl, "{bad}");
+            assert_eq!(e.status, axum::http::StatusCode::BAD_REQUEST);
+            assert!(
+                e.message.contains("https://cdn.example.com"),
+                "{bad}: {}",
+                e.message
+            );
+        }
+        let long = format!("/assets/{}", "a".repeat(IMAGE_URL_BYTES_MAX));
+        assert!(cdn.check(&long).unwrap_err().message.contains("longer"));
     }
 
     #[test]

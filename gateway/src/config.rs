@@ -79,6 +79,17 @@ pub struct ServeArgs {
     #[arg(long, env = "HOLDFAST_CATALOG")]
     pub catalog: Option<PathBuf>,
 
+    /// An https origin product images may come from besides the gateway's
+    /// own `/assets/` (repeat the flag, or a comma list in the env var), e.g.
+    /// `https://cdn.example.com`. Listed in the pages' CSP `img-src`;
+    /// `image_url`s elsewhere are refused. Default: none.
+    #[arg(
+        long = "image-origin",
+        env = "HOLDFAST_IMAGE_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub image_origins: Vec<String>,
+
     /// Redis URL (`redis://`, `rediss://`, password allowed). Without it,
     /// holdfast runs in memory and says so at start.
     #[arg(long, env = "HOLDFAST_REDIS")]

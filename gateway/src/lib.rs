@@ -14,6 +14,7 @@
 //! - [`ws`]: the websocket upgrade, [`ws::session`] per connection, [`ws::hub`] fan-out.
 //! - [`journal`]: persistence (memory, or Redis with group commit).
 //! - [`catalog`]: display data, shows, catalog files, the demo show.
+//! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
 //! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
 //!   ids, the error type, metric names, the few system calls.
 
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod ops;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod sys;
 pub mod ws;
 

@@ -17,9 +17,10 @@ use crate::protocol::{
     Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState,
     WindowReq,
 };
+use crate::stats::Stats;
 use holdfast_engine::{
-    CatalogError, Engine, HoldError, HoldId, HoldState, Line, RequestId, SaleWindow, SkuIdx,
-    SkuSettings, SkuSnapshot, limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
+    CatalogError, Engine, HoldError, HoldId, HoldInfo, HoldState, Line, RequestId, SaleWindow,
+    SkuIdx, SkuSettings, SkuSnapshot, limits::CART_LINES_MAX as CART_LINES_MAX_PUB,
 };
 use std::sync::Arc;
 
@@ -33,6 +34,8 @@ pub struct Ops {
     /// Multi-node mode (`--redis-cluster`): stock is leased, counts are
     /// global, holds of other nodes are theirs (see `crate::cluster`).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Server-side show statistics (see `crate::stats`).
+    pub stats: Arc<Stats>,
 }
 
 /// A checkout operation, for its outcome metric.
@@ -133,7 +136,9 @@ pub(crate) fn ended_view(hold: HoldId, ended: &EndedHold) -> HoldView {
     }
 }
 
-/// A SKU's wire state from an engine snapshot.
+/// A SKU's wire state from an engine snapshot. Sold out means nothing to
+/// buy and nothing in carts; units in carts may still come back (the rule
+/// every consumer follows, `docs/PROTOCOL.md`).
 pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
     let (state, opens_at_ms) = match s.window {
         SaleWindow::Open => (SaleState::Open, None),
@@ -149,7 +154,8 @@ pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
         total: s.counts.total(),
         state,
         opens_at_ms,
-        sold_out: s.counts.available == 0,
+        sold_out: s.counts.available == 0 && s.counts.held == 0,
+        all_in_carts: s.counts.available == 0 && s.counts.held > 0,
         buyer_limit: s.settings.buyer_limit,
         meta: meta.cloned(),
     }
@@ -336,10 +342,18 @@ impl Ops {
             // same request id gets this answer once it is durable). A
             // replay that timed out undoes nothing: its original does.
             Err(e) => match applied.undo {
-                Some((hold, request)) if !self.engine.undo_reservation(hold, request) => {
-                    Ok(applied.answer)
+                Some((hold, request)) => {
+                    let before = self.held_info(hold);
+                    if self.engine.undo_reservation(hold, request) {
+                        if let Some(h) = &before {
+                            self.stats.released(h);
+                        }
+                        Err(e)
+                    } else {
+                        Ok(applied.answer)
+                    }
                 }
-                _ => Err(e),
+                None => Err(e),
             },
         };
         applied
@@ -421,6 +435,10 @@ impl Ops {
         };
         if !cart {
             lines[0].qty = res.units;
+            engine_lines[0].qty = res.units;
+        }
+        if !res.replayed {
+            self.count_reserved(&engine_lines, res.deadline_ms);
         }
         Ok(Applied {
             answer: Reserved {
@@ -454,7 +472,13 @@ impl Ops {
             (Some(_), Some(_)) => return Err(ApiError::invalid("give qty or lines, not both")),
         };
         self.durability.admit()?;
+        let before = self.held_info(hold);
         let s = self.engine.commit(hold, sold.as_deref(), request)?;
+        if !s.replayed
+            && let Some(h) = &before
+        {
+            self.count_committed(h, sold.as_deref());
+        }
         // A replay too waits for everything numbered so far: its original
         // may still be on its way to Redis.
         let seq = self.durability.pending_seq(&self.engine);
@@ -482,7 +506,13 @@ impl Ops {
         let hold = parse_hold(&req.hold)?;
         let request = self.ids.request(req.request_id.as_deref())?;
         self.durability.admit()?;
+        // A release replay is not told apart by the engine: a hold already
+        // released before the call is not counted again.
+        let before = self.held_info(hold);
         self.engine.release(hold, request)?;
+        if let Some(h) = &before {
+            self.stats.released(h);
+        }
         Ok(Applied {
             answer: Released {
                 id: req.id,
@@ -504,7 +534,11 @@ impl Ops {
         let hold = parse_hold(&req.hold)?;
         let request = self.ids.request(req.request_id.as_deref())?;
         self.durability.admit()?;
+        let before = self.held_info(hold);
         let deadline_ms = self.engine.extend(hold, req.by_ms, request)?;
+        if let Some(h) = &before {
+            self.stats.extended(h, deadline_ms, self.engine.now_ms());
+        }
         Ok(Applied {
             answer: Extended {
                 id: req.id,
@@ -516,6 +550,38 @@ impl Ops {
             confirm: None,
             op: Op::Extend,
         })
+    }
+
+    // ----- statistics (see `crate::stats`) --------------------------------
+
+    /// A live hold's lines and deadline, read before an operation ends or
+    /// moves it (the statistics count what it held).
+    fn held_info(&self, hold: HoldId) -> Option<HoldInfo> {
+        self.engine
+            .hold(hold)
+            .ok()
+            .filter(|h| h.state == HoldState::Held)
+    }
+
+    fn count_reserved(&self, lines: &[Line], deadline_ms: u64) {
+        let lines: Vec<(SkuIdx, u32)> = lines.iter().map(|l| (l.sku, l.qty)).collect();
+        self.stats
+            .reserved(&lines, deadline_ms, self.engine.now_ms());
+    }
+
+    /// `sold`: units per line as asked (`None`: everything held).
+    fn count_committed(&self, hold: &HoldInfo, sold: Option<&[u32]>) {
+        let per_line: Vec<u32> = match sold {
+            Some(s) => s.to_vec(),
+            None => hold.lines.iter().map(|l| l.qty).collect(),
+        };
+        let price = |sku| {
+            self.meta
+                .get(sku)
+                .map(|m| (m.currency.clone(), m.price_minor))
+        };
+        self.stats
+            .committed(hold, &per_line, price, self.engine.now_ms());
     }
 
     /// A hold's state and lines: live or recently ended from the engine,
@@ -576,7 +642,7 @@ impl Ops {
             }
             return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
         }
-        let (spec, meta) = catalog::def_to_spec(def)?;
+        let (spec, meta) = catalog::def_to_spec(def, self.meta.images())?;
         self.durability.admit()?;
         let sku = self.engine.create_sku(&def.id, spec)?;
         self.meta.set(sku, meta);
@@ -614,7 +680,7 @@ impl Ops {
         if let Some(u) = &patch.image_url {
             meta.image_url = u.clone();
         }
-        catalog::check_meta(&meta)?;
+        catalog::check_meta(&meta, self.meta.images())?;
         let s = snap.settings;
         let settings = SkuSettings {
             buyer_limit: patch.buyer_limit.unwrap_or(s.buyer_limit),

@@ -16,7 +16,9 @@ use crate::http::{self, AppState};
 use crate::ids::Ids;
 use crate::journal::conn::Target;
 use crate::journal::{self, ClusterWrites, Durability, Fenced};
+use crate::journal::open::Beside;
 use crate::ops::Ops;
+use crate::stats::Stats;
 use crate::ws::{WsCtx, hub::Hub};
 use anyhow::Context as _;
 use holdfast_engine::{CachedClock, Engine, EngineConfig, Expirer, SystemClock};
@@ -71,13 +73,20 @@ pub async fn run(
     let nofile = crate::sys::raise_nofile_limit();
     let metrics = crate::metrics::install();
     let limits = args.limits.clone();
-    let meta = Arc::new(Meta::default());
+    let images =
+        catalog::ImageOrigins::parse(&args.image_origins).map_err(|e| anyhow::anyhow!(e))?;
+    let meta = Arc::new(Meta::new(images));
+    let stats = Arc::new(Stats::new(limits.skus_max));
     let tracker = TaskTracker::new();
     // The engine reads the time on every reservation; a cached clock makes
     // that one atomic load, refreshed by a thread of its own.
     let clock = Arc::new(CachedClock::new(SystemClock));
     let clock_thread = spawn_clock(clock.clone(), shutdown.clone());
-    let core = build_core(&args, clock, meta.clone(), &tracker, &shutdown).await?;
+    let beside = Beside {
+        meta: meta.clone(),
+        stats: stats.clone(),
+    };
+    let core = build_core(&args, clock, beside, &tracker, &shutdown).await?;
     let engine = core.engine.clone();
     let (cluster, push) = match core.cluster {
         Some((c, p)) => (Some(c), Some(p)),
@@ -89,13 +98,14 @@ pub async fn run(
         ids: core.ids,
         durability: core.durability,
         cluster: cluster.clone(),
+        stats: stats.clone(),
     });
     if let (Some(c), Some(push)) = (&cluster, push) {
         start_cluster(c, &ops, push, &tracker, &shutdown);
     }
     load_catalog(&ops, &args).await?;
 
-    let hub = Arc::new(Hub::new(engine.clone(), meta.clone()));
+    let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
     if let Some(c) = &cluster {
         hub.set_cluster(c.clone());
     }
@@ -208,7 +218,7 @@ fn start_cluster(
 async fn build_core(
     args: &ServeArgs,
     clock: Arc<CachedClock<SystemClock>>,
-    meta: Arc<Meta>,
+    beside: Beside,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Core> {
@@ -225,7 +235,7 @@ async fn build_core(
         ..EngineConfig::default()
     };
     if !args.redis_cluster.is_empty() {
-        return build_cluster_core(args, config, clock, meta, tracker, shutdown).await;
+        return build_cluster_core(args, config, clock, beside, tracker, shutdown).await;
     }
     let Some(url) = &args.redis else {
         let (engine, expirer) = Engine::new(config, clock).map_err(|e| anyhow::anyhow!(e))?;
@@ -250,7 +260,7 @@ async fn build_core(
         describe: journal::open::redact(url),
         cluster: None,
     };
-    let opened = journal::open::open(place, args, config, clock, meta, tracker, shutdown).await?;
+    let opened = journal::open::open(place, args, config, clock, beside, tracker, shutdown).await?;
     Ok(Core {
         engine: opened.engine,
         expirer: opened.expirer,
@@ -272,7 +282,7 @@ async fn build_cluster_core(
     args: &ServeArgs,
     mut config: EngineConfig,
     clock: Arc<CachedClock<SystemClock>>,
-    meta: Arc<Meta>,
+    beside: Beside,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Core> {
@@ -298,8 +308,9 @@ async fn build_cluster_core(
             fenced: fenced.clone(),
         }),
     };
+    let meta = beside.meta.clone();
     let opened =
-        journal::open::open(place, args, config, clock, meta.clone(), tracker, shutdown).await?;
+        journal::open::open(place, args, config, clock, beside, tracker, shutdown).await?;
     let cluster = Cluster::new(&joined, opened.engine.clone(), meta, args, fenced);
     let skus = cluster.sync_catalog().await?;
     cluster.reconcile(&skus).await?;

@@ -72,6 +72,7 @@ mod tests {
                 state: SaleState::Open,
                 opens_at_ms: None,
                 sold_out: false,
+                all_in_carts: false,
                 buyer_limit: 0,
                 meta: None,
             }],
@@ -142,6 +143,49 @@ mod tests {
             "{}",
             e.to_json()
         );
+    }
+
+    #[test]
+    fn stats_frames_roundtrip_in_both_encodings() {
+        let sku = SkuStats {
+            id: "tee".into(),
+            reserved_units: 9,
+            reserved_holds: 4,
+            sold_units: 5,
+            committed_holds: 3,
+            returned_units: 1,
+            released_units: 1,
+            released_holds: 1,
+            expired_units: 1,
+            expired_holds: 0,
+            in_carts_units: 1,
+            expiring_soon_units: 1,
+            revenue: vec![Money {
+                currency: "NOK".into(),
+                minor: 124_500,
+            }],
+            sold_in_window: 5,
+            window_ms: 60_000,
+            sellout_eta_ms: None,
+            sold_out_at_ms: Some(7),
+            first_activity_ms: Some(1),
+        };
+        let m = ServerMsg::Stats(Box::new(Stats {
+            topic: "show:demo".into(),
+            seq: 2,
+            ts_ms: 3,
+            total: SkuStats {
+                id: String::new(),
+                ..sku.clone()
+            },
+            skus: vec![sku],
+            bucket_ms: 10_000,
+            sales_start_ms: 0,
+            sales: vec![0, 5],
+        }));
+        assert!(m.to_json().starts_with(r#"{"type":"stats","#));
+        assert_eq!(ServerMsg::from_json(&m.to_json()).unwrap(), m);
+        assert_eq!(ServerMsg::from_postcard(&m.to_postcard()).unwrap(), m);
     }
 
     #[test]

@@ -191,7 +191,11 @@ pub struct SkuState {
     pub total: u32,
     pub state: SaleState,
     pub opens_at_ms: Option<u64>,
+    /// Nothing to buy and nothing in carts: `available == 0 && held == 0`.
     pub sold_out: bool,
+    /// Nothing to buy, but units sit in carts and may come back when their
+    /// holds are released or expire: `available == 0 && held > 0`.
+    pub all_in_carts: bool,
     pub buyer_limit: u32,
     /// Present in snapshots and in HTTP responses; `None` in updates.
     pub meta: Option<SkuMeta>,
@@ -230,7 +234,8 @@ pub struct Update {
     pub skus: Vec<SkuState>,
 }
 
-/// A SKU sold out or came back in stock.
+/// A SKU sold out or came back in stock (see [`SkuState::sold_out`]:
+/// units in carts are not sold out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockEvent {
     pub topic: String,
@@ -238,6 +243,76 @@ pub struct StockEvent {
     pub ts_ms: u64,
     pub sku: String,
     pub event: StockEventKind,
+}
+
+/// An amount of money in minor units (øre, cents) of one currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    /// ISO 4217 code, e.g. `NOK`.
+    pub currency: String,
+    pub minor: u64,
+}
+
+/// Server-side statistics of one SKU (or, in [`Stats::total`], of a whole
+/// topic) since the gateway started counting it; persisted with the journal
+/// when Redis is configured. Holds are counted per SKU: a cart line is a
+/// hold of its SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuStats {
+    /// The SKU id (empty in [`Stats::total`]).
+    pub id: String,
+    pub reserved_units: u64,
+    pub reserved_holds: u64,
+    /// Units sold by commits.
+    pub sold_units: u64,
+    pub committed_holds: u64,
+    /// Units a partial commit gave back to sale.
+    pub returned_units: u64,
+    pub released_units: u64,
+    pub released_holds: u64,
+    /// Units and holds that expired: reserved, minus committed (sold and
+    /// returned), released and still held.
+    pub expired_units: u64,
+    pub expired_holds: u64,
+    /// Units in live holds now (`held`).
+    pub in_carts_units: u64,
+    /// Of those, units whose hold's deadline falls within the next minute.
+    pub expiring_soon_units: u64,
+    /// Revenue (GMV): units sold times the price at commit time, per
+    /// currency.
+    pub revenue: Vec<Money>,
+    /// Units sold within the last `window_ms` (the sales rate is
+    /// `sold_in_window * 60000 / window_ms` per minute).
+    pub sold_in_window: u64,
+    pub window_ms: u64,
+    /// Estimated time to sell out at the windowed rate; `None` until there
+    /// is enough data (see `docs/PROTOCOL.md`) or when nothing sells.
+    pub sellout_eta_ms: Option<u64>,
+    /// When the SKU last sold out (`sold_out` became true).
+    pub sold_out_at_ms: Option<u64>,
+    /// First reservation counted.
+    pub first_activity_ms: Option<u64>,
+}
+
+/// Statistics of a topic's SKUs: the frame admin subscribers get after
+/// every change (at most a few times a second) and the body of
+/// `GET /api/admin/stats` and `GET /api/admin/shows/{id}/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub topic: String,
+    /// Per topic, increasing; independent of the topic's update `seq`.
+    pub seq: u64,
+    pub ts_ms: u64,
+    /// Everything summed over `skus`.
+    pub total: SkuStats,
+    pub skus: Vec<SkuStats>,
+    /// Width of one sales bucket (10 000 ms).
+    pub bucket_ms: u64,
+    /// Start of `sales[0]` (a multiple of `bucket_ms`).
+    pub sales_start_ms: u64,
+    /// Units sold per bucket over the topic's SKUs, oldest first, up to the
+    /// bucket of `ts_ms`; at most the server's bound of buckets.
+    pub sales: Vec<u32>,
 }
 
 /// Acknowledges a subscribe / unsubscribe; the topics now subscribed.
@@ -348,6 +423,7 @@ messages! {
     Pong(Pong) = 9,
     Authed(Authed) = 10,
     Error(ErrorMsg) = 11,
+    Stats(Box<Stats>) = 12,
 }
 
 impl ClientMsg {

@@ -220,7 +220,9 @@ impl Engine {
 mod loom_tests {
     use super::*;
     use crate::clock::ManualClock;
+    use crate::{EngineConfig, Expirer, HoldState, SaleWindow, SkuIdx, SkuSettings, SkuSpec};
     use loom::thread;
+    use std::sync::Arc;
 
     fn durable_engine() -> (Arc<Engine>, Expirer, SkuIdx) {
         let config = EngineConfig {

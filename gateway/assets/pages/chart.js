@@ -8,6 +8,9 @@ const HEIGHT = 130;
 const AXIS = 18;
 /** Width when the element is not laid out yet (hidden tab). */
 const WIDTH_FALLBACK = 600;
+/** Widest bar: a show's first minutes are a few thin bars at the right,
+ * growing leftwards, not one bar across the page. */
+const BAR_SLOT_MAX = 24;
 
 function el(name, attrs) {
   const e = document.createElementNS(SVG, name);
@@ -27,12 +30,14 @@ export function drawSales(svg, buckets, label, time) {
   svg.replaceChildren();
   const peak = Math.max(1, ...buckets.map((b) => b.units));
   const plot = HEIGHT - AXIS;
-  const slot = width / buckets.length;
+  const slot = Math.min(width / buckets.length, BAR_SLOT_MAX);
+  // Right-aligned: the newest bar is always at the right edge.
+  const x0 = width - slot * buckets.length;
   svg.append(el("line", { x1: 0, y1: plot, x2: width, y2: plot, class: "axis" }));
   buckets.forEach((b, i) => {
     const h = b.units === 0 ? 0 : Math.max(2, (b.units / peak) * (plot - 14));
     const bar = el("rect", {
-      x: (i * slot + 1).toFixed(1),
+      x: (x0 + i * slot + 1).toFixed(1),
       y: (plot - h).toFixed(1),
       width: Math.max(1, slot - 2).toFixed(1),
       height: h.toFixed(1),
@@ -46,9 +51,13 @@ export function drawSales(svg, buckets, label, time) {
   });
   const peakText = el("text", { x: 4, y: 11, class: "scale" });
   peakText.textContent = label(peak);
-  const from = el("text", { x: 0, y: HEIGHT - 4, class: "scale" });
-  from.textContent = time(buckets[0].start);
   const to = el("text", { x: width, y: HEIGHT - 4, class: "scale end" });
   to.textContent = time(buckets[buckets.length - 1].start);
-  svg.append(peakText, from, to);
+  svg.append(peakText, to);
+  // The first bar's time, where there is room for it beside the last's.
+  if (width - x0 >= 160) {
+    const from = el("text", { x: x0, y: HEIGHT - 4, class: "scale" });
+    from.textContent = time(buckets[0].start);
+    svg.append(from);
+  }
 }

@@ -1,23 +1,31 @@
 // dashboard.js owns the host dashboard: sign-in, the live product table,
-// KPIs and chart, and the admin controls. Counts come only from the
-// websocket (never from HTTP answers, which could be older than a frame
-// already shown); admin actions go through the HTTP API with the bearer
-// token, which lives in sessionStorage so it dies with the tab.
+// the show's KPIs and chart, the admin controls (with confirmation for what
+// stops sales and undo from the activity log), and the offline state.
+//
+// Counts come only from the websocket (never from HTTP answers, which could
+// be older than a frame already shown). KPIs come only from the server's
+// `stats` frames (sent to admin connections): the browser derives no flows,
+// so a second tab, a reload and a restart with Redis all show the same
+// numbers. Admin actions go through the HTTP API with the bearer token,
+// which lives in sessionStorage so it dies with the tab.
 
 import { Live } from "./live.js";
-import { Kpis } from "./kpi.js";
 import { drawSales } from "./chart.js";
 import * as fmt from "./format.js";
 
 const TOKEN_KEY = "holdfast.admin_token";
-/** Entries kept in the "Recent actions" list. */
-const LOG_MAX = 20;
+/** Entries kept in the activity log. */
+const LOG_MAX = 40;
 /** An admin call with no answer within this long is reported as failed. */
 const CALL_TIMEOUT_MS = 10000;
-/** KPIs that depend on the clock (rates, chart) are redrawn this often. */
-const TICK_MS = 1000;
 /** Largest quantity the controls send (the API takes u32; no show needs more). */
 const QTY_MAX = 1000000;
+/** Restock steps offered on every product row. */
+const QUICK_RESTOCK = [1, 5, 10];
+/** "Live again" stays this long after the gateway is back. */
+const ONLINE_NOTE_MS = 8000;
+/** Most bars in the sales chart: longer shows merge neighbouring buckets. */
+const CHART_BARS_MAX = 120;
 const ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
 const $ = (id) => document.getElementById(id);
@@ -35,13 +43,26 @@ function validLocale(tag) {
   }
 }
 
-const kpis = new Kpis();
-/** id -> {row, cells} of the product table, in the order SKUs appeared. */
+/** id -> {row, cells, img, title, option, buttons} of the product table, in
+ * the order SKUs appeared. */
 const rows = new Map();
+/** The latest stats frame (admin connections only), and its SKUs by id. */
+let stats = null;
+const statsById = new Map();
 let live;
-/** A token kept from an earlier load of this tab is checked against the
- * gateway once, when the first connection is up. */
-let checkStoredToken = false;
+/** Whether the gateway is reachable (false while reconnecting). */
+let online = true;
+let offlineSince = null;
+let onlineTimer = null;
+/** A manage-panel call in flight (its controls ignore new submissions). */
+let busy = false;
+
+const time = (ms) => new Date(ms).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+
+function title(id) {
+  const s = live.skus.get(id);
+  return s && s.meta ? s.meta.title : id;
+}
 
 // ----- sign-in ---------------------------------------------------------------
 
@@ -49,12 +70,17 @@ function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 
+function signedIn() {
+  return document.body.dataset.auth === "admin";
+}
+
 function setSignedIn(on) {
   $("signin").hidden = on;
   $("session").hidden = !on;
-  $("manage-controls").disabled = !on;
-  $("create-controls").disabled = !on;
   document.body.dataset.auth = on ? "admin" : "none";
+  $("kpi-note").hidden = on;
+  syncControls();
+  if (on && live) renderCounts();
 }
 
 function authMessage(text, kind) {
@@ -65,13 +91,19 @@ function authMessage(text, kind) {
 }
 
 function signOut(reason) {
+  const was = signedIn();
   sessionStorage.removeItem(TOKEN_KEY);
   setSignedIn(false);
   authMessage(reason || "", "error");
+  clearStats();
+  // The connection was made an admin's: a new one is a viewer's again.
+  if (was) live.reconnect();
+  if (!reason) $("token").focus();
 }
 
 /** Asks the gateway who the token belongs to (the protocol's `auth`
- * message), and keeps it only if it is the admin token. */
+ * message), and keeps it only if it is the admin token. On success this
+ * connection is an admin's from now on (stats frames follow). */
 async function verify(candidate) {
   try {
     const answer = await live.request({ op: "auth", token: candidate });
@@ -99,28 +131,157 @@ async function onSignIn(ev) {
     sessionStorage.setItem(TOKEN_KEY, candidate);
     setSignedIn(true);
     authMessage("", "ok");
+    // The sign-in form is gone: focus where the outcome is said.
+    $("session").focus();
   } else {
-    signOut(result.text);
+    const wasIn = signedIn();
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (wasIn) setSignedIn(false);
+    authMessage(result.text, "error");
+    input.focus();
   }
 }
 
-// ----- admin calls -------------------------------------------------------------
+// ----- online / offline ----------------------------------------------------------
+
+/** A control that lost focus because it was disabled (offline), to focus
+ * again when it is back. */
+let lostFocus = null;
+
+/** Enables what may be used now: signed in and online. A manage-panel call
+ * in flight only marks the panel busy (disabling the focused button would
+ * drop focus to the page). */
+function syncControls() {
+  const usable = signedIn() && online;
+  const active = document.activeElement;
+  if (!usable && active && active !== document.body && $("data").contains(active)) lostFocus = active;
+  $("manage-controls").disabled = !usable;
+  $("create-controls").disabled = !usable;
+  $("manage-controls").setAttribute("aria-busy", busy ? "true" : "false");
+  $("signin-btn").disabled = !online;
+  for (const entry of rows.values()) {
+    for (const b of entry.buttons) b.disabled = !usable;
+  }
+  for (const b of document.querySelectorAll("#log button[data-undo]")) b.disabled = !usable || b.dataset.used === "1";
+  if (usable && lostFocus) {
+    if ((document.activeElement === document.body || !document.activeElement) && lostFocus.isConnected) lostFocus.focus();
+    lostFocus = null;
+  }
+}
+
+function onStatus(status, detail) {
+  const pill = $("conn");
+  pill.dataset.status = status;
+  pill.textContent = {
+    connecting: "connecting…",
+    live: "live",
+    reconnecting: `reconnecting… (${detail.detail || "offline"})`,
+    error: `error: ${detail.detail || "refused"}`,
+  }[status];
+  if (status === "reconnecting" && online) {
+    online = false;
+    offlineSince = Date.now();
+    clearTimeout(onlineTimer);
+    $("online").hidden = true;
+    $("offline-text").textContent =
+      `the gateway cannot be reached since ${time(offlineSince)}. The numbers below are from then and may be out of date; actions are disabled until it is back.`;
+    $("offline").hidden = false;
+    document.body.dataset.offline = "1";
+    logEntry({ text: "Gateway offline: numbers frozen, actions disabled", kind: "error" });
+    syncControls();
+  } else if (status === "live" && !online) {
+    online = true;
+    $("offline").hidden = true;
+    delete document.body.dataset.offline;
+    const note = $("online");
+    note.textContent = `Live again since ${time(Date.now())}: counts and statistics are current.`;
+    note.hidden = false;
+    clearTimeout(onlineTimer);
+    onlineTimer = setTimeout(() => (note.hidden = true), ONLINE_NOTE_MS);
+    logEntry({ text: `Gateway back after ${Math.round((Date.now() - offlineSince) / 1000)} s`, kind: "ok" });
+    syncControls();
+  }
+}
+
+// ----- activity log ----------------------------------------------------------------
+
+/** Adds an entry at the top of the activity log; `undo` ({label, run}) adds
+ * a button that can be used once. */
+function logEntry({ text, kind, undo }) {
+  const li = document.createElement("li");
+  li.dataset.outcome = kind || "info";
+  const t = document.createElement("time");
+  t.textContent = time(Date.now());
+  const span = document.createElement("span");
+  span.textContent = ` ${text}`;
+  li.append(t, span);
+  if (undo) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "quiet small";
+    b.dataset.undo = "1";
+    b.textContent = undo.label;
+    b.setAttribute("aria-label", `${undo.label} (${text})`);
+    b.disabled = !(signedIn() && online);
+    b.addEventListener("click", async () => {
+      if (b.dataset.used === "1") return;
+      b.dataset.used = "1";
+      b.disabled = true;
+      const ok = await undo.run();
+      if (ok) {
+        b.textContent = "Undone";
+        li.dataset.undone = "1";
+      } else {
+        delete b.dataset.used;
+        b.disabled = false;
+      }
+      b.focus();
+    });
+    li.append(" ", b);
+  }
+  const log = $("log");
+  log.prepend(li);
+  while (log.children.length > LOG_MAX) log.lastElementChild.remove();
+  return li;
+}
 
 /** Shows an action's outcome next to its controls and in the log. */
-function report(target, ok, text) {
+function report(target, ok, text, undo) {
   const p = $(target);
   p.hidden = false;
   p.textContent = (ok ? "✓ " : "✗ ") + text;
   p.dataset.outcome = ok ? "ok" : "error";
-  const li = document.createElement("li");
-  li.dataset.outcome = p.dataset.outcome;
-  const time = document.createElement("time");
-  time.textContent = new Date().toLocaleTimeString(locale);
-  li.append(time, ` ${p.textContent}`);
-  const log = $("log");
-  log.prepend(li);
-  while (log.children.length > LOG_MAX) log.lastElementChild.remove();
+  logEntry({ text: p.textContent, kind: ok ? "ok" : "error", undo: ok ? undo : undefined });
 }
+
+// ----- confirmation ------------------------------------------------------------------
+
+/** Asks before an action that stops sales or removes stock. Resolves true
+ * to go ahead; focus returns to where it was. */
+function confirmAction(heading, text, okLabel) {
+  const dialog = $("confirm");
+  const back = document.activeElement;
+  $("confirm-title").textContent = heading;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = okLabel;
+  return new Promise((resolve) => {
+    const done = (yes) => {
+      $("confirm-ok").onclick = null;
+      $("confirm-cancel").onclick = null;
+      dialog.onclose = null;
+      if (dialog.open) dialog.close();
+      if (back && back.isConnected) back.focus();
+      resolve(yes);
+    };
+    $("confirm-ok").onclick = () => done(true);
+    $("confirm-cancel").onclick = () => done(false);
+    dialog.onclose = () => done(false); // Escape
+    dialog.showModal();
+    $("confirm-cancel").focus();
+  });
+}
+
+// ----- admin calls -------------------------------------------------------------
 
 /** One admin request. Resolves with the JSON answer, or null after
  * reporting the error (HTTP status, the API's stable code and message). */
@@ -130,10 +291,12 @@ async function call(target, method, path, body) {
     report(target, false, "Sign in with the admin token first.");
     return null;
   }
+  if (!online) {
+    report(target, false, "The gateway is offline: nothing was sent.");
+    return null;
+  }
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), CALL_TIMEOUT_MS);
-  const fieldset = target === "create-result" ? $("create-controls") : $("manage-controls");
-  fieldset.disabled = true;
   try {
     const r = await fetch(path, {
       method,
@@ -165,8 +328,87 @@ async function call(target, method, path, body) {
     return null;
   } finally {
     clearTimeout(timer);
-    fieldset.disabled = !token();
   }
+}
+
+/** Runs a manage-panel action once at a time, keeping focus where it was. */
+async function guarded(action) {
+  if (busy) return;
+  busy = true;
+  const focused = document.activeElement;
+  syncControls();
+  try {
+    await action();
+  } finally {
+    busy = false;
+    syncControls();
+    if (document.activeElement === document.body && focused && focused.isConnected) focused.focus();
+  }
+}
+
+function skuPath(id, tail) {
+  return `/api/admin/skus/${encodeURIComponent(id)}${tail}`;
+}
+
+const counts = (s) => `${fmt.count(locale, s.available)} available of ${fmt.count(locale, s.total)}`;
+
+async function restock(id, n, target = "action-result") {
+  const s = await call(target, "POST", skuPath(id, "/restock"), { qty: n });
+  if (s) {
+    report(target, true, `Restocked ${title(id)} by ${fmt.count(locale, n)}: ${counts(s)}.`, {
+      label: `Undo: remove ${fmt.count(locale, n)}`,
+      run: () => adjust(id, n, target, false),
+    });
+  }
+  return Boolean(s);
+}
+
+async function adjust(id, n, target = "action-result", undoable = true) {
+  const s = await call(target, "POST", skuPath(id, "/adjust"), { qty: n });
+  if (s) {
+    report(
+      target,
+      true,
+      `Removed ${fmt.count(locale, n)} from ${title(id)}: ${counts(s)}.`,
+      undoable ? { label: `Undo: restock ${fmt.count(locale, n)}`, run: () => restock(id, n, target) } : undefined,
+    );
+  }
+  return Boolean(s);
+}
+
+/** The window a state is in, as the API takes it. */
+function windowOf(s) {
+  return s.state === "scheduled" ? { state: "scheduled", opens_at_ms: s.opens_at_ms } : { state: s.state };
+}
+
+async function setWindow(id, win, target = "action-result") {
+  const before = live.skus.get(id);
+  const s = await call(target, "POST", skuPath(id, "/window"), win);
+  if (s) {
+    const prev = before ? windowOf(before) : null;
+    const undo =
+      prev && prev.state !== win.state
+        ? { label: prev.state === "open" ? "Undo: reopen" : `Undo: back to ${prev.state}`, run: () => setWindow(id, prev, target) }
+        : undefined;
+    report(target, true, `${title(id)}: sale ${describeState(s)}.`, undo);
+  }
+  return Boolean(s);
+}
+
+/** Changes the sale window, asking first when that stops sales. */
+async function windowAction(id, state, target) {
+  if (state === "closed" || state === "paused") {
+    const verb = state === "closed" ? "Close" : "Pause";
+    const ok = await confirmAction(
+      `${verb} the sale of ${title(id)}?`,
+      state === "closed"
+        ? "Buyers can no longer reserve it. Holds already in carts can still be paid. You can undo this from the activity log."
+        : "Buyers cannot reserve it until you open it again. Holds already in carts can still be paid.",
+      `${verb} sale`,
+    );
+    if (!ok) return false;
+  }
+  return setWindow(id, { state }, target);
 }
 
 function selectedSku() {
@@ -179,49 +421,74 @@ function qty(input, min) {
   return n;
 }
 
-function skuPath(id, tail) {
-  return `/api/admin/skus/${encodeURIComponent(id)}${tail}`;
-}
-
-async function onRestock(ev) {
+function onRestock(ev) {
   ev.preventDefault();
-  const id = selectedSku();
-  const n = qty($("restock-qty"), 1);
-  if (!id || n === null) return report("action-result", false, `Restock needs a product and 1–${QTY_MAX} units.`);
-  const s = await call("action-result", "POST", skuPath(id, "/restock"), { qty: n });
-  if (s) report("action-result", true, `Restocked ${id} by ${fmt.count(locale, n)}: ${fmt.count(locale, s.available)} available of ${fmt.count(locale, s.total)}.`);
+  guarded(async () => {
+    const id = selectedSku();
+    const n = qty($("restock-qty"), 1);
+    if (!id || n === null) return report("action-result", false, `Restock needs a product and 1–${QTY_MAX} units.`);
+    await restock(id, n);
+  });
 }
 
-async function onAdjust(ev) {
+function onAdjust(ev) {
   ev.preventDefault();
-  const id = selectedSku();
-  const n = qty($("adjust-qty"), 1);
-  if (!id || n === null) return report("action-result", false, `Adjust needs a product and 1–${QTY_MAX} units.`);
-  const s = await call("action-result", "POST", skuPath(id, "/adjust"), { qty: n });
-  if (s) report("action-result", true, `Removed ${fmt.count(locale, n)} from ${id}: ${fmt.count(locale, s.available)} available of ${fmt.count(locale, s.total)}.`);
+  guarded(async () => {
+    const id = selectedSku();
+    const n = qty($("adjust-qty"), 1);
+    if (!id || n === null) return report("action-result", false, `Adjust needs a product and 1–${QTY_MAX} units.`);
+    const ok = await confirmAction(
+      `Remove ${fmt.count(locale, n)} from ${title(id)}?`,
+      "Available units are taken off sale (units in carts and sold ones are not touched). You can undo this from the activity log.",
+      `Remove ${fmt.count(locale, n)}`,
+    );
+    if (ok) await adjust(id, n);
+  });
 }
 
-async function onLimit(ev) {
+function onLimit(ev) {
   ev.preventDefault();
-  const id = selectedSku();
-  const n = qty($("limit-qty"), 0);
-  if (!id || n === null) return report("action-result", false, `The limit must be 0–${QTY_MAX}.`);
-  const s = await call("action-result", "PATCH", skuPath(id, ""), { buyer_limit: n });
-  if (s) report("action-result", true, s.buyer_limit === 0 ? `${id}: no per-buyer limit.` : `${id}: at most ${fmt.count(locale, s.buyer_limit)} per buyer.`);
-}
-
-async function setWindow(win) {
-  const id = selectedSku();
-  if (!id) return report("action-result", false, "Choose a product first.");
-  const s = await call("action-result", "POST", skuPath(id, "/window"), win);
-  if (s) report("action-result", true, `${id}: sale ${describeState(s)}.`);
+  guarded(async () => {
+    const id = selectedSku();
+    const n = qty($("limit-qty"), 0);
+    if (!id || n === null) return report("action-result", false, `The limit must be 0–${QTY_MAX}.`);
+    const s = await call("action-result", "PATCH", skuPath(id, ""), { buyer_limit: n });
+    if (s) report("action-result", true, s.buyer_limit === 0 ? `${title(id)}: no per-buyer limit.` : `${title(id)}: at most ${fmt.count(locale, s.buyer_limit)} per buyer.`);
+  });
 }
 
 function onSchedule(ev) {
   ev.preventDefault();
-  const at = new Date($("schedule-at").value).getTime();
-  if (!Number.isFinite(at)) return report("action-result", false, "Pick a date and time to open the sale.");
-  setWindow({ state: "scheduled", opens_at_ms: at });
+  guarded(async () => {
+    const at = new Date($("schedule-at").value).getTime();
+    if (!Number.isFinite(at)) return report("action-result", false, "Pick a date and time to open the sale.");
+    await setWindow(selectedSku(), { state: "scheduled", opens_at_ms: at });
+  });
+}
+
+function onEdit(ev) {
+  ev.preventDefault();
+  guarded(async () => {
+    const id = selectedSku();
+    const s = live.skus.get(id);
+    if (!s || !s.meta) return report("action-result", false, "Choose a product first.");
+    const currency = s.meta.currency;
+    const priceMinor = fmt.parsePrice($("edit-price").value, currency);
+    if (priceMinor === null) return report("action-result", false, `The price must be a number like 249.00 (in ${currency}).`);
+    const next = { title: $("edit-title").value.trim(), price_minor: priceMinor, image_url: $("edit-image").value.trim() };
+    const prev = { title: s.meta.title, price_minor: s.meta.price_minor, image_url: s.meta.image_url };
+    const r = await call("action-result", "PATCH", skuPath(id, ""), next);
+    if (r) {
+      report("action-result", true, `Saved ${r.meta.title}: ${fmt.price(locale, r.meta.price_minor, r.meta.currency)}.`, {
+        label: "Undo: restore the previous title, price and image",
+        run: async () => {
+          const back = await call("action-result", "PATCH", skuPath(id, ""), prev);
+          if (back) report("action-result", true, `Restored ${back.meta.title}: ${fmt.price(locale, back.meta.price_minor, back.meta.currency)}.`);
+          return Boolean(back);
+        },
+      });
+    }
+  });
 }
 
 async function onCreate(ev) {
@@ -254,19 +521,27 @@ async function onCreate(ev) {
   } else {
     def.window = { state: w };
   }
+  const focused = document.activeElement;
   const s = await call("create-result", "POST", "/api/admin/skus", def);
   if (s) {
     report("create-result", true, `Created ${s.id} with ${fmt.count(locale, s.total)} units (${describeState(s)}).`);
     $("new-id").value = "";
   }
+  if (document.activeElement === document.body && focused) focused.focus();
 }
 
 // ----- the table ---------------------------------------------------------------
 
+/** A SKU's sale and stock in words: sold out only when nothing is left or
+ * held; units in carts may come back. */
 function describeState(s) {
+  if (s.state === "closed") return "closed";
+  if (s.available === 0 && s.held === 0) {
+    const st = statsById.get(s.id);
+    return st && st.sold_out_at_ms ? `sold out ${time(st.sold_out_at_ms)}` : "sold out";
+  }
+  if (s.available === 0) return "all in carts";
   switch (s.state) {
-    case "open":
-      return s.sold_out ? "open, sold out" : "open";
     case "scheduled":
       return s.opens_at_ms ? `opens ${fmt.when(locale, s.opens_at_ms)}` : "scheduled";
     default:
@@ -274,26 +549,43 @@ function describeState(s) {
   }
 }
 
+function rowState(s) {
+  if (s.state === "closed") return "closed";
+  if (s.available === 0 && s.held === 0) return "sold_out";
+  if (s.available === 0) return "in_carts";
+  return s.state;
+}
+
 const COLUMNS = [
-  "image", "product", "price", "available", "held", "sold", "total", "state", "limit",
-  "rate", "conversion", "abandoned", "sellthrough", "eta", "actions",
+  "image", "product", "price", "available", "held", "sold", "state",
+  "revenue", "rate", "conversion", "eta", "actions",
 ];
 const LABELS = {
-  price: "Price", available: "Available", held: "Held", sold: "Sold", total: "Total",
-  state: "Sale", limit: "Limit", rate: "Sold/min", conversion: "Conv.", abandoned: "Abandoned",
-  sellthrough: "Sell-through", eta: "Sell-out in",
+  price: "Price", available: "Available", held: "In carts", sold: "Sold", state: "Sale",
+  revenue: "Revenue", rate: "Sold/min", conversion: "Conv.", eta: "Sell-out in",
 };
-const NUMERIC = new Set(["price", "available", "held", "sold", "total", "limit", "rate", "conversion", "abandoned", "sellthrough", "eta"]);
+const NUMERIC = new Set(["price", "available", "held", "sold", "revenue", "rate", "conversion", "eta"]);
+
+function button(text, label, onClick, cls) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  b.className = cls || "quiet small";
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
 
 function makeRow(s) {
   const row = document.createElement("tr");
   row.dataset.sku = s.id;
   const cells = {};
   for (const col of COLUMNS) {
-    const td = document.createElement("td");
+    const td = document.createElement(col === "product" ? "th" : "td");
+    if (col === "product") td.scope = "row";
     td.dataset.col = col;
     if (LABELS[col]) td.dataset.label = LABELS[col];
-    if (NUMERIC.has(col)) td.className = "num";
+    if (NUMERIC.has(col)) td.classList.add("num");
     cells[col] = td;
     row.append(td);
   }
@@ -302,108 +594,247 @@ function makeRow(s) {
   img.width = 40;
   img.height = 40;
   img.loading = "lazy";
+  img.hidden = true;
+  img.addEventListener("error", () => (img.hidden = true));
   cells.image.append(img);
-  const title = document.createElement("span");
-  title.className = "title";
+  const name = document.createElement("span");
+  name.className = "title";
   const id = document.createElement("span");
   id.className = "id";
   id.textContent = s.id;
-  cells.product.append(title, id);
-  const manage = document.createElement("button");
-  manage.type = "button";
-  manage.className = "quiet manage";
-  manage.textContent = "Manage";
-  manage.addEventListener("click", () => {
-    $("manage-sku").value = s.id;
-    syncManage();
-    $("manage").scrollIntoView({ behavior: "smooth", block: "start" });
+  cells.product.append(name, id);
+  const held = document.createElement("span");
+  held.className = "v";
+  const soon = document.createElement("span");
+  soon.className = "soon";
+  cells.held.append(held, soon);
+  const quick = document.createElement("div");
+  quick.className = "quick";
+  const buttons = [];
+  for (const n of QUICK_RESTOCK) {
+    buttons.push(button(`+${n}`, "", () => restock(s.id, n)));
+  }
+  const toggle = button("Pause", "", () => {
+    const cur = live.skus.get(s.id);
+    windowAction(s.id, cur && cur.state === "open" ? "paused" : "open");
   });
-  cells.actions.append(manage);
+  toggle.classList.add("toggle");
+  buttons.push(toggle);
+  const manage = button("Manage", "", () => openManage(s.id), "quiet small manage");
+  buttons.push(manage);
+  quick.append(...buttons);
+  cells.actions.append(quick);
   $("products").tBodies[0].append(row);
   const option = document.createElement("option");
   option.value = s.id;
   $("manage-sku").append(option);
-  const entry = { row, cells, img, title, option };
+  const entry = { row, cells, img, title: name, held, soon, option, buttons, toggle, manage };
   rows.set(s.id, entry);
+  const usable = signedIn() && online;
+  for (const b of buttons) b.disabled = !usable;
   return entry;
+}
+
+/** Selects a product in the manage panel and moves focus there. */
+function openManage(id) {
+  $("manage-sku").value = id;
+  syncManage(true);
+  const heading = $("manage-h");
+  heading.scrollIntoView({ behavior: "instant", block: "start" });
+  heading.focus({ preventScroll: true });
+}
+
+function flashCell(td) {
+  td.classList.remove("changed");
+  // Reading offsetWidth restarts the CSS animation on the same element.
+  void td.offsetWidth;
+  td.classList.add("changed");
 }
 
 /** Sets a cell's text, flashing it when the value changed. */
 function setCell(td, text, flash) {
   if (td.textContent === text) return;
   td.textContent = text;
-  if (flash) {
-    td.classList.remove("changed");
-    // Reading offsetWidth restarts the CSS animation on the same element.
-    void td.offsetWidth;
-    td.classList.add("changed");
-  }
+  td.title = text;
+  if (flash) flashCell(td);
+}
+
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
 }
 
 function renderRow(s, flash) {
   const entry = rows.get(s.id) || makeRow(s);
   const { cells, row } = entry;
   const meta = s.meta;
+  const name = meta ? meta.title : s.id;
   if (meta) {
-    if (entry.img.getAttribute("src") !== meta.image_url) {
+    if ((entry.img.getAttribute("src") || "") !== meta.image_url) {
+      entry.img.hidden = !meta.image_url;
       if (meta.image_url) entry.img.src = meta.image_url;
       else entry.img.removeAttribute("src");
     }
-    entry.title.textContent = meta.title;
-    entry.option.textContent = `${meta.title} (${s.id})`;
-    setCell(cells.price, fmt.price(locale, meta.price_minor, meta.currency), false);
+    setText(entry.title, meta.title);
+    entry.title.title = meta.title;
+    setText(entry.option, `${meta.title} (${s.id})`);
+    setCell(cells.price, fmt.price(locale, meta.price_minor, meta.currency), flash);
   } else {
-    entry.option.textContent = s.id;
+    setText(entry.option, s.id);
   }
+  const [plus1, plus5, plus10] = entry.buttons;
+  plus1.setAttribute("aria-label", `Restock ${name} by 1`);
+  plus5.setAttribute("aria-label", `Restock ${name} by 5`);
+  plus10.setAttribute("aria-label", `Restock ${name} by 10`);
+  entry.manage.setAttribute("aria-label", `Manage ${name}`);
+  const open = s.state === "open";
+  setText(entry.toggle, open ? "Pause" : "Open");
+  entry.toggle.setAttribute("aria-label", `${open ? "Pause" : "Open"} the sale of ${name}`);
+  entry.toggle.classList.toggle("danger-text", open);
   setCell(cells.available, fmt.count(locale, s.available), flash);
-  setCell(cells.held, fmt.count(locale, s.held), flash);
+  const heldText = fmt.count(locale, s.held);
+  if (entry.held.textContent !== heldText) {
+    entry.held.textContent = heldText;
+    if (flash) flashCell(cells.held);
+  }
   setCell(cells.sold, fmt.count(locale, s.sold), flash);
-  setCell(cells.total, fmt.count(locale, s.total), flash);
   setCell(cells.state, describeState(s), flash);
-  setCell(cells.limit, s.buyer_limit === 0 ? "—" : fmt.count(locale, s.buyer_limit), flash);
-  row.dataset.state = s.sold_out ? "sold_out" : s.state;
-  renderRowKpis(s, Date.now());
+  row.dataset.state = rowState(s);
+  renderRowStats(s.id);
 }
 
-function renderRowKpis(s, now) {
-  const k = kpis.sku(s, now);
-  const { cells } = rows.get(s.id);
-  setCell(cells.rate, fmt.decimal(locale, k.ratePerMin, 1), false);
-  setCell(cells.conversion, k.conversion === null ? "—" : fmt.percent(locale, k.conversion), false);
-  setCell(cells.abandoned, fmt.count(locale, k.abandoned), false);
-  setCell(cells.sellthrough, k.sellThrough === null ? "—" : fmt.percent(locale, k.sellThrough), false);
-  setCell(cells.eta, eta(k), false);
+const dash = "—";
+
+function conversion(st) {
+  const ended = st.sold_units + st.returned_units + st.released_units + st.expired_units;
+  return ended > 0 ? fmt.percent(locale, st.sold_units / ended) : dash;
 }
 
-function eta(k) {
-  if (k.etaMin === 0) return "sold out";
-  return k.etaMin === null ? "—" : fmt.minutes(locale, k.etaMin);
+function ratePerMin(st) {
+  return st.window_ms > 0 ? (st.sold_in_window * 60000) / st.window_ms : 0;
 }
 
-/** Redraws the show KPIs and chart; with `everyRow`, the clock-dependent
- * KPIs of every row too (once a second, not on every frame, so a big
- * catalog does not redraw thousands of rows ten times a second). */
-function renderTotals(everyRow) {
-  const now = Date.now();
+function revenue(list) {
+  if (!list || list.length === 0) return dash;
+  return list.map((m) => fmt.price(locale, m.minor, m.currency)).join(" + ");
+}
+
+/** Sell-out estimate: the server says "—" (null) until it has enough data
+ * and for products that sell nothing. */
+function eta(ms, s) {
+  if (ms === null || ms === undefined) return dash;
+  if (ms === 0) return s && s.available === 0 && s.held > 0 ? "in carts" : "sold out";
+  return fmt.minutes(locale, ms / 60000);
+}
+
+function renderRowStats(id) {
+  const entry = rows.get(id);
+  if (!entry) return;
+  const { cells } = entry;
+  const st = statsById.get(id);
+  const s = live.skus.get(id);
+  if (!st) {
+    for (const col of ["revenue", "rate", "conversion", "eta"]) setCell(cells[col], dash, false);
+    setText(entry.soon, "");
+    return;
+  }
+  setCell(cells.revenue, revenue(st.revenue), false);
+  setCell(cells.rate, fmt.decimal(locale, ratePerMin(st), 1), false);
+  setCell(cells.conversion, conversion(st), false);
+  setCell(cells.eta, eta(st.sellout_eta_ms, s), false);
+  setText(entry.soon, st.expiring_soon_units > 0 ? `${fmt.count(locale, st.expiring_soon_units)} < 1 min` : "");
+}
+
+function kpi(name, text) {
+  const el = document.querySelector(`[data-kpi="${name}"]`);
+  if (el.textContent !== text) {
+    el.textContent = text;
+    el.title = text;
+  }
+}
+
+/** Totals that follow the live counts (the same frames in every tab). */
+function renderCounts() {
   const states = [...live.skus.values()];
-  const k = kpis.total(states, now);
-  const sold = states.reduce((n, s) => n + s.sold, 0);
   $("empty").hidden = states.length > 0;
-  document.querySelector('[data-kpi="rate"]').textContent = fmt.decimal(locale, k.ratePerMin, 1);
-  document.querySelector('[data-kpi="conversion"]').textContent = k.conversion === null ? "—" : fmt.percent(locale, k.conversion);
-  document.querySelector('[data-kpi="abandoned"]').textContent = fmt.count(locale, k.abandoned);
-  document.querySelector('[data-kpi="sellthrough"]').textContent = k.sellThrough === null ? "—" : fmt.percent(locale, k.sellThrough);
-  document.querySelector('[data-kpi="sold"]').textContent = `${fmt.count(locale, sold)} sold`;
-  document.querySelector('[data-kpi="eta"]').textContent = eta(k);
-  const clock = (ms) => new Date(ms).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  drawSales($("sales-chart"), kpis.chart(now), (u) => `${fmt.count(locale, u)} sold`, clock);
-  if (everyRow) for (const s of states) if (rows.has(s.id)) renderRowKpis(s, now);
+  const sold = states.reduce((n, s) => n + s.sold, 0);
+  const total = states.reduce((n, s) => n + s.total, 0);
+  const held = states.reduce((n, s) => n + s.held, 0);
+  if (!signedIn()) return;
+  kpi("sold", fmt.count(locale, sold));
+  kpi("sellthrough", `sell-through ${total > 0 ? fmt.percent(locale, sold / total) : dash}`);
+  kpi("carts", fmt.count(locale, held));
 }
 
-/** Keeps the manage form's inputs in step with the chosen product. */
-function syncManage() {
-  const s = live.skus.get(selectedSku());
-  if (s) $("limit-qty").value = String(s.buyer_limit);
+function clearStats() {
+  stats = null;
+  delete document.body.dataset.statsSeq;
+  statsById.clear();
+  for (const name of ["revenue", "sold", "rate", "conversion", "carts", "abandoned", "eta"]) kpi(name, dash);
+  kpi("sellthrough", `sell-through ${dash}`);
+  kpi("expiring", `${dash} expire within 1 min`);
+  for (const id of rows.keys()) renderRowStats(id);
+  drawChart();
+}
+
+function onStats(msg) {
+  stats = msg;
+  // Which frame the numbers are from (tests compare tabs by it).
+  document.body.dataset.statsSeq = String(msg.seq);
+  statsById.clear();
+  for (const st of msg.skus) statsById.set(st.id, st);
+  const t = msg.total;
+  kpi("revenue", revenue(t.revenue));
+  kpi("rate", fmt.decimal(locale, ratePerMin(t), 1));
+  kpi("rate-hint", t.window_ms >= 300000 ? "last 5 min" : `since the first order (${fmt.minutes(locale, t.window_ms / 60000)})`);
+  kpi("conversion", conversion(t));
+  kpi("expiring", `${fmt.count(locale, t.expiring_soon_units)} expire within 1 min`);
+  kpi("abandoned", fmt.count(locale, t.expired_units + t.released_units));
+  kpi("abandoned-hint", `${fmt.count(locale, t.expired_units)} expired, ${fmt.count(locale, t.released_units)} released`);
+  kpi("eta", eta(t.sellout_eta_ms, null));
+  renderCounts();
+  for (const id of rows.keys()) {
+    renderRowStats(id);
+    // "sold out HH:MM:SS" needs the time from the stats.
+    const s = live.skus.get(id);
+    if (s) setCell(rows.get(id).cells.state, describeState(s), false);
+  }
+  drawChart();
+}
+
+function drawChart() {
+  const svg = $("sales-chart");
+  if (!stats || stats.sales.length === 0) {
+    drawSales(svg, [{ start: Date.now(), units: 0 }], (u) => `${fmt.count(locale, u)} sold`, time);
+    svg.dataset.total = "0";
+    return;
+  }
+  const merge = Math.max(1, Math.ceil(stats.sales.length / CHART_BARS_MAX));
+  const bars = [];
+  for (let i = 0; i < stats.sales.length; i += merge) {
+    const units = stats.sales.slice(i, i + merge).reduce((a, b) => a + b, 0);
+    bars.push({ start: stats.sales_start_ms + i * stats.bucket_ms, units });
+  }
+  const per = (merge * stats.bucket_ms) / 1000;
+  setText($("chart-scale"), `units per ${per < 60 ? `${per} s` : `${per / 60} min`}, whole show`);
+  const total = stats.sales.reduce((a, b) => a + b, 0);
+  svg.dataset.total = String(total);
+  svg.setAttribute("aria-label", `${fmt.count(locale, total)} units sold since ${time(stats.sales_start_ms)}, in bars of ${per} seconds`);
+  drawSales(svg, bars, (u) => `${fmt.count(locale, u)} sold`, time);
+}
+
+/** Keeps the manage form's inputs in step with the chosen product
+ * (`all`: the edit fields too, when the choice changes). */
+function syncManage(all) {
+  const id = selectedSku();
+  const s = live.skus.get(id);
+  setText($("manage-h"), s ? `Manage ${title(id)}` : "Manage a product");
+  if (!s || !all) return;
+  $("limit-qty").value = String(s.buyer_limit);
+  if (s.meta) {
+    $("edit-title").value = s.meta.title;
+    $("edit-price").value = fmt.decimal("en", s.meta.price_minor / 10 ** fmt.currencyDigits(s.meta.currency), fmt.currencyDigits(s.meta.currency)).replace(/,/g, "");
+    $("edit-image").value = s.meta.image_url;
+  }
 }
 
 function onSnapshot(states) {
@@ -417,31 +848,21 @@ function onSnapshot(states) {
       rows.delete(id);
     }
   }
+  const first = $("manage-sku").options.length === 0;
   for (const s of states) renderRow(s, false);
-  syncManage();
-  renderTotals(true);
+  syncManage(first);
+  renderCounts();
 }
 
-function onUpdate(changes, tsMs) {
-  // The frame's server time, not our receipt time: a burst delivered late
-  // still lands in the minute it happened.
-  const at = Math.min(Number(tsMs) || Date.now(), Date.now());
-  for (const { prev, next } of changes) {
-    kpis.observe(prev, next, at);
-    renderRow(next, true);
-  }
-  renderTotals(false);
+function onUpdate(changes) {
+  for (const { next } of changes) renderRow(next, true);
+  renderCounts();
+  syncManage(false);
 }
 
-function onStatus(status, detail) {
-  const pill = $("conn");
-  pill.dataset.status = status;
-  pill.textContent = {
-    connecting: "connecting…",
-    live: "live",
-    reconnecting: `reconnecting… (${detail.detail || "offline"})`,
-    error: `error: ${detail.detail || "refused"}`,
-  }[status];
+function onStockEvent(sku, event, tsMs) {
+  const what = event === "sold_out" ? "sold out" : "is back in stock";
+  logEntry({ text: `${title(sku)} ${what} (${time(tsMs || Date.now())})`, kind: event === "sold_out" ? "stock" : "ok" });
 }
 
 function main() {
@@ -454,32 +875,34 @@ function main() {
     onStatus,
     onSnapshot,
     onUpdate,
-    onHello: () => {
-      // So a token that stopped working while the tab was away is reported
-      // before the host tries to use it. Later reconnects do not re-check:
-      // an action answered 401 signs out (see `call`).
-      if (checkStoredToken) {
-        checkStoredToken = false;
-        const t = token();
-        if (t) verify(t).then((r) => (r.ok ? setSignedIn(true) : signOut(r.text)));
+    onStats,
+    onStockEvent,
+    // Every (re)connect presents the tab's token first, so the connection
+    // is an admin's and gets the stats frames; a token the gateway stopped
+    // accepting (a restart with a new one) is reported before the host
+    // tries to use it.
+    token: () => (signedIn() ? token() : null),
+    onAuth: (answer) => {
+      if (answer.error === "unauthorized" || (answer.role && answer.role !== "admin")) {
+        signOut("The gateway no longer accepts this token (unauthorized). Sign in again; nothing was changed.");
       }
     },
   });
   setSignedIn(Boolean(token()));
-  checkStoredToken = Boolean(token());
   $("signin").addEventListener("submit", onSignIn);
   $("signout").addEventListener("click", () => signOut(""));
   $("restock-form").addEventListener("submit", onRestock);
   $("adjust-form").addEventListener("submit", onAdjust);
   $("limit-form").addEventListener("submit", onLimit);
   $("schedule-form").addEventListener("submit", onSchedule);
+  $("edit-form").addEventListener("submit", onEdit);
   $("create-form").addEventListener("submit", onCreate);
-  $("manage-sku").addEventListener("change", syncManage);
+  $("manage-sku").addEventListener("change", () => syncManage(true));
   for (const b of document.querySelectorAll("[data-window]")) {
-    b.addEventListener("click", () => setWindow({ state: b.dataset.window }));
+    b.addEventListener("click", () => guarded(() => windowAction(selectedSku(), b.dataset.window)));
   }
+  clearStats();
   live.start();
-  setInterval(() => renderTotals(true), TICK_MS);
 }
 
 main();

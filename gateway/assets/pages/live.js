@@ -36,11 +36,14 @@ export function wsUrl() {
  *
  * Callbacks (all optional):
  * - onStatus(status, detail): "connecting" | "live" | "reconnecting" | "error"
- * - onSnapshot(states): the full state of the topic (after every (re)connect)
+ * - onSnapshot(states, tsMs): the full state of the topic (after every (re)connect)
  * - onUpdate(changes, tsMs): [{prev, next}] for SKUs whose counts changed
- * - onStockEvent(sku, event): "sold_out" | "back_in_stock"
+ * - onStockEvent(sku, event, tsMs): "sold_out" | "back_in_stock"
+ * - onStats(stats): the topic's server-side statistics (admin connections)
  * - onHello(hello): the server's hello frame (limits, broadcast interval)
  * - onTopicError(error): the topic was refused (unknown_topic, ...)
+ * - token(): a token to present (`auth`) before subscribing on every
+ *   (re)connect, or null; onAuth(answer | error) gets the outcome.
  */
 export class Live {
   constructor(topic, callbacks) {
@@ -60,6 +63,19 @@ export class Live {
     this.pongTimer = null;
     this.metaFetches = new Set();
     this.stopped = false;
+    /** Server clock minus ours, from the frames' `ts_ms` (countdowns
+     * follow the server, not a viewer's wrong clock). */
+    this.clockOffsetMs = 0;
+  }
+
+  /** The server's time now, as far as we can tell. */
+  serverNow() {
+    return Date.now() + this.clockOffsetMs;
+  }
+
+  /** Drops the connection and connects again at once (a new role). */
+  reconnect() {
+    if (this.ws) this.ws.close(1000, "reconnect");
   }
 
   start() {
@@ -97,7 +113,10 @@ export class Live {
       this.hello = null;
       this.clearPing();
       this.failPending("connection closed");
-      if (!this.stopped) this.scheduleReconnect(`closed (${ev.code})`);
+      if (this.stopped) return;
+      // A close we asked for (a new role) comes back at once.
+      if (ev.code === 1000 && ev.reason === "reconnect") this.connect();
+      else this.scheduleReconnect(`closed (${ev.code})`);
     };
     // onerror is always followed by onclose, which does the work.
     ws.onerror = () => {};
@@ -182,12 +201,21 @@ export class Live {
       return;
     }
     switch (msg.type) {
-      case "hello":
+      case "hello": {
         this.hello = msg;
         if (this.cb.onHello) this.cb.onHello(msg);
+        // The server answers in order: presented first, the token makes
+        // the subscription an admin's (with stats frames).
+        const token = this.cb.token ? this.cb.token() : null;
+        if (token) {
+          const answer = this.request({ op: "auth", token });
+          if (this.cb.onAuth) answer.then(this.cb.onAuth, this.cb.onAuth);
+          else answer.catch(() => {});
+        }
         this.send({ op: "subscribe", id: 0, topics: [this.topic] });
         this.startPing();
         break;
+      }
       case "snapshot":
         if (msg.topic === this.topic) this.applySnapshot(msg);
         break;
@@ -195,7 +223,10 @@ export class Live {
         if (msg.topic === this.topic) this.applyUpdate(msg);
         break;
       case "stock_event":
-        if (msg.topic === this.topic && this.cb.onStockEvent) this.cb.onStockEvent(msg.sku, msg.event);
+        if (msg.topic === this.topic && this.cb.onStockEvent) this.cb.onStockEvent(msg.sku, msg.event, msg.ts_ms);
+        break;
+      case "stats":
+        if (msg.topic === this.topic && this.cb.onStats) this.cb.onStats(msg);
         break;
       case "pong":
         clearTimeout(this.pongTimer);
@@ -231,7 +262,13 @@ export class Live {
     else p.resolve(msg);
   }
 
+  noteClock(tsMs) {
+    const ts = Number(tsMs);
+    if (Number.isFinite(ts) && ts > 0) this.clockOffsetMs = ts - Date.now();
+  }
+
   applySnapshot(msg) {
+    this.noteClock(msg.ts_ms);
     // A snapshot is the whole truth about the topic: after a gateway restart
     // SKUs may have new counts, or be gone.
     this.skus.clear();
@@ -242,6 +279,7 @@ export class Live {
   }
 
   applyUpdate(msg) {
+    this.noteClock(msg.ts_ms);
     const changes = [];
     for (const s of msg.skus) {
       const prev = this.skus.get(s.id);

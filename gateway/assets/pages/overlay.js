@@ -1,9 +1,11 @@
 // overlay.js owns the viewer overlay: one card per product of `?sku=` or
-// `?show=`, with "N left", a low-stock style, SOLD OUT and back-in-stock,
-// in the language of `?lang=`. Every query parameter is validated here and
-// an invalid one falls back to its default (an OBS source must never show
-// a broken page because of a typo). The parameters are documented in
-// docs/PAGES.md.
+// `?show=`, with "N left", a low-stock style, "all in carts" while the last
+// units sit in carts, SOLD OUT only when nothing is left or held, back in
+// stock only on the way out of sold out, paused and scheduled sales (with
+// a countdown to the drop), in the language of `?lang=`. Every query
+// parameter is validated here and an invalid one falls back to its default
+// (an OBS source must never show a broken page because of a typo). The
+// parameters are documented in docs/PAGES.md.
 
 import { Live } from "./live.js";
 import * as fmt from "./format.js";
@@ -14,8 +16,15 @@ const BACK_IN_STOCK_MS = 10000;
 /** Most cards in a `?show=` overlay (`?max=`, 1–20): more would not fit on
  * a stream. */
 const CARDS_MAX = 20;
+/** A drop this close shows a countdown ("Opens in 0:42"); a later one its
+ * opening time. */
+const COUNTDOWN_MAX_MS = 24 * 3600 * 1000;
+/** Countdowns are redrawn this often. */
+const TICK_MS = 1000;
 const ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const SIZES = { s: 0.75, m: 1, l: 1.35, xl: 1.75 };
+/** Levels a buyer can buy at. */
+const BUYABLE = new Set(["ok", "low"]);
 
 const params = new URLSearchParams(location.search);
 const { locale, lang, strings } = resolve(params.get("lang"));
@@ -70,6 +79,7 @@ const config = {
 };
 
 const root = document.getElementById("overlay");
+const announcer = document.getElementById("announce");
 /** id -> card elements and the state shown. */
 const cards = new Map();
 
@@ -94,6 +104,11 @@ function message(text) {
   root.replaceChildren(p);
 }
 
+/** Tells screen readers one thing that matters (not every count tick). */
+function announce(text) {
+  announcer.textContent = text;
+}
+
 function makeCard(s) {
   const card = document.createElement("article");
   card.className = "card";
@@ -102,6 +117,13 @@ function makeCard(s) {
   const img = document.createElement("img");
   img.className = "img";
   img.alt = "";
+  img.hidden = true; // until it has a source
+  card.classList.add("no-img");
+  // A blocked or missing image is hidden, never a broken-image icon.
+  img.addEventListener("error", () => {
+    img.hidden = true;
+    card.classList.add("no-img");
+  });
   const body = document.createElement("div");
   body.className = "body";
   const title = document.createElement("div");
@@ -124,15 +146,34 @@ function makeCard(s) {
   return entry;
 }
 
-/** The visual level of a SKU: its sale state first, then its stock. */
+/** Milliseconds until a scheduled sale opens (server clock), or 0. */
+function waitMs(s) {
+  if (s.state !== "scheduled" || !s.opens_at_ms) return 0;
+  return Math.max(0, s.opens_at_ms - live.serverNow());
+}
+
+/** The visual level of a SKU: closed first, then its stock (units in carts
+ * are not sold out: they may come back), then its sale window. A drop
+ * whose time has come is on sale even before the next frame says so. */
 function level(s) {
   if (s.state === "closed") return "closed";
-  if (s.available === 0) return "soldout";
+  if (s.available === 0 && s.held === 0) return "soldout";
+  if (s.available === 0) return "carts";
   if (s.state === "paused") return "paused";
-  if (s.state === "scheduled") return "scheduled";
+  if (waitMs(s) > 0) return "scheduled";
   return s.available <= config.low ? "low" : "ok";
 }
 
+/** "0:42", "12:05", "1:02:09". */
+function countdown(ms) {
+  const total = Math.ceil(ms / 1000);
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const sec = String(total % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${sec}` : `${m}:${sec}`;
+}
+
+/** The big text of a card. */
 function stockText(s, lvl) {
   const n = fmt.count(locale, s.available);
   switch (lvl) {
@@ -140,6 +181,16 @@ function stockText(s, lvl) {
       return strings.closed;
     case "soldout":
       return strings.soldOut;
+    case "carts":
+      return strings.carts;
+    case "paused":
+      return strings.paused;
+    case "scheduled": {
+      const wait = waitMs(s);
+      return wait <= COUNTDOWN_MAX_MS
+        ? fill(strings.opensIn, { t: countdown(wait) })
+        : fill(strings.opens, { time: fmt.when(locale, s.opens_at_ms) });
+    }
     case "low":
       return fill(strings.low, { n });
     default:
@@ -147,10 +198,15 @@ function stockText(s, lvl) {
   }
 }
 
+/** The small note under it (stock while not on sale, "may come back"). */
 function noteText(s, lvl) {
-  if (lvl === "paused") return strings.paused;
-  if (lvl === "scheduled" && s.opens_at_ms) return fill(strings.opens, { time: fmt.when(locale, s.opens_at_ms) });
+  if (lvl === "carts") return strings.mayComeBack;
+  if (lvl === "paused" || lvl === "scheduled") return fill(strings.left, { n: fmt.count(locale, s.available) });
   return "";
+}
+
+function title(s) {
+  return s.meta ? s.meta.title : s.id;
 }
 
 function render(s) {
@@ -159,37 +215,44 @@ function render(s) {
   const meta = s.meta;
   if (meta) {
     entry.title.textContent = meta.title;
+    entry.card.title = meta.title; // the whole title, where it is clamped
     entry.price.textContent = fmt.price(locale, meta.price_minor, meta.currency);
-    if (meta.image_url && entry.img.getAttribute("src") !== meta.image_url) entry.img.src = meta.image_url;
-    entry.img.hidden = !meta.image_url;
-  }
-  const text = stockText(s, lvl);
-  if (entry.left.textContent !== text) {
-    const changed = entry.shown !== null;
-    entry.left.textContent = text;
-    if (changed) {
-      // Restart the "bump" animation; the counter lets tests see it ran.
-      entry.card.classList.remove("bump");
-      void entry.card.offsetWidth;
-      entry.card.classList.add("bump");
-      entry.card.dataset.bumps = String(Number(entry.card.dataset.bumps) + 1);
+    if (entry.img.getAttribute("src") !== (meta.image_url || null)) {
+      entry.img.hidden = !meta.image_url;
+      entry.card.classList.toggle("no-img", !meta.image_url);
+      if (meta.image_url) entry.img.src = meta.image_url;
+      else entry.img.removeAttribute("src");
     }
   }
-  const wasSoldOut = entry.shown !== null && entry.shown.available === 0;
-  const buyable = lvl === "ok" || lvl === "low";
-  if (wasSoldOut && buyable) backInStock(entry);
+  const text = stockText(s, lvl);
+  const prev = entry.shown;
+  if (entry.left.textContent !== text) entry.left.textContent = text;
+  // The change animation for a new count or level, not a countdown tick.
+  if (prev !== null && (prev.available !== s.available || prev.level !== lvl)) {
+    entry.card.classList.remove("bump");
+    void entry.card.offsetWidth; // restarts the animation
+    entry.card.classList.add("bump");
+    entry.card.dataset.bumps = String(Number(entry.card.dataset.bumps) + 1);
+  }
+  if (prev !== null && prev.level !== "soldout" && lvl === "soldout") {
+    announce(fill(strings.announceSoldOut, { title: title(s) }));
+  }
+  // Back in stock only on the way out of sold out to something buyable:
+  // units coming back from carts are not news (they were never gone).
+  if (prev !== null && prev.level === "soldout" && BUYABLE.has(lvl)) {
+    backInStock(entry);
+    announce(fill(strings.announceBack, { title: title(s), n: fmt.count(locale, s.available) }));
+  }
   // "Back in stock!" while nobody can buy would mislead: the state wins.
-  if (!buyable && entry.badge.dataset.back) endBackInStock(entry);
+  if (!BUYABLE.has(lvl) && entry.badge.dataset.back) endBackInStock(entry);
   const note = noteText(s, lvl);
   entry.card.dataset.note = note;
   entry.card.dataset.level = lvl;
   entry.card.dataset.available = String(s.available);
-  entry.shown = { available: s.available };
-  if (note && !entry.badge.dataset.back) {
+  entry.shown = { available: s.available, level: lvl };
+  if (!entry.badge.dataset.back) {
     entry.badge.textContent = note;
-    entry.badge.hidden = false;
-  } else if (!entry.badge.dataset.back) {
-    entry.badge.hidden = true;
+    entry.badge.hidden = !note;
   }
 }
 
@@ -228,6 +291,14 @@ function layout(states) {
   root.replaceChildren(...shown.map((s) => cards.get(s.id).card));
 }
 
+/** Redraws the cards whose text moves with the clock (countdowns). */
+function tick() {
+  for (const [id, entry] of cards) {
+    const s = live.skus.get(id);
+    if (s && (entry.shown?.level === "scheduled" || s.state === "scheduled")) render(s);
+  }
+}
+
 let live;
 
 function main() {
@@ -259,14 +330,15 @@ function main() {
     },
     onStockEvent: (sku, event) => {
       // Counts already say it; the event only guarantees the badge even
-      // when a frame coalesced 0 -> n away.
+      // when a frame coalesced sold out -> in stock away.
       const entry = cards.get(sku);
-      const buyable = entry && (entry.card.dataset.level === "ok" || entry.card.dataset.level === "low");
+      const buyable = entry && BUYABLE.has(entry.card.dataset.level);
       if (buyable && event === "back_in_stock" && !entry.badge.dataset.back) backInStock(entry);
     },
     onTopicError: () => message(strings.unknown),
   });
   live.start();
+  setInterval(tick, TICK_MS);
 }
 
 main();

@@ -557,7 +557,7 @@ impl Cluster {
     /// Creates a SKU in the cluster if it is not there (the catalog file
     /// and the demo create theirs on every node; the first wins), then here.
     pub async fn create_sku(&self, def: &SkuDef) -> Result<(SkuIdx, bool), ApiError> {
-        let (spec, meta) = catalog::def_to_spec(def)?;
+        let (spec, meta) = catalog::def_to_spec(def, self.meta.images())?;
         let (window, opens_at_ms) = window_fields(spec.window);
         let mut conn = self.conn();
         let created: i64 = scripts::CREATE

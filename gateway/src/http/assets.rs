@@ -7,9 +7,11 @@
 //! This module owns what the browser is allowed to do with them: every
 //! response carries its exact content type and `nosniff`, and the pages a
 //! Content-Security-Policy that allows only this origin (plus websocket
-//! connections), so a product title or URL parameter can never run code.
-//! It must never serve anything that is not in [`FILES`].
+//! connections, and images from the operator's `--image-origin`s), so a
+//! product title or URL parameter can never run code. It must never serve
+//! anything that is not in [`FILES`].
 
+use crate::catalog::ImageOrigins;
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -29,6 +31,10 @@ const FILES: &[(&str, &[u8])] = &[
         include_bytes!("../../assets/img/runner.svg"),
     ),
     ("img/tote.svg", include_bytes!("../../assets/img/tote.svg")),
+    (
+        "img/favicon.svg",
+        include_bytes!("../../assets/img/favicon.svg"),
+    ),
     (
         "pages/dashboard.html",
         include_bytes!("../../assets/pages/dashboard.html"),
@@ -57,7 +63,6 @@ const FILES: &[(&str, &[u8])] = &[
         "pages/live.js",
         include_bytes!("../../assets/pages/live.js"),
     ),
-    ("pages/kpi.js", include_bytes!("../../assets/pages/kpi.js")),
     (
         "pages/chart.js",
         include_bytes!("../../assets/pages/chart.js"),
@@ -72,45 +77,59 @@ const FILES: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Policy of the host dashboard: scripts, styles, images and fonts from this
-/// origin only (no inline code, no eval), websockets back to the gateway,
-/// no native form submission (a form that posted without the script would
-/// put the admin token in a URL), and no framing (the dashboard holds an
-/// admin token; framing it invites clickjacking).
-pub const CSP_DASHBOARD: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; \
-     form-action 'none'; frame-ancestors 'none'";
+/// Policy of the host dashboard: scripts, styles and fonts from this origin
+/// only (no inline code, no eval), images from this origin and the
+/// configured image origins (no `data:`: the pages need none), websockets
+/// back to the gateway, no native form submission (a form that posted
+/// without the script would put the admin token in a URL), and no framing
+/// (the dashboard holds an admin token; framing it invites clickjacking).
+pub fn csp_dashboard(images: &ImageOrigins) -> String {
+    format!("{}; frame-ancestors 'none'", csp_overlay(images))
+}
 
 /// Policy of the overlay: the same, except that it may be framed, because
 /// in-app overlays embed it in an iframe and it has no actions to hijack.
-pub const CSP_OVERLAY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; \
-     form-action 'none'";
+pub fn csp_overlay(images: &ImageOrigins) -> String {
+    let mut img_src = String::from("'self'");
+    for origin in images.as_slice() {
+        img_src.push(' ');
+        img_src.push_str(origin);
+    }
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src {img_src}; \
+         font-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'"
+    )
+}
 
-/// Routes of the pages and of `/assets/`.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Routes of the pages and of `/assets/`; the pages' policies allow images
+/// from `images`.
+pub fn routes<S: Clone + Send + Sync + 'static>(images: &ImageOrigins) -> Router<S> {
+    // Origins are checked by `ImageOrigins::parse` (https, host, port):
+    // always a valid header value.
+    let header = |csp: String| HeaderValue::from_str(&csp).expect("origins are header-safe");
+    let dashboard = header(csp_dashboard(images));
+    let overlay = header(csp_overlay(images));
+    let dashboard_page = move || {
+        let csp = dashboard.clone();
+        async move { page("pages/dashboard.html", csp) }
+    };
     Router::new()
-        .route("/", get(dashboard))
-        .route("/dashboard", get(dashboard))
-        .route("/overlay", get(overlay))
+        .route("/", get(dashboard_page.clone()))
+        .route("/dashboard", get(dashboard_page))
+        .route(
+            "/overlay",
+            get(move || {
+                let csp = overlay.clone();
+                async move { page("pages/overlay.html", csp) }
+            }),
+        )
         .route("/assets/{*path}", get(asset))
 }
 
-async fn dashboard() -> Response {
-    page("pages/dashboard.html", CSP_DASHBOARD)
-}
-
-async fn overlay() -> Response {
-    page("pages/overlay.html", CSP_OVERLAY)
-}
-
-fn page(path: &str, csp: &'static str) -> Response {
+fn page(path: &str, csp: HeaderValue) -> Response {
     let mut response = asset_response(path);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(csp),
-    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, csp);
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
@@ -181,14 +200,32 @@ mod tests {
     }
 
     #[test]
-    fn policies_allow_only_this_origin() {
-        for csp in [CSP_DASHBOARD, CSP_OVERLAY] {
+    fn policies_allow_only_this_origin_and_the_image_origins() {
+        let none = ImageOrigins::default();
+        for csp in [csp_dashboard(&none), csp_overlay(&none)] {
             assert!(csp.starts_with("default-src 'none';"));
             assert!(!csp.contains("unsafe"), "{csp}");
             assert!(!csp.contains('*'), "{csp}");
             assert!(!csp.contains("http"), "{csp}");
+            assert!(!csp.contains("data:"), "{csp}");
+            assert!(csp.contains("img-src 'self';"), "{csp}");
         }
-        assert!(CSP_DASHBOARD.contains("frame-ancestors 'none'"));
+        assert!(csp_dashboard(&none).contains("frame-ancestors 'none'"));
+        assert!(!csp_overlay(&none).contains("frame-ancestors"));
+        let cdn = ImageOrigins::parse(&[
+            "https://cdn.example.com".to_string(),
+            "https://img.example:8443".to_string(),
+        ])
+        .unwrap();
+        for csp in [csp_dashboard(&cdn), csp_overlay(&cdn)] {
+            assert!(
+                csp.contains("img-src 'self' https://cdn.example.com https://img.example:8443;"),
+                "{csp}"
+            );
+            // Images only: scripts and connections stay with the gateway.
+            assert!(csp.contains("script-src 'self';"), "{csp}");
+            assert!(csp.contains("connect-src 'self' ws: wss:;"), "{csp}");
+        }
     }
 
     #[test]

@@ -117,14 +117,17 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
         .route("/api/admin/skus/{id}/adjust", post(adjust))
         .route("/api/admin/skus/{id}/window", post(window))
         .route("/api/admin/cluster", get(cluster_overview))
+        .route("/api/admin/stats", get(stats_all))
+        .route("/api/admin/shows/{id}/stats", get(stats_show))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
     if options.metrics_on_main {
         api = api.route("/metrics", get(health::metrics));
     }
     let header_bytes_max = options.header_bytes_max;
+    let images = state.ops.meta.images();
     let mut api = api
-        .merge(assets::routes())
+        .merge(assets::routes(images))
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)
@@ -366,3 +369,34 @@ async fn window(
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.ops.set_window(&id, &w).await?))
 }
+
+/// `GET /api/admin/stats`: the statistics of every SKU.
+async fn stats_all(State(s): State<AppState>, _: Admin) -> impl IntoResponse {
+    let skus: Vec<_> = s.ops.engine.snapshots().iter().map(|x| x.sku).collect();
+    Json(topic_stats(&s, "all", &skus))
+}
+
+/// `GET /api/admin/shows/{id}/stats`: the statistics of one show.
+async fn stats_show(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let skus = s
+        .ops
+        .meta
+        .show(&id)
+        .ok_or_else(|| ApiError::not_found("unknown show"))?;
+    Ok(Json(topic_stats(&s, &format!("show:{id}"), &skus)))
+}
+
+/// A topic's statistics as the hub would push them (`seq` 0: an answer,
+/// not a frame of the topic).
+fn topic_stats(
+    s: &AppState,
+    topic: &str,
+    skus: &[holdfast_engine::SkuIdx],
+) -> crate::protocol::Stats {
+    s.ops.stats.of_skus(&s.ops.engine, topic, 0, skus)
+}
+

@@ -35,6 +35,12 @@ impl Keys {
         format!("{}:{{{id}}}:buyers", self.prefix)
     }
 
+    /// A SKU's show statistics' sales buckets: bucket index -> units
+    /// (the counters are the `stats` field of its `sku` hash).
+    pub fn sales(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:sales", self.prefix)
+    }
+
     pub fn catalog(&self) -> String {
         format!("{}:catalog", self.prefix)
     }

@@ -216,6 +216,8 @@ pub struct Writes {
     skus: BTreeSet<SkuIdx>,
     created: BTreeSet<SkuIdx>,
     meta: BTreeSet<SkuIdx>,
+    /// SKUs whose show statistics changed (written once per batch).
+    stats: BTreeSet<SkuIdx>,
     /// Hold lines to write or delete (grouped by SKU when the batch is
     /// sealed: one `HSET` and one `HDEL` per SKU's holds hash).
     holds: IdMap<HoldKey, HoldWrite>,
@@ -232,7 +234,7 @@ pub struct Writes {
 
 impl Writes {
     pub fn is_empty(&self) -> bool {
-        self.events == 0 && self.meta.is_empty()
+        self.events == 0 && self.meta.is_empty() && self.stats.is_empty()
     }
 
     pub fn orders(&self) -> usize {
@@ -244,6 +246,7 @@ impl Writes {
 pub struct Ctx<'a> {
     pub engine: &'a Engine,
     pub meta: &'a Meta,
+    pub stats: &'a crate::stats::Stats,
     pub ids: &'a Ids,
     pub keys: &'a Keys,
     pub orders_maxlen: usize,
@@ -577,6 +580,33 @@ impl Mirror {
         }
     }
 
+    /// Marks a SKU's show statistics for writing with the next batch.
+    pub fn stats_changed(&self, w: &mut Writes, sku: SkuIdx) {
+        if self.skus.contains_key(&sku) {
+            w.stats.insert(sku);
+        }
+    }
+
+    /// A SKU's statistics record: the counters beside its stock, the sales
+    /// buckets (changed ones, or `all`) in their own hash.
+    fn stats_commands(ctx: &Ctx<'_>, s: &MirrorSku, all: bool) -> Vec<redis::Cmd> {
+        let Some(record) = ctx.stats.record(s.idx, all) else {
+            return Vec::new();
+        };
+        let mut counters = redis::cmd("HSET");
+        counters.arg(&*s.key_sku).arg("stats").arg(record.counters);
+        let mut cmds = vec![counters];
+        if !record.sales.is_empty() {
+            let mut sales = redis::cmd("HSET");
+            sales.arg(ctx.keys.sales(&s.id));
+            for (bucket, units) in record.sales {
+                sales.arg(bucket).arg(units);
+            }
+            cmds.push(sales);
+        }
+        cmds
+    }
+
     fn sku_fields(&self, s: &MirrorSku) -> Vec<(&'static str, String)> {
         let (window, opens_at) = window_fields(s.window);
         vec![
@@ -746,6 +776,11 @@ impl Mirror {
                     .ignore();
             }
         }
+        for sku in &w.stats {
+            if let Some(s) = self.skus.get(sku) {
+                add_all(pipe, Self::stats_commands(ctx, s, false));
+            }
+        }
         // One HSET and one HDEL per SKU's holds hash (and one HSET / HDEL
         // per SKU's buyers hash): grouped by SKU, in no particular order
         // within one (the fields are independent).
@@ -865,7 +900,10 @@ impl Mirror {
             .arg(keys.catalog())
             .arg(keys.buyer_names());
         for s in self.skus.values() {
-            clear.arg(&*s.key_holds).arg(&*s.key_buyers);
+            clear
+                .arg(&*s.key_holds)
+                .arg(&*s.key_buyers)
+                .arg(keys.sales(&s.id));
         }
         let mut cmds = vec![clear];
         let mut catalog = HashWrites::new(Arc::from(keys.catalog()));
@@ -877,6 +915,7 @@ impl Mirror {
                 .arg("meta")
                 .arg(Self::meta_json(ctx, s.idx));
             cmds.push(sku);
+            cmds.extend(Self::stats_commands(ctx, s, true));
         }
         cmds.extend(catalog.finish());
         let mut holds: HashMap<SkuIdx, HashWrites> = HashMap::new();

@@ -27,6 +27,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// What the journal keeps in Redis besides the engine's state.
+pub struct Beside {
+    pub meta: Arc<Meta>,
+    pub stats: Arc<crate::stats::Stats>,
+}
+
 /// The engine rebuilt from Redis and the running journal.
 pub struct Opened {
     pub engine: Arc<Engine>,
@@ -89,7 +95,7 @@ pub async fn open(
     args: &ServeArgs,
     config: EngineConfig,
     clock: Arc<dyn Clock>,
-    meta: Arc<Meta>,
+    beside: Beside,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Opened> {
@@ -122,7 +128,26 @@ pub async fn open(
     }
     for (id, m) in &loaded.metas {
         if let Some(sku) = engine.sku(id) {
-            meta.set(sku, m.clone());
+            beside.meta.set(sku, m.clone());
+        }
+    }
+    // Show statistics: the persisted counters, and the live holds'
+    // deadlines for "expiring soon".
+    for saved in &loaded.stats {
+        if let Some(sku) = engine.sku(&saved.sku) {
+            beside
+                .stats
+                .restore(sku, saved.counters.clone(), &saved.sales);
+        }
+    }
+    let now_ms = engine.now_ms();
+    for hold in &loaded.state.holds {
+        for line in &hold.lines {
+            if let Some(sku) = engine.sku(&line.sku) {
+                beside
+                    .stats
+                    .restore_hold(sku, line.qty, hold.deadline_ms, now_ms);
+            }
         }
     }
     let mut mirror = Mirror::from_saved(
@@ -157,7 +182,8 @@ pub async fn open(
     let writer = Writer {
         journal: journal.clone(),
         engine: engine.clone(),
-        meta,
+        meta: beside.meta,
+        stats: beside.stats,
         ids: ids.clone(),
         target,
         keys,

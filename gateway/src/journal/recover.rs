@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 pub struct Loaded {
     pub state: SavedState,
     pub metas: Vec<(String, SkuMeta)>,
+    /// Show statistics per SKU: counters and sales buckets.
+    pub stats: Vec<crate::stats::Saved>,
     pub names: Vec<(BuyerId, String)>,
     /// Remembered request answers (also in `state.requests`).
     pub requests: Vec<(u64, RequestRecord)>,
@@ -93,6 +95,7 @@ pub async fn load(
         return Ok(Loaded {
             state: SavedState::default(),
             metas: Vec::new(),
+            stats: Vec::new(),
             names: Vec::new(),
             requests: Vec::new(),
             key: fresh_key,
@@ -116,6 +119,7 @@ pub async fn load(
         ..SavedState::default()
     };
     let mut metas = Vec::new();
+    let mut stats = Vec::new();
     let mut holds: BTreeMap<u64, Vec<(String, HoldRecord)>> = BTreeMap::new();
     for (_, id) in &order {
         let what = format!("sku {id}");
@@ -160,6 +164,27 @@ pub async fn load(
             let meta: SkuMeta =
                 serde_json::from_str(json).with_context(|| format!("{what}: meta"))?;
             metas.push((id.clone(), meta));
+        }
+        // Statistics never stop a start: a record that does not parse is
+        // reported and counting starts again for that SKU.
+        if let Some(json) = h.get("stats").filter(|j| !j.is_empty()) {
+            match serde_json::from_str::<crate::stats::Counters>(json) {
+                Ok(counters) => {
+                    let raw: HashMap<String, u32> = con.hgetall(keys.sales(id)).await?;
+                    let sales = raw
+                        .into_iter()
+                        .filter_map(|(b, units)| Some((b.parse().ok()?, units)))
+                        .collect();
+                    stats.push(crate::stats::Saved {
+                        sku: id.clone(),
+                        counters,
+                        sales,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(sku = %id, error = %e, "show statistics unreadable: counting again")
+                }
+            }
         }
         state.skus.push(SavedSku {
             id: id.clone(),
@@ -233,6 +258,7 @@ pub async fn load(
     Ok(Loaded {
         state,
         metas,
+        stats,
         names,
         requests,
         key,

@@ -54,6 +54,7 @@ pub struct Writer {
     pub journal: Arc<Journal>,
     pub engine: Arc<Engine>,
     pub meta: Arc<Meta>,
+    pub stats: Arc<crate::stats::Stats>,
     pub ids: Arc<Ids>,
     pub target: Target,
     pub keys: Keys,
@@ -118,6 +119,7 @@ impl Writer {
         Ctx {
             engine: &self.engine,
             meta: &self.meta,
+            stats: &self.stats,
             ids: &self.ids,
             keys: &self.keys,
             orders_maxlen: self.orders_maxlen,
@@ -274,7 +276,10 @@ impl Writer {
             .engine
             .events()
             .expect("the journal runs with events enabled");
-        log.is_empty() && intake.reorder.is_empty() && self.journal.meta_dirty_is_empty()
+        log.is_empty()
+            && intake.reorder.is_empty()
+            && self.journal.meta_dirty_is_empty()
+            && self.stats.journal_dirty_is_empty()
     }
 
     /// Takes the events that are ready and builds a batch of them.
@@ -361,6 +366,11 @@ impl Writer {
     fn seal(&self, mirror: &mut Mirror, mut writes: Writes) -> Option<Batch> {
         for sku in self.journal.take_meta_dirty() {
             mirror.meta_changed(&mut writes, sku);
+        }
+        // Statistics ride with the batch, once per SKU however many
+        // operations changed them.
+        for sku in self.stats.take_journal_dirty() {
+            mirror.stats_changed(&mut writes, sku);
         }
         if writes.is_empty() {
             return None;

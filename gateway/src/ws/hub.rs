@@ -2,14 +2,26 @@
 //! turns engine changes into coalesced, encode-once frames.
 //!
 //! Every broadcast interval the broadcaster asks the engine which SKUs
-//! changed, builds one delta `update` per affected topic (plus `stock_event`
-//! frames for sell-outs), encodes each frame once as JSON and once as
+//! changed (and the catalog whose display data changed), builds one delta
+//! `update` per affected topic (plus `stock_event` frames for sell-outs),
+//! encodes each frame once as JSON and once as
 //! postcard, stores them as the topic's latest [`TopicFrames`] and wakes the
 //! topic's subscribers. Each subscriber's task then sends what it has not
 //! seen: the deltas if it is exactly one round behind, otherwise one `update`
 //! with the topic's full state (built lazily, once, and shared). So a slow
 //! viewer skips straight to the newest values and never makes the server
 //! queue anything for it: memory does not grow with lag.
+//!
+//! Stock events follow one rule with the engine and the pages: a SKU is
+//! sold out when nothing is available and nothing is held; units in carts
+//! are not sold out (they may come back), and `back_in_stock` is only the
+//! way out of sold out to `available > 0`.
+//!
+//! Topics with admin subscribers also get a `stats` frame (the server-side
+//! show statistics of [`crate::stats`]), rebuilt after their SKUs change
+//! but at most every [`STATS_INTERVAL_MIN_MS`], and at least every
+//! [`STATS_REFRESH_MS`] while admins watch (rates and "expiring soon" move
+//! with time). Only admins are woken for it, and it is latest-value too.
 //!
 //! The hub never blocks an engine thread and never holds a lock across an
 //! await.
@@ -18,7 +30,8 @@ use crate::catalog::Meta;
 use crate::error::ApiError;
 use crate::ops::sku_state;
 use crate::protocol::{ServerMsg, SkuState, Snapshot, StockEvent, StockEventKind, Update};
-use arc_swap::ArcSwap;
+use crate::stats::Stats;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use holdfast_engine::{Engine, SkuIdx};
@@ -30,6 +43,13 @@ use tokio::sync::Notify;
 /// Most SKUs taken from the engine's change list per broadcast round; the
 /// rest wait for the next round (bounds one round's work).
 pub const CHANGES_PER_ROUND_MAX: usize = 65_536;
+
+/// A topic's stats frame is rebuilt at most this often: a busy show
+/// changes every round, and a host reads KPIs, not a ticker.
+pub const STATS_INTERVAL_MIN_MS: u64 = 250;
+/// ...and at least this often while an admin watches, since rates and
+/// "expiring within a minute" change with time alone.
+pub const STATS_REFRESH_MS: u64 = 1_000;
 
 /// One server message, encoded once for each wire format and shared by
 /// every subscriber (cloning is a reference-count increment).
@@ -123,6 +143,22 @@ impl crate::journal::Wake for Signal {
     }
 }
 
+/// A topic's latest stats frame.
+#[derive(Debug)]
+pub struct StatsFrame {
+    pub seq: u64,
+    pub frame: Frame,
+}
+
+/// Broadcaster-side stats state of a topic.
+#[derive(Debug, Default)]
+struct StatsState {
+    seq: u64,
+    built_ms: u64,
+    /// A SKU of the topic changed since the last build.
+    dirty: bool,
+}
+
 /// Broadcaster-side state of a topic.
 #[derive(Debug, Default)]
 struct Owned {
@@ -141,6 +177,10 @@ pub struct Topic {
     subscribers: Mutex<HashMap<u64, Arc<Signal>>>,
     owned: Mutex<Owned>,
     has_subscribers: AtomicBool,
+    /// Admin subscribers, woken for stats frames.
+    admins: Mutex<HashMap<u64, Arc<Signal>>>,
+    stats: ArcSwapOption<StatsFrame>,
+    stats_state: Mutex<StatsState>,
 }
 
 impl Topic {
@@ -159,6 +199,11 @@ impl Topic {
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.lock().expect("subscribers lock").len()
     }
+
+    /// The latest stats frame, if an admin ever watched this topic.
+    pub fn stats_frame(&self) -> Option<Arc<StatsFrame>> {
+        self.stats.load_full()
+    }
 }
 
 /// All topics, and what the broadcaster remembers between rounds.
@@ -166,6 +211,7 @@ impl Topic {
 pub struct Hub {
     engine: Arc<Engine>,
     meta: Arc<Meta>,
+    stats: Arc<Stats>,
     topics: Mutex<HashMap<TopicKey, Arc<Topic>>>,
     next_conn: AtomicU64,
     /// Last published state per SKU (broadcaster only).
@@ -174,18 +220,25 @@ pub struct Hub {
     /// Multi-node mode: counts are the deployment's, and other nodes'
     /// changes arrive from the cluster.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    stats_changed: Mutex<Vec<SkuIdx>>,
+    /// Admin subscriptions over all topics: none (the usual case on a
+    /// viewer-facing node) and a round does no stats work at all.
+    stats_watchers: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(engine: Arc<Engine>, meta: Arc<Meta>) -> Self {
+    pub fn new(engine: Arc<Engine>, meta: Arc<Meta>, stats: Arc<Stats>) -> Self {
         Self {
             engine,
             meta,
+            stats,
             topics: Mutex::default(),
             next_conn: AtomicU64::new(1),
             published: Mutex::default(),
             changed: Mutex::default(),
             cluster: std::sync::OnceLock::new(),
+            stats_changed: Mutex::default(),
+            stats_watchers: AtomicU64::new(0),
         }
     }
 
@@ -311,6 +364,9 @@ impl Hub {
                             ..Owned::default()
                         }),
                         has_subscribers: AtomicBool::new(false),
+                        admins: Mutex::default(),
+                        stats: ArcSwapOption::empty(),
+                        stats_state: Mutex::default(),
                     })
                 })
                 .clone()
@@ -333,10 +389,71 @@ impl Hub {
     }
 
     pub fn unsubscribe(&self, topic: &Topic, conn: u64) {
+        if topic
+            .admins
+            .lock()
+            .expect("admins lock")
+            .remove(&conn)
+            .is_some()
+        {
+            // Relaxed: a hint to skip idle rounds; the admins map decides.
+            self.stats_watchers.fetch_sub(1, Ordering::Relaxed);
+        }
         let mut subs = topic.subscribers.lock().expect("subscribers lock");
         subs.remove(&conn);
         if subs.is_empty() {
             topic.has_subscribers.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// An admin subscriber of `topic` gets its stats frames from now on;
+    /// returns the current one (built now if nobody watched before).
+    pub fn watch_stats(&self, topic: &Topic, conn: u64, signal: &Arc<Signal>) -> Arc<StatsFrame> {
+        let watched = {
+            let mut admins = topic.admins.lock().expect("admins lock");
+            let watched = !admins.is_empty();
+            if admins.insert(conn, signal.clone()).is_none() {
+                // Relaxed: see `unsubscribe`.
+                self.stats_watchers.fetch_add(1, Ordering::Relaxed);
+            }
+            watched
+        };
+        // Nobody kept the frame current while no admin watched: build it.
+        let mut state = topic.stats_state.lock().expect("stats lock");
+        match topic.stats.load_full() {
+            Some(frame) if watched && !state.dirty => frame,
+            _ => self.build_stats(topic, &mut state, self.engine.now_ms()),
+        }
+    }
+
+    /// Builds and publishes a topic's stats frame.
+    fn build_stats(&self, topic: &Topic, state: &mut StatsState, now: u64) -> Arc<StatsFrame> {
+        // `now` stamps the build for the throttle; the frame reads the
+        // clock itself.
+        let skus = self.members(&topic.key);
+        state.seq += 1;
+        state.built_ms = now;
+        state.dirty = false;
+        let msg = self
+            .stats
+            .of_skus(&self.engine, &topic.name, state.seq, &skus);
+        let frame = Arc::new(StatsFrame {
+            seq: state.seq,
+            frame: Frame::encode(&ServerMsg::Stats(Box::new(msg))),
+        });
+        topic.stats.store(Some(frame.clone()));
+        frame
+    }
+
+    /// Whether `sku` belongs to the topic.
+    fn relevant(&self, key: &TopicKey, sku: SkuIdx) -> bool {
+        match key {
+            TopicKey::Sku(s) => *s == sku,
+            TopicKey::All => true,
+            TopicKey::Show(show) => self
+                .meta
+                .get(sku)
+                .is_some_and(|m| m.show.as_deref() == Some(show.as_str())),
         }
     }
 
@@ -353,6 +470,59 @@ impl Hub {
                 }
             }
         }
+        self.meta.take_changed(&mut changed);
+        changed.sort_unstable();
+        changed.dedup();
+        let mut woken = self.publish_updates(&changed);
+        let mut stats_changed = self.stats_changed.lock().expect("stats changed lock");
+        stats_changed.clear();
+        self.stats.take_hub_changed(&mut stats_changed);
+        woken += self.publish_stats(&changed, &stats_changed);
+        woken
+    }
+
+    /// Rebuilds the stats frames that are due and wakes their admins.
+    fn publish_stats(&self, changed: &[SkuIdx], stats_changed: &[SkuIdx]) -> usize {
+        // Relaxed: a watcher added meanwhile got a fresh frame when it
+        // subscribed, and the next round sees it.
+        if self.stats_watchers.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .filter(|t| !t.admins.lock().expect("admins lock").is_empty())
+            .cloned()
+            .collect();
+        let now = self.engine.now_ms();
+        let mut woken = 0;
+        for topic in topics {
+            let mut state = topic.stats_state.lock().expect("stats lock");
+            if !state.dirty {
+                state.dirty = changed
+                    .iter()
+                    .chain(stats_changed)
+                    .any(|&s| self.relevant(&topic.key, s));
+            }
+            let since = now.saturating_sub(state.built_ms);
+            let due = (state.dirty && since >= STATS_INTERVAL_MIN_MS) || since >= STATS_REFRESH_MS;
+            if !due {
+                continue;
+            }
+            self.build_stats(&topic, &mut state, now);
+            drop(state);
+            for signal in topic.admins.lock().expect("admins lock").values() {
+                signal.notify.notify_one();
+                woken += 1;
+            }
+        }
+        woken
+    }
+
+    /// Builds and publishes the update frames of the SKUs that changed.
+    fn publish_updates(&self, changed: &[SkuIdx]) -> usize {
         if changed.is_empty() {
             return 0;
         }
@@ -372,9 +542,14 @@ impl Hub {
             }
             let event = match previous {
                 Some(p) if !p.sold_out && state.sold_out => Some(StockEventKind::SoldOut),
-                Some(p) if p.sold_out && !state.sold_out => Some(StockEventKind::BackInStock),
+                // Out of sold out only to something buyable: a restock
+                // taken straight into carts is not back yet.
+                Some(p) if p.sold_out && state.available > 0 => Some(StockEventKind::BackInStock),
                 _ => None,
             };
+            if event == Some(StockEventKind::SoldOut) {
+                self.stats.sold_out(sku, self.engine.now_ms());
+            }
             let meta_changed = previous.is_none_or(|p| p.meta != state.meta);
             published.insert(sku, state.clone());
             fresh.push((sku, state, event, meta_changed));
@@ -393,16 +568,10 @@ impl Hub {
         let now = self.engine.now_ms();
         let mut woken = 0;
         for topic in topics {
-            let relevant = |sku: SkuIdx| match &topic.key {
-                TopicKey::Sku(s) => *s == sku,
-                TopicKey::All => true,
-                TopicKey::Show(show) => self
-                    .meta
-                    .get(sku)
-                    .is_some_and(|m| m.show.as_deref() == Some(show.as_str())),
-            };
-            let mine: Vec<&(SkuIdx, SkuState, Option<StockEventKind>, bool)> =
-                fresh.iter().filter(|f| relevant(f.0)).collect();
+            let mine: Vec<&(SkuIdx, SkuState, Option<StockEventKind>, bool)> = fresh
+                .iter()
+                .filter(|f| self.relevant(&topic.key, f.0))
+                .collect();
             if mine.is_empty() {
                 continue;
             }

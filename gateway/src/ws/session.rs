@@ -84,6 +84,8 @@ const TIME_ONE_IN: u32 = 16;
 struct Subscription {
     topic: Arc<Topic>,
     last_seq: u64,
+    /// Seq of the last stats frame sent (admins only).
+    stats_seq: u64,
 }
 
 /// Token bucket for inbound messages, with a tally of refusals in the
@@ -439,6 +441,18 @@ impl Session {
             }
             self.subs[i].last_seq = frames.seq;
         }
+        if self.role == Role::Admin {
+            for i in 0..self.subs.len() {
+                if let Some(stats) = self.subs[i].topic.stats_frame()
+                    && stats.seq > self.subs[i].stats_seq
+                {
+                    self.subs[i].stats_seq = stats.seq;
+                    let m = self.frame_message(&stats.frame);
+                    self.out.push(m);
+                    counter!("holdfast_ws_frames_sent_total", "kind" => "stats").increment(1);
+                }
+            }
+        }
         if updates > 0 {
             let hot = crate::metrics::hot();
             hot.updates_delivered.increment(updates);
@@ -654,6 +668,7 @@ impl Session {
         match msg {
             ClientMsg::Subscribe(s) => self.subscribe(s.id, &s.topics),
             ClientMsg::Unsubscribe(s) => {
+                // (`Hub::unsubscribe` also ends an admin's stats frames.)
                 self.subs.retain(|sub| {
                     let keep = !s.topics.iter().any(|t| **t == *sub.topic.name);
                     if !keep {
@@ -678,6 +693,7 @@ impl Session {
             }
             ClientMsg::Auth(a) => match self.ctx.tokens.role_of(&a.token) {
                 Some(role) => {
+                    let was_admin = self.role == Role::Admin;
                     if role > self.role {
                         self.role = role;
                         self.rate = RateLimit::new(rate_for(&self.ctx.limits, role));
@@ -689,6 +705,11 @@ impl Session {
                         }),
                         "reply",
                     );
+                    // After the answer: the client knows it is an admin
+                    // when the statistics arrive.
+                    if !was_admin && self.role == Role::Admin {
+                        self.watch_stats();
+                    }
                 }
                 None => self.queue_error(Some(a.id), &ApiError::unauthorized()),
             },
@@ -815,6 +836,7 @@ impl Session {
             self.subs.push(Subscription {
                 topic,
                 last_seq: frames.seq,
+                stats_seq: 0,
             });
         }
         let names = self.subs.iter().map(|s| s.topic.name.to_string()).collect();
@@ -826,6 +848,26 @@ impl Session {
             .frames_snapshot
             .increment(snapshots.len() as u64);
         self.out.extend(snapshots);
+        if self.role == Role::Admin {
+            self.watch_stats();
+        }
+    }
+
+    /// An admin gets the stats frames of every topic it subscribes to:
+    /// registers for them and queues the current ones not yet sent.
+    fn watch_stats(&mut self) {
+        for i in 0..self.subs.len() {
+            if self.subs[i].stats_seq > 0 {
+                continue;
+            }
+            let stats = self
+                .ctx
+                .hub
+                .watch_stats(&self.subs[i].topic, self.conn, &self.signal);
+            self.subs[i].stats_seq = stats.seq;
+            let m = self.frame_message(&stats.frame);
+            self.out.push(m);
+        }
     }
 }
 

@@ -494,6 +494,40 @@ impl Page {
         .await;
     }
 
+    /// Emulates `prefers-color-scheme` (`"light"` or `"dark"`).
+    pub async fn set_color_scheme(&self, scheme: &str) {
+        self.cmd(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// Presses and releases one key (`"Tab"`, `"Enter"`, `"Escape"`) with
+    /// real key events, as a keyboard user would.
+    pub async fn press(&self, key: &str) {
+        self.cmd("Page.bringToFront", json!({})).await;
+        let (code, vk, text) = match key {
+            "Tab" => ("Tab", 9, ""),
+            "Enter" => ("Enter", 13, "\r"),
+            "Escape" => ("Escape", 27, ""),
+            other => panic!("press: no key code for {other:?}"),
+        };
+        let down = if text.is_empty() {
+            "rawKeyDown"
+        } else {
+            "keyDown"
+        };
+        for kind in [down, "keyUp"] {
+            let mut ev = json!({"type": kind, "key": key, "code": code,
+                                "windowsVirtualKeyCode": vk, "nativeVirtualKeyCode": vk});
+            if kind == "keyDown" {
+                ev["text"] = json!(text);
+            }
+            self.cmd("Input.dispatchKeyEvent", ev).await;
+        }
+    }
+
     /// What shows through a transparent page (an OBS scene, in the docs).
     pub async fn set_backdrop(&self, rgba: (u8, u8, u8, f64)) {
         self.cmd(

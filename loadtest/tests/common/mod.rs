@@ -294,6 +294,7 @@ async fn create(State(d): State<Double>, Json(def): Json<SkuDef>) -> Response {
         state,
         opens_at_ms: None,
         sold_out: def.total == 0,
+        all_in_carts: false,
         buyer_limit: def.buyer_limit,
         meta: None,
     };

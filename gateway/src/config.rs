@@ -214,6 +214,14 @@ pub struct ClusterArgs {
     #[arg(long, env = "HOLDFAST_CLUSTER_REPLICA_ACKS", default_value_t = 1)]
     pub replica_acks: u32,
 
+    /// Refuse writes (503) on a master that has fewer replicas connected
+    /// than `--cluster-replica-acks` (after a failover, until a replica is
+    /// back), instead of waiting for the replicas it has. A master without
+    /// replicas has none that could be promoted without a write it
+    /// acknowledged, so the default keeps selling there.
+    #[arg(long, env = "HOLDFAST_CLUSTER_REPLICA_ACKS_STRICT")]
+    pub replica_acks_strict: bool,
+
     /// How long a node waits for another node to answer an operation on a
     /// hold that node made, in ms. Default 2 000.
     #[arg(long, env = "HOLDFAST_FORWARD_TIMEOUT_MS", default_value_t = 2_000)]

@@ -45,6 +45,7 @@ use crate::catalog::{self, Meta};
 use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::journal::Fenced;
+use crate::journal::replicas::ReplicaAcks;
 use crate::protocol::{Code, SkuDef, SkuMeta};
 use anyhow::Context as _;
 use counts::GlobalCounts;
@@ -107,6 +108,10 @@ pub struct Cluster {
     /// Pings this node sent to its own inbox, and the last that came back
     /// (a lost subscription shows as a ping that does not).
     inbox_pings: (AtomicU64, AtomicU64),
+    /// Replicas each master must confirm writes on.
+    pub replicas: Arc<ReplicaAcks>,
+    /// The Redis command timeout (a `WAIT` stays well inside it).
+    redis_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -135,6 +140,9 @@ pub struct Joined {
     pub owner_conn: ClusterConnection,
     /// Monotonic ms (from `started`) at which the ownership was taken.
     pub owned_at: (Instant, u64),
+    /// Replicas each master must confirm writes on (shared with the
+    /// journal; refreshed from the topology by the heal loop).
+    pub replicas: Arc<ReplicaAcks>,
 }
 
 /// Connects to the cluster, checks it is one, and takes this node's
@@ -247,6 +255,10 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         journal_client,
         owner_conn,
         owned_at: (started, sent),
+        replicas: Arc::new(ReplicaAcks::new(
+            args.cluster.replica_acks,
+            args.cluster.replica_acks_strict,
+        )),
     })
 }
 
@@ -300,6 +312,8 @@ impl Cluster {
             versions: DashMap::new(),
             frozen: DashMap::new(),
             inbox_pings: (AtomicU64::new(0), AtomicU64::new(0)),
+            replicas: joined.replicas.clone(),
+            redis_timeout: Duration::from_millis(args.journal.redis_timeout_ms),
         };
         cluster.renewed(owned_at);
         Arc::new(cluster)
@@ -318,6 +332,7 @@ impl Cluster {
     /// Returns whether the shared connection was replaced (its
     /// subscriptions must then be made again).
     pub async fn heal(&self) -> bool {
+        self.refresh_replicas().await;
         let probe = |mut c: ClusterConnection| async move {
             // Every master must answer: a connection stuck on one slot's
             // old master fails here.
@@ -404,17 +419,17 @@ impl Cluster {
     /// `--cluster-replica-acks` replicas (`WAIT` on the connection that
     /// wrote them: the cluster connection keeps one per node).
     pub async fn wait_replicas(&self, key: &str) -> Result<(), ApiError> {
-        let want = self.settings.replica_acks;
-        if want == 0 {
-            return Ok(());
-        }
         let slot = crate::journal::conn::key_slot(key);
+        let Some(want) = self.replicas.for_slot(slot) else {
+            return Ok(());
+        };
         let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
             slot,
             SlotAddr::Master,
         )));
         let mut wait = redis::cmd("WAIT");
-        wait.arg(want).arg(self.settings.forward_timeout_ms);
+        wait.arg(want)
+            .arg(crate::journal::writer::wait_ms(self.redis_timeout));
         let got: u32 = redis::from_redis_value(
             self.conn()
                 .route_command(wait, route)
@@ -430,6 +445,33 @@ impl Cluster {
             )));
         }
         Ok(())
+    }
+
+    /// Reads how many replicas each master has connected (`CLUSTER NODES`
+    /// from any node), so writes wait for the replicas a master can give.
+    async fn refresh_replicas(&self) {
+        if self.replicas.wanted() == 0 {
+            return;
+        }
+        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut conn = self.conn();
+        let asked = conn.route_command(redis::cmd("CLUSTER").arg("NODES").clone(), route);
+        let Ok(Ok(answer)) = tokio::time::timeout(PROBE_TIMEOUT, asked).await else {
+            return;
+        };
+        let Ok(text) = redis::from_redis_value::<String>(answer) else {
+            return;
+        };
+        for (master, have) in self.replicas.update(&text) {
+            tracing::warn!(
+                master,
+                replicas = have,
+                wanted = self.replicas.wanted(),
+                strict = self.settings.replica_acks_strict,
+                "a master has fewer replicas connected than --cluster-replica-acks asks: writes \
+                 there wait for the ones it has, or are refused with --cluster-replica-acks-strict"
+            );
+        }
     }
 
     /// Stops selling a SKU here (a rollback was detected).

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mirror;
 pub mod open;
 pub mod recover;
+pub mod replicas;
 pub mod writer;
 
 use crate::catalog::Meta;
@@ -153,8 +154,8 @@ pub struct ClusterWrites {
     /// this one's state): it must never re-write that state.
     pub epoch: u64,
     /// Replicas that must confirm each batch (`WAIT`) before its changes
-    /// are acknowledged; 0 trusts the master alone.
-    pub replica_acks: u32,
+    /// are acknowledged, per master (see [`replicas`]).
+    pub replica_acks: Arc<replicas::ReplicaAcks>,
     /// Tripped once when the journal finds itself fenced out.
     pub fenced: Arc<Fenced>,
 }

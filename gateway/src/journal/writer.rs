@@ -91,6 +91,8 @@ enum Landed {
 struct Batch {
     writes: Writes,
     pipe: redis::Pipeline,
+    /// Replicas the batch's `WAIT` asks for (`None`: no `WAIT` in it).
+    acks: Option<u32>,
 }
 
 /// The events taken from the engine but not yet in a batch.
@@ -383,22 +385,20 @@ impl Writer {
         pipe.cmd("MULTI").ignore();
         mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
         pipe.cmd("EXEC");
-        if let Some(acks) = self.replica_acks() {
+        let acks = self.replica_acks();
+        if let Some(acks) = acks {
             // Acknowledged only once a replica has it too: an acked write
             // that only the master had is lost when a replica takes over.
-            pipe.cmd("WAIT")
-                .arg(acks)
-                .arg(self.timeout.as_millis() as u64);
+            pipe.cmd("WAIT").arg(acks).arg(wait_ms(self.timeout));
         }
-        Some(Batch { writes, pipe })
+        Some(Batch { writes, pipe, acks })
     }
 
-    /// Replicas that must confirm each batch (cluster mode with `WAIT`).
+    /// Replicas that must confirm each batch (cluster mode with `WAIT`),
+    /// as many as the journal's master can give (see `replicas`).
     fn replica_acks(&self) -> Option<u32> {
-        self.cluster
-            .as_ref()
-            .map(|c| c.replica_acks)
-            .filter(|&n| n > 0)
+        let slot = super::conn::key_slot(self.keys.journal());
+        self.cluster.as_ref()?.replica_acks.for_slot(slot)
     }
 
     /// Cluster mode: whether the journal record still carries this node's
@@ -441,7 +441,7 @@ impl Writer {
             .arg(self.engine.now_ms())
             .cmd("WAIT")
             .arg(acks)
-            .arg(self.timeout.as_millis() as u64)
+            .arg(wait_ms(self.timeout))
             .query_async(c)
             .await?;
         replicated(got, acks)
@@ -498,7 +498,7 @@ impl Writer {
         let mut values = values.into_iter();
         let seq: Option<u64> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
         let exec = values.next().unwrap_or(redis::Value::Nil);
-        if let (Some(acks), Some(got)) = (self.replica_acks(), values.next()) {
+        if let (Some(acks), Some(got)) = (batch.acks, values.next()) {
             replicated(redis::from_redis_value(got)?, acks)?;
         }
         if matches!(exec, redis::Value::Nil) {
@@ -582,7 +582,7 @@ impl Writer {
         let mut pipe = redis::pipe();
         pipe.atomic();
         // After the body: `EXEC`, and `WAIT` when replicas must confirm.
-        let suffix = 1 + usize::from(self.replica_acks().is_some());
+        let suffix = 1 + usize::from(batch.acks.is_some());
         let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - suffix;
         for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
             pipe.add_command(cmd.clone()).ignore();
@@ -677,6 +677,13 @@ impl Writer {
 
 /// `WAIT`'s answer: enough replicas, or an error that keeps the batch
 /// unacknowledged and retried (durable mode refuses changes meanwhile).
+/// How long a `WAIT` may block: well inside the command's own timeout, so
+/// a short count comes back as an answer rather than a timed-out
+/// connection.
+pub fn wait_ms(timeout: Duration) -> u64 {
+    (timeout.as_millis() as u64 * 3 / 4).max(1)
+}
+
 fn replicated(got: u32, want: u32) -> redis::RedisResult<()> {
     if got >= want {
         return Ok(());

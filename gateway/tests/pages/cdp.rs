@@ -165,29 +165,14 @@ pub struct Browser {
 }
 
 /// The Chromium binary: `$HOLDFAST_CHROMIUM`, or `chromium` on the `PATH`.
-/// Missing, it is `None` with a loud message, unless this is CI, where the
-/// test fails: `scripts/test-all` installs it.
+/// Missing, the test fails (`scripts/test-all` installs it), unless
+/// skipping was asked for explicitly (see `common::require_tool`).
 pub fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HOLDFAST_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    let found = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("chromium"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        assert!(
-            !ci,
-            "chromium is required in CI for the page tests (scripts/test-all installs it)"
-        );
-        eprintln!(
-            "\n!!! SKIPPING browser test: `chromium` not found on PATH. Install it \
-             (apt-get install chromium) to run the page tests !!!\n"
-        );
-    }
-    found
+    crate::common::require_tool("chromium", "the browser tests")
+        .then(|| PathBuf::from("chromium"))
 }
 
 impl Browser {

@@ -95,6 +95,12 @@ async fn metrics_can_move_to_their_own_port() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let report: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(
+        report["version"],
+        env!("CARGO_PKG_VERSION"),
+        "readiness says which build answers"
+    );
     gw.stop().await;
 }
 

@@ -33,6 +33,8 @@ pub struct ReadyReport {
     pub holds_in_use: u32,
     pub holds_capacity: u32,
     pub skus: usize,
+    /// The gateway's version (load-test reports record what they ran against).
+    pub version: &'static str,
 }
 
 /// Seconds a client should wait before asking `/readyz` (or retrying a
@@ -63,6 +65,7 @@ impl Health {
             holds_in_use: ops.engine.holds_in_use(),
             holds_capacity: ops.engine.holds_capacity(),
             skus: ops.engine.sku_count(),
+            version: env!("CARGO_PKG_VERSION"),
         }
     }
 

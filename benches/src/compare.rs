@@ -16,7 +16,10 @@
 //! it as "not yet measured". The gateway end-to-end rows (websocket
 //! in-memory, durable with Redis) are in [`crate::gateway_ws`].
 
-use crate::gateway_ws::GatewayWs;
+use crate::gateway_ws::{Backend, GatewayWs};
+
+/// Masters of the cluster row's Redis Cluster (one replica each).
+const CLUSTER_MASTERS: u32 = 3;
 use crate::harness::{Bench, Drops, TEND_EVERY_PAIRS, Worker, XorShift, bench_config, pin_to_cpu};
 use crate::measure::{
     Measurement, Percentiles, Phase, Phases, format_ns, format_rate, latency_histogram,
@@ -106,16 +109,23 @@ pub fn targets(workload: &Workload) -> Vec<Box<dyn Target>> {
         // with one request in flight per client, like the unpipelined
         // Redis row.
         Box::new(GatewayWs {
-            durable: false,
+            backend: Backend::Memory,
             window: workload.gateway_window,
         }),
         Box::new(GatewayWs {
-            durable: true,
+            backend: Backend::Redis,
             window: workload.gateway_window,
         }),
         Box::new(GatewayWs {
-            durable: true,
+            backend: Backend::Redis,
             window: 1,
+        }),
+        // One node of a 3-master Redis Cluster, durable with a replica
+        // acknowledging each batch: what multi-node mode costs a node
+        // against the single-Redis row above (same run).
+        Box::new(GatewayWs {
+            backend: Backend::Cluster(CLUSTER_MASTERS),
+            window: workload.gateway_window,
         }),
     ]
 }

@@ -1,7 +1,8 @@
 //! The gateway end-to-end rows of `compare`: the same flash-sale workload
 //! as the other rows (C clients, reserve(1) → commit pairs on one hot drop),
 //! driven over websockets through the real `holdfast` release binary, in
-//! memory or `durable` with a private redis-server.
+//! memory, `durable` with a private redis-server, or as one node of a
+//! private Redis Cluster (`--redis-cluster`, durable, replica acks).
 //!
 //! Each of the C clients is one websocket connection with the checkout
 //! token, speaking the binary subprotocol (`holdfast.v1.postcard`, what
@@ -28,6 +29,7 @@ use crate::gateway_proc::{GatewayProcess, GatewaySpec, PerfRecord};
 use crate::measure::{
     Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, process_cpu_s, record,
 };
+use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -79,9 +81,20 @@ fn client_config() -> WebSocketConfig {
         .max_frame_size(Some(1 << 20))
 }
 
-/// The gateway over websocket, in memory or durable with Redis.
+/// Where the gateway keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    /// `--redis --persistence durable`.
+    Redis,
+    /// One node of a Redis Cluster of this many masters (one replica each).
+    Cluster(u32),
+}
+
+/// The gateway over websocket, in memory, durable with Redis, or one node
+/// of a Redis Cluster.
 pub struct GatewayWs {
-    pub durable: bool,
+    pub backend: Backend,
     /// Requests in flight per connection (also the gateway's
     /// `--inflight-max` for the row).
     pub window: usize,
@@ -106,38 +119,45 @@ struct Shared {
 
 impl Target for GatewayWs {
     fn name(&self) -> String {
-        let mode = if self.durable {
-            "durable (Redis)"
-        } else {
-            "in-memory"
+        let mode = match self.backend {
+            Backend::Memory => "in-memory".to_owned(),
+            Backend::Redis => "durable (Redis)".to_owned(),
+            Backend::Cluster(m) => format!("cluster node ({m} masters)"),
         };
         format!("gateway websocket, {mode}, W={}", self.window)
     }
 
     fn run(&mut self, w: &Workload) -> Result<Measurement> {
         let window = self.window.max(1);
-        let redis = if self.durable {
+        let redis = if self.backend == Backend::Redis {
             Some(RedisServer::start(&w.redis_server)?)
         } else {
             None
         };
+        let cluster = match self.backend {
+            Backend::Cluster(masters) => Some(RedisCluster::start(masters)?),
+            _ => None,
+        };
+        let cluster_args = cluster
+            .iter()
+            .flat_map(|c| ["--redis-cluster", c.urls(), "--node-id", "1"].map(String::from));
         let spec = GatewaySpec {
             bin: w.gateway_bin.clone(),
             redis: redis.as_ref().map(|r| (r.url(), "durable")),
-            args: vec![
-                // The benchmark pipelines on purpose: lift the per-connection
-                // rate limit (a buyer-facing default of 50/s) and allow W in
-                // flight.
-                "--messages-per-sec-max".into(),
-                "1000000000".into(),
-                "--inflight-max".into(),
-                window.to_string(),
-                "--ws-connections-max".into(),
-                (w.clients + 64).to_string(),
-            ]
-            .into_iter()
-            .chain(w.gateway_args.iter().cloned())
-            .collect(),
+            args: cluster_args
+                .chain([
+                    // The benchmark pipelines on purpose: lift the per-connection
+                    // rate limit (a buyer-facing default of 50/s) and allow W in
+                    // flight.
+                    "--messages-per-sec-max".into(),
+                    "1000000000".into(),
+                    "--inflight-max".into(),
+                    window.to_string(),
+                    "--ws-connections-max".into(),
+                    (w.clients + 64).to_string(),
+                ])
+                .chain(w.gateway_args.iter().cloned())
+                .collect(),
             wrapper: Vec::new(),
         };
         let gateway = GatewayProcess::start(&spec)?;
@@ -166,13 +186,21 @@ impl Target for GatewayWs {
             drops,
             window,
         });
-        let redis_pid = redis.as_ref().map(RedisServer::pid);
+        let redis_pids: Vec<u32> = match (&redis, &cluster) {
+            (Some(r), _) => vec![r.pid()],
+            (_, Some(c)) => c.pids(),
+            _ => Vec::new(),
+        };
         let perf = match &w.perf_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let file = format!(
                     "gateway-{}-w{window}.data",
-                    if self.durable { "durable" } else { "memory" }
+                    match self.backend {
+                        Backend::Memory => "memory",
+                        Backend::Redis => "durable",
+                        Backend::Cluster(_) => "cluster",
+                    }
                 );
                 Some(PerfRecord::attach(
                     gateway.pid(),
@@ -184,7 +212,7 @@ impl Target for GatewayWs {
             None => None,
         };
         let (interval, results, cpu_parts) =
-            rt.block_on(drive(&gateway, shared.clone(), w, redis_pid))?;
+            rt.block_on(drive(&gateway, shared.clone(), w, &redis_pids))?;
         drop(rt);
         if let Some(perf) = perf {
             perf.finish()?;
@@ -210,10 +238,18 @@ impl Target for GatewayWs {
         let audit = audit(&gateway, &shared.drops, commits)?;
         let secs = interval.elapsed.as_secs_f64();
         let [client, gw, redis_cpu] = cpu_parts.map(|c| c / secs);
-        let redis_part = if self.durable {
-            format!(", redis {redis_cpu:.2}")
-        } else {
-            String::new()
+        let redis_part = match self.backend {
+            Backend::Memory => String::new(),
+            Backend::Redis => format!(", redis {redis_cpu:.2}"),
+            Backend::Cluster(_) => {
+                // The lease traffic: round trips to a SKU's pool per
+                // reservation, over the whole run (warm-up included).
+                let trips = gateway.metric("holdfast_cluster_lease_round_trips_total")?;
+                format!(
+                    ", redis (all servers) {redis_cpu:.2}; lease round trips per reservation {:.4}",
+                    trips / commits.max(1) as f64
+                )
+            }
         };
         let errors = if errors.is_empty() {
             "none".to_string()
@@ -241,7 +277,7 @@ async fn drive(
     gateway: &GatewayProcess,
     shared: Arc<Shared>,
     w: &Workload,
-    redis_pid: Option<u32>,
+    redis_pids: &[u32],
 ) -> Result<(crate::measure::Interval, Vec<ClientResult>, [f64; 3])> {
     let mut conns = Vec::with_capacity(w.clients);
     for _ in 0..w.clients {
@@ -260,7 +296,10 @@ async fn drive(
         let parts = [
             process_cpu_s(),
             other_process_cpu_s(gw_pid).unwrap_or(0.0),
-            redis_pid.and_then(other_process_cpu_s).unwrap_or(0.0),
+            redis_pids
+                .iter()
+                .filter_map(|&p| other_process_cpu_s(p))
+                .sum(),
         ];
         samples.lock().expect("cpu samples").push(parts);
         parts.iter().sum()
@@ -572,7 +611,7 @@ mod tests {
             gateway_args: Vec::new(),
         };
         let m = GatewayWs {
-            durable: false,
+            backend: Backend::Memory,
             window: 4,
         }
         .run(&w)

@@ -12,6 +12,7 @@
 //!   running), rotating drops, the reserve→commit pair.
 //! - [`measure`]: warm-up / measure / stop phases, latency histograms.
 //! - [`redis_server`]: a private, throw-away `redis-server` on a free port.
+//! - [`redis_cluster`]: a private Redis Cluster (the operator's scripts).
 //! - [`redis_lua`]: the Redis-Lua baseline (EVALSHA, C connections,
 //!   unpipelined or pipelined).
 //! - [`compare`]: the workload, the [`compare::Target`] rows, the table.
@@ -30,6 +31,7 @@ pub mod gateway_proc;
 pub mod gateway_ws;
 pub mod harness;
 pub mod measure;
+pub mod redis_cluster;
 pub mod redis_lua;
 pub mod redis_server;
 

@@ -59,6 +59,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// A node of a multi-node deployment: its identity, its connection to the
 /// cluster, and the state that coordinates it with the others.
@@ -110,6 +111,8 @@ pub struct Cluster {
     inbox_pings: (AtomicU64, AtomicU64),
     /// Replicas each master must confirm writes on.
     pub replicas: Arc<ReplicaAcks>,
+    /// See [`Joined::starting_keeper`].
+    starting_keeper: CancellationToken,
     /// The Redis command timeout (a `WAIT` stays well inside it).
     redis_timeout: Duration,
 }
@@ -143,6 +146,9 @@ pub struct Joined {
     /// Replicas each master must confirm writes on (shared with the
     /// journal; refreshed from the topology by the heal loop).
     pub replicas: Arc<ReplicaAcks>,
+    /// Stops the renewals that keep the ownership alive while the node
+    /// starts (see [`owner::keep_while_starting`]).
+    pub starting_keeper: CancellationToken,
 }
 
 /// Connects to the cluster, checks it is one, and takes this node's
@@ -238,6 +244,15 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         );
     }
     let epoch: u64 = redis::from_redis_value(reply[1].clone())?;
+    let starting_keeper = CancellationToken::new();
+    tokio::spawn(owner::keep_while_starting(
+        owner_conn.clone(),
+        keys.clone(),
+        node,
+        epoch,
+        args.cluster.node_ttl_ms,
+        starting_keeper.clone(),
+    ));
     let _: () = redis::cmd("HSET")
         .arg(keys.registry())
         .arg(node)
@@ -259,6 +274,7 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
             args.cluster.replica_acks,
             args.cluster.replica_acks_strict,
         )),
+        starting_keeper,
     })
 }
 
@@ -313,6 +329,7 @@ impl Cluster {
             frozen: DashMap::new(),
             inbox_pings: (AtomicU64::new(0), AtomicU64::new(0)),
             replicas: joined.replicas.clone(),
+            starting_keeper: joined.starting_keeper.clone(),
             redis_timeout: Duration::from_millis(args.journal.redis_timeout_ms),
         };
         cluster.renewed(owned_at);

@@ -78,8 +78,53 @@ impl Cluster {
     }
 }
 
+/// Renews the ownership from the moment it is taken until the node's
+/// heartbeat starts (`stop`): recovery and catalog sync can take longer
+/// than `--node-ttl-ms` on a loaded machine or with a large journal, and a
+/// node that is merely starting must not look dead and be adopted. It only
+/// keeps the ownership alive; the fence is the heartbeat's.
+pub async fn keep_while_starting(
+    mut conn: redis::cluster_async::ClusterConnection,
+    keys: super::keys::ClusterKeys,
+    node: u8,
+    epoch: u64,
+    ttl_ms: u64,
+    stop: CancellationToken,
+) {
+    let every = Duration::from_millis((ttl_ms / 4).max(50));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let mut invocation = scripts::HEARTBEAT.key(keys.owner(node));
+        invocation
+            .key(keys.node_journal(node).journal())
+            .arg(epoch)
+            .arg(ttl_ms);
+        let renewal = invocation.invoke_async::<Vec<redis::Value>>(&mut conn);
+        match tokio::time::timeout(every, renewal).await {
+            Ok(Ok(reply)) => {
+                if matches!(
+                    redis::from_redis_value::<String>(reply[0].clone()).as_deref(),
+                    Ok("fenced")
+                ) {
+                    // Adopted anyway: the heartbeat finds out and stops the node.
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not renew this node's ownership while starting")
+            }
+            Err(_) => tracing::warn!("renewing this node's ownership while starting timed out"),
+        }
+    }
+}
+
 /// Renews the ownership every quarter ttl until shutdown or fencing.
 pub async fn heartbeat(cluster: Arc<Cluster>, shutdown: CancellationToken) {
+    // From here on the heartbeat renews.
+    cluster.starting_keeper.cancel();
     let every = Duration::from_millis((cluster.settings.node_ttl_ms / 4).max(50));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -865,6 +865,77 @@ function onStockEvent(sku, event, tsMs) {
   logEntry({ text: `${title(sku)} ${what} (${time(tsMs || Date.now())})`, kind: event === "sold_out" ? "stock" : "ok" });
 }
 
+// ----- nodes (multi-node deployments) ---------------------------------------------
+
+/** How often the nodes panel asks `/api/admin/cluster` while signed in. */
+const NODES_EVERY_MS = 2000;
+
+/** A node's state as the host reads it. */
+function nodeState(n) {
+  if (n.adopted_by != null) return `down, adopted by node ${n.adopted_by}`;
+  return n.alive ? "alive" : "down";
+}
+
+/** Draws the nodes panel: one column per node (its state in the header),
+ * one row per product (the pool, then the units each node holds leased). */
+function renderNodes(view) {
+  const head = $("nodes-head");
+  head.replaceChildren();
+  const th = (text, cls) => {
+    const c = document.createElement("th");
+    c.scope = "col";
+    c.textContent = text;
+    if (cls) c.className = cls;
+    head.append(c);
+  };
+  th("Product");
+  th("Pool");
+  for (const n of view.nodes) th(`Node ${n.id}${n.this ? " (this one)" : ""}: ${nodeState(n)}`, n.alive ? "node-up" : "node-down");
+  const body = $("nodes-body");
+  body.replaceChildren();
+  for (const s of view.skus) {
+    const tr = document.createElement("tr");
+    tr.dataset.sku = s.id;
+    const name = document.createElement("th");
+    name.scope = "row";
+    name.textContent = s.frozen ? `${title(s.id)} (frozen: stock records lost in a failover)` : title(s.id);
+    tr.append(name);
+    const cell = (text) => {
+      const td = document.createElement("td");
+      td.className = "num";
+      td.textContent = text;
+      tr.append(td);
+    };
+    cell(String(s.pool));
+    for (const n of view.nodes) cell(String(s.leased[n.id] || 0));
+    body.append(tr);
+  }
+  const alive = view.nodes.filter((n) => n.alive).length;
+  $("nodes-note").textContent = `${alive} of ${view.nodes.length} alive`;
+}
+
+/** Polls the deployment's nodes while signed in and online; a gateway that
+ * is a single node (404) hides the panel for good. */
+async function pollNodes() {
+  if (!signedIn() || !online) return;
+  try {
+    const r = await fetch("/api/admin/cluster", { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
+    if (r.status === 404) {
+      nodesWanted = false;
+      $("nodes").hidden = true;
+      return;
+    }
+    if (!r.ok) return;
+    const view = await r.json();
+    $("nodes").hidden = false;
+    renderNodes(view);
+  } catch {
+    // Offline: the banner says so; the next poll tries again.
+  }
+}
+
+let nodesWanted = true;
+
 function main() {
   if (show) {
     $("scope").textContent = `show ${show}`;
@@ -903,6 +974,11 @@ function main() {
   }
   clearStats();
   live.start();
+  const nodesLoop = () => {
+    if (!nodesWanted) return;
+    pollNodes().finally(() => setTimeout(nodesLoop, NODES_EVERY_MS));
+  };
+  nodesLoop();
 }
 
 main();

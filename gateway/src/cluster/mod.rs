@@ -782,7 +782,9 @@ impl Cluster {
         }
         let mut skus = Vec::new();
         for snap in self.engine.snapshots() {
-            let lease: HashMap<String, i64> = redis::cmd("HGETALL")
+            // Numbers (`n:g`, `n:r`) beside each node's last operation and
+            // its answer (`n:op`, `n:res`, text): read all as text.
+            let lease: HashMap<String, String> = redis::cmd("HGETALL")
                 .arg(self.keys.lease(&snap.id))
                 .query_async(&mut conn)
                 .await
@@ -792,9 +794,10 @@ impl Cluster {
                 if let Some((node, kind)) = field.split_once(':')
                     && let Ok(node) = node.parse::<u8>()
                 {
+                    let units = v.parse::<i64>().unwrap_or(0);
                     match kind {
-                        "g" => *leases.entry(node).or_default() += v,
-                        "r" => *leases.entry(node).or_default() -= v,
+                        "g" => *leases.entry(node).or_default() += units,
+                        "r" => *leases.entry(node).or_default() -= units,
                         _ => {}
                     }
                 }

@@ -613,3 +613,75 @@ async fn dashboard_says_it_is_offline_and_disables_actions_until_the_gateway_is_
     browser.close().await;
     gw.stop().await;
 }
+
+/// Two real nodes over a real Redis Cluster: the dashboard of either shows
+/// every node with its state and the units each holds leased per product,
+/// and says so when one dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_nodes_of_a_multi_node_deployment() {
+    use common::cluster::{HoldfastNode, RedisCluster};
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let ttl = ["--node-ttl-ms", "1500"];
+    let n1 = HoldfastNode::spawn(&urls, 1, &ttl).await;
+    let n2 = HoldfastNode::spawn(&urls, 2, &ttl).await;
+    // A sale on node 2 makes it lease units of the product.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(n2.url("/api/reservations"))
+        .bearer_auth(CHECKOUT)
+        .json(&json!({"sku": "tee-black-m", "qty": 1, "buyer": "n2-buyer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dash = browser.new_page().await;
+    dash.goto(&n1.url("/dashboard?show=demo&lang=en")).await;
+    dash.wait_for(
+        "the dashboard to be live with products",
+        "document.getElementById('conn').dataset.status === 'live' \
+         && document.querySelectorAll('#products tbody tr').length > 0",
+    )
+    .await;
+    assert_eq!(
+        dash.eval("document.getElementById('nodes').hidden").await,
+        true,
+        "nothing to show before sign-in"
+    );
+    sign_in_admin(&dash).await;
+    let head = dash
+        .wait_text(
+            "#nodes-head",
+            "t.includes('Node 1 (this one): alive') && t.includes('Node 2: alive')",
+        )
+        .await;
+    assert!(!head.contains("down"), "{head}");
+    let leased_on_2 = dash
+        .eval(
+            "Number(document.querySelector('#nodes-body tr[data-sku=\"tee-black-m\"]')\
+             .querySelectorAll('td')[2].textContent)",
+        )
+        .await;
+    assert!(
+        leased_on_2.as_u64().is_some_and(|n| n >= 1),
+        "node 2 leased what it sold from: {leased_on_2}"
+    );
+    assert_eq!(
+        dash.eval("document.getElementById('nodes').hidden").await,
+        false
+    );
+    n2.kill9();
+    dash.wait_text(
+        "#nodes-head",
+        "t.includes('Node 2: down') && t.includes('Node 1 (this one): alive')",
+    )
+    .await;
+    dash.wait_text("#nodes-note", "t === '1 of 2 alive'").await;
+    dash.close().await;
+    browser.close().await;
+}

@@ -17,9 +17,6 @@
 //! in-memory, durable with Redis) are in [`crate::gateway_ws`].
 
 use crate::gateway_ws::{Backend, GatewayWs};
-
-/// Masters of the cluster row's Redis Cluster (one replica each).
-const CLUSTER_MASTERS: u32 = 3;
 use crate::harness::{Bench, Drops, TEND_EVERY_PAIRS, Worker, XorShift, bench_config, pin_to_cpu};
 use crate::measure::{
     Measurement, Percentiles, Phase, Phases, format_ns, format_rate, latency_histogram,
@@ -34,57 +31,12 @@ use holdfast_engine::limits::SKUS_MAX;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The workload every row runs.
-#[derive(Debug, Clone, Serialize)]
-pub struct Workload {
-    /// Concurrent clients (logical clients in-process, connections to Redis).
-    pub clients: usize,
-    /// Units per drop.
-    pub drop_units: u32,
-    /// Measured time per row.
-    pub duration: Duration,
-    /// Unmeasured warm-up before it.
-    pub warmup: Duration,
-    /// OS threads the in-process rows use.
-    pub engine_threads: usize,
-    /// Reserves per round trip in the pipelined Redis row.
-    pub pipeline: usize,
-    /// In-process rows time one pair in this many (timing every call would
-    /// cost about as much as the call).
-    pub sample_every: u32,
-    /// Tokio worker threads for the Redis clients.
-    pub redis_client_threads: usize,
-    /// The redis-server binary to start.
-    #[serde(skip)]
-    pub redis_server: String,
-    /// The `holdfast` gateway binary the end-to-end rows start.
-    pub gateway_bin: std::path::PathBuf,
-    /// Requests in flight per websocket in the pipelined gateway rows (and
-    /// the gateway's `--inflight-max` for them).
-    pub gateway_window: usize,
-    /// Tokio worker threads driving the websocket clients.
-    pub ws_client_threads: usize,
-    /// Profile the gateway rows with `perf record` into this directory.
-    pub perf_dir: Option<std::path::PathBuf>,
-    /// Extra `holdfast serve` flags for every gateway row (experiments,
-    /// e.g. `--batch-delay-max-us 100`).
-    pub gateway_args: Vec<String>,
-}
+pub use crate::target::{Target, Workload};
 
-/// One row of the comparison. Implement this to add a row.
-pub trait Target {
-    /// Name shown in the table.
-    fn name(&self) -> String;
-    /// Whether this row is the baseline the others are divided by.
-    fn is_baseline(&self) -> bool {
-        false
-    }
-    /// Runs the workload and measures it. Must stop by itself within the
-    /// workload's warm-up + duration (plus set-up and tear-down).
-    fn run(&mut self, workload: &Workload) -> Result<Measurement>;
-}
+/// Masters of the cluster row's Redis Cluster (one replica each).
+const CLUSTER_MASTERS: u32 = 3;
 
 /// Rows that belong in the table but cannot be measured yet.
 pub const PENDING_ROWS: &[(&str, &str)] = &[];

@@ -24,13 +24,13 @@
 //! (default one worker thread); its CPU, the gateway's and Redis's are all
 //! in the row's `cores`, and split in its note.
 
-use crate::compare::{Target, Workload};
 use crate::gateway_proc::{GatewayProcess, GatewaySpec, PerfRecord};
 use crate::measure::{
     Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, process_cpu_s, record,
 };
 use crate::redis_cluster::RedisCluster;
 use crate::redis_server::RedisServer;
+use crate::target::{Target, Workload};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};

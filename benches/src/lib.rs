@@ -15,7 +15,8 @@
 //! - [`redis_cluster`]: a private Redis Cluster (the operator's scripts).
 //! - [`redis_lua`]: the Redis-Lua baseline (EVALSHA, C connections,
 //!   unpipelined or pipelined).
-//! - [`compare`]: the workload, the [`compare::Target`] rows, the table.
+//! - [`target`]: the workload and the [`target::Target`] trait of a row.
+//! - [`compare`]: the rows, the table.
 //! - [`gateway_proc`]: the real `holdfast` binary as a child process on a
 //!   free loopback port (RSS, CPU, `/metrics`, admin calls).
 //! - [`gateway_ws`]: the gateway end-to-end rows of `compare` (pipelined
@@ -34,6 +35,7 @@ pub mod measure;
 pub mod redis_cluster;
 pub mod redis_lua;
 pub mod redis_server;
+pub mod target;
 
 /// Whether `tool` can run, for tests that need it. A missing tool fails
 /// the test unless `HOLDFAST_TEST_ALLOW_SKIP=1` is set (local runs only),

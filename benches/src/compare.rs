@@ -490,6 +490,7 @@ impl Target for RedisLua {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn tiny() -> Workload {
         Workload {

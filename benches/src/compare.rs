@@ -16,7 +16,7 @@
 //! it as "not yet measured". The gateway end-to-end rows (websocket
 //! in-memory, durable with Redis) are in [`crate::gateway_ws`].
 
-use crate::gateway_ws::{Backend, GatewayWs};
+use crate::gateway_ws::{Backend, GatewayWs, Transport};
 use crate::harness::{Bench, Drops, TEND_EVERY_PAIRS, Worker, XorShift, bench_config, pin_to_cpu};
 use crate::measure::{
     Measurement, Percentiles, Phase, Phases, format_ns, format_rate, latency_histogram,
@@ -62,14 +62,29 @@ pub fn targets(workload: &Workload) -> Vec<Box<dyn Target>> {
         // Redis row.
         Box::new(GatewayWs {
             backend: Backend::Memory,
+            transport: Transport::Websocket,
             window: workload.gateway_window,
         }),
         Box::new(GatewayWs {
             backend: Backend::Redis,
+            transport: Transport::Websocket,
             window: workload.gateway_window,
         }),
         Box::new(GatewayWs {
             backend: Backend::Redis,
+            transport: Transport::Websocket,
+            window: 1,
+        }),
+        // A checkout backend's usual pattern: HTTP/1.1 keep-alive, one
+        // request in flight per pooled connection.
+        Box::new(GatewayWs {
+            backend: Backend::Memory,
+            transport: Transport::Http,
+            window: 1,
+        }),
+        Box::new(GatewayWs {
+            backend: Backend::Redis,
+            transport: Transport::Http,
             window: 1,
         }),
         // One node of a 3-master Redis Cluster, durable with a replica
@@ -77,6 +92,7 @@ pub fn targets(workload: &Workload) -> Vec<Box<dyn Target>> {
         // against the single-Redis row above (same run).
         Box::new(GatewayWs {
             backend: Backend::Cluster(CLUSTER_MASTERS),
+            transport: Transport::Websocket,
             window: workload.gateway_window,
         }),
     ]

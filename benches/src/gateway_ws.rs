@@ -24,6 +24,8 @@
 //! (default one worker thread); its CPU, the gateway's and Redis's are all
 //! in the row's `cores`, and split in its note.
 
+use crate::clients::{ClientResult, ERRORS_MAX, REPLY_TIMEOUT, Shared};
+use crate::gateway_http::HttpClient;
 use crate::gateway_proc::{GatewayProcess, GatewaySpec, PerfRecord};
 use crate::measure::{
     Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, process_cpu_s, record,
@@ -34,7 +36,6 @@ use crate::target::{Target, Workload};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use holdfast_gateway::protocol::{
     BinClientMsg, BinServerMsg, Commit, Reserve, SUBPROTOCOL_BINARY, SkuList,
 };
@@ -43,7 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -60,15 +61,6 @@ const DROPS_MAX: usize = 256;
 
 /// Sampling frequency of `--perf-dir` profiles (Hz per CPU).
 const PERF_FREQ: u32 = 499;
-
-/// A reply later than this means the gateway is stuck: the row fails
-/// instead of hanging.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Refusals other than `sold_out` tolerated per client before the row is
-/// declared failed (a few `overloaded` under a burst are information; a
-/// stream of them is a broken set-up).
-const ERRORS_MAX: u64 = 10_000;
 
 /// Client-side websocket limits: small buffers (replies are ~60 bytes),
 /// frames written as they are fed and flushed in batches by the loop.
@@ -91,30 +83,24 @@ pub enum Backend {
     Cluster(u32),
 }
 
-/// The gateway over websocket, in memory, durable with Redis, or one node
-/// of a Redis Cluster.
+/// How the clients talk to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Websockets with the binary subprotocol, `window` requests in flight.
+    Websocket,
+    /// HTTP/1.1 keep-alive, JSON, one request in flight per connection
+    /// (`window` is 1), as a checkout backend's connection pool.
+    Http,
+}
+
+/// The gateway over websocket or HTTP, in memory, durable with Redis, or
+/// one node of a Redis Cluster.
 pub struct GatewayWs {
     pub backend: Backend,
+    pub transport: Transport,
     /// Requests in flight per connection (also the gateway's
     /// `--inflight-max` for the row).
     pub window: usize,
-}
-
-/// What one client did.
-struct ClientResult {
-    pairs: u64,
-    hist: Histogram<u64>,
-    commits_total: u64,
-    errors: BTreeMap<String, u64>,
-}
-
-/// State every client shares.
-struct Shared {
-    phases: Phases,
-    /// Index of the drop being sold.
-    drop: AtomicUsize,
-    drops: Vec<String>,
-    window: usize,
 }
 
 impl Target for GatewayWs {
@@ -124,7 +110,10 @@ impl Target for GatewayWs {
             Backend::Redis => "durable (Redis)".to_owned(),
             Backend::Cluster(m) => format!("cluster node ({m} masters)"),
         };
-        format!("gateway websocket, {mode}, W={}", self.window)
+        match self.transport {
+            Transport::Websocket => format!("gateway websocket, {mode}, W={}", self.window),
+            Transport::Http => format!("gateway HTTP/1.1, {mode}, 1 in flight"),
+        }
     }
 
     fn run(&mut self, w: &Workload) -> Result<Measurement> {
@@ -211,8 +200,13 @@ impl Target for GatewayWs {
             }
             None => None,
         };
-        let (interval, results, cpu_parts) =
-            rt.block_on(drive(&gateway, shared.clone(), w, &redis_pids))?;
+        let (interval, results, cpu_parts) = rt.block_on(drive(
+            &gateway,
+            shared.clone(),
+            w,
+            &redis_pids,
+            self.transport,
+        ))?;
         drop(rt);
         if let Some(perf) = perf {
             perf.finish()?;
@@ -278,17 +272,35 @@ async fn drive(
     shared: Arc<Shared>,
     w: &Workload,
     redis_pids: &[u32],
+    transport: Transport,
 ) -> Result<(crate::measure::Interval, Vec<ClientResult>, [f64; 3])> {
-    let mut conns = Vec::with_capacity(w.clients);
-    for _ in 0..w.clients {
-        conns.push(connect(gateway.addr(), gateway.checkout_token()).await?);
-    }
     let mut tasks = Vec::with_capacity(w.clients);
-    for (c, ws) in conns.into_iter().enumerate() {
-        let shared = shared.clone();
-        tasks.push(tokio::spawn(async move {
-            client_loop(ws, &shared, &format!("bench-buyer-{c}")).await
-        }));
+    match transport {
+        Transport::Websocket => {
+            let mut conns = Vec::with_capacity(w.clients);
+            for _ in 0..w.clients {
+                conns.push(connect(gateway.addr(), gateway.checkout_token()).await?);
+            }
+            for (c, ws) in conns.into_iter().enumerate() {
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    client_loop(ws, &shared, &format!("bench-buyer-{c}")).await
+                }));
+            }
+        }
+        Transport::Http => {
+            let mut conns = Vec::with_capacity(w.clients);
+            for _ in 0..w.clients {
+                conns.push(HttpClient::connect(gateway.addr(), gateway.checkout_token()).await?);
+            }
+            for (c, client) in conns.into_iter().enumerate() {
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    crate::gateway_http::client_loop(client, &shared, &format!("bench-buyer-{c}"))
+                        .await
+                }));
+            }
+        }
     }
     let gw_pid = gateway.pid();
     let samples: Mutex<Vec<[f64; 3]>> = Mutex::default();
@@ -584,14 +596,15 @@ fn audit(gateway: &GatewayProcess, drops: &[String], commits: u64) -> Result<Str
 mod tests {
     use super::*;
     use crate::gateway_proc::default_gateway_bin;
+    use std::time::Duration;
 
-    /// A tiny run through the real gateway, when it has been built (`cargo
-    /// build -p holdfast-gateway`); asserts what must happen, not how fast.
+    /// A tiny run through the real gateway over each transport (the
+    /// workspace's tests build `holdfast`); asserts what must happen, not
+    /// how fast.
     #[test]
     fn a_tiny_row_runs_end_to_end_and_passes_its_audit() {
         let bin = default_gateway_bin();
-        if !bin.exists() {
-            eprintln!("{} not built; skipping", bin.display());
+        if !crate::require_tool(&bin.display().to_string()) {
             return;
         }
         let w = Workload {
@@ -610,15 +623,18 @@ mod tests {
             perf_dir: None,
             gateway_args: Vec::new(),
         };
-        let m = GatewayWs {
-            backend: Backend::Memory,
-            window: 4,
+        for (transport, window) in [(Transport::Websocket, 4), (Transport::Http, 1)] {
+            let m = GatewayWs {
+                backend: Backend::Memory,
+                transport,
+                window,
+            }
+            .run(&w)
+            .unwrap();
+            assert!(m.pairs > 0, "{transport:?}");
+            assert_eq!(m.latency.len(), m.pairs, "one latency per measured pair");
+            assert!(m.note.contains("audit:"), "{}", m.note);
         }
-        .run(&w)
-        .unwrap();
-        assert!(m.pairs > 0);
-        assert_eq!(m.latency.len(), m.pairs, "one latency per measured pair");
-        assert!(m.note.contains("audit:"), "{}", m.note);
     }
 
     #[test]

@@ -20,14 +20,17 @@
 //! - [`gateway_proc`]: the real `holdfast` binary as a child process on a
 //!   free loopback port (RSS, CPU, `/metrics`, admin calls).
 //! - [`gateway_ws`]: the gateway end-to-end rows of `compare` (pipelined
-//!   websocket checkout clients).
+//!   websocket checkout clients), and [`gateway_http`]: their HTTP/1.1
+//!   keep-alive client; [`clients`]: what their clients share.
 //! - [`fanout`]: the fan-out measurement (idle viewers per GiB, update
 //!   delivery latency and deliveries/s).
 //! - [`chart`]: the before/after SVG of `compare` runs in the docs.
 
 pub mod chart;
+pub mod clients;
 pub mod compare;
 pub mod fanout;
+pub mod gateway_http;
 pub mod gateway_proc;
 pub mod gateway_ws;
 pub mod harness;

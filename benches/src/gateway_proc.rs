@@ -284,32 +284,9 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .context("no VmRSS line")
 }
 
-/// Raises this process's open-file soft limit to its hard limit (every
-/// websocket is a file descriptor; these machines allow 20 000). Returns
-/// the limit now in force.
-pub fn raise_nofile_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct we
-    // pass, which lives on this frame for the duration of the calls.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-    }
-    lim.rlim_cur
-}
+/// Raises the open-file soft limit to the hard limit (the gateway's own
+/// helper: one copy of the system call in the workspace).
+pub use holdfast_gateway::sys::raise_nofile_limit;
 
 /// A loopback port nobody is listening on right now.
 pub fn free_port() -> Result<u16> {

@@ -104,6 +104,39 @@ struct Intake {
     ready: Vec<Event>,
 }
 
+/// The writer loop's state between batches.
+struct RunState {
+    mirror: Mirror,
+    con: Option<Conn>,
+    intake: Intake,
+    /// Every event up to this seq is in Redis.
+    persisted: u64,
+    /// Whether the last batch landed on the current connection (then the
+    /// one-round-trip path is safe).
+    healthy: bool,
+    last_health: Instant,
+    shutdown_started: Option<Instant>,
+    /// The batch sealed while the last one was in flight.
+    next: Option<Batch>,
+}
+
+/// What waiting for work gave.
+enum Wait {
+    Batch(Batch),
+    /// Events arrived but none is ready yet (e.g. a cart's tail): look again.
+    Nothing,
+    /// Shutting down, and everything is in Redis.
+    Flushed,
+}
+
+/// How a batch's landing ended.
+enum Settled {
+    /// In Redis; `rewritten`: by a full re-write of the state.
+    Landed { rewritten: bool },
+    /// Stop the writer.
+    Stop,
+}
+
 impl Writer {
     pub fn header(key: (u64, u64), incarnation: u16, node: u8) -> Vec<(&'static str, String)> {
         vec![
@@ -130,146 +163,191 @@ impl Writer {
         }
     }
 
-    /// Runs until `shutdown`, then flushes what it can.
+    /// Runs until `shutdown`, then flushes what it can: takes a batch
+    /// (the one sealed while the last was in flight, or a fresh one once
+    /// events arrive), lands it, and seals the next from what was gathered
+    /// meanwhile.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let mut mirror = std::mem::take(&mut self.mirror);
-        let mut con: Option<Conn> = None;
-        let mut intake = Intake::default();
-        let mut persisted = mirror.seq;
-        // Whether the last batch landed on the current connection.
-        let mut healthy = false;
-        let mut last_health = Instant::now();
-        let mut shutdown_started: Option<Instant> = None;
-        let mut next: Option<Batch> = None;
+        let mirror = std::mem::take(&mut self.mirror);
+        let mut st = RunState {
+            persisted: mirror.seq,
+            mirror,
+            con: None,
+            intake: Intake::default(),
+            healthy: false,
+            last_health: Instant::now(),
+            shutdown_started: None,
+            next: None,
+        };
         loop {
-            if shutdown.is_cancelled() && shutdown_started.is_none() {
-                shutdown_started = Some(Instant::now());
+            if shutdown.is_cancelled() && st.shutdown_started.is_none() {
+                st.shutdown_started = Some(Instant::now());
             }
-            let batch = match next.take() {
+            let batch = match st.next.take() {
                 Some(batch) => batch,
-                None => {
-                    if self.nothing_pending(&intake) {
-                        if shutdown_started.is_some() {
-                            tracing::info!(seq = persisted, "journal flushed");
-                            return;
-                        }
-                        if last_health.elapsed() >= HEALTH_EVERY {
-                            last_health = Instant::now();
-                            mirror.prune_requests(self.engine.now_ms(), self.request_window_ms);
-                            self.health(&mut con, &mirror, persisted).await;
-                        }
-                        // Requests wake the journal only while it waits
-                        // here (a wake-up per request while a batch is in
-                        // flight cost a thread switch each, for nothing:
-                        // the landing takes everything queued anyway).
-                        self.journal.doorbell.arm();
-                        if self.nothing_pending(&intake) {
-                            tokio::select! {
-                                () = self.journal.kick.notified() => {}
-                                () = tokio::time::sleep(IDLE_WAIT) => {}
-                                () = shutdown.cancelled(), if shutdown_started.is_none() => {}
-                            }
-                        }
-                        self.journal.doorbell.disarm();
-                        // Group commit: optionally give concurrent operations
-                        // a moment to add their events to this batch.
-                        let queued = self.engine.events().map_or(0, |l| l.len());
-                        if !self.batch_delay_max.is_zero() && queued < self.batch_size_max {
-                            tokio::time::sleep(self.batch_delay_max).await;
-                        }
-                    }
-                    match self.build(&mut mirror, &mut intake) {
-                        Some(batch) => batch,
-                        None => continue,
-                    }
-                }
+                None => match self.wait_for_batch(&mut st, &shutdown).await {
+                    Wait::Batch(batch) => batch,
+                    Wait::Nothing => continue,
+                    Wait::Flushed => return,
+                },
             };
-            let end = batch.writes.seq.max(persisted);
-            let started = Instant::now();
-            // A fresh connection proves nothing about the last batch.
-            healthy &= con.is_some();
-            // Send this batch, and meanwhile take in the events already
-            // queued for the next one; the rest are taken in when this one
-            // lands, and then only the next one's commands remain to build.
-            let mut gathered = Writes::default();
-            let (mut outcome, ()) =
-                tokio::join!(self.send(&mut con, &batch, persisted, healthy), async {
-                    self.absorb(&mut mirror, &mut intake, &mut gathered);
-                });
-            let mut rewritten = false;
-            // Whether this batch's commands were executed on some attempt
-            // (then its order-stream entries are in Redis already).
-            let mut orders_landed = false;
-            loop {
-                match outcome {
-                    Ok(Landed::Yes) => break,
-                    Ok(Landed::Fenced) => return,
-                    Ok(Landed::Resync { why, applied }) => {
-                        match self.connection(&mut con).await {
-                            Ok(c) => match self.still_owner(c).await {
-                                Ok(true) => {}
-                                Ok(false) => return,
-                                Err(e) => {
-                                    outcome = Err(e);
-                                    continue;
-                                }
-                            },
+            if !self.land(&mut st, batch).await {
+                return;
+            }
+        }
+    }
+
+    /// Idle: waits for events (a health check now and then), then builds a
+    /// batch of them. `Flushed` once shutting down with nothing left.
+    async fn wait_for_batch(&self, st: &mut RunState, shutdown: &CancellationToken) -> Wait {
+        if self.nothing_pending(&st.intake) {
+            if st.shutdown_started.is_some() {
+                tracing::info!(seq = st.persisted, "journal flushed");
+                return Wait::Flushed;
+            }
+            if st.last_health.elapsed() >= HEALTH_EVERY {
+                st.last_health = Instant::now();
+                st.mirror
+                    .prune_requests(self.engine.now_ms(), self.request_window_ms);
+                self.health(&mut st.con, &st.mirror, st.persisted).await;
+            }
+            // Requests wake the journal only while it waits here (a
+            // wake-up per request while a batch is in flight cost a thread
+            // switch each, for nothing: the landing takes everything queued
+            // anyway).
+            self.journal.doorbell.arm();
+            if self.nothing_pending(&st.intake) {
+                tokio::select! {
+                    () = self.journal.kick.notified() => {}
+                    () = tokio::time::sleep(IDLE_WAIT) => {}
+                    () = shutdown.cancelled(), if st.shutdown_started.is_none() => {}
+                }
+            }
+            self.journal.doorbell.disarm();
+            // Group commit: optionally give concurrent operations a moment
+            // to add their events to this batch.
+            let queued = self.engine.events().map_or(0, |l| l.len());
+            if !self.batch_delay_max.is_zero() && queued < self.batch_size_max {
+                tokio::time::sleep(self.batch_delay_max).await;
+            }
+        }
+        match self.build(&mut st.mirror, &mut st.intake) {
+            Some(batch) => Wait::Batch(batch),
+            None => Wait::Nothing,
+        }
+    }
+
+    /// Lands one batch, retrying (and re-writing the whole state when Redis
+    /// lost or changed it) until it is in Redis; meanwhile gathers the next
+    /// batch's events. False: stop (fenced out, or shutting down with Redis
+    /// unreachable).
+    async fn land(&self, st: &mut RunState, batch: Batch) -> bool {
+        let end = batch.writes.seq.max(st.persisted);
+        let started = Instant::now();
+        // A fresh connection proves nothing about the last batch.
+        st.healthy &= st.con.is_some();
+        // Send this batch, and meanwhile take in the events already queued
+        // for the next one; the rest are taken in when this one lands, and
+        // then only the next one's commands remain to build.
+        let mut gathered = Writes::default();
+        let (outcome, ()) = tokio::join!(
+            self.send(&mut st.con, &batch, st.persisted, st.healthy),
+            async {
+                self.absorb(&mut st.mirror, &mut st.intake, &mut gathered);
+            }
+        );
+        let rewritten = match self.settle(st, &batch, end, outcome).await {
+            Settled::Landed { rewritten } => rewritten,
+            Settled::Stop => return false,
+        };
+        st.healthy = true;
+        st.persisted = end;
+        histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
+        histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
+        self.journal.persisted(st.persisted);
+        if rewritten {
+            // The re-write wrote the whole mirror, which already holds what
+            // was gathered meanwhile: only its order-stream entries are
+            // still to go out.
+            while let Err(e) = self.orders_only(&mut st.con, &st.mirror, &gathered).await {
+                st.con = None;
+                self.journal.set_down(&e);
+                tokio::time::sleep(self.journal.next_backoff()).await;
+            }
+            st.persisted = gathered.seq.max(st.persisted);
+            self.journal.persisted(st.persisted);
+        } else {
+            self.absorb(&mut st.mirror, &mut st.intake, &mut gathered);
+            st.next = self.seal(&mut st.mirror, gathered);
+        }
+        st.last_health = Instant::now();
+        true
+    }
+
+    /// Turns a batch's first outcome into a landing: retries after errors
+    /// (always on the guarded path), re-writes everything on a resync.
+    async fn settle(
+        &self,
+        st: &mut RunState,
+        batch: &Batch,
+        end: u64,
+        mut outcome: redis::RedisResult<Landed>,
+    ) -> Settled {
+        let mut rewritten = false;
+        // Whether this batch's commands were executed on some attempt (then
+        // its order-stream entries are in Redis already).
+        let mut orders_landed = false;
+        loop {
+            match outcome {
+                Ok(Landed::Yes) => return Settled::Landed { rewritten },
+                Ok(Landed::Fenced) => return Settled::Stop,
+                Ok(Landed::Resync { why, applied }) => {
+                    match self.connection(&mut st.con).await {
+                        Ok(c) => match self.still_owner(c).await {
+                            Ok(true) => {}
+                            Ok(false) => return Settled::Stop,
                             Err(e) => {
                                 outcome = Err(e);
                                 continue;
                             }
-                        }
-                        tracing::warn!(%why, seq = mirror.seq, "re-writing holdfast's whole state to Redis");
-                        counter!("holdfast_journal_resyncs_total").increment(1);
-                        orders_landed |= applied;
-                        let orders = (!orders_landed).then_some(&batch.writes);
-                        match self.rewrite(&mut con, &mirror, orders).await {
-                            Ok(()) => {
-                                rewritten = true;
-                                break;
-                            }
-                            Err(e) => outcome = Err(e),
+                        },
+                        Err(e) => {
+                            outcome = Err(e);
+                            continue;
                         }
                     }
-                    Err(e) => {
-                        con = None;
-                        self.journal.set_down(&e);
-                        counter!("holdfast_journal_errors_total", "kind" => "redis").increment(1);
-                        if shutdown_started.is_some_and(|s| s.elapsed() > FLUSH_ON_SHUTDOWN) {
-                            tracing::error!(
-                                persisted,
-                                unwritten = end - persisted,
-                                "shutting down with events not in Redis (Redis unreachable)"
-                            );
-                            return;
+                    tracing::warn!(%why, seq = st.mirror.seq, "re-writing holdfast's whole state to Redis");
+                    counter!("holdfast_journal_resyncs_total").increment(1);
+                    orders_landed |= applied;
+                    let orders = (!orders_landed).then_some(&batch.writes);
+                    match self.rewrite(&mut st.con, &st.mirror, orders).await {
+                        Ok(()) => {
+                            rewritten = true;
+                            return Settled::Landed { rewritten };
                         }
-                        tokio::time::sleep(self.journal.next_backoff()).await;
-                        // After an error, always the guarded path.
-                        outcome = self.send(&mut con, &batch, persisted, false).await;
+                        Err(e) => outcome = Err(e),
                     }
                 }
-            }
-            healthy = true;
-            persisted = end;
-            histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
-            histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
-            self.journal.persisted(persisted);
-            if rewritten {
-                // The re-write wrote the whole mirror, which already holds
-                // what was gathered meanwhile: only its order-stream entries
-                // are still to go out.
-                while let Err(e) = self.orders_only(&mut con, &mirror, &gathered).await {
-                    con = None;
+                Err(e) => {
+                    st.con = None;
                     self.journal.set_down(&e);
+                    counter!("holdfast_journal_errors_total", "kind" => "redis").increment(1);
+                    if st
+                        .shutdown_started
+                        .is_some_and(|s| s.elapsed() > FLUSH_ON_SHUTDOWN)
+                    {
+                        tracing::error!(
+                            persisted = st.persisted,
+                            unwritten = end - st.persisted,
+                            "shutting down with events not in Redis (Redis unreachable)"
+                        );
+                        return Settled::Stop;
+                    }
                     tokio::time::sleep(self.journal.next_backoff()).await;
+                    // After an error, always the guarded path.
+                    outcome = self.send(&mut st.con, batch, st.persisted, false).await;
                 }
-                persisted = gathered.seq.max(persisted);
-                self.journal.persisted(persisted);
-            } else {
-                self.absorb(&mut mirror, &mut intake, &mut gathered);
-                next = self.seal(&mut mirror, gathered);
             }
-            last_health = Instant::now();
         }
     }
 

@@ -122,7 +122,7 @@ struct RunState {
 
 /// What waiting for work gave.
 enum Wait {
-    Batch(Batch),
+    Batch(Box<Batch>),
     /// Events arrived but none is ready yet (e.g. a cart's tail): look again.
     Nothing,
     /// Shutting down, and everything is in Redis.
@@ -186,7 +186,7 @@ impl Writer {
             let batch = match st.next.take() {
                 Some(batch) => batch,
                 None => match self.wait_for_batch(&mut st, &shutdown).await {
-                    Wait::Batch(batch) => batch,
+                    Wait::Batch(batch) => *batch,
                     Wait::Nothing => continue,
                     Wait::Flushed => return,
                 },
@@ -232,7 +232,7 @@ impl Writer {
             }
         }
         match self.build(&mut st.mirror, &mut st.intake) {
-            Some(batch) => Wait::Batch(batch),
+            Some(batch) => Wait::Batch(Box::new(batch)),
             None => Wait::Nothing,
         }
     }

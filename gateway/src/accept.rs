@@ -286,6 +286,32 @@ impl Drop for SourceSlot {
     }
 }
 
+/// Refused connections that may linger at once (reading what their client
+/// sent, so the refusal is not lost to a reset); beyond it they close at
+/// once. Each lingers at most [`REFUSED_LINGER`].
+const REFUSED_LINGERING_MAX: usize = 256;
+const REFUSED_LINGER: Duration = Duration::from_millis(250);
+/// Most bytes read from a refused connection before it is closed anyway.
+const REFUSED_DRAIN_BYTES_MAX: usize = 64 * 1024;
+
+/// Sends FIN after the refusal, then reads and drops the client's input
+/// until it closes, for a moment, or up to a bound.
+async fn linger_then_close(mut stream: TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut read = 0;
+        while read < REFUSED_DRAIN_BYTES_MAX {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_LINGER, drain).await;
+}
+
 /// The answer to a connection over its source address's limit, written
 /// before anything is read: a complete HTTP response, so a client sees a
 /// clear, retryable error instead of a reset.
@@ -311,6 +337,7 @@ pub async fn accept_loop(
 ) {
     let http_slots = Arc::new(Semaphore::new(limits.http_connections_max));
     let sources = Arc::new(PerSource::default());
+    let refused_lingering = Arc::new(Semaphore::new(REFUSED_LINGERING_MAX));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut http = hyper::server::conn::http1::Builder::new();
     // Our watchdog times heads, idle connections and requests; hyper's one
@@ -347,10 +374,16 @@ pub async fn accept_loop(
             counter!("holdfast_http_connections_refused_total", "reason" => "per_source")
                 .increment(1);
             // A fresh socket's send buffer takes this short answer whole:
-            // try_write never waits, and the socket closes on drop.
+            // try_write never waits. Then the request the client already
+            // sent is read and dropped for a moment before closing: closing
+            // with unread input sends a reset, which can destroy the answer
+            // before the client reads it.
             let _ = stream.try_write(&over_source_limit_response(
                 limits.http_connections_per_source_max,
             ));
+            if let Ok(lingering) = refused_lingering.clone().try_acquire_owned() {
+                tokio::spawn(linger_then_close(stream, lingering));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);

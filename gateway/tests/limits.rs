@@ -510,3 +510,32 @@ async fn oversized_heads_get_a_json_431() {
     assert_eq!(body["error"], "headers_too_large");
     gw.stop().await;
 }
+
+/// A client over its address's connection limit that sends its request at
+/// once, as every HTTP client does, still reads the whole JSON refusal: the
+/// server reads what the client sent before closing, so no reset destroys
+/// the answer.
+#[tokio::test]
+async fn a_refused_client_reads_the_whole_refusal_even_after_sending() {
+    use tokio::io::AsyncWriteExt;
+    let mut args = demo_args();
+    args.limits.http_connections_per_source_max = 2;
+    args.limits.http_first_request_timeout_ms = 60_000;
+    let gw = Gateway::start(args).await;
+    let _taken = [
+        connect_from(&gw, "127.0.0.4").await,
+        connect_from(&gw, "127.0.0.4").await,
+    ];
+    for _ in 0..4 {
+        let mut tcp = connect_from(&gw, "127.0.0.4").await;
+        let request = format!(
+            "POST /api/reservations HTTP/1.1\r\nHost: x\r\ncontent-length: 8192\r\n\r\n{}",
+            "x".repeat(8192)
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let text = read_to_close(&mut tcp).await;
+        assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+        assert!(text.contains("too_many_connections"), "{text}");
+    }
+    gw.stop().await;
+}

@@ -22,7 +22,9 @@
 
 use crate::catalog::SkuIdx;
 use crate::engine::{Ending, Engine};
-use crate::hold::{self, COMMITTED, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won};
+use crate::hold::{
+    self, COMMITTED, COMMITTING, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won,
+};
 use crate::inbox::Notice;
 use crate::sync::Ordering;
 use std::collections::HashSet;
@@ -229,7 +231,10 @@ impl Expirer {
         // unlink notice, and either place is correct: a stale HELD or
         // RESERVING files it in the wheel, where the notice finds it too.
         let word = self.engine.holds.slot(slot).word.load(Ordering::Relaxed);
-        matches!(hold::state(word), COMMITTED | RELEASED | EXPIRED)
+        matches!(
+            hold::state(word),
+            COMMITTING | COMMITTED | RELEASED | EXPIRED
+        )
     }
 
     fn unlink(&mut self, slot: u32) {
@@ -323,7 +328,7 @@ impl Expirer {
             }
             // Ended by commit/release, or still being filled: the unlink
             // notice (or the publish) is on its way.
-            RESERVING | COMMITTED | RELEASED | EXPIRED => self.link(slot, now_tick),
+            RESERVING | COMMITTING | COMMITTED | RELEASED | EXPIRED => self.link(slot, now_tick),
             other => unreachable!("slot {slot} in the wheel with state {other}"),
         }
         true

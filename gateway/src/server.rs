@@ -21,6 +21,7 @@ use crate::ops::Ops;
 use crate::stats::Stats;
 use crate::ws::{WsCtx, hub::Hub};
 use anyhow::Context as _;
+use holdfast_engine::limits::INCARNATIONS;
 use holdfast_engine::{CachedClock, Engine, EngineConfig, Expirer, SystemClock};
 use metrics::{counter, histogram};
 use std::sync::Arc;
@@ -225,7 +226,7 @@ async fn build_core(
     let limits = &args.limits;
     let mut config = EngineConfig {
         node_id: args.node_id,
-        incarnation: (Ids::random_key().0 % 4096) as u16,
+        incarnation: (Ids::random_key().0 % u64::from(INCARNATIONS)) as u16,
         skus_max: limits.skus_max,
         holds_max: limits.holds_max,
         buyer_entries_max: limits.buyers_max,

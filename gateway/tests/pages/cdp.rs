@@ -171,7 +171,8 @@ pub fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("HOLDFAST_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    crate::common::require_tool("chromium", "the browser tests").then(|| PathBuf::from("chromium"))
+    crate::common::require_tool("chromium", "the browser tests")
+        .then(|| PathBuf::from("chromium"))
 }
 
 impl Browser {

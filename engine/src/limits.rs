@@ -42,9 +42,11 @@ pub const PROBE_WINDOW: usize = 16;
 #[cfg(loom)]
 pub const PROBE_WINDOW: usize = 2;
 
-/// Most events the expirer handles per `run` call before returning, so one
-/// call cannot stall its thread for long after a long pause.
-pub const EXPIRY_BATCH_MAX: usize = 65_536;
+/// Most holds one `Expirer::run` looks at in the wheel's due buckets
+/// before returning (reporting `batch_full`), so one call cannot stall its
+/// thread for long after a long pause, when a whole wheel turn may be
+/// due. (Its inbox drain is bounded by the inbox lanes' capacity.)
+pub const EXPIRY_BATCH_MAX: u32 = 65_536;
 
 /// Finest expiry tick. A link notice packs a deadline's tick beside a
 /// 24-bit hold slot below the unlink flag (bit 63), so the tick of any

@@ -426,7 +426,11 @@ fn spawn_expirer(
                     counter!("holdfast_expired_holds_total")
                         .increment(u64::from(report.expired_holds));
                 }
-                std::thread::sleep(every);
+                // A full batch means more holds are due now (after a pause):
+                // catch up at once, a bounded batch at a time.
+                if !report.batch_full {
+                    std::thread::sleep(every);
+                }
             }
         })
         .expect("spawn the expirer thread")

@@ -9,8 +9,8 @@
 //! goes from free to taken, so two threads claiming the same key meet at the
 //! same position. For the rare claim that straddles an epoch change, every
 //! claim is re-verified against both tables after the CAS (a Dekker-style
-//! check with `SeqCst`): if two claims of one key see each other, both back
-//! off and report `InProgress`, so at most one ever proceeds.
+//! check with a `SeqCst` fence): if two claims of one key see each other,
+//! both back off and report `InProgress`, so at most one ever proceeds.
 //!
 //! A claimed position still carries the previous occupant's outcome until
 //! ours is recorded, so `record` writes the outcome first and then `owner`
@@ -413,6 +413,13 @@ impl RequestTable {
         let Some(mine) = claimed else {
             return Claim::Full;
         };
+        // SeqCst fence: the middle of the Dekker check, between our CAS and
+        // the loads below. Two claimers each store (CAS), fence, then load:
+        // the one whose fence comes second in the single total order sees
+        // the other's key. (SeqCst accesses alone would do in the C++
+        // model; loom checks the fence form, and a claim with a new id
+        // can afford the one fence.)
+        fence(Ordering::SeqCst);
         // 3. Verify no other live claim of this key exists anywhere (a claim
         // made under another epoch). Either we see theirs or they see ours.
         for table in [current, previous] {
@@ -680,5 +687,134 @@ mod tests {
                 t.rotate(request * 10);
             }
         }
+    }
+}
+
+/// Loom models of claims, epoch rotation and forgetting. Each table has
+/// `PROBE_WINDOW` (2 under loom) positions, so a key's window covers it.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const REQUEST: u64 = 42;
+    const FINGERPRINT: u32 = 7;
+
+    /// A table whose epochs last 1 ms (`rotate(n)` moves to epoch n + 2).
+    fn table() -> Arc<RequestTable> {
+        Arc::new(RequestTable::new(1, 2, 0))
+    }
+
+    /// Claims `REQUEST` and, if this call is the one that runs it, records
+    /// `answer`. Returns whether it ran, checking what a loser is told.
+    fn claim_and_run(t: &RequestTable, answer: u64) -> bool {
+        match t.claim(REQUEST, FINGERPRINT) {
+            Claim::New(ticket) => {
+                ticket.record(answer, 0, 0);
+                true
+            }
+            Claim::Done(r) => {
+                assert_eq!(r.outcome, answer, "a replay gets the first answer");
+                false
+            }
+            Claim::InProgress => false,
+            other => panic!("a claim of one id saw {other:?}"),
+        }
+    }
+
+    /// Two claims of one id at once: exactly one runs; the other is told it
+    /// is in progress or gets its answer.
+    #[test]
+    fn loom_concurrent_claims_of_one_id_run_it_once() {
+        loom::model(|| {
+            let t = table();
+            let other = {
+                let t = t.clone();
+                thread::spawn(move || claim_and_run(&t, success_outcome(1)))
+            };
+            let ran = claim_and_run(&t, success_outcome(1));
+            let runs = usize::from(ran) + usize::from(other.join().unwrap());
+            assert_eq!(runs, 1, "exactly one claim runs the request");
+            assert!(matches!(t.claim(REQUEST, FINGERPRINT), Claim::Done(_)));
+        });
+    }
+
+    /// Two claims of one id straddle an epoch change (one inserts in each
+    /// table): the Dekker check lets at most one run.
+    #[test]
+    fn loom_claims_straddling_an_epoch_change_run_at_most_once() {
+        loom::model(|| {
+            let t = table();
+            let rotator = {
+                let t = t.clone();
+                thread::spawn(move || t.rotate(1))
+            };
+            let other = {
+                let t = t.clone();
+                thread::spawn(move || claim_and_run(&t, success_outcome(1)))
+            };
+            let ran = claim_and_run(&t, success_outcome(1));
+            let runs = usize::from(ran) + usize::from(other.join().unwrap());
+            rotator.join().unwrap();
+            assert!(runs <= 1, "{runs} claims ran the request");
+        });
+    }
+
+    /// A recorded answer outlives one rotation and is gone after two, even
+    /// when the claim races the rotation.
+    #[test]
+    fn loom_an_answer_survives_one_rotation() {
+        loom::model(|| {
+            let t = table();
+            assert!(claim_and_run(&t, success_outcome(1)));
+            let rotator = {
+                let t = t.clone();
+                thread::spawn(move || t.rotate(1))
+            };
+            assert!(
+                !claim_and_run(&t, success_outcome(1)),
+                "remembered in its epoch and the next"
+            );
+            rotator.join().unwrap();
+            t.rotate(2);
+            assert!(
+                claim_and_run(&t, success_outcome(2)),
+                "aged out two epochs later: runs afresh"
+            );
+        });
+    }
+
+    /// A forget racing a claim: the claim gets the old answer, is told it
+    /// is in progress, or runs afresh; and whatever ran last is what a
+    /// later claim replays.
+    #[test]
+    fn loom_forget_racing_a_claim() {
+        loom::model(|| {
+            let t = table();
+            assert!(claim_and_run(&t, success_outcome(1)));
+            let forgetter = {
+                let t = t.clone();
+                thread::spawn(move || t.forget(REQUEST))
+            };
+            let outcome = match t.claim(REQUEST, FINGERPRINT) {
+                Claim::New(ticket) => {
+                    ticket.record(success_outcome(2), 0, 0);
+                    Some(2)
+                }
+                Claim::Done(r) => {
+                    assert_eq!(r.outcome, success_outcome(1), "the old answer");
+                    None
+                }
+                Claim::InProgress => None,
+                other => panic!("a claim racing a forget saw {other:?}"),
+            };
+            forgetter.join().unwrap();
+            match (outcome, t.claim(REQUEST, FINGERPRINT)) {
+                (Some(2), Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
+                (None, Claim::New(ticket)) => ticket.abandon(),
+                (ran, later) => panic!("ran {ran:?}, then a claim saw {later:?}"),
+            }
+        });
     }
 }

@@ -211,6 +211,60 @@ impl Engine {
     }
 }
 
+/// A request id claimed by an operation still running is `InProgress` to
+/// a hold operation with the same id. Only a thread in the middle of an
+/// operation holds such a claim, so the test holds one itself.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{EngineConfig, HoldState, SaleWindow, SkuSettings, SkuSpec};
+    use std::sync::Arc;
+
+    #[test]
+    fn hold_operations_with_a_request_id_in_flight_are_in_progress() {
+        let (engine, _expirer) =
+            Engine::new(EngineConfig::default(), Arc::new(ManualClock::new(1_000)))
+                .expect("valid config");
+        let spec = SkuSpec {
+            total: 5,
+            settings: SkuSettings::default(),
+            window: SaleWindow::Open,
+        };
+        let tee = engine.create_sku("tee", spec).expect("sku");
+        let h = engine.reserve(tee, 2, BuyerId(1), None, false).unwrap();
+        let request = RequestId(77);
+        let Claim::New(running) = engine.requests.claim(request.0, 0) else {
+            panic!("a fresh id is claimed");
+        };
+        assert_eq!(
+            engine.commit(h.hold, None, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.commit(h.hold, Some(&[1]), Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.release(h.hold, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.extend(h.hold, 1_000, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        let info = engine.hold(h.hold).unwrap();
+        assert_eq!(
+            (info.state, info.deadline_ms),
+            (HoldState::Held, h.deadline_ms)
+        );
+        // Not remembered: once the claim is given up, the id runs.
+        running.abandon();
+        assert_eq!(engine.release(h.hold, Some(request)), Ok(()));
+        assert_eq!(engine.hold(h.hold).unwrap().state, HoldState::Released);
+    }
+}
+
 /// Loom model of the durable-mode race the provisional answers exist for
 /// (issue 16.1): the original's write timed out and it undoes the
 /// reservation, while a client's retry replays it and, having waited for

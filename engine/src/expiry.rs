@@ -51,10 +51,9 @@ pub struct ExpiryReport {
     /// True if some due expiries were put off because the event queue was
     /// full (they run on a later call, once the journal has drained it).
     pub deferred: bool,
-    /// True if this run stopped after looking at
-    /// [`EXPIRY_BATCH_MAX`](crate::limits::EXPIRY_BATCH_MAX) holds with
-    /// more due: call [`Expirer::run`] again at once rather than after the
-    /// usual interval.
+    /// True if this run stopped after looking at [`EXPIRY_BATCH_MAX`]
+    /// holds with more due: call [`Expirer::run`] again at once rather
+    /// than after the usual interval.
     pub batch_full: bool,
 }
 

@@ -6,7 +6,10 @@
 //! live?" and "is it past its deadline?" are answered by one atomic value:
 //! an extend that moves the deadline and an expiry that reads the old one can
 //! never both succeed. The generation changes on every reuse, so a stale
-//! [`HoldId`] can never act on the slot's next hold.
+//! [`HoldId`] can never act on the slot's next hold. A commit is the one
+//! ending in two steps: its CAS leaves the head `COMMITTING` while the
+//! winner writes each line's units sold, then a store makes it `COMMITTED`;
+//! readers wait out the first step, every other caller sees it as committed.
 //!
 //! A cart uses one slot per line: the head slot carries the state word that
 //! decides; line slots hang off it (`next_line`) and are only read by the
@@ -291,8 +294,8 @@ pub(crate) enum Lost {
 
 /// One hold slot. Fields other than `word` are written only while the slot is
 /// `RESERVING` (by the reserving thread) or by the thread that won the head's
-/// terminal CAS (`sold`), and read only by a thread that has validated the
-/// generation through `word`.
+/// commit (`sold`, while the head is `COMMITTING`), and read only by a thread
+/// that has validated the generation through `word`.
 #[repr(align(64))]
 #[derive(Debug)]
 pub(crate) struct Slot {

@@ -206,9 +206,9 @@ struct Entry {
 
 impl Entry {
     /// Frees a recorded entry under `key` (it must be the one found with
-    /// `owner == key`). Only `forget` and `Withdrawn::forget` do this; the
-    /// entry cannot have been reused meanwhile, because a recorded key only
-    /// frees by this or by aging out, a window later.
+    /// `owner == key`). Only `Withdrawn::forget` does this; the entry
+    /// cannot have been reused meanwhile, because a recorded key only frees
+    /// by this or by aging out, a window later.
     fn clear(&self, key: u64) {
         // Relaxed: clear the owner first so a later claim of the same key
         // at this position cannot read this record as its own; ordered
@@ -368,7 +368,9 @@ impl RequestTable {
     /// content, so a reused id with other content is caught.
     pub(crate) fn claim(&self, request: u64, fingerprint: u32) -> Claim<'_> {
         let hash = Self::hash(request);
-        // SeqCst: part of the Dekker check below with `rotate`'s increment.
+        // SeqCst: one order of epoch changes for all claims and `rotate`;
+        // two claims of one key under different epochs are kept apart by
+        // the Dekker check below (its fence).
         let epoch = self.epoch.load(Ordering::SeqCst);
         let current = (epoch & 1) as usize;
         let previous = current ^ 1;
@@ -516,14 +518,6 @@ impl RequestTable {
             Err(_) => Withdrawal::Absent,
         }
     }
-
-    /// Forgets a recorded request (used when a durable write failed and the
-    /// operation was undone, so a retry must run again).
-    pub(crate) fn forget(&self, request: u64) {
-        if let Some((entry, key)) = self.find_recorded(request) {
-            entry.clear(key);
-        }
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -561,8 +555,6 @@ mod tests {
     fn abandoned_claims_run_again() {
         let t = RequestTable::new(64, 1000, 0);
         new_ticket(t.claim(1, 1)).abandon();
-        new_ticket(t.claim(1, 1)).record(3, 0, 0);
-        t.forget(1);
         new_ticket(t.claim(1, 1)).abandon();
     }
 
@@ -785,35 +777,42 @@ mod loom_tests {
         });
     }
 
-    /// A forget racing a claim: the claim gets the old answer, is told it
-    /// is in progress, or runs afresh; and whatever ran last is what a
+    /// Undoing a provisional answer (withdraw, then forget once the hold
+    /// is released) racing a replay's claim: the replay gets the answer
+    /// (before the withdraw), is told it is in progress (being undone), or
+    /// runs afresh (after the forget); and whatever ran last is what a
     /// later claim replays.
     #[test]
-    fn loom_forget_racing_a_claim() {
+    fn loom_an_undo_racing_a_claim() {
         loom::model(|| {
             let t = table();
-            assert!(claim_and_run(&t, success_outcome(1)));
-            let forgetter = {
+            let hold = HoldId::from_raw(0x0040_0000_0100_0002).unwrap();
+            let provisional = reservation_outcome(hold, true);
+            assert!(claim_and_run(&t, provisional));
+            let undo = {
                 let t = t.clone();
-                thread::spawn(move || t.forget(REQUEST))
+                thread::spawn(move || match t.withdraw(REQUEST, hold) {
+                    Withdrawal::Withdrawn(w) => w.forget(),
+                    other => panic!("nobody confirms here: {other:?}"),
+                })
             };
-            let outcome = match t.claim(REQUEST, FINGERPRINT) {
+            let ran = match t.claim(REQUEST, FINGERPRINT) {
                 Claim::New(ticket) => {
                     ticket.record(success_outcome(2), 0, 0);
-                    Some(2)
+                    true
                 }
                 Claim::Done(r) => {
-                    assert_eq!(r.outcome, success_outcome(1), "the old answer");
-                    None
+                    assert_eq!(r.outcome, provisional, "the answer before the undo");
+                    false
                 }
-                Claim::InProgress => None,
-                other => panic!("a claim racing a forget saw {other:?}"),
+                Claim::InProgress => false,
+                other => panic!("a claim racing an undo saw {other:?}"),
             };
-            forgetter.join().unwrap();
-            match (outcome, t.claim(REQUEST, FINGERPRINT)) {
-                (Some(2), Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
-                (None, Claim::New(ticket)) => ticket.abandon(),
-                (ran, later) => panic!("ran {ran:?}, then a claim saw {later:?}"),
+            undo.join().unwrap();
+            match (ran, t.claim(REQUEST, FINGERPRINT)) {
+                (true, Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
+                (false, Claim::New(ticket)) => ticket.abandon(),
+                (ran, later) => panic!("ran {ran}, then a claim saw {later:?}"),
             }
         });
     }

@@ -235,23 +235,6 @@ fn request_ids_age_out_after_the_window() {
 }
 
 #[test]
-fn forgetting_a_request_lets_it_run_again() {
-    let r = Rig::small();
-    let tee = r.sku("tee", 5, settings(100_000, 0));
-    let first = r
-        .engine
-        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
-        .unwrap();
-    r.engine.release(first.hold, None).unwrap();
-    r.engine.forget_request(RequestId(9));
-    let again = r
-        .engine
-        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
-        .unwrap();
-    assert!(!again.replayed);
-}
-
-#[test]
 fn concurrent_duplicates_reserve_once() {
     let r = Rig::new(EngineConfig {
         holds_max: 1 << 16,

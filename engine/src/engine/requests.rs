@@ -182,12 +182,6 @@ impl Engine {
         }
     }
 
-    /// Forgets a request id's remembered outcome, so a retry runs afresh.
-    pub fn forget_request(&self, request: RequestId) {
-        self.requests.forget(request.0);
-        self.emit_forgotten(request);
-    }
-
     /// Tells the journal a remembered answer is gone, so it does not come
     /// back from Redis after a restart.
     pub(super) fn emit_forgotten(&self, request: RequestId) {

@@ -32,6 +32,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
+/// Runs between two sweeps of every SKU for scheduled sale windows, which
+/// catch a window whose notice the bounded `scheduled` queue dropped: at
+/// the gateway's 10 ms interval, one sweep every 10 s.
+const RUNS_PER_WINDOW_SWEEP: u32 = 1000;
 /// `bucket_of` a slot whose hold had already ended when its link notice
 /// arrived: it waits for its unlink notice outside the wheel. (Buckets are
 /// fewer than 2^31, so no bucket has this number.)
@@ -154,7 +158,7 @@ impl Expirer {
         // The scheduled queue can overflow if every SKU is rescheduled
         // between two runs; a rare full sweep catches anything missed.
         self.runs_since_sweep += 1;
-        if self.runs_since_sweep >= 1000 {
+        if self.runs_since_sweep >= RUNS_PER_WINDOW_SWEEP {
             self.runs_since_sweep = 0;
             let found: Vec<SkuIdx> = self
                 .engine

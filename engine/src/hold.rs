@@ -707,10 +707,10 @@ mod tests {
 
     #[test]
     fn hold_id_roundtrips_through_text_and_raw() {
-        let id = HoldId::new(4095, 7, GEN_MASK, HOLDS_MAX - 1);
+        let id = HoldId::new(INCARNATIONS - 1, 7, GEN_MASK, HOLDS_MAX - 1);
         assert_eq!(
             (id.incarnation(), id.node(), id.generation(), id.slot()),
-            (4095, 7, GEN_MASK, HOLDS_MAX - 1)
+            (INCARNATIONS - 1, 7, GEN_MASK, HOLDS_MAX - 1)
         );
         assert_eq!(id.to_string().len(), 16);
         assert_eq!(id.to_string(), format!("{:016x}", id.to_raw()));

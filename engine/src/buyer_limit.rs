@@ -248,22 +248,31 @@ mod loom_tests {
     const SKU: SkuIdx = SkuIdx(1);
     const BUYER: BuyerId = BuyerId(9);
 
-    /// Two reservations of 2 units against a limit of 3, the buyer's entry
-    /// not yet in the table (both race to claim its position): exactly one
-    /// is granted.
+    /// Two threads `acquire(want, min, limit)` for one buyer at once, its
+    /// entry not yet in the table (both race to claim its position).
+    fn both_acquire(
+        want: u32,
+        min: u32,
+        limit: u32,
+    ) -> (Arc<BuyerTable>, [Result<u32, BuyerRefusal>; 2]) {
+        let t = Arc::new(BuyerTable::new(1));
+        let other = {
+            let t = t.clone();
+            thread::spawn(move || t.acquire(SKU, BUYER, want, min, limit))
+        };
+        let mine = t.acquire(SKU, BUYER, want, min, limit);
+        (t, [mine, other.join().unwrap()])
+    }
+
+    /// Two reservations of 2 units against a limit of 3: exactly one is
+    /// granted.
     #[test]
     fn loom_two_reservations_of_one_buyer_never_pass_the_limit() {
         loom::model(|| {
-            let t = Arc::new(BuyerTable::new(1));
-            let other = {
-                let t = t.clone();
-                thread::spawn(move || t.acquire(SKU, BUYER, 2, 2, 3))
-            };
-            let mine = t.acquire(SKU, BUYER, 2, 2, 3);
-            let theirs = other.join().unwrap();
-            let granted = [mine, theirs].iter().filter(|r| r.is_ok()).count();
-            assert_eq!(granted, 1, "one of {mine:?} / {theirs:?}");
-            assert!([mine, theirs].contains(&Err(BuyerRefusal::LimitExceeded)));
+            let (t, results) = both_acquire(2, 2, 3);
+            let granted = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(granted, 1, "{results:?}");
+            assert!(results.contains(&Err(BuyerRefusal::LimitExceeded)));
             assert_eq!(t.units(SKU, BUYER), 2, "one entry, counted once");
         });
     }
@@ -273,13 +282,8 @@ mod loom_tests {
     #[test]
     fn loom_partial_grants_share_the_limit() {
         loom::model(|| {
-            let t = Arc::new(BuyerTable::new(1));
-            let other = {
-                let t = t.clone();
-                thread::spawn(move || t.acquire(SKU, BUYER, 3, 1, 4))
-            };
-            let mine = t.acquire(SKU, BUYER, 3, 1, 4).expect("room for one");
-            let theirs = other.join().unwrap().expect("room for one");
+            let (t, results) = both_acquire(3, 1, 4);
+            let [mine, theirs] = results.map(|r| r.expect("room for one"));
             assert_eq!(mine + theirs, 4, "the limit, exactly: {mine} + {theirs}");
             assert_eq!(t.units(SKU, BUYER), 4);
         });

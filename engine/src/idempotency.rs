@@ -699,20 +699,36 @@ mod loom_tests {
     }
 
     /// Claims `REQUEST` and, if this call is the one that runs it, records
-    /// `answer`. Returns whether it ran, checking what a loser is told.
-    fn claim_and_run(t: &RequestTable, answer: u64) -> bool {
+    /// `answer`. Returns whether it ran, checking that a replay is told
+    /// `earlier` (the answer recorded first) or that it is in progress.
+    fn claim_and_run_after(t: &RequestTable, answer: u64, earlier: u64) -> bool {
         match t.claim(REQUEST, FINGERPRINT) {
             Claim::New(ticket) => {
                 ticket.record(answer, 0, 0);
                 true
             }
             Claim::Done(r) => {
-                assert_eq!(r.outcome, answer, "a replay gets the first answer");
+                assert_eq!(r.outcome, earlier, "a replay gets the first answer");
                 false
             }
             Claim::InProgress => false,
             other => panic!("a claim of one id saw {other:?}"),
         }
+    }
+
+    /// `claim_and_run_after` where any earlier answer is `answer` too.
+    fn claim_and_run(t: &RequestTable, answer: u64) -> bool {
+        claim_and_run_after(t, answer, answer)
+    }
+
+    /// Claims `REQUEST` on two threads at once; returns how many ran it.
+    fn two_claims(t: &Arc<RequestTable>) -> usize {
+        let other = {
+            let t = t.clone();
+            thread::spawn(move || claim_and_run(&t, success_outcome(1)))
+        };
+        let ran = claim_and_run(t, success_outcome(1));
+        usize::from(ran) + usize::from(other.join().unwrap())
     }
 
     /// Two claims of one id at once: exactly one runs; the other is told it
@@ -721,12 +737,7 @@ mod loom_tests {
     fn loom_concurrent_claims_of_one_id_run_it_once() {
         loom::model(|| {
             let t = table();
-            let other = {
-                let t = t.clone();
-                thread::spawn(move || claim_and_run(&t, success_outcome(1)))
-            };
-            let ran = claim_and_run(&t, success_outcome(1));
-            let runs = usize::from(ran) + usize::from(other.join().unwrap());
+            let runs = two_claims(&t);
             assert_eq!(runs, 1, "exactly one claim runs the request");
             assert!(matches!(t.claim(REQUEST, FINGERPRINT), Claim::Done(_)));
         });
@@ -742,12 +753,7 @@ mod loom_tests {
                 let t = t.clone();
                 thread::spawn(move || t.rotate(1))
             };
-            let other = {
-                let t = t.clone();
-                thread::spawn(move || claim_and_run(&t, success_outcome(1)))
-            };
-            let ran = claim_and_run(&t, success_outcome(1));
-            let runs = usize::from(ran) + usize::from(other.join().unwrap());
+            let runs = two_claims(&t);
             rotator.join().unwrap();
             assert!(runs <= 1, "{runs} claims ran the request");
         });
@@ -796,18 +802,7 @@ mod loom_tests {
                     other => panic!("nobody confirms here: {other:?}"),
                 })
             };
-            let ran = match t.claim(REQUEST, FINGERPRINT) {
-                Claim::New(ticket) => {
-                    ticket.record(success_outcome(2), 0, 0);
-                    true
-                }
-                Claim::Done(r) => {
-                    assert_eq!(r.outcome, provisional, "the answer before the undo");
-                    false
-                }
-                Claim::InProgress => false,
-                other => panic!("a claim racing an undo saw {other:?}"),
-            };
+            let ran = claim_and_run_after(&t, success_outcome(2), provisional);
             undo.join().unwrap();
             match (ran, t.claim(REQUEST, FINGERPRINT)) {
                 (true, Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),

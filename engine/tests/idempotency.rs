@@ -165,10 +165,6 @@ fn commit_release_and_extend_are_idempotent() {
     );
 }
 
-/// Request-table positions in one probe window (`limits::PROBE_WINDOW`),
-/// which is the whole table when `request_entries_max` is 1.
-const WINDOW: u64 = 16;
-
 #[test]
 fn hold_operations_refuse_a_request_id_when_the_table_is_full_and_forget_it() {
     let mut r = Rig::new(EngineConfig {
@@ -177,7 +173,9 @@ fn hold_operations_refuse_a_request_id_when_the_table_is_full_and_forget_it() {
         ..EngineConfig::default()
     });
     let tee = r.sku("tee", 100, settings(60_000, 0));
-    // Every position of the (one-window) table remembers a reservation.
+    // With one entry asked for, the table is one probe window: every
+    // position remembers a reservation.
+    const WINDOW: u64 = holdfast_engine::limits::PROBE_WINDOW as u64;
     for request in 1..=WINDOW {
         r.engine
             .reserve(tee, 1, BuyerId(1), Some(RequestId(request)), false)

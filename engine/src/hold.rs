@@ -51,6 +51,12 @@ pub(crate) const EXPIRED: u64 = 6;
 /// every other caller treats it as `COMMITTED`.
 pub(crate) const COMMITTING: u64 = 7;
 
+const _: () = assert!(
+    GEN_BITS + STATE_BITS + DEADLINE_BITS == u64::BITS,
+    "the state word is exactly full"
+);
+const _: () = assert!(COMMITTING <= STATE_MASK, "every state fits its field");
+
 #[inline]
 pub(crate) fn pack(generation: u32, state: u64, deadline_ms: u64) -> u64 {
     debug_assert!(generation <= GEN_MASK && state <= STATE_MASK && deadline_ms <= DEADLINE_MASK);

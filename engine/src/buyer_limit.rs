@@ -236,3 +236,80 @@ mod tests {
         );
     }
 }
+
+/// Loom models of the per-buyer count: two reservations of one buyer never
+/// pass the limit together, and a release gives the units back.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const SKU: SkuIdx = SkuIdx(1);
+    const BUYER: BuyerId = BuyerId(9);
+
+    /// Two threads `acquire(want, min, limit)` for one buyer at once, its
+    /// entry not yet in the table (both race to claim its position).
+    fn both_acquire(
+        want: u32,
+        min: u32,
+        limit: u32,
+    ) -> (Arc<BuyerTable>, [Result<u32, BuyerRefusal>; 2]) {
+        let t = Arc::new(BuyerTable::new(1));
+        let other = {
+            let t = t.clone();
+            thread::spawn(move || t.acquire(SKU, BUYER, want, min, limit))
+        };
+        let mine = t.acquire(SKU, BUYER, want, min, limit);
+        (t, [mine, other.join().unwrap()])
+    }
+
+    /// Two reservations of 2 units against a limit of 3: exactly one is
+    /// granted.
+    #[test]
+    fn loom_two_reservations_of_one_buyer_never_pass_the_limit() {
+        loom::model(|| {
+            let (t, results) = both_acquire(2, 2, 3);
+            let granted = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(granted, 1, "{results:?}");
+            assert!(results.contains(&Err(BuyerRefusal::LimitExceeded)));
+            assert_eq!(t.units(SKU, BUYER), 2, "one entry, counted once");
+        });
+    }
+
+    /// Partial grants racing: each gets at least its minimum or nothing,
+    /// and together never more than the limit.
+    #[test]
+    fn loom_partial_grants_share_the_limit() {
+        loom::model(|| {
+            let (t, results) = both_acquire(3, 1, 4);
+            let [mine, theirs] = results.map(|r| r.expect("room for one"));
+            assert_eq!(mine + theirs, 4, "the limit, exactly: {mine} + {theirs}");
+            assert_eq!(t.units(SKU, BUYER), 4);
+        });
+    }
+
+    /// A release racing a reservation of the same buyer at the limit: the
+    /// reservation is granted only if the release came first, and the
+    /// count ends matching what was granted.
+    #[test]
+    fn loom_a_release_gives_units_back() {
+        loom::model(|| {
+            let t = Arc::new(BuyerTable::new(1));
+            assert_eq!(t.acquire(SKU, BUYER, 2, 2, 3), Ok(2));
+            let releaser = {
+                let t = t.clone();
+                thread::spawn(move || t.release(SKU, BUYER, 2))
+            };
+            let again = t.acquire(SKU, BUYER, 2, 2, 3);
+            releaser.join().unwrap();
+            match again {
+                Ok(2) => assert_eq!(t.units(SKU, BUYER), 2),
+                Err(BuyerRefusal::LimitExceeded) => assert_eq!(t.units(SKU, BUYER), 0),
+                other => panic!("{other:?}"),
+            }
+            let room = 3 - t.units(SKU, BUYER);
+            assert_eq!(t.acquire(SKU, BUYER, 3, 1, 3), Ok(room), "what is left");
+        });
+    }
+}

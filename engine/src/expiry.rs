@@ -22,13 +22,20 @@
 
 use crate::catalog::SkuIdx;
 use crate::engine::{Ending, Engine};
-use crate::hold::{self, COMMITTED, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won};
+use crate::hold::{
+    self, COMMITTED, COMMITTING, EXPIRED, FreeBatch, HELD, Lost, RELEASED, RESERVING, To, Won,
+};
 use crate::inbox::Notice;
+use crate::limits::EXPIRY_BATCH_MAX;
 use crate::sync::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 const NONE: u32 = u32::MAX;
+/// Runs between two sweeps of every SKU for scheduled sale windows, which
+/// catch a window whose notice the bounded `scheduled` queue dropped: at
+/// the gateway's 10 ms interval, one sweep every 10 s.
+const RUNS_PER_WINDOW_SWEEP: u32 = 1000;
 /// `bucket_of` a slot whose hold had already ended when its link notice
 /// arrived: it waits for its unlink notice outside the wheel. (Buckets are
 /// fewer than 2^31, so no bucket has this number.)
@@ -46,8 +53,12 @@ pub struct ExpiryReport {
     /// Scheduled sale windows this run opened.
     pub windows_opened: u32,
     /// True if some due expiries were put off because the event queue was
-    /// full (they run on a later call).
+    /// full (they run on a later call, once the journal has drained it).
     pub deferred: bool,
+    /// True if this run stopped after looking at [`EXPIRY_BATCH_MAX`]
+    /// holds with more due: call [`Expirer::run`] again at once rather
+    /// than after the usual interval.
+    pub batch_full: bool,
 }
 
 /// Expires holds and reclaims slots. Exactly one exists per engine; call
@@ -147,7 +158,7 @@ impl Expirer {
         // The scheduled queue can overflow if every SKU is rescheduled
         // between two runs; a rare full sweep catches anything missed.
         self.runs_since_sweep += 1;
-        if self.runs_since_sweep >= 1000 {
+        if self.runs_since_sweep >= RUNS_PER_WINDOW_SWEEP {
             self.runs_since_sweep = 0;
             let found: Vec<SkuIdx> = self
                 .engine
@@ -229,7 +240,10 @@ impl Expirer {
         // unlink notice, and either place is correct: a stale HELD or
         // RESERVING files it in the wheel, where the notice finds it too.
         let word = self.engine.holds.slot(slot).word.load(Ordering::Relaxed);
-        matches!(hold::state(word), COMMITTED | RELEASED | EXPIRED)
+        matches!(
+            hold::state(word),
+            COMMITTING | COMMITTED | RELEASED | EXPIRED
+        )
     }
 
     fn unlink(&mut self, slot: u32) {
@@ -258,39 +272,70 @@ impl Expirer {
         self.linked -= 1;
     }
 
+    /// Walks the buckets of the ticks that have fully elapsed, looking at
+    /// no more than [`EXPIRY_BATCH_MAX`] holds: after a long pause a whole
+    /// wheel turn may be due, and the rest waits for the next call
+    /// (`batch_full`), so one call never stalls its thread for long.
     fn expire_due(&mut self, now: u64, report: &mut ExpiryReport) {
         let now_tick = now / self.tick_ms;
         let buckets = self.mask + 1;
         // Only ticks that have fully elapsed: every deadline in them is due.
         let end = now_tick.min(self.next_tick + buckets);
+        let mut visited = 0;
         let mut tick = self.next_tick;
         while tick < end {
             let bucket = (tick & self.mask) as usize;
+            // Detached first: a visit may link a slot back into this very
+            // bucket (due a whole turn later), and must not meet it again.
             let mut slot = std::mem::replace(&mut self.heads[bucket], NONE);
-            let mut deferred_from = None;
             while slot != NONE {
+                if visited == EXPIRY_BATCH_MAX {
+                    report.batch_full = true;
+                    self.put_back(bucket, slot);
+                    // Stay on this tick: the rest are looked at next call.
+                    self.next_tick = tick;
+                    return;
+                }
+                visited += 1;
                 let next = self.next[slot as usize];
                 self.bucket_of[slot as usize] = NONE;
                 self.next[slot as usize] = NONE;
                 self.prev[slot as usize] = NONE;
                 self.linked -= 1;
-                if deferred_from.is_some() {
-                    self.link(slot, tick);
-                } else if !self.visit(slot, now, now_tick, report) {
+                if !self.visit(slot, now, now_tick, report) {
                     report.deferred = true;
-                    deferred_from = Some(tick);
                     self.link(slot, tick);
+                    self.put_back(bucket, next);
+                    // Stay on this tick: the rest are retried next call.
+                    self.next_tick = tick;
+                    return;
                 }
                 slot = next;
-            }
-            if deferred_from.is_some() {
-                // Stay on this tick: the rest are retried on the next run.
-                self.next_tick = tick;
-                return;
             }
             tick += 1;
         }
         self.next_tick = self.next_tick.max(now_tick);
+    }
+
+    /// Puts `rest`, the part of `bucket`'s detached list not yet looked at
+    /// (still linked to each other and counted in `linked`), back into the
+    /// bucket after the slots linked into it meanwhile: O(those), not
+    /// O(rest).
+    fn put_back(&mut self, bucket: usize, rest: u32) {
+        if rest == NONE {
+            return;
+        }
+        let mut tail = self.heads[bucket];
+        if tail == NONE {
+            self.prev[rest as usize] = NONE;
+            self.heads[bucket] = rest;
+            return;
+        }
+        while self.next[tail as usize] != NONE {
+            tail = self.next[tail as usize];
+        }
+        self.next[tail as usize] = rest;
+        self.prev[rest as usize] = tail;
     }
 
     /// Handles one slot found in a due bucket. Returns false if it could not
@@ -323,7 +368,7 @@ impl Expirer {
             }
             // Ended by commit/release, or still being filled: the unlink
             // notice (or the publish) is on its way.
-            RESERVING | COMMITTED | RELEASED | EXPIRED => self.link(slot, now_tick),
+            RESERVING | COMMITTING | COMMITTED | RELEASED | EXPIRED => self.link(slot, now_tick),
             other => unreachable!("slot {slot} in the wheel with state {other}"),
         }
         true

@@ -6,7 +6,10 @@
 //! live?" and "is it past its deadline?" are answered by one atomic value:
 //! an extend that moves the deadline and an expiry that reads the old one can
 //! never both succeed. The generation changes on every reuse, so a stale
-//! [`HoldId`] can never act on the slot's next hold.
+//! [`HoldId`] can never act on the slot's next hold. A commit is the one
+//! ending in two steps: its CAS leaves the head `COMMITTING` while the
+//! winner writes each line's units sold, then a store makes it `COMMITTED`;
+//! readers wait out the first step, every other caller sees it as committed.
 //!
 //! A cart uses one slot per line: the head slot carries the state word that
 //! decides; line slots hang off it (`next_line`) and are only read by the
@@ -18,8 +21,8 @@
 //! fields without first validating the generation.
 
 use crate::lanes::Lanes;
-use crate::limits::HOLDS_MAX;
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::limits::{HOLDS_MAX, INCARNATION_BITS, INCARNATIONS, SLOT_READ_TRIES_MAX};
+use crate::sync::{AtomicU32, AtomicU64, Backoff, Ordering, fence};
 use std::fmt;
 use std::str::FromStr;
 
@@ -42,6 +45,17 @@ pub(crate) const LINE: u64 = 3;
 pub(crate) const COMMITTED: u64 = 4;
 pub(crate) const RELEASED: u64 = 5;
 pub(crate) const EXPIRED: u64 = 6;
+/// A commit has won the head's CAS and is writing each line's `sold`; the
+/// winner moves it to `COMMITTED` once they are written. Readers retry on
+/// it (a Committed hold is never shown with its `sold` not yet written);
+/// every other caller treats it as `COMMITTED`.
+pub(crate) const COMMITTING: u64 = 7;
+
+const _: () = assert!(
+    GEN_BITS + STATE_BITS + DEADLINE_BITS == u64::BITS,
+    "the state word is exactly full"
+);
+const _: () = assert!(COMMITTING <= STATE_MASK, "every state fits its field");
 
 #[inline]
 pub(crate) fn pack(generation: u32, state: u64, deadline_ms: u64) -> u64 {
@@ -74,35 +88,58 @@ pub struct HoldId(u64);
 /// Bits of a [`HoldId`] in use.
 pub const HOLD_ID_BITS: u32 = 62;
 
+/// A [`HoldId`]'s fields, low to high: slot, generation, node, incarnation.
+const ID_SLOT_BITS: u32 = 24;
+const ID_NODE_BITS: u32 = 8;
+const ID_GEN_SHIFT: u32 = ID_SLOT_BITS;
+const ID_NODE_SHIFT: u32 = ID_GEN_SHIFT + GEN_BITS;
+const ID_INCARNATION_SHIFT: u32 = ID_NODE_SHIFT + ID_NODE_BITS;
+const ID_SLOT_MASK: u64 = (1 << ID_SLOT_BITS) - 1;
+const ID_INCARNATION_MASK: u64 = (1 << INCARNATION_BITS) - 1;
+
+const _: () = assert!(
+    ID_INCARNATION_SHIFT + INCARNATION_BITS == HOLD_ID_BITS,
+    "the fields fill exactly the bits in use"
+);
+const _: () = assert!(
+    HOLDS_MAX as u64 == 1 << ID_SLOT_BITS,
+    "every slot has an id"
+);
+const _: () = assert!(
+    INCARNATIONS as u64 == 1 << INCARNATION_BITS,
+    "every incarnation has an id"
+);
+const _: () = assert!(u8::BITS == ID_NODE_BITS, "every node id fits");
+
 impl HoldId {
     pub(crate) fn new(incarnation: u16, node: u8, generation: u32, slot: u32) -> Self {
-        debug_assert!(generation <= GEN_MASK && slot < HOLDS_MAX && incarnation < 1 << 12);
+        debug_assert!(generation <= GEN_MASK && slot < HOLDS_MAX && incarnation < INCARNATIONS);
         Self(
-            u64::from(incarnation & 0xfff) << 50
-                | u64::from(node) << 42
-                | u64::from(generation) << 24
+            (u64::from(incarnation) & ID_INCARNATION_MASK) << ID_INCARNATION_SHIFT
+                | u64::from(node) << ID_NODE_SHIFT
+                | u64::from(generation) << ID_GEN_SHIFT
                 | u64::from(slot),
         )
     }
 
     /// The slot index.
     pub fn slot(self) -> u32 {
-        (self.0 & 0xff_ffff) as u32
+        (self.0 & ID_SLOT_MASK) as u32
     }
 
     /// The slot generation this id was issued for.
     pub fn generation(self) -> u32 {
-        ((self.0 >> 24) as u32) & GEN_MASK
+        ((self.0 >> ID_GEN_SHIFT) as u32) & GEN_MASK
     }
 
     /// The node that issued it.
     pub fn node(self) -> u8 {
-        (self.0 >> 42) as u8
+        (self.0 >> ID_NODE_SHIFT) as u8
     }
 
     /// The engine incarnation (start) that issued it.
     pub fn incarnation(self) -> u16 {
-        ((self.0 >> 50) & 0xfff) as u16
+        ((self.0 >> ID_INCARNATION_SHIFT) & ID_INCARNATION_MASK) as u16
     }
 
     /// The raw 64-bit value (for persistence).
@@ -231,6 +268,9 @@ pub(crate) enum To {
 /// The CAS on the state word succeeded: the caller now owns the effects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Won {
+    /// The slot is `COMMITTING`: the caller writes each line's `sold`,
+    /// then calls [`Slot::finish_commit`] before anything else (its unlink
+    /// notice included) may see the hold's end.
     Committed,
     Released,
     /// `To::Expire` succeeded.
@@ -260,8 +300,8 @@ pub(crate) enum Lost {
 
 /// One hold slot. Fields other than `word` are written only while the slot is
 /// `RESERVING` (by the reserving thread) or by the thread that won the head's
-/// terminal CAS (`sold`), and read only by a thread that has validated the
-/// generation through `word`.
+/// commit (`sold`, while the head is `COMMITTING`), and read only by a thread
+/// that has validated the generation through `word`.
 #[repr(align(64))]
 #[derive(Debug)]
 pub(crate) struct Slot {
@@ -357,7 +397,7 @@ impl Slot {
             let next = match state(current) {
                 HELD if now_ms >= due => pack(generation, EXPIRED, due),
                 HELD => match to {
-                    To::Commit => pack(generation, COMMITTED, due),
+                    To::Commit => pack(generation, COMMITTING, due),
                     To::Release => pack(generation, RELEASED, due),
                     To::Expire => return Err(Lost::NotDue(due)),
                     To::Extend { by_ms } => {
@@ -372,6 +412,8 @@ impl Slot {
                     }
                 },
                 RESERVING => return Err(Lost::Reserving),
+                // The commit is decided; only its `sold` writes are running.
+                COMMITTING => return Err(Lost::Ended(HoldState::Committed)),
                 s => match HoldState::from_raw(s) {
                     Some(ended) => return Err(Lost::Ended(ended)),
                     None => return Err(Lost::NotFound),
@@ -380,7 +422,7 @@ impl Slot {
             let won = match (state(next), to) {
                 (EXPIRED, To::Expire) => Won::Expired,
                 (EXPIRED, _) => Won::ExpiredInstead,
-                (COMMITTED, _) => Won::Committed,
+                (COMMITTING, _) => Won::Committed,
                 (RELEASED, _) => Won::Released,
                 _ => Won::Extended(deadline(next)),
             };
@@ -392,10 +434,79 @@ impl Slot {
                 .word
                 .compare_exchange(current, next, Ordering::Acquire, Ordering::Acquire)
             {
-                Ok(_) => return Ok(won),
+                Ok(_) => {
+                    if won == Won::Committed {
+                        // Seqlock writer side, as in `HoldTable::alloc`:
+                        // the winner writes `sold` next, and a reader that
+                        // sees one of those writes, followed by its Acquire
+                        // fence, then sees this CAS's word and discards its
+                        // copy (no Held hold is shown with units sold).
+                        fence(Ordering::Release);
+                    }
+                    return Ok(won);
+                }
                 Err(actual) => current = actual,
             }
         }
+    }
+
+    /// Ends a commit this thread won (`Won::Committed`): the lines' `sold`
+    /// are written, so the hold may now be read as Committed.
+    #[inline]
+    pub(crate) fn finish_commit(&self, generation: u32) {
+        // Relaxed load: only the commit's winner writes a COMMITTING word
+        // (every CAS refuses it, and the slot is not freed before the
+        // winner's unlink notice), so this reads our own CAS's value.
+        let word = self.word.load(Ordering::Relaxed);
+        debug_assert_eq!(
+            (self::generation(word), state(word)),
+            (generation, COMMITTING),
+            "finish_commit without winning the commit"
+        );
+        // Release: pairs with the Acquire load in `read`, so a reader that
+        // sees COMMITTED also sees every line's `sold` written before this.
+        self.word.store(
+            pack(generation, COMMITTED, deadline(word)),
+            Ordering::Release,
+        );
+    }
+
+    /// Seqlock read of this slot: a copy whose fields all belong to the
+    /// state word it carries, or `None` if writers kept it changing. A
+    /// commit still writing its `sold` (`COMMITTING`) is waited for like a
+    /// change in flight, so no copy ever shows a Committed hold before its
+    /// units sold are written.
+    pub(crate) fn read(&self) -> Option<SlotView> {
+        let backoff = Backoff::new();
+        for _ in 0..SLOT_READ_TRIES_MAX {
+            // Acquire: pairs with `publish` (fields of a live hold) and
+            // with `finish_commit` (the lines' `sold`).
+            let word = self.word.load(Ordering::Acquire);
+            if state(word) != COMMITTING {
+                // Relaxed field loads, validated by the fence and re-read
+                // below.
+                let view = SlotView {
+                    word,
+                    sku: self.sku.load(Ordering::Relaxed),
+                    qty: self.qty.load(Ordering::Relaxed),
+                    buyer: self.buyer.load(Ordering::Relaxed),
+                    latest_ms: self.latest_ms.load(Ordering::Relaxed),
+                    owner: self.owner.load(Ordering::Relaxed),
+                    next_line: self.next_line.load(Ordering::Relaxed),
+                    lines: self.lines.load(Ordering::Relaxed),
+                    sold: self.sold.load(Ordering::Relaxed),
+                };
+                // Acquire fence: pairs with `alloc`'s Release fence, so if
+                // any field came from a newer owner, the re-read sees the
+                // new word.
+                fence(Ordering::Acquire);
+                if self.word.load(Ordering::Relaxed) == word {
+                    return Some(view);
+                }
+            }
+            backoff.snooze();
+        }
+        None
     }
 }
 
@@ -573,33 +684,10 @@ impl HoldTable {
         HoldId(self.slots[index as usize].owner.load(Ordering::Relaxed))
     }
 
-    /// Seqlock read of a slot: a copy whose fields all belong to the state
-    /// word it carries, or `None` if writers kept it changing.
+    /// Seqlock read of a slot (see [`Slot::read`]); `None` also for an
+    /// index out of range.
     pub(crate) fn read(&self, index: u32) -> Option<SlotView> {
-        let slot = self.slots.get(index as usize)?;
-        for _ in 0..64 {
-            // Acquire: pairs with `publish` (fields of a live hold).
-            let word = slot.word.load(Ordering::Acquire);
-            // Relaxed field loads, validated by the fence and re-read below.
-            let view = SlotView {
-                word,
-                sku: slot.sku.load(Ordering::Relaxed),
-                qty: slot.qty.load(Ordering::Relaxed),
-                buyer: slot.buyer.load(Ordering::Relaxed),
-                latest_ms: slot.latest_ms.load(Ordering::Relaxed),
-                owner: slot.owner.load(Ordering::Relaxed),
-                next_line: slot.next_line.load(Ordering::Relaxed),
-                lines: slot.lines.load(Ordering::Relaxed),
-                sold: slot.sold.load(Ordering::Relaxed),
-            };
-            // Acquire fence: pairs with `alloc`'s Release fence, so if any
-            // field came from a newer owner, the re-read sees the new word.
-            fence(Ordering::Acquire);
-            if slot.word.load(Ordering::Relaxed) == word {
-                return Some(view);
-            }
-        }
-        None
+        self.slots.get(index as usize)?.read()
     }
 }
 
@@ -625,10 +713,10 @@ mod tests {
 
     #[test]
     fn hold_id_roundtrips_through_text_and_raw() {
-        let id = HoldId::new(4095, 7, GEN_MASK, HOLDS_MAX - 1);
+        let id = HoldId::new(INCARNATIONS - 1, 7, GEN_MASK, HOLDS_MAX - 1);
         assert_eq!(
             (id.incarnation(), id.node(), id.generation(), id.slot()),
-            (4095, 7, GEN_MASK, HOLDS_MAX - 1)
+            (INCARNATIONS - 1, 7, GEN_MASK, HOLDS_MAX - 1)
         );
         assert_eq!(id.to_string().len(), 16);
         assert_eq!(id.to_string(), format!("{:016x}", id.to_raw()));
@@ -731,14 +819,23 @@ mod loom_tests {
         loom::model(|| {
             let slot = Arc::new(Slot::new());
             slot.publish(1, 10);
+            let end_hold = |slot: &Slot, to: To, now: u64| {
+                let result = slot.transition(1, to, now);
+                if result == Ok(Won::Committed) {
+                    slot.finish_commit(1);
+                }
+                result
+            };
             let run = |to: To, now: u64| {
                 let slot = slot.clone();
-                thread::spawn(move || slot.transition(1, to, now))
+                thread::spawn(move || end_hold(&slot, to, now))
             };
             let c = run(To::Commit, 9);
             let r = run(To::Release, 9);
-            let e = run(To::Expire, 10);
-            let results = [c.join().unwrap(), r.join().unwrap(), e.join().unwrap()];
+            // The expirer on the model's main thread: three racers, and no
+            // idle fourth thread for loom to schedule around.
+            let e = end_hold(&slot, To::Expire, 10);
+            let results = [c.join().unwrap(), r.join().unwrap(), e];
             let wins = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(wins, 1, "exactly one transition wins: {results:?}");
             let end = HoldState::from_raw(state(slot.word.load(Ordering::Relaxed))).unwrap();
@@ -777,6 +874,44 @@ mod loom_tests {
                 (Err(Lost::Ended(HoldState::Expired)), Ok(Won::Expired)) => {}
                 other => panic!("impossible interleaving outcome {other:?}"),
             }
+        });
+    }
+
+    /// A commit is two steps (the CAS that decides it, then each line's
+    /// `sold`): a reader racing it sees the hold Held, or Committed with
+    /// every line's `sold` written, never Committed with `sold` still 0.
+    #[test]
+    fn loom_a_reader_never_sees_committed_before_sold() {
+        loom::model(|| {
+            let head = Arc::new(Slot::new());
+            let line = Arc::new(Slot::new());
+            line.qty.store(4, Ordering::Relaxed);
+            line.word.store(pack(1, LINE, 0), Ordering::Relaxed);
+            head.qty.store(5, Ordering::Relaxed);
+            head.publish(1, 10);
+            let committer = {
+                let (head, line) = (head.clone(), line.clone());
+                thread::spawn(move || {
+                    assert_eq!(head.transition(1, To::Commit, 0), Ok(Won::Committed));
+                    // As `Engine::end_line` does, line by line.
+                    head.sold.store(3, Ordering::Relaxed);
+                    line.sold.store(2, Ordering::Relaxed);
+                    head.finish_commit(1);
+                })
+            };
+            if let Some(view) = head.read() {
+                match state(view.word) {
+                    HELD => assert_eq!(view.sold, 0),
+                    COMMITTED => {
+                        assert_eq!(view.sold, 3, "head read as committed before its sold");
+                        let line = line.read().expect("a line slot is stable");
+                        assert_eq!(line.sold, 2, "line read before its sold");
+                    }
+                    other => panic!("a reader saw state {other}"),
+                }
+            }
+            committer.join().unwrap();
+            assert_eq!(state(head.word.load(Ordering::Relaxed)), COMMITTED);
         });
     }
 

@@ -9,8 +9,8 @@
 //! goes from free to taken, so two threads claiming the same key meet at the
 //! same position. For the rare claim that straddles an epoch change, every
 //! claim is re-verified against both tables after the CAS (a Dekker-style
-//! check with `SeqCst`): if two claims of one key see each other, both back
-//! off and report `InProgress`, so at most one ever proceeds.
+//! check with a `SeqCst` fence): if two claims of one key see each other,
+//! both back off and report `InProgress`, so at most one ever proceeds.
 //!
 //! A claimed position still carries the previous occupant's outcome until
 //! ours is recorded, so `record` writes the outcome first and then `owner`
@@ -206,9 +206,9 @@ struct Entry {
 
 impl Entry {
     /// Frees a recorded entry under `key` (it must be the one found with
-    /// `owner == key`). Only `forget` and `Withdrawn::forget` do this; the
-    /// entry cannot have been reused meanwhile, because a recorded key only
-    /// frees by this or by aging out, a window later.
+    /// `owner == key`). Only `Withdrawn::forget` does this; the entry
+    /// cannot have been reused meanwhile, because a recorded key only frees
+    /// by this or by aging out, a window later.
     fn clear(&self, key: u64) {
         // Relaxed: clear the owner first so a later claim of the same key
         // at this position cannot read this record as its own; ordered
@@ -368,7 +368,9 @@ impl RequestTable {
     /// content, so a reused id with other content is caught.
     pub(crate) fn claim(&self, request: u64, fingerprint: u32) -> Claim<'_> {
         let hash = Self::hash(request);
-        // SeqCst: part of the Dekker check below with `rotate`'s increment.
+        // SeqCst: one order of epoch changes for all claims and `rotate`;
+        // two claims of one key under different epochs are kept apart by
+        // the Dekker check below (its fence).
         let epoch = self.epoch.load(Ordering::SeqCst);
         let current = (epoch & 1) as usize;
         let previous = current ^ 1;
@@ -413,6 +415,13 @@ impl RequestTable {
         let Some(mine) = claimed else {
             return Claim::Full;
         };
+        // SeqCst fence: the middle of the Dekker check, between our CAS and
+        // the loads below. Two claimers each store (CAS), fence, then load:
+        // the one whose fence comes second in the single total order sees
+        // the other's key. (SeqCst accesses alone would do in the C++
+        // model; loom checks the fence form, and a claim with a new id
+        // can afford the one fence.)
+        fence(Ordering::SeqCst);
         // 3. Verify no other live claim of this key exists anywhere (a claim
         // made under another epoch). Either we see theirs or they see ours.
         for table in [current, previous] {
@@ -509,14 +518,6 @@ impl RequestTable {
             Err(_) => Withdrawal::Absent,
         }
     }
-
-    /// Forgets a recorded request (used when a durable write failed and the
-    /// operation was undone, so a retry must run again).
-    pub(crate) fn forget(&self, request: u64) {
-        if let Some((entry, key)) = self.find_recorded(request) {
-            entry.clear(key);
-        }
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -554,8 +555,6 @@ mod tests {
     fn abandoned_claims_run_again() {
         let t = RequestTable::new(64, 1000, 0);
         new_ticket(t.claim(1, 1)).abandon();
-        new_ticket(t.claim(1, 1)).record(3, 0, 0);
-        t.forget(1);
         new_ticket(t.claim(1, 1)).abandon();
     }
 
@@ -680,5 +679,136 @@ mod tests {
                 t.rotate(request * 10);
             }
         }
+    }
+}
+
+/// Loom models of claims, epoch rotation and forgetting. Each table has
+/// `PROBE_WINDOW` (2 under loom) positions, so a key's window covers it.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    const REQUEST: u64 = 42;
+    const FINGERPRINT: u32 = 7;
+
+    /// A table whose epochs last 1 ms (`rotate(n)` moves to epoch n + 2).
+    fn table() -> Arc<RequestTable> {
+        Arc::new(RequestTable::new(1, 2, 0))
+    }
+
+    /// Claims `REQUEST` and, if this call is the one that runs it, records
+    /// `answer`. Returns whether it ran, checking that a replay is told
+    /// `earlier` (the answer recorded first) or that it is in progress.
+    fn claim_and_run_after(t: &RequestTable, answer: u64, earlier: u64) -> bool {
+        match t.claim(REQUEST, FINGERPRINT) {
+            Claim::New(ticket) => {
+                ticket.record(answer, 0, 0);
+                true
+            }
+            Claim::Done(r) => {
+                assert_eq!(r.outcome, earlier, "a replay gets the first answer");
+                false
+            }
+            Claim::InProgress => false,
+            other => panic!("a claim of one id saw {other:?}"),
+        }
+    }
+
+    /// `claim_and_run_after` where any earlier answer is `answer` too.
+    fn claim_and_run(t: &RequestTable, answer: u64) -> bool {
+        claim_and_run_after(t, answer, answer)
+    }
+
+    /// Claims `REQUEST` on two threads at once; returns how many ran it.
+    fn two_claims(t: &Arc<RequestTable>) -> usize {
+        let other = {
+            let t = t.clone();
+            thread::spawn(move || claim_and_run(&t, success_outcome(1)))
+        };
+        let ran = claim_and_run(t, success_outcome(1));
+        usize::from(ran) + usize::from(other.join().unwrap())
+    }
+
+    /// Two claims of one id at once: exactly one runs; the other is told it
+    /// is in progress or gets its answer.
+    #[test]
+    fn loom_concurrent_claims_of_one_id_run_it_once() {
+        loom::model(|| {
+            let t = table();
+            let runs = two_claims(&t);
+            assert_eq!(runs, 1, "exactly one claim runs the request");
+            assert!(matches!(t.claim(REQUEST, FINGERPRINT), Claim::Done(_)));
+        });
+    }
+
+    /// Two claims of one id straddle an epoch change (one inserts in each
+    /// table): the Dekker check lets at most one run.
+    #[test]
+    fn loom_claims_straddling_an_epoch_change_run_at_most_once() {
+        loom::model(|| {
+            let t = table();
+            let rotator = {
+                let t = t.clone();
+                thread::spawn(move || t.rotate(1))
+            };
+            let runs = two_claims(&t);
+            rotator.join().unwrap();
+            assert!(runs <= 1, "{runs} claims ran the request");
+        });
+    }
+
+    /// A recorded answer outlives one rotation and is gone after two, even
+    /// when the claim races the rotation.
+    #[test]
+    fn loom_an_answer_survives_one_rotation() {
+        loom::model(|| {
+            let t = table();
+            assert!(claim_and_run(&t, success_outcome(1)));
+            let rotator = {
+                let t = t.clone();
+                thread::spawn(move || t.rotate(1))
+            };
+            assert!(
+                !claim_and_run(&t, success_outcome(1)),
+                "remembered in its epoch and the next"
+            );
+            rotator.join().unwrap();
+            t.rotate(2);
+            assert!(
+                claim_and_run(&t, success_outcome(2)),
+                "aged out two epochs later: runs afresh"
+            );
+        });
+    }
+
+    /// Undoing a provisional answer (withdraw, then forget once the hold
+    /// is released) racing a replay's claim: the replay gets the answer
+    /// (before the withdraw), is told it is in progress (being undone), or
+    /// runs afresh (after the forget); and whatever ran last is what a
+    /// later claim replays.
+    #[test]
+    fn loom_an_undo_racing_a_claim() {
+        loom::model(|| {
+            let t = table();
+            let hold = HoldId::from_raw(0x0040_0000_0100_0002).unwrap();
+            let provisional = reservation_outcome(hold, true);
+            assert!(claim_and_run(&t, provisional));
+            let undo = {
+                let t = t.clone();
+                thread::spawn(move || match t.withdraw(REQUEST, hold) {
+                    Withdrawal::Withdrawn(w) => w.forget(),
+                    other => panic!("nobody confirms here: {other:?}"),
+                })
+            };
+            let ran = claim_and_run_after(&t, success_outcome(2), provisional);
+            undo.join().unwrap();
+            match (ran, t.claim(REQUEST, FINGERPRINT)) {
+                (true, Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
+                (false, Claim::New(ticket)) => ticket.abandon(),
+                (ran, later) => panic!("ran {ran}, then a claim saw {later:?}"),
+            }
+        });
     }
 }

@@ -42,9 +42,11 @@ pub const PROBE_WINDOW: usize = 16;
 #[cfg(loom)]
 pub const PROBE_WINDOW: usize = 2;
 
-/// Most events the expirer handles per `run` call before returning, so one
-/// call cannot stall its thread for long after a long pause.
-pub const EXPIRY_BATCH_MAX: usize = 65_536;
+/// Most holds one `Expirer::run` looks at in the wheel's due buckets
+/// before returning (reporting `batch_full`), so one call cannot stall its
+/// thread for long after a long pause, when a whole wheel turn may be
+/// due. (Its inbox drain is bounded by the inbox lanes' capacity.)
+pub const EXPIRY_BATCH_MAX: u32 = 65_536;
 
 /// Finest expiry tick. A link notice packs a deadline's tick beside a
 /// 24-bit hold slot below the unlink flag (bit 63), so the tick of any
@@ -69,6 +71,19 @@ pub const INCARNATION_BITS: u32 = 12;
 /// Incarnations before the counter wraps; `EngineConfig::incarnation` is
 /// below this. The journal counts starts modulo this.
 pub const INCARNATIONS: u16 = 1 << INCARNATION_BITS;
+
+/// Tries of a seqlock read of one hold slot before it gives up (reported
+/// as not found): a slot changes only when a hold is published, ends or is
+/// reused, and a commit writes its units sold in a few stores, so a reader
+/// that keeps losing for this long is racing a slot's reuse, not a writer
+/// it would do well to wait for. Retries back off, yielding after a few.
+pub const SLOT_READ_TRIES_MAX: u32 = 64;
+
+/// Tries of reading a whole hold (its head and every line) consistently
+/// before it is reported not found: each try is a read of up to
+/// `CART_LINES_MAX + 2` slots, and only a slot reuse under the reader makes
+/// one fail.
+pub const HOLD_READ_TRIES_MAX: u32 = 16;
 
 /// Most lanes (see `lanes`): past a few per core they only cost memory.
 pub const LANES_MAX: u32 = 64;

@@ -132,14 +132,6 @@ impl Stock {
         }
     }
 
-    /// Stock with the given counts (recovery).
-    pub fn with_counts(counts: Counts) -> Self {
-        assert!(counts.total() <= SKU_UNITS_MAX);
-        Self {
-            word: AtomicU64::new(counts.pack()),
-        }
-    }
-
     /// Overwrites the counts (recovery, before the SKU is published).
     pub(crate) fn reset(&self, counts: Counts) {
         assert!(counts.total() <= SKU_UNITS_MAX);

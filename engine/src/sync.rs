@@ -1,7 +1,8 @@
 //! The atomics the engine's CAS protocols use, swapped for loom's under
 //! `--cfg loom` so the model checker can explore every interleaving of
-//! [`crate::stock`], [`crate::hold`] and `ring` (see their `loom` test
-//! modules). `UnsafeCell` and `Backoff` are swapped with them: loom tracks
+//! [`crate::stock`], [`crate::hold`], `ring`, `buyer_limit`, `idempotency`
+//! and [`crate::doorbell`] (see their `loom` test modules; `engine::requests`
+//! has one of the whole engine). `UnsafeCell` and `Backoff` are swapped with them: loom tracks
 //! every access to a cell, and a spin loop must yield to its scheduler.
 
 #[cfg(loom)]

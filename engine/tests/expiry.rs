@@ -277,3 +277,51 @@ fn expiry_backs_off_when_the_event_queue_is_full() {
     }
     assert_eq!(r.counts(tee).available, 100);
 }
+
+/// Reserves `n` one-unit holds of `sku`, the first half `gap_ms` before the
+/// rest, so they sit in two of the wheel's buckets.
+fn reserve_in_two_buckets(r: &Rig, sku: SkuIdx, n: u32, gap_ms: u64) {
+    for i in 0..n {
+        if i == n / 2 {
+            r.clock.advance(gap_ms);
+        }
+        r.engine
+            .reserve(sku, 1, BuyerId(u64::from(i)), None, false)
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_run_expires_at_most_a_batch_and_says_when_more_are_due() {
+    use holdfast_engine::limits::EXPIRY_BATCH_MAX;
+    let mut r = Rig::small();
+    let n = EXPIRY_BATCH_MAX + 1;
+    let tee = r.sku("tee", n, settings(1_000, 0));
+    reserve_in_two_buckets(&r, tee, n, 50);
+    // A pause of more than a whole wheel turn: everything is due at once.
+    let first = r.advance(3 * 3_600_000);
+    assert_eq!(first.expired_holds, EXPIRY_BATCH_MAX, "one batch, no more");
+    assert!(first.batch_full, "more are due: run again at once");
+    assert_eq!(r.counts(tee).held, 1);
+    r.assert_invariant();
+    // The same instant: what the first run left is due and nothing else.
+    let second = r.expirer.run();
+    assert_eq!(second.expired_holds, 1);
+    assert!(!second.batch_full);
+    assert_eq!(r.counts(tee).available, n);
+    assert_eq!(r.expirer.tracked(), 0, "every slot reclaimed");
+    assert_eq!(r.engine.holds_in_use(), 0);
+}
+
+#[test]
+fn a_run_with_exactly_a_batch_due_is_not_full() {
+    use holdfast_engine::limits::EXPIRY_BATCH_MAX;
+    let mut r = Rig::small();
+    let n = EXPIRY_BATCH_MAX;
+    let tee = r.sku("tee", n, settings(1_000, 0));
+    reserve_in_two_buckets(&r, tee, n, 50);
+    let report = r.advance(3 * 3_600_000);
+    assert_eq!(report.expired_holds, n);
+    assert!(!report.batch_full, "nothing left due");
+    assert_eq!(r.counts(tee).available, n);
+}

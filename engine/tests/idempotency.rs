@@ -166,6 +166,45 @@ fn commit_release_and_extend_are_idempotent() {
 }
 
 #[test]
+fn hold_operations_refuse_a_request_id_when_the_table_is_full_and_forget_it() {
+    let mut r = Rig::new(EngineConfig {
+        request_entries_max: 1,
+        request_window_ms: 2_000,
+        ..EngineConfig::default()
+    });
+    let tee = r.sku("tee", 100, settings(60_000, 0));
+    // With one entry asked for, the table is one probe window: every
+    // position remembers a reservation.
+    const WINDOW: u64 = holdfast_engine::limits::PROBE_WINDOW as u64;
+    for request in 1..=WINDOW {
+        r.engine
+            .reserve(tee, 1, BuyerId(1), Some(RequestId(request)), false)
+            .unwrap();
+    }
+    let h = r
+        .engine
+        .reserve(tee, 2, BuyerId(2), None, false)
+        .unwrap()
+        .hold;
+    let new_id = Some(RequestId(WINDOW + 1));
+    assert_eq!(r.engine.commit(h, None, new_id), Err(HoldError::Capacity));
+    assert_eq!(r.engine.release(h, new_id), Err(HoldError::Capacity));
+    assert_eq!(r.engine.extend(h, 1_000, new_id), Err(HoldError::Capacity));
+    let info = r.engine.hold(h).unwrap();
+    assert_eq!(info.state, HoldState::Held, "a refusal changes nothing");
+    assert_eq!(info.deadline_ms, T0 + 60_000);
+    assert_eq!(r.counts(tee).held, WINDOW as u32 + 2);
+    // Without a request id nothing needs remembering: no refusal.
+    r.engine.extend(h, 1_000, None).unwrap();
+    // Half a window later inserts go to the other table: the refusal was
+    // not remembered, so the same id now runs.
+    r.advance(1_000);
+    let s = r.engine.commit(h, None, new_id).unwrap();
+    assert_eq!((s.sold, s.replayed), (2, false));
+    assert!(r.engine.commit(h, None, new_id).unwrap().replayed);
+}
+
+#[test]
 fn request_ids_age_out_after_the_window() {
     let mut r = Rig::new(EngineConfig {
         request_window_ms: 10_000,
@@ -191,23 +230,6 @@ fn request_ids_age_out_after_the_window() {
         .unwrap();
     assert!(!later.replayed, "forgotten after at most two windows");
     assert_ne!(later.hold, first.hold);
-}
-
-#[test]
-fn forgetting_a_request_lets_it_run_again() {
-    let r = Rig::small();
-    let tee = r.sku("tee", 5, settings(100_000, 0));
-    let first = r
-        .engine
-        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
-        .unwrap();
-    r.engine.release(first.hold, None).unwrap();
-    r.engine.forget_request(RequestId(9));
-    let again = r
-        .engine
-        .reserve(tee, 1, BuyerId(1), Some(RequestId(9)), false)
-        .unwrap();
-    assert!(!again.replayed);
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::ops::Ops;
 use crate::stats::Stats;
 use crate::ws::{WsCtx, hub::Hub};
 use anyhow::Context as _;
+use holdfast_engine::limits::INCARNATIONS;
 use holdfast_engine::{CachedClock, Engine, EngineConfig, Expirer, SystemClock};
 use metrics::{counter, histogram};
 use std::sync::Arc;
@@ -225,7 +226,7 @@ async fn build_core(
     let limits = &args.limits;
     let mut config = EngineConfig {
         node_id: args.node_id,
-        incarnation: (Ids::random_key().0 % 4096) as u16,
+        incarnation: (Ids::random_key().0 % u64::from(INCARNATIONS)) as u16,
         skus_max: limits.skus_max,
         holds_max: limits.holds_max,
         buyer_entries_max: limits.buyers_max,
@@ -409,6 +410,17 @@ fn spawn_clock(
         .expect("spawn the clock thread")
 }
 
+/// One run of the expirer; true if it stopped at its batch bound with more
+/// holds due (after a pause), so the caller runs it again at once instead
+/// of sleeping: a bounded batch at a time, without falling behind.
+fn expire_once(expirer: &mut Expirer) -> bool {
+    let report = expirer.run();
+    if report.expired_holds > 0 {
+        counter!("holdfast_expired_holds_total").increment(u64::from(report.expired_holds));
+    }
+    report.batch_full
+}
+
 fn spawn_expirer(
     mut expirer: Expirer,
     every: Duration,
@@ -420,12 +432,9 @@ fn spawn_expirer(
             // A dedicated thread: the engine is synchronous, and expiry must
             // not wait behind network work on the runtime's threads.
             while !shutdown.is_cancelled() {
-                let report = expirer.run();
-                if report.expired_holds > 0 {
-                    counter!("holdfast_expired_holds_total")
-                        .increment(u64::from(report.expired_holds));
+                if !expire_once(&mut expirer) {
+                    std::thread::sleep(every);
                 }
-                std::thread::sleep(every);
             }
         })
         .expect("spawn the expirer thread")
@@ -443,5 +452,33 @@ async fn broadcaster(hub: Arc<Hub>, every: Duration, shutdown: CancellationToken
                 histogram!("holdfast_broadcast_seconds").record(started.elapsed().as_secs_f64());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_engine::limits::EXPIRY_BATCH_MAX;
+    use holdfast_engine::{BuyerId, ManualClock, SaleWindow, SkuSettings, SkuSpec};
+
+    #[test]
+    fn the_expirer_runs_again_at_once_while_a_batch_was_full() {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let (engine, mut expirer) =
+            Engine::new(EngineConfig::default(), clock.clone()).expect("valid config");
+        let total = EXPIRY_BATCH_MAX + 1;
+        let spec = SkuSpec {
+            total,
+            settings: SkuSettings::default(),
+            window: SaleWindow::Open,
+        };
+        let tee = engine.create_sku("tee", spec).expect("sku");
+        for buyer in 0..u64::from(total) {
+            engine.reserve(tee, 1, BuyerId(buyer), None, false).unwrap();
+        }
+        clock.advance(24 * 3_600_000);
+        assert!(expire_once(&mut expirer), "a full batch: again at once");
+        assert!(!expire_once(&mut expirer), "caught up: sleep");
+        assert_eq!(engine.snapshot(tee).unwrap().counts.available, total);
     }
 }

@@ -182,12 +182,6 @@ impl Engine {
         }
     }
 
-    /// Forgets a request id's remembered outcome, so a retry runs afresh.
-    pub fn forget_request(&self, request: RequestId) {
-        self.requests.forget(request.0);
-        self.emit_forgotten(request);
-    }
-
     /// Tells the journal a remembered answer is gone, so it does not come
     /// back from Redis after a restart.
     pub(super) fn emit_forgotten(&self, request: RequestId) {
@@ -208,6 +202,60 @@ impl Engine {
     /// Exactly one of this and [`Engine::undo_reservation`] wins.
     pub fn confirm_reservation(&self, request: RequestId, hold: HoldId) -> bool {
         self.requests.confirm(request.0, hold)
+    }
+}
+
+/// A request id claimed by an operation still running is `InProgress` to
+/// a hold operation with the same id. Only a thread in the middle of an
+/// operation holds such a claim, so the test holds one itself.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::{EngineConfig, HoldState, SaleWindow, SkuSettings, SkuSpec};
+    use std::sync::Arc;
+
+    #[test]
+    fn hold_operations_with_a_request_id_in_flight_are_in_progress() {
+        let (engine, _expirer) =
+            Engine::new(EngineConfig::default(), Arc::new(ManualClock::new(1_000)))
+                .expect("valid config");
+        let spec = SkuSpec {
+            total: 5,
+            settings: SkuSettings::default(),
+            window: SaleWindow::Open,
+        };
+        let tee = engine.create_sku("tee", spec).expect("sku");
+        let h = engine.reserve(tee, 2, BuyerId(1), None, false).unwrap();
+        let request = RequestId(77);
+        let Claim::New(running) = engine.requests.claim(request.0, 0) else {
+            panic!("a fresh id is claimed");
+        };
+        assert_eq!(
+            engine.commit(h.hold, None, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.commit(h.hold, Some(&[1]), Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.release(h.hold, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        assert_eq!(
+            engine.extend(h.hold, 1_000, Some(request)),
+            Err(HoldError::InProgress)
+        );
+        let info = engine.hold(h.hold).unwrap();
+        assert_eq!(
+            (info.state, info.deadline_ms),
+            (HoldState::Held, h.deadline_ms)
+        );
+        // Not remembered: once the claim is given up, the id runs.
+        running.abandon();
+        assert_eq!(engine.release(h.hold, Some(request)), Ok(()));
+        assert_eq!(engine.hold(h.hold).unwrap().state, HoldState::Released);
     }
 }
 

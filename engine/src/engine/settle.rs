@@ -14,7 +14,7 @@ use crate::error::HoldError;
 use crate::event::{EventBuf, EventKind, HoldLine};
 use crate::hold::{self, FreeBatch, HoldId, HoldState, LINE, Lost, NO_LINE, To, Won};
 use crate::idempotency::{RequestId, Withdrawal};
-use crate::limits::CART_LINES_MAX;
+use crate::limits::{CART_LINES_MAX, HOLD_READ_TRIES_MAX};
 use crate::sync::Ordering;
 
 /// What ending one line of a hold did (see `Engine::end_line`).
@@ -195,7 +195,14 @@ impl Engine {
         let slot = self.head_slot(hold)?;
         let now = self.now_ms();
         match slot.transition(hold.generation(), to, now) {
-            Ok(Won::Committed | Won::Released) => {
+            Ok(Won::Committed) => {
+                let result = self.apply_ending(hold.slot(), ending, now);
+                // Before the unlink: the expirer frees the slot on it.
+                slot.finish_commit(hold.generation());
+                self.inbox.unlink(hold.slot());
+                Ok(result)
+            }
+            Ok(Won::Released) => {
                 let result = self.apply_ending(hold.slot(), ending, now);
                 self.inbox.unlink(hold.slot());
                 Ok(result)
@@ -292,7 +299,10 @@ impl Engine {
         let (sold, event, change) = match ending {
             Ending::Commit(sold) => {
                 let sold = sold.map_or(qty, |s| s[line].min(qty));
-                // Relaxed: read by `hold()` through the seqlock.
+                // Relaxed: the head stays COMMITTING until every line's
+                // `sold` is written; its Release store of COMMITTED
+                // (`finish_commit`) publishes them to `hold()`'s reads,
+                // which wait while it is COMMITTING.
                 slot.sold.store(sold, Ordering::Relaxed);
                 if counted {
                     self.buyers.release(sku, buyer, qty - sold);
@@ -369,7 +379,7 @@ impl Engine {
     /// reservations later).
     pub fn hold(&self, hold: HoldId) -> Result<HoldInfo, HoldError> {
         self.head_slot(hold)?;
-        for _ in 0..16 {
+        for _ in 0..HOLD_READ_TRIES_MAX {
             let head = self
                 .holds
                 .read(hold.slot())

@@ -10,6 +10,7 @@ use super::conn::Conn;
 use super::keys::{HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field};
 use crate::protocol::SkuMeta;
 use anyhow::{Context as _, anyhow, bail};
+use holdfast_engine::limits::INCARNATIONS;
 use holdfast_engine::{
     BuyerId, Counts, HoldId, RequestId, SaleWindow, SavedBuyer, SavedHold, SavedLine, SavedRequest,
     SavedSku, SavedState, SkuSettings,
@@ -109,7 +110,7 @@ pub async fn load(
         .and_then(|k| parse_key(k))
         .ok_or_else(|| anyhow!("journal record: hash_key missing or malformed"))?;
     let incarnation: u64 = con.hincr(keys.journal(), "incarnation", 1).await?;
-    let incarnation = (incarnation % 4096) as u16;
+    let incarnation = (incarnation % u64::from(INCARNATIONS)) as u16;
 
     let catalog: HashMap<String, u32> = con.hgetall(keys.catalog()).await?;
     let mut order: Vec<(u32, String)> = catalog.into_iter().map(|(id, idx)| (idx, id)).collect();

@@ -124,7 +124,8 @@ mod tests {
                 "Extended",
                 "Pong",
                 "Authed",
-                "Error"
+                "Error",
+                "Stats"
             ]
         );
         // The first byte of a postcard frame is the variant index.

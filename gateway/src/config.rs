@@ -183,6 +183,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub buyer_tokens: crate::auth::BuyerTokenArgs,
 }
 
 /// Multi-node settings (with `--redis-cluster`).

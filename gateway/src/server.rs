@@ -60,7 +60,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let (admin_token, checkout_token) = args.tokens().map_err(|e| anyhow::anyhow!(e))?;
-    let tokens = Tokens::new(admin_token, checkout_token);
+    let buyers = args.buyer_tokens.build().map_err(|e| anyhow::anyhow!(e))?;
+    let tokens = Tokens::new(admin_token, checkout_token).with_buyers(buyers);
     let cors = http::cors::layer(&args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(

@@ -38,12 +38,7 @@ pub struct BuyerAuth {
 }
 
 impl BuyerAuth {
-    pub fn new(
-        keys: KeySet,
-        lifetime_max_ms: u64,
-        replay: ReplayTable,
-        clock: TokenClock,
-    ) -> Self {
+    pub fn new(keys: KeySet, lifetime_max_ms: u64, replay: ReplayTable, clock: TokenClock) -> Self {
         Self {
             keys,
             lifetime_max_ms,
@@ -55,12 +50,7 @@ impl BuyerAuth {
 
     /// Verifies a presented JWT now.
     pub fn verify(&self, token: &str) -> Result<BuyerToken, ApiError> {
-        jwt::verify(
-            token,
-            &self.keys,
-            self.clock.now_ms(),
-            self.lifetime_max_ms,
-        )
+        jwt::verify(token, &self.keys, self.clock.now_ms(), self.lifetime_max_ms)
     }
 
     /// Refuses a token that expired since it was presented (a websocket

@@ -195,7 +195,11 @@ pub fn verify(
             ));
         }
     }
-    if claims.skus.as_ref().is_some_and(|s| s.len() > SKUS_CLAIM_MAX) {
+    if claims
+        .skus
+        .as_ref()
+        .is_some_and(|s| s.len() > SKUS_CLAIM_MAX)
+    {
         return Err(refuse(
             Code::TokenMalformed,
             format!("skus lists at most {SKUS_CLAIM_MAX} SKUs"),
@@ -245,7 +249,12 @@ mod tests {
     fn token(claims: serde_json::Value, kid: Option<&str>) -> String {
         let mut h = JwtHeader::new(jsonwebtoken::Algorithm::HS256);
         h.kid = kid.map(str::to_string);
-        encode(&h, &claims, &EncodingKey::from_secret(SECRET.as_bytes()).unwrap()).unwrap()
+        encode(
+            &h,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     fn code(t: &str, now: u64) -> Code {
@@ -260,13 +269,19 @@ mod tests {
         let v = verify(&good, &keys(), NOW_MS, 900_000).unwrap();
         assert_eq!((v.sub.as_str(), v.exp_ms), ("b1", (s + 60) * 1000));
         assert!(verify(&token(ok.clone(), None), &keys(), NOW_MS, 900_000).is_ok());
-        assert_eq!(code(&good, (s + 60) * 1000 + LEEWAY_MS + 1), Code::TokenExpired);
+        assert_eq!(
+            code(&good, (s + 60) * 1000 + LEEWAY_MS + 1),
+            Code::TokenExpired
+        );
         assert!(verify(&good, &keys(), (s + 60) * 1000 + LEEWAY_MS, 900_000).is_ok());
         let early = serde_json::json!({"sub":"b1","exp":s+60,"jti":"j1","nbf":s+10});
         assert_eq!(code(&token(early, None), NOW_MS), Code::TokenNotYetValid);
         let long = serde_json::json!({"sub":"b1","exp":s+3600,"jti":"j1","iat":s});
         assert_eq!(code(&token(long, None), NOW_MS), Code::TokenLifetimeTooLong);
-        assert_eq!(code(&token(ok.clone(), Some("k9")), NOW_MS), Code::TokenUnknownKid);
+        assert_eq!(
+            code(&token(ok.clone(), Some("k9")), NOW_MS),
+            Code::TokenUnknownKid
+        );
         let no_jti = serde_json::json!({"sub":"b1","exp":s+60});
         assert_eq!(code(&token(no_jti, None), NOW_MS), Code::TokenMalformed);
         let mut forged = good.clone();

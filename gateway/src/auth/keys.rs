@@ -118,7 +118,8 @@ fn hs256(kid: String, secret: &[u8]) -> Result<Key, String> {
             "buyer token key {kid:?}: an HS256 secret must be at least {HS256_SECRET_BYTES_MIN} bytes"
         ));
     }
-    let decoding = DecodingKey::from_secret(secret).map_err(|e| format!("buyer token key {kid:?}: {e}"))?;
+    let decoding =
+        DecodingKey::from_secret(secret).map_err(|e| format!("buyer token key {kid:?}: {e}"))?;
     Ok(Key {
         kid,
         alg: Algorithm::HS256,

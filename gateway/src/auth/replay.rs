@@ -225,7 +225,10 @@ mod tests {
         table.admit(&a, 1, None, 0).unwrap();
         table.admit(&tok("b", 20_000, None), 1, None, 0).unwrap();
         assert_eq!(
-            table.admit(&tok("c", 20_000, None), 1, None, 0).unwrap_err().code,
+            table
+                .admit(&tok("c", 20_000, None), 1, None, 0)
+                .unwrap_err()
+                .code,
             Code::Capacity,
             "full of live tokens"
         );

@@ -105,7 +105,10 @@ impl FromRequestParts<AppState> for Shopper {
 /// The buyer-token side of the state (present whenever a buyer token was
 /// accepted).
 fn buyers(s: &AppState) -> Result<&BuyerAuth, ApiError> {
-    s.tokens.buyers.as_deref().ok_or_else(ApiError::unauthorized)
+    s.tokens
+        .buyers
+        .as_deref()
+        .ok_or_else(ApiError::unauthorized)
 }
 
 impl FromRequestParts<AppState> for Checkout {
@@ -435,4 +438,3 @@ fn topic_stats(
 ) -> crate::protocol::Stats {
     s.ops.stats.of_skus(&s.ops.engine, topic, 0, skus)
 }
-

@@ -719,7 +719,9 @@ impl Session {
             _ => {
                 self.queue_error(
                     Some(id),
-                    &ApiError::forbidden("a buyer token may not commit: the shop commits after payment"),
+                    &ApiError::forbidden(
+                        "a buyer token may not commit: the shop commits after payment",
+                    ),
                 );
                 return None;
             }

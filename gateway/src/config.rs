@@ -186,6 +186,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub buyer_tokens: crate::auth::BuyerTokenArgs,
+
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::config::WebhookArgs,
 }
 
 /// Multi-node settings (with `--redis-cluster`).

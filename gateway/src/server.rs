@@ -106,7 +106,33 @@ pub async fn run(
     }
     load_catalog(&ops, &args).await?;
 
+    let webhooks = if args.webhooks.is_on() {
+        if args.redis.is_some() || !args.redis_cluster.is_empty() {
+            anyhow::bail!(
+                "webhooks run in memory mode only in this version (no --redis / --redis-cluster)"
+            );
+        }
+        Some(
+            crate::webhooks::Webhooks::start(&args.webhooks, ops.clone(), &tracker, &shutdown)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    let webhook_thread = webhooks.as_ref().map(|w| {
+        crate::webhooks::source::spawn_engine_source(
+            w.clone(),
+            tokens.buyers.clone(),
+            shutdown.clone(),
+        )
+    });
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
+    if let Some(w) = &webhooks {
+        let w = w.clone();
+        hub.set_observer(crate::ws::hub::RoundObserver(Box::new(move |changed| {
+            w.on_round(changed);
+        })));
+    }
     if let Some(c) = &cluster {
         hub.set_cluster(c.clone());
     }
@@ -128,6 +154,7 @@ pub async fn run(
         ops: ops.clone(),
         tokens,
         health: health.clone(),
+        webhooks,
     };
     let router = http::router(
         state,
@@ -180,6 +207,9 @@ pub async fn run(
     }
     let _ = expirer_thread.join();
     let _ = clock_thread.join();
+    if let Some(t) = webhook_thread {
+        let _ = t.join();
+    }
     if let Some(reason) = cluster.as_ref().and_then(|c| c.fenced.reason()) {
         anyhow::bail!("stopped: {reason}");
     }
@@ -239,6 +269,12 @@ async fn build_core(
         return build_cluster_core(args, config, clock, beside, tracker, shutdown).await;
     }
     let Some(url) = &args.redis else {
+        // Webhooks read the engine's events in memory mode (with Redis the
+        // journal does, and webhooks read the order stream instead).
+        if args.webhooks.is_on() {
+            config.events_max = args.journal.events_max;
+            config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
+        }
         let (engine, expirer) = Engine::new(config, clock).map_err(|e| anyhow::anyhow!(e))?;
         return Ok(Core {
             engine,

@@ -157,6 +157,18 @@ codes! {
     Unavailable = "unavailable",
     /// `/readyz`: not ready to take changes.
     NotReady = "not_ready",
+    // ----- webhooks (admin API) -----
+    /// A webhook URL that is not http(s), has no host, or is plain http to
+    /// a non-loopback address without `--webhook-http-allowed`.
+    InvalidUrl = "invalid_url",
+    /// A webhook secret that is not `whsec_` and 24-64 bytes of base64.
+    InvalidSecret = "invalid_secret",
+    /// An unknown webhook event type.
+    InvalidEvents = "invalid_events",
+    /// No webhook endpoint with that id.
+    UnknownWebhook = "unknown_webhook",
+    /// Defined in a configuration file: not changed through the API.
+    ReadOnly = "read_only",
 }
 
 impl std::fmt::Display for Code {

@@ -33,6 +33,8 @@ pub struct AppState {
     pub ops: Arc<Ops>,
     pub tokens: Tokens,
     pub health: health::Health,
+    /// With `--webhooks` (or `--webhooks-file`).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl axum::extract::FromRef<AppState> for health::Health {
@@ -155,6 +157,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let images = state.ops.meta.images();
     let mut api = api
         .merge(assets::routes(images))
+        .merge(crate::webhooks::admin::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)

@@ -173,7 +173,7 @@ impl MemQueue {
         let mut again: Vec<Arc<Event>> = Vec::new();
         let matches = |e: &Event| match pick {
             Replay::DeadLetters => false,
-            Replay::Ids(ids) => ids.iter().any(|i| *i == e.id),
+            Replay::Ids(ids) => ids.contains(&e.id),
             Replay::Range { from_ms, to_ms } => (*from_ms..=*to_ms).contains(&e.ts_ms),
         };
         let dead = std::mem::take(&mut q.dead);

@@ -229,8 +229,11 @@ pub struct Hub {
     observer: std::sync::OnceLock<RoundObserver>,
 }
 
+/// What a round observer is: told the SKUs whose counts changed.
+pub type RoundFn = dyn Fn(&[SkuIdx]) + Send + Sync;
+
 /// A function told the SKUs whose counts changed in a broadcast round.
-pub struct RoundObserver(pub Box<dyn Fn(&[SkuIdx]) + Send + Sync>);
+pub struct RoundObserver(pub Box<RoundFn>);
 
 impl std::fmt::Debug for RoundObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

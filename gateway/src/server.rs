@@ -107,19 +107,34 @@ pub async fn run(
     load_catalog(&ops, &args).await?;
 
     let webhooks = if args.webhooks.is_on() {
-        if args.redis.is_some() || !args.redis_cluster.is_empty() {
-            anyhow::bail!(
-                "webhooks run in memory mode only in this version (no --redis / --redis-cluster)"
-            );
+        if !args.redis_cluster.is_empty() {
+            anyhow::bail!("webhooks are not available with --redis-cluster in this version");
         }
+        let streams = match &args.redis {
+            Some(url) => Some(Arc::new(crate::webhooks::stream::Streams::new(
+                journal::open::single_target(url, args.redis_ca_file.as_deref())?,
+                Duration::from_millis(args.journal.redis_timeout_ms),
+                &args.redis_prefix,
+                journal::keys::Keys::new(&args.redis_prefix).orders(),
+            ))),
+            None => None,
+        };
         Some(
-            crate::webhooks::Webhooks::start(&args.webhooks, ops.clone(), &tracker, &shutdown)
-                .map_err(|e| anyhow::anyhow!(e))?,
+            crate::webhooks::Webhooks::start(
+                &args.webhooks,
+                ops.clone(),
+                streams,
+                &tracker,
+                &shutdown,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
         )
     } else {
         None
     };
-    let webhook_thread = webhooks.as_ref().map(|w| {
+    // In memory, the engine's events feed the webhooks (with Redis, the
+    // order stream does).
+    let webhook_thread = webhooks.as_ref().filter(|_| args.redis.is_none()).map(|w| {
         crate::webhooks::source::spawn_engine_source(
             w.clone(),
             tokens.buyers.clone(),

@@ -407,20 +407,7 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
     let hold = reserve(&gw, "tee", 1).await;
     hold_op(&gw, &hold, "commit").await;
     // Tried and failed at least once while down.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, metrics) = gw.get("/metrics").await;
-        let text = metrics.as_str().unwrap_or_default().to_string();
-        if text.lines().any(|l| {
-            l.starts_with("holdfast_webhook_deliveries_total")
-                && l.contains("endpoint=\"down\"")
-                && l.contains("outcome=\"failed\"")
-        }) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never tried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_failed_try(&gw, "down").await;
     let receiver = Receiver::new(SECRET);
     receiver.serve(addr).await;
     receiver
@@ -657,5 +644,81 @@ async fn endpoints_are_checked_and_file_endpoints_are_read_only() {
         .call("GET", "/api/admin/webhooks", Some(CHECKOUT), None)
         .await;
     assert_eq!(status, 403);
+    gw.stop().await;
+}
+
+/// Waits until the gateway has counted a failed try to `endpoint`.
+async fn wait_failed_try(gw: &Gateway, endpoint: &str) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let label = format!("endpoint=\"{endpoint}\"");
+    loop {
+        let (_, metrics) = gw.get("/metrics").await;
+        let text = metrics.as_str().unwrap_or_default().to_string();
+        if text.lines().any(|l| {
+            l.starts_with("holdfast_webhook_deliveries_total")
+                && l.contains(&label)
+                && l.contains("outcome=\"failed\"")
+        }) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never tried {endpoint}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_undelivered_events_are_delivered_after_a_restart() {
+    let Some(redis) = common::Redis::start() else {
+        return;
+    };
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hooks.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[endpoints]]\nid = \"durable\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\", \"sku.sold_out\"]\n"
+        ),
+    )
+    .unwrap();
+    let mut a = args();
+    a.redis = Some(redis.url());
+    a.webhooks.file = Some(file);
+    let gw = Gateway::start(a.clone()).await;
+    gw.create_sku(json!({"id": "tee", "total": 5, "buyer_limit": 10}))
+        .await;
+    let mut holds = Vec::new();
+    for _ in 0..5 {
+        let hold = reserve(&gw, "tee", 1).await;
+        hold_op(&gw, &hold, "commit").await;
+        holds.push(hold);
+    }
+    // The receiver is down: tried, failed, nothing acknowledged.
+    wait_failed_try(&gw, "durable").await;
+    gw.stop().await;
+
+    let receiver = Receiver::new(SECRET);
+    receiver.serve(addr).await;
+    let gw = Gateway::start(a).await;
+    for hold in &holds {
+        let order = receiver
+            .wait_for("an order from before the restart", |v| {
+                v["type"] == "order.committed" && v["data"]["hold"] == hold.as_str()
+            })
+            .await;
+        assert_eq!(order["data"]["lines"][0]["sku"], "tee");
+    }
+    receiver
+        .wait_for("the sell-out", of_type("sku.sold_out"))
+        .await;
+    let ids: Vec<String> = receiver.events().into_iter().map(|(id, _)| id).collect();
+    for hold in &holds {
+        assert!(ids.contains(&format!("msg_order_{hold}")), "{ids:?}");
+    }
     gw.stop().await;
 }

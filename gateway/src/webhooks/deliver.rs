@@ -117,7 +117,11 @@ async fn deliver(ep: &Endpoint, item: Queued, backoff: Backoff) {
         Ok(()) => {
             counter!("holdfast_webhook_deliveries_total", "endpoint" => label, "outcome" => "delivered")
                 .increment(1);
+            let entry = item.entry.clone();
             ep.queue.delivered(item);
+            if let (Some(streams), Some(entry)) = (&ep.streams, entry) {
+                streams.delivered(&ep.id, &entry).await;
+            }
         }
         Err(error) => {
             tracing::debug!(endpoint = %ep.id, event = %event.id, %error, "webhook try failed");
@@ -128,7 +132,14 @@ async fn deliver(ep: &Endpoint, item: Queued, backoff: Backoff) {
                 .failed(item, error, backoff.tries_max, retry_at, now_ms);
             let outcome = match outcome {
                 Failed::Retrying => "failed",
-                Failed::Dead => "dead_letter",
+                Failed::Dead(dead, entry) => {
+                    if let (Some(streams), Some(entry)) = (&ep.streams, entry) {
+                        streams
+                            .dead(&ep.id, &entry, &dead, ep.queue.dead_letters_max())
+                            .await;
+                    }
+                    "dead_letter"
+                }
             };
             counter!("holdfast_webhook_deliveries_total", "endpoint" => label, "outcome" => outcome)
                 .increment(1);

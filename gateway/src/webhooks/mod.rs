@@ -12,8 +12,10 @@
 //! - [`sign`]: Standard Webhooks signatures and secrets;
 //! - [`queue`]: an endpoint's bounded queue, retries, dead letters, history;
 //! - [`deliver`]: one task per endpoint, the HTTP(S) client, backoff;
-//! - [`source`]: where events come from (the engine's events, the hub's
-//!   broadcast rounds);
+//! - [`source`]: where events come from in memory (the engine's events)
+//!   and always (the hub's broadcast rounds);
+//! - [`stream`]: with Redis, the order stream as the source and a durable
+//!   stream per endpoint;
 //! - [`admin`]: the admin API.
 //!
 //! Nothing here is on the reservation path: events are read after the
@@ -26,6 +28,7 @@ pub mod event;
 pub mod queue;
 pub mod sign;
 pub mod source;
+pub mod stream;
 
 use crate::ops::Ops;
 use config::{Checked, FieldError, WebhookArgs};
@@ -54,6 +57,8 @@ pub struct Endpoint {
     /// Defined in `--webhooks-file`: not changed through the API.
     pub from_file: bool,
     pub queue: MemQueue,
+    /// With Redis: the endpoint's durable stream.
+    pub streams: Option<Arc<stream::Streams>>,
     /// `stock.changed` coalescing: per SKU, when it was last sent and
     /// whether a change waits.
     stock_sent: Mutex<HashMap<SkuIdx, (u64, bool)>>,
@@ -106,6 +111,8 @@ pub struct Webhooks {
     ops: Arc<Ops>,
     /// SKU id → threshold; and the last available count seen per SKU.
     low_stock: Mutex<LowStock>,
+    /// With Redis: durable queues.
+    streams: Option<Arc<stream::Streams>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -122,6 +129,7 @@ impl Webhooks {
     pub fn start(
         args: &WebhookArgs,
         ops: Arc<Ops>,
+        streams: Option<Arc<stream::Streams>>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, String> {
@@ -131,6 +139,7 @@ impl Webhooks {
             ids: EventIds::default(),
             ops,
             low_stock: Mutex::default(),
+            streams: streams.clone(),
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         });
@@ -154,6 +163,9 @@ impl Webhooks {
                 }
                 hooks.add(checked, true).map_err(|e| e.message)?;
             }
+        }
+        if let Some(s) = streams {
+            tracker.spawn(stream::run_source(hooks.clone(), s, shutdown.clone()));
         }
         Ok(hooks)
     }
@@ -198,9 +210,18 @@ impl Webhooks {
                 dead_letters_max: self.args.dead_letters_max,
                 history_max: self.args.history_max,
             }),
+            streams: self.streams.clone(),
             stock_sent: Mutex::default(),
             stop: self.shutdown.child_token(),
         });
+        if let Some(s) = &self.streams {
+            self.tracker.spawn(stream::run_feeder(
+                ep.clone(),
+                s.clone(),
+                self.args.queue_max,
+                ep.stop.clone(),
+            ));
+        }
         list.push(ep.clone());
         let backoff = deliver::Backoff {
             tries_max: self.args.tries_max.max(1),

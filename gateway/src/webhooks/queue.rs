@@ -16,6 +16,8 @@ pub struct Queued {
     pub event: Arc<Event>,
     /// Tries made so far.
     pub tries: u32,
+    /// Its entry in the endpoint's Redis stream (durable mode).
+    pub entry: Option<String>,
 }
 
 /// An event that failed every try.
@@ -61,10 +63,11 @@ pub struct MemQueue {
 }
 
 /// What became of a failed try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Failed {
     Retrying,
-    Dead,
+    /// A dead letter now (its stream entry, in durable mode).
+    Dead(DeadLetter, Option<String>),
 }
 
 impl MemQueue {
@@ -86,10 +89,21 @@ impl MemQueue {
         if q.fresh.len() + q.retries.len() + q.in_flight >= self.bounds.queue_max {
             return false;
         }
-        q.fresh.push_back(Queued { event, tries: 0 });
+        q.fresh.push_back(Queued {
+            event,
+            tries: 0,
+            entry: None,
+        });
         drop(q);
         self.notify.notify_one();
         true
+    }
+
+    /// Queues an event read from the endpoint's Redis stream (the reader
+    /// checked for room first).
+    pub fn push_entry(&self, item: Queued) {
+        self.lock().fresh.push_back(item);
+        self.notify.notify_one();
     }
 
     /// The next event due at `now` (a due retry first), marked in flight.
@@ -143,13 +157,14 @@ impl MemQueue {
             if q.dead.len() >= self.bounds.dead_letters_max {
                 q.dead.pop_front();
             }
-            q.dead.push_back(DeadLetter {
+            let dead = DeadLetter {
                 event: item.event,
                 tries: item.tries,
                 error,
                 dead_at_ms: now_ms,
-            });
-            Failed::Dead
+            };
+            q.dead.push_back(dead.clone());
+            Failed::Dead(dead, item.entry)
         } else {
             q.retry_seq += 1;
             let key = (retry_at, q.retry_seq);
@@ -159,6 +174,10 @@ impl MemQueue {
         drop(q);
         self.notify.notify_one();
         outcome
+    }
+
+    pub fn dead_letters_max(&self) -> usize {
+        self.bounds.dead_letters_max
     }
 
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
@@ -196,7 +215,11 @@ impl MemQueue {
             .saturating_sub(q.fresh.len() + q.retries.len() + q.in_flight);
         let n = again.len().min(room);
         for event in again.into_iter().take(n) {
-            q.fresh.push_back(Queued { event, tries: 0 });
+            q.fresh.push_back(Queued {
+                event,
+                tries: 0,
+                entry: None,
+            });
         }
         drop(q);
         self.notify.notify_one();
@@ -266,10 +289,16 @@ mod tests {
         assert!(!q.push(ev("c", 3)), "full at the bound");
         let now = Instant::now();
         let a = q.take(now).unwrap();
-        assert_eq!(q.failed(a, "500".into(), 2, now, 0), Failed::Retrying);
+        assert!(matches!(
+            q.failed(a, "500".into(), 2, now, 0),
+            Failed::Retrying
+        ));
         let a = q.take(now).unwrap();
         assert_eq!(a.event.id, "a", "a due retry goes first");
-        assert_eq!(q.failed(a, "500".into(), 2, now, 0), Failed::Dead);
+        assert!(matches!(
+            q.failed(a, "500".into(), 2, now, 0),
+            Failed::Dead(..)
+        ));
         let b = q.take(now).unwrap();
         q.delivered(b);
         assert_eq!(q.dead_letters().len(), 1);

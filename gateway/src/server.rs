@@ -124,6 +124,7 @@ pub async fn run(
                 &args.webhooks,
                 ops.clone(),
                 streams,
+                tokens.buyers.clone(),
                 &tracker,
                 &shutdown,
             )
@@ -135,11 +136,7 @@ pub async fn run(
     // In memory, the engine's events feed the webhooks (with Redis, the
     // order stream does).
     let webhook_thread = webhooks.as_ref().filter(|_| args.redis.is_none()).map(|w| {
-        crate::webhooks::source::spawn_engine_source(
-            w.clone(),
-            tokens.buyers.clone(),
-            shutdown.clone(),
-        )
+        crate::webhooks::source::spawn_engine_source(w.clone(), shutdown.clone())
     });
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
     if let Some(w) = &webhooks {

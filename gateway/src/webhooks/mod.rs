@@ -113,6 +113,8 @@ pub struct Webhooks {
     low_stock: Mutex<LowStock>,
     /// With Redis: durable queues.
     streams: Option<Arc<stream::Streams>>,
+    /// Buyer tokens: the channel each buyer hold was made through.
+    buyers: Option<Arc<crate::auth::buyer::BuyerAuth>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -130,6 +132,7 @@ impl Webhooks {
         args: &WebhookArgs,
         ops: Arc<Ops>,
         streams: Option<Arc<stream::Streams>>,
+        buyers: Option<Arc<crate::auth::buyer::BuyerAuth>>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, String> {
@@ -140,6 +143,7 @@ impl Webhooks {
             ops,
             low_stock: Mutex::default(),
             streams: streams.clone(),
+            buyers,
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
         });
@@ -269,6 +273,14 @@ impl Webhooks {
             ts_ms: self.ops.engine.now_ms(),
             data,
         }
+    }
+
+    /// The sales channel of a buyer-token hold (remembered in memory).
+    pub fn channel_of(&self, hold: holdfast_engine::HoldId) -> Option<String> {
+        self.buyers
+            .as_ref()
+            .and_then(|b| b.channel_of(hold))
+            .map(|c| c.to_string())
     }
 
     /// Sets (or with 0 clears) a SKU's low-stock threshold.

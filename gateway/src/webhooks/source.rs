@@ -9,7 +9,6 @@
 
 use super::Webhooks;
 use super::event::EventType;
-use crate::auth::buyer::BuyerAuth;
 use holdfast_engine::{Event, EventKind, HoldId, HoldLine};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +37,6 @@ type Gathered = Vec<(u8, holdfast_engine::SkuIdx, u32, u32)>;
 /// Drains the engine's events on a thread until `shutdown`.
 pub fn spawn_engine_source(
     hooks: Arc<Webhooks>,
-    buyers: Option<Arc<BuyerAuth>>,
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
     std::thread::Builder::new()
@@ -56,7 +54,7 @@ pub fn spawn_engine_source(
                     continue;
                 }
                 for event in &buf {
-                    on_event(&hooks, buyers.as_deref(), &mut gathering, event);
+                    on_event(&hooks, &mut gathering, event);
                 }
             }
         })
@@ -65,7 +63,6 @@ pub fn spawn_engine_source(
 
 fn on_event(
     hooks: &Webhooks,
-    buyers: Option<&BuyerAuth>,
     gathering: &mut HashMap<(HoldId, Ending), Gathered>,
     event: &Event,
 ) {
@@ -114,9 +111,7 @@ fn on_event(
     let mut lines = gathering.remove(&key).unwrap_or_default();
     lines.sort_by_key(|l| l.0);
     let buyer = hooks.ops.ids.buyer_name(line.buyer).map(|b| b.to_string());
-    let channel = buyers
-        .and_then(|b| b.channel_of(line.hold))
-        .map(|c| c.to_string());
+    let channel = hooks.channel_of(line.hold);
     let (kind, lines_json): (EventType, Vec<serde_json::Value>) = match ending {
         Ending::Committed => (
             EventType::OrderCommitted,

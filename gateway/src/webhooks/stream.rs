@@ -228,9 +228,15 @@ pub async fn run_source(hooks: Arc<Webhooks>, streams: Arc<Streams>, shutdown: C
                 }
             }
             for entry in entries {
-                let Some((event, acked)) = to_event(&mut gathering, entry) else {
+                let Some((mut event, acked)) = to_event(&mut gathering, entry) else {
                     continue;
                 };
+                if let Some(ev) = &mut event
+                    && ev.kind == EventType::OrderCommitted
+                    && let Some(hold) = ev.data["hold"].as_str().and_then(|h| h.parse().ok())
+                {
+                    ev.data["channel"] = hooks.channel_of(hold).into();
+                }
                 let mut pipe = redis::pipe();
                 pipe.atomic();
                 let targets = match &event {
@@ -318,8 +324,7 @@ fn to_event(
             let data = serde_json::json!({
                 "hold": hold,
                 "buyer": buyer,
-                // The channel is remembered in memory only: not in the
-                // order stream.
+                // Filled in from memory (the order stream has none).
                 "channel": serde_json::Value::Null,
                 "lines": seen.iter().map(|e| serde_json::json!({
                     "sku": field(e, "sku"),

@@ -135,9 +135,10 @@ pub async fn run(
     };
     // In memory, the engine's events feed the webhooks (with Redis, the
     // order stream does).
-    let webhook_thread = webhooks.as_ref().filter(|_| args.redis.is_none()).map(|w| {
-        crate::webhooks::source::spawn_engine_source(w.clone(), shutdown.clone())
-    });
+    let webhook_thread = webhooks
+        .as_ref()
+        .filter(|_| args.redis.is_none())
+        .map(|w| crate::webhooks::source::spawn_engine_source(w.clone(), shutdown.clone()));
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
     if let Some(w) = &webhooks {
         let w = w.clone();

@@ -61,11 +61,7 @@ pub fn spawn_engine_source(
         .expect("spawn the webhooks thread")
 }
 
-fn on_event(
-    hooks: &Webhooks,
-    gathering: &mut HashMap<(HoldId, Ending), Gathered>,
-    event: &Event,
-) {
+fn on_event(hooks: &Webhooks, gathering: &mut HashMap<(HoldId, Ending), Gathered>, event: &Event) {
     let engine = &hooks.ops.engine;
     let sku_name = |sku| {
         engine

@@ -211,9 +211,7 @@ impl BuyerAuth {
         token: &BuyerToken,
         req: &mut Release,
     ) -> Result<(), ApiError> {
-        self.own_hold(ops, token, &req.hold)?;
-        req.request_id = scope_request(token, req.request_id.take());
-        Ok(())
+        self.own_request(ops, token, &req.hold, &mut req.request_id)
     }
 
     /// A buyer's extend: its own hold, its scoped request id.
@@ -223,8 +221,18 @@ impl BuyerAuth {
         token: &BuyerToken,
         req: &mut Extend,
     ) -> Result<(), ApiError> {
-        self.own_hold(ops, token, &req.hold)?;
-        req.request_id = scope_request(token, req.request_id.take());
+        self.own_request(ops, token, &req.hold, &mut req.request_id)
+    }
+
+    fn own_request(
+        &self,
+        ops: &Ops,
+        token: &BuyerToken,
+        hold: &str,
+        request: &mut Option<String>,
+    ) -> Result<(), ApiError> {
+        self.own_hold(ops, token, hold)?;
+        *request = scope_request(token, request.take());
         Ok(())
     }
 }

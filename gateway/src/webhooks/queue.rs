@@ -54,6 +54,22 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
 }
 
+impl Inner {
+    /// Events that still fit below `queue_max`.
+    fn room(&self, queue_max: usize) -> usize {
+        queue_max.saturating_sub(self.fresh.len() + self.retries.len() + self.in_flight)
+    }
+
+    /// Queues an event with fresh tries (in memory only).
+    fn enqueue(&mut self, event: Arc<Event>) {
+        self.fresh.push_back(Queued {
+            event,
+            tries: 0,
+            entry: None,
+        });
+    }
+}
+
 #[derive(Debug)]
 pub struct MemQueue {
     inner: Mutex<Inner>,
@@ -86,14 +102,10 @@ impl MemQueue {
     /// Queues a new event; `false` when the queue is full (dropped).
     pub fn push(&self, event: Arc<Event>) -> bool {
         let mut q = self.lock();
-        if q.fresh.len() + q.retries.len() + q.in_flight >= self.bounds.queue_max {
+        if q.room(self.bounds.queue_max) == 0 {
             return false;
         }
-        q.fresh.push_back(Queued {
-            event,
-            tries: 0,
-            entry: None,
-        });
+        q.enqueue(event);
         drop(q);
         self.notify.notify_one();
         true
@@ -209,17 +221,9 @@ impl MemQueue {
             }
         }
         again.sort_by_key(|e| e.ts_ms);
-        let room = self
-            .bounds
-            .queue_max
-            .saturating_sub(q.fresh.len() + q.retries.len() + q.in_flight);
-        let n = again.len().min(room);
+        let n = again.len().min(q.room(self.bounds.queue_max));
         for event in again.into_iter().take(n) {
-            q.fresh.push_back(Queued {
-                event,
-                tries: 0,
-                entry: None,
-            });
+            q.enqueue(event);
         }
         drop(q);
         self.notify.notify_one();

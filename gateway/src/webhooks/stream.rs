@@ -166,67 +166,93 @@ async fn ensure_group(
     }
 }
 
-/// Reads the group's pending entries from `cursor` (`"0"` on start), or
-/// new ones once the pending list is done (`">"`, blocking).
-async fn read(
-    conn: &mut Conn,
-    key: &str,
-    group: &str,
-    cursor: &str,
-    count: usize,
-    block_ms: usize,
-) -> redis::RedisResult<Vec<StreamId>> {
-    let mut opts = StreamReadOptions::default()
-        .group(group, CONSUMER)
-        .count(count);
-    if cursor == ">" {
-        opts = opts.block(block_ms);
+/// A consumer-group reader: the group's pending entries first (those read
+/// but not acknowledged before a restart), then new ones, blocking.
+struct Reader {
+    key: String,
+    group: &'static str,
+    /// `"0"` and then the last pending id read; `">"` once they are done.
+    cursor: String,
+}
+
+impl Reader {
+    /// Connects and makes sure the group exists (created at `start`),
+    /// retrying until `stop`.
+    async fn connect(
+        streams: &Streams,
+        key: &str,
+        group: &'static str,
+        start: &str,
+        stop: &CancellationToken,
+    ) -> Option<(Self, Conn)> {
+        while !stop.is_cancelled() {
+            let made = async {
+                let mut conn = streams.target.connect(streams.timeout).await?;
+                ensure_group(&mut conn, key, group, start).await?;
+                Ok::<_, redis::RedisError>(conn)
+            };
+            match made.await {
+                Ok(conn) => {
+                    let reader = Self {
+                        key: key.to_string(),
+                        group,
+                        cursor: "0".into(),
+                    };
+                    return Some((reader, conn));
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "webhooks: Redis not ready");
+                    pause(stop).await;
+                }
+            }
+        }
+        None
     }
-    let reply: Option<StreamReadReply> = conn.xread_options(&[key], &[cursor], &opts).await?;
-    Ok(reply
-        .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-        .unwrap_or_default())
+
+    async fn next(
+        &mut self,
+        conn: &mut Conn,
+        count: usize,
+        block_ms: usize,
+    ) -> redis::RedisResult<Vec<StreamId>> {
+        let mut opts = StreamReadOptions::default()
+            .group(self.group, CONSUMER)
+            .count(count);
+        if self.cursor == ">" {
+            opts = opts.block(block_ms);
+        }
+        let reply: Option<StreamReadReply> = conn
+            .xread_options(&[&self.key], &[&self.cursor], &opts)
+            .await?;
+        let entries: Vec<StreamId> = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        if self.cursor != ">" {
+            self.cursor = entries.last().map_or_else(|| ">".into(), |e| e.id.clone());
+        }
+        Ok(entries)
+    }
 }
 
 /// Moves the order stream into the endpoint streams until `shutdown`.
 pub async fn run_source(hooks: Arc<Webhooks>, streams: Arc<Streams>, shutdown: CancellationToken) {
     let mut gathering: HashMap<String, Vec<StreamId>> = HashMap::new();
-    'connect: while !shutdown.is_cancelled() {
-        let mut conn = match streams.target.connect(streams.timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "webhooks: cannot reach Redis");
-                pause(&shutdown).await;
-                continue;
-            }
-        };
-        // "$": a first start does not send the whole order history.
-        if let Err(e) = ensure_group(&mut conn, &streams.orders, SOURCE_GROUP, "$").await {
-            tracing::warn!(error = %e, "webhooks: cannot create the order-stream group");
-            pause(&shutdown).await;
-            continue;
-        }
-        let mut cursor = "0".to_string();
+    // "$": a first start does not send the whole order history.
+    while let Some((mut reader, mut conn)) =
+        Reader::connect(&streams, &streams.orders, SOURCE_GROUP, "$", &shutdown).await
+    {
         gathering.clear();
-        loop {
+        'read: loop {
             let entries = tokio::select! {
                 () = shutdown.cancelled() => return,
-                r = read(&mut conn, &streams.orders, SOURCE_GROUP, &cursor, READ_COUNT_MAX, streams.block_ms()) => r,
+                r = reader.next(&mut conn, READ_COUNT_MAX, streams.block_ms()) => r,
             };
-            let entries = match entries {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhooks: order stream read failed");
-                    pause(&shutdown).await;
-                    continue 'connect;
-                }
+            let Ok(entries) = entries.inspect_err(|e| {
+                tracing::warn!(error = %e, "webhooks: order stream read failed");
+            }) else {
+                pause(&shutdown).await;
+                break;
             };
-            if cursor != ">" {
-                match entries.last() {
-                    Some(last) => cursor = last.id.clone(),
-                    None => cursor = ">".into(),
-                }
-            }
             for entry in entries {
                 let Some((mut event, acked)) = to_event(&mut gathering, entry) else {
                     continue;
@@ -264,7 +290,7 @@ pub async fn run_source(hooks: Arc<Webhooks>, streams: Arc<Streams>, shutdown: C
                 if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                     tracing::warn!(error = %e, "webhooks: queueing failed; re-read on reconnect");
                     pause(&shutdown).await;
-                    continue 'connect;
+                    break 'read;
                 }
             }
             if gathering.len() > GATHERING_MAX {
@@ -354,21 +380,9 @@ pub async fn run_feeder(
     stop: CancellationToken,
 ) {
     let key = streams.endpoint_key(&ep.id);
-    'connect: while !stop.is_cancelled() {
-        let mut conn = match streams.target.connect(streams.timeout).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(endpoint = %ep.id, error = %e, "webhooks: cannot reach Redis");
-                pause(&stop).await;
-                continue;
-            }
-        };
-        if let Err(e) = ensure_group(&mut conn, &key, DELIVER_GROUP, "0").await {
-            tracing::warn!(endpoint = %ep.id, error = %e, "webhooks: cannot create the group");
-            pause(&stop).await;
-            continue;
-        }
-        let mut cursor = "0".to_string();
+    while let Some((mut reader, mut conn)) =
+        Reader::connect(&streams, &key, DELIVER_GROUP, "0", &stop).await
+    {
         loop {
             // Read only what the window has room for: nothing read is
             // ever dropped.
@@ -386,22 +400,14 @@ pub async fn run_feeder(
             };
             let entries = tokio::select! {
                 () = stop.cancelled() => return,
-                r = read(&mut conn, &key, DELIVER_GROUP, &cursor, room, streams.block_ms()) => r,
+                r = reader.next(&mut conn, room, streams.block_ms()) => r,
             };
-            let entries = match entries {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(endpoint = %ep.id, error = %e, "webhooks: stream read failed");
-                    pause(&stop).await;
-                    continue 'connect;
-                }
+            let Ok(entries) = entries.inspect_err(|e| {
+                tracing::warn!(endpoint = %ep.id, error = %e, "webhooks: stream read failed");
+            }) else {
+                pause(&stop).await;
+                break;
             };
-            if cursor != ">" {
-                match entries.last() {
-                    Some(last) => cursor = last.id.clone(),
-                    None => cursor = ">".into(),
-                }
-            }
             for entry in entries {
                 let json = entry.get::<String>("event").unwrap_or_default();
                 match serde_json::from_str::<Event>(&json) {

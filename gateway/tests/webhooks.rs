@@ -716,3 +716,123 @@ async fn with_redis_undelivered_events_are_delivered_after_a_restart() {
     }
     gw.stop().await;
 }
+
+/// The real binary, killed with SIGKILL on drop (and by the test).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn spawn_holdfast(base: &str, redis: &str, hooks: &std::path::Path) -> Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_holdfast"))
+        .args(["serve", "--demo", "--listen", base, "--redis", redis])
+        .arg("--webhooks-file")
+        .arg(hooks)
+        .args([
+            "--webhook-backoff-ms",
+            "20",
+            "--webhook-backoff-max-ms",
+            "100",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start holdfast");
+    let child = Child(child);
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !http
+        .get(format!("http://{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "holdfast not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child
+}
+
+#[tokio::test]
+async fn with_redis_a_sigkilled_gateway_delivers_its_undelivered_events_after_restart() {
+    let Some(redis) = common::Redis::start() else {
+        return;
+    };
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_addr = probe.local_addr().unwrap();
+    drop(probe);
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.toml");
+    std::fs::write(
+        &hooks,
+        format!(
+            "[[endpoints]]\nid = \"killed\"\nurl = \"http://{receiver_addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\"]\n"
+        ),
+    )
+    .unwrap();
+    let base = format!("127.0.0.1:{}", common::free_port());
+    let first = spawn_holdfast(&base, &redis.url(), &hooks).await;
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Value| {
+        http.post(format!("http://{base}{path}"))
+            .bearer_auth(CHECKOUT)
+            .json(&body)
+            .send()
+    };
+    let mut holds = Vec::new();
+    for i in 0..5 {
+        let r = post(
+            "/api/reservations".into(),
+            json!({"sku": "tote-canvas", "qty": 1, "buyer": format!("b{i}")}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 201);
+        let hold = r.json::<Value>().await.unwrap()["hold"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = post(format!("/api/holds/{hold}/commit"), json!({}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        holds.push(hold);
+    }
+    // Tried while the receiver is down, then SIGKILL: nothing acknowledged.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let text = http
+            .get(format!("http://{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("endpoint=\"killed\",outcome=\"failed\"")
+            || text.contains("outcome=\"failed\",endpoint=\"killed\"")
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never tried");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(first);
+
+    let receiver = Receiver::new(SECRET);
+    receiver.serve(receiver_addr).await;
+    let _second = spawn_holdfast(&base, &redis.url(), &hooks).await;
+    for hold in &holds {
+        receiver
+            .wait_for("an order from before the SIGKILL", |v| {
+                v["type"] == "order.committed" && v["data"]["hold"] == hold.as_str()
+            })
+            .await;
+    }
+    assert_eq!(receiver.bad.load(Ordering::SeqCst), 0);
+}

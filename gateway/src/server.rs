@@ -50,6 +50,26 @@ struct Core {
     persistence: String,
     /// Multi-node mode: the node and its push messages.
     cluster: Option<(Arc<Cluster>, UnboundedReceiver<redis::PushInfo>)>,
+    /// With webhooks and Redis: their streams, where the journal writes
+    /// (in a cluster, the node's slot).
+    webhook_streams: Option<Arc<crate::webhooks::stream::Streams>>,
+}
+
+/// The webhooks' Redis streams beside a journal at `target` whose keys
+/// start with `prefix`, when webhooks are on.
+fn webhook_streams(
+    args: &ServeArgs,
+    target: &Target,
+    prefix: &str,
+) -> Option<Arc<crate::webhooks::stream::Streams>> {
+    args.webhooks.is_on().then(|| {
+        Arc::new(crate::webhooks::stream::Streams::new(
+            target.clone(),
+            Duration::from_millis(args.journal.redis_timeout_ms),
+            prefix,
+            journal::keys::Keys::new(prefix).orders(),
+        ))
+    })
 }
 
 /// Builds everything and serves until `shutdown` is cancelled.
@@ -107,23 +127,11 @@ pub async fn run(
     load_catalog(&ops, &args).await?;
 
     let webhooks = if args.webhooks.is_on() {
-        if !args.redis_cluster.is_empty() {
-            anyhow::bail!("webhooks are not available with --redis-cluster in this version");
-        }
-        let streams = match &args.redis {
-            Some(url) => Some(Arc::new(crate::webhooks::stream::Streams::new(
-                journal::open::single_target(url, args.redis_ca_file.as_deref())?,
-                Duration::from_millis(args.journal.redis_timeout_ms),
-                &args.redis_prefix,
-                journal::keys::Keys::new(&args.redis_prefix).orders(),
-            ))),
-            None => None,
-        };
         Some(
             crate::webhooks::Webhooks::start(
                 &args.webhooks,
                 ops.clone(),
-                streams,
+                core.webhook_streams.clone(),
                 tokens.buyers.clone(),
                 &tracker,
                 &shutdown,
@@ -137,7 +145,7 @@ pub async fn run(
     // order stream does).
     let webhook_thread = webhooks
         .as_ref()
-        .filter(|_| args.redis.is_none())
+        .filter(|_| core.webhook_streams.is_none())
         .map(|w| crate::webhooks::source::spawn_engine_source(w.clone(), shutdown.clone()));
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
     if let Some(w) = &webhooks {
@@ -296,6 +304,7 @@ async fn build_core(
             durability: Durability::Memory,
             persistence: "memory (nothing survives a restart; give --redis to persist)".into(),
             cluster: None,
+            webhook_streams: None,
         });
     };
     config.events_max = args.journal.events_max;
@@ -304,8 +313,10 @@ async fn build_core(
     // a reservation that is then undone (see `ops::Ops::finish`).
     config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
     config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
+    let target = journal::open::single_target(url, args.redis_ca_file.as_deref())?;
+    let webhook_streams = webhook_streams(args, &target, &args.redis_prefix);
     let place = journal::open::Place {
-        target: journal::open::single_target(url, args.redis_ca_file.as_deref())?,
+        target,
         keys: journal::keys::Keys::new(&args.redis_prefix),
         describe: journal::open::redact(url),
         cluster: None,
@@ -322,6 +333,7 @@ async fn build_core(
             args.persistence.as_str()
         ),
         cluster: None,
+        webhook_streams,
     })
 }
 
@@ -345,11 +357,14 @@ async fn build_cluster_core(
     // the request's final answer.
     config.stock_refusals_final = false;
     let fenced = Arc::new(Fenced::default());
+    let target = Target::Cluster {
+        client: Box::new(joined.journal_client.clone()),
+        slot_key: joined.keys.owner(node),
+    };
+    // The node's prefix: the webhook streams share the node's slot.
+    let webhook_streams = webhook_streams(args, &target, &joined.keys.node_prefix(node));
     let place = journal::open::Place {
-        target: Target::Cluster {
-            client: Box::new(joined.journal_client.clone()),
-            slot_key: joined.keys.owner(node),
-        },
+        target,
         keys: joined.keys.node_journal(node),
         describe: format!("the Redis Cluster (node {node}'s slot)"),
         cluster: Some(ClusterWrites {
@@ -377,6 +392,7 @@ async fn build_cluster_core(
         durability: opened.durability,
         persistence,
         cluster: Some((cluster, joined.push)),
+        webhook_streams,
     })
 }
 

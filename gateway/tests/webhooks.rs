@@ -836,3 +836,63 @@ async fn with_redis_a_sigkilled_gateway_delivers_its_undelivered_events_after_re
     }
     assert_eq!(receiver.bad.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn with_a_redis_cluster_orders_are_queued_in_the_nodes_slot_and_delivered() {
+    let Some(cluster) = common::cluster::RedisCluster::start(3, 0) else {
+        return;
+    };
+    let receiver = Receiver::new(SECRET);
+    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.toml");
+    std::fs::write(
+        &hooks,
+        format!(
+            "[[endpoints]]\nid = \"shop\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\"]\n"
+        ),
+    )
+    .unwrap();
+    let hooks = hooks.to_str().unwrap().to_string();
+    // No replicas here: the master's word is enough.
+    let node = common::cluster::HoldfastNode::spawn(
+        &cluster.urls(),
+        1,
+        &["--webhooks-file", &hooks, "--replica-acks", "0"],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(node.url("/api/reservations"))
+        .bearer_auth(CHECKOUT)
+        .json(&json!({"sku": "tote-canvas", "qty": 1, "buyer": "b1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let hold = r.json::<Value>().await.unwrap()["hold"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = http
+        .post(node.url(&format!("/api/holds/{hold}/commit")))
+        .bearer_auth(CHECKOUT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    receiver
+        .wait_for("the order", |v| {
+            v["type"] == "order.committed" && v["data"]["hold"] == hold.as_str()
+        })
+        .await;
+    // The endpoint's stream lives in the node's slot, beside its journal.
+    let stream = "hf:{node:1}:webhooks:shop";
+    let port = cluster.master_of_key(stream);
+    let groups = cluster.cli(port, &["XINFO", "GROUPS", stream]);
+    assert!(groups.contains("deliver"), "{groups}");
+    assert_eq!(
+        cluster.master_of_key(stream),
+        cluster.master_of_key("hf:{node:1}:orders")
+    );
+}

@@ -427,7 +427,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     let mut a = args();
     a.webhooks.tries_max = 3;
     let gw = Gateway::start(a).await;
-    add_endpoint(&gw, "shop", addr, json!({"events": ["order.committed"]})).await;
+    add_endpoint(&gw, "dl", addr, json!({"events": ["order.committed"]})).await;
     gw.create_sku(json!({"id": "tee", "total": 10})).await;
     let hold = reserve(&gw, "tee", 1).await;
     hold_op(&gw, &hold, "commit").await;
@@ -436,7 +436,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
         let (_, body) = gw
             .call(
                 "GET",
-                "/api/admin/webhooks/shop/dead-letters",
+                "/api/admin/webhooks/dl/dead-letters",
                 Some(ADMIN),
                 None,
             )
@@ -456,7 +456,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     let (status, body) = gw
         .call(
             "POST",
-            "/api/admin/webhooks/shop/replay",
+            "/api/admin/webhooks/dl/replay",
             Some(ADMIN),
             Some(json!({"dead_letters": true})),
         )
@@ -470,11 +470,24 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
         event_id,
         "a replay keeps the webhook-id"
     );
+    // The receiver answered; the gateway counts once it reads the answer.
+    let delivered = [("endpoint", "dl"), ("outcome", "delivered")];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while metric(&gw, "holdfast_webhook_deliveries_total", &delivered).await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "never counted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut counts = Vec::new();
+    for outcome in ["failed", "dead_letter", "delivered"] {
+        let labels = [("endpoint", "dl"), ("outcome", outcome)];
+        counts.push(metric(&gw, "holdfast_webhook_deliveries_total", &labels).await);
+    }
+    assert_eq!(counts, [2.0, 1.0, 1.0], "failed, dead letter, delivered");
     // Replay by event id, from the delivery history.
     let (status, body) = gw
         .call(
             "POST",
-            "/api/admin/webhooks/shop/replay",
+            "/api/admin/webhooks/dl/replay",
             Some(ADMIN),
             Some(json!({"event_ids": [event_id]})),
         )
@@ -489,7 +502,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     let (status, body) = gw
         .call(
             "POST",
-            "/api/admin/webhooks/shop/replay",
+            "/api/admin/webhooks/dl/replay",
             Some(ADMIN),
             Some(json!({"from_ms": 2, "to_ms": 1})),
         )
@@ -641,20 +654,27 @@ async fn endpoints_are_checked_and_file_endpoints_are_read_only() {
     gw.stop().await;
 }
 
+/// A metric's value from `/metrics`: the line of `name` whose labels
+/// include every one of `labels` (0 when absent).
+async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let (_, metrics) = gw.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default().to_string();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Waits until the gateway has counted a failed try to `endpoint`.
 async fn wait_failed_try(gw: &Gateway, endpoint: &str) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    let label = format!("endpoint=\"{endpoint}\"");
-    loop {
-        let (_, metrics) = gw.get("/metrics").await;
-        let text = metrics.as_str().unwrap_or_default().to_string();
-        if text.lines().any(|l| {
-            l.starts_with("holdfast_webhook_deliveries_total")
-                && l.contains(&label)
-                && l.contains("outcome=\"failed\"")
-        }) {
-            return;
-        }
+    let labels = [("endpoint", endpoint), ("outcome", "failed")];
+    while metric(gw, "holdfast_webhook_deliveries_total", &labels).await < 1.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "never tried {endpoint}"
@@ -895,4 +915,55 @@ async fn with_a_redis_cluster_orders_are_queued_in_the_nodes_slot_and_delivered(
         cluster.master_of_key(stream),
         cluster.master_of_key("hf:{node:1}:orders")
     );
+}
+
+#[tokio::test]
+async fn a_full_memory_queue_drops_new_events_and_counts_them() {
+    let hanging = Receiver::new(SECRET);
+    hanging.set(Mode::Hang);
+    let addr = hanging.serve("127.0.0.1:0".parse().unwrap()).await;
+    let mut a = args();
+    a.webhooks.queue_max = 2;
+    let gw = Gateway::start(a).await;
+    let spec = json!({"events": ["order.committed"], "concurrency": 1, "timeout_ms": 60000});
+    add_endpoint(&gw, "tiny", addr, spec).await;
+    gw.create_sku(json!({"id": "tee", "total": 10, "buyer_limit": 10}))
+        .await;
+    let first = reserve(&gw, "tee", 1).await;
+    hold_op(&gw, &first, "commit").await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !hanging.hung.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // One in flight, room for one more: of three more orders, two drop.
+    for _ in 0..3 {
+        let hold = reserve(&gw, "tee", 1).await;
+        hold_op(&gw, &hold, "commit").await;
+    }
+    let dropped = || {
+        metric(
+            &gw,
+            "holdfast_webhook_dropped_total",
+            &[("endpoint", "tiny")],
+        )
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while dropped().await < 2.0 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing dropped");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(dropped().await, 2.0);
+    let (_, ep) = gw
+        .call("GET", "/api/admin/webhooks/tiny", Some(ADMIN), None)
+        .await;
+    assert_eq!(
+        (
+            ep["queue"]["in_flight"].as_u64(),
+            ep["queue"]["queued"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    hanging.unhang.notify_waiters();
+    gw.stop().await;
 }

@@ -296,4 +296,20 @@ mod tests {
         assert_eq!(code(&none, NOW_MS), Code::TokenBadAlgorithm);
         assert_eq!(code("eyJ.x", NOW_MS), Code::TokenMalformed);
     }
+
+    #[test]
+    fn size_bounds_are_enforced_at_the_limit() {
+        let s = NOW_MS / 1000;
+        let skus = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        let at = serde_json::json!({"sub":"b","exp":s+60,"jti":"j","skus":skus(SKUS_CLAIM_MAX)});
+        assert!(verify(&token(at, None), &keys(), NOW_MS, 900_000).is_ok());
+        let over =
+            serde_json::json!({"sub":"b","exp":s+60,"jti":"j","skus":skus(SKUS_CLAIM_MAX + 1)});
+        assert_eq!(code(&token(over, None), NOW_MS), Code::TokenMalformed);
+        let long = "x".repeat(ID_BYTES_MAX + 1);
+        let sub = serde_json::json!({"sub":long,"exp":s+60,"jti":"j"});
+        assert_eq!(code(&token(sub, None), NOW_MS), Code::TokenMalformed);
+        let big = format!("eyJ{}.x.y", "A".repeat(TOKEN_BYTES_MAX));
+        assert_eq!(code(&big, NOW_MS), Code::TokenMalformed);
+    }
 }

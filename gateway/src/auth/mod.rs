@@ -210,6 +210,10 @@ pub fn require(have: Role, need: Role) -> Result<(), ApiError> {
         Ok(())
     } else if have == Role::Viewer {
         Err(ApiError::unauthorized())
+    } else if have == Role::Buyer {
+        Err(ApiError::forbidden(
+            "a buyer token may reserve, release and extend its own holds; the shop commits after payment",
+        ))
     } else {
         Err(ApiError::forbidden("this token may not do that"))
     }

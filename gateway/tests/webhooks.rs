@@ -399,9 +399,7 @@ async fn every_event_kind_arrives_signed() {
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
     // A port with nobody listening (yet).
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = free_addr().await;
     let gw = Gateway::start(args()).await;
     add_endpoint(&gw, "down", addr, json!({})).await;
     gw.create_sku(json!({"id": "tee", "total": 10})).await;
@@ -658,7 +656,11 @@ async fn endpoints_are_checked_and_file_endpoints_are_read_only() {
 /// include every one of `labels` (0 when absent).
 async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
     let (_, metrics) = gw.get("/metrics").await;
-    let text = metrics.as_str().unwrap_or_default().to_string();
+    metric_in(metrics.as_str().unwrap_or_default(), name, labels)
+}
+
+/// [`metric`] from a `/metrics` text.
+fn metric_in(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(&format!("{name}{{")))
         .filter(|l| {
@@ -668,6 +670,32 @@ async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
         })
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// An address nobody listens on yet: a receiver that is down.
+async fn free_addr() -> SocketAddr {
+    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    probe.local_addr().unwrap()
+}
+
+/// A `--webhooks-file` in `dir` with one endpoint `id` to `addr`.
+fn hooks_file(
+    dir: &std::path::Path,
+    id: &str,
+    addr: SocketAddr,
+    events: &[&str],
+) -> std::path::PathBuf {
+    let file = dir.join("hooks.toml");
+    let events: Vec<String> = events.iter().map(|e| format!("\"{e}\"")).collect();
+    std::fs::write(
+        &file,
+        format!(
+            "[[endpoints]]\nid = \"{id}\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [{}]\n",
+            events.join(", ")
+        ),
+    )
+    .unwrap();
+    file
 }
 
 /// Waits until the gateway has counted a failed try to `endpoint`.
@@ -688,18 +716,14 @@ async fn with_redis_undelivered_events_are_delivered_after_a_restart() {
     let Some(redis) = common::Redis::start() else {
         return;
     };
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = probe.local_addr().unwrap();
-    drop(probe);
+    let addr = free_addr().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hooks.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[[endpoints]]\nid = \"durable\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\", \"sku.sold_out\"]\n"
-        ),
-    )
-    .unwrap();
+    let file = hooks_file(
+        dir.path(),
+        "durable",
+        addr,
+        &["order.committed", "sku.sold_out"],
+    );
     let mut a = args();
     a.redis = Some(redis.url());
     a.webhooks.file = Some(file);
@@ -783,18 +807,9 @@ async fn with_redis_a_sigkilled_gateway_delivers_its_undelivered_events_after_re
     let Some(redis) = common::Redis::start() else {
         return;
     };
-    let probe = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let receiver_addr = probe.local_addr().unwrap();
-    drop(probe);
+    let receiver_addr = free_addr().await;
     let dir = tempfile::tempdir().unwrap();
-    let hooks = dir.path().join("hooks.toml");
-    std::fs::write(
-        &hooks,
-        format!(
-            "[[endpoints]]\nid = \"killed\"\nurl = \"http://{receiver_addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\"]\n"
-        ),
-    )
-    .unwrap();
+    let hooks = hooks_file(dir.path(), "killed", receiver_addr, &["order.committed"]);
     let base = format!("127.0.0.1:{}", common::free_port());
     let first = spawn_holdfast(&base, &redis.url(), &hooks).await;
     let http = reqwest::Client::new();
@@ -825,18 +840,11 @@ async fn with_redis_a_sigkilled_gateway_delivers_its_undelivered_events_after_re
     }
     // Tried while the receiver is down, then SIGKILL: nothing acknowledged.
     let deadline = tokio::time::Instant::now() + PATIENCE;
+    let failed = [("endpoint", "killed"), ("outcome", "failed")];
     loop {
-        let text = http
-            .get(format!("http://{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("endpoint=\"killed\",outcome=\"failed\"")
-            || text.contains("outcome=\"failed\",endpoint=\"killed\"")
-        {
+        let response = http.get(format!("http://{base}/metrics")).send().await;
+        let text = response.unwrap().text().await.unwrap();
+        if metric_in(&text, "holdfast_webhook_deliveries_total", &failed) >= 1.0 {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never tried");
@@ -865,14 +873,7 @@ async fn with_a_redis_cluster_orders_are_queued_in_the_nodes_slot_and_delivered(
     let receiver = Receiver::new(SECRET);
     let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
-    let hooks = dir.path().join("hooks.toml");
-    std::fs::write(
-        &hooks,
-        format!(
-            "[[endpoints]]\nid = \"shop\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"order.committed\"]\n"
-        ),
-    )
-    .unwrap();
+    let hooks = hooks_file(dir.path(), "shop", addr, &["order.committed"]);
     let hooks = hooks.to_str().unwrap().to_string();
     // No replicas here: the master's word is enough.
     let node = common::cluster::HoldfastNode::spawn(

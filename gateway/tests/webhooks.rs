@@ -208,6 +208,14 @@ async fn receive(
     }
 }
 
+/// A receiver in `mode`, serving on a fresh port.
+async fn receiver_in(mode: Mode) -> (Receiver, SocketAddr) {
+    let receiver = Receiver::new(SECRET);
+    receiver.set(mode);
+    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    (receiver, addr)
+}
+
 fn args() -> ServeArgs {
     let mut a = common::demo_args();
     a.demo = false;
@@ -260,8 +268,7 @@ fn of_type(t: &'static str) -> impl Fn(&Value) -> bool {
 
 #[tokio::test]
 async fn every_event_kind_arrives_signed() {
-    let receiver = Receiver::new(SECRET);
-    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    let (receiver, addr) = receiver_in(Mode::Ok).await;
     let mut a = args();
     a.buyer_tokens.keys = vec!["k:HS256:0123456789abcdef0123456789abcdef".into()];
     let gw = Gateway::start(a).await;
@@ -419,9 +426,7 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
 
 #[tokio::test]
 async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
-    let receiver = Receiver::new(SECRET);
-    receiver.set(Mode::Fail);
-    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    let (receiver, addr) = receiver_in(Mode::Fail).await;
     let mut a = args();
     a.webhooks.tries_max = 3;
     let gw = Gateway::start(a).await;
@@ -870,8 +875,7 @@ async fn with_a_redis_cluster_orders_are_queued_in_the_nodes_slot_and_delivered(
     let Some(cluster) = common::cluster::RedisCluster::start(3, 0) else {
         return;
     };
-    let receiver = Receiver::new(SECRET);
-    let addr = receiver.serve("127.0.0.1:0".parse().unwrap()).await;
+    let (receiver, addr) = receiver_in(Mode::Ok).await;
     let dir = tempfile::tempdir().unwrap();
     let hooks = hooks_file(dir.path(), "shop", addr, &["order.committed"]);
     let hooks = hooks.to_str().unwrap().to_string();
@@ -920,9 +924,7 @@ async fn with_a_redis_cluster_orders_are_queued_in_the_nodes_slot_and_delivered(
 
 #[tokio::test]
 async fn a_full_memory_queue_drops_new_events_and_counts_them() {
-    let hanging = Receiver::new(SECRET);
-    hanging.set(Mode::Hang);
-    let addr = hanging.serve("127.0.0.1:0".parse().unwrap()).await;
+    let (hanging, addr) = receiver_in(Mode::Hang).await;
     let mut a = args();
     a.webhooks.queue_max = 2;
     let gw = Gateway::start(a).await;

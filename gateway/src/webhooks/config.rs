@@ -66,6 +66,16 @@ pub struct WebhookArgs {
     )]
     pub queue_max: usize,
 
+    /// Undelivered events kept per endpoint in its Redis stream (with
+    /// `--redis`); past it Redis trims the oldest (`XADD MAXLEN ~`). Default
+    /// 1000000: days of a receiver down at a busy shop's order rate.
+    #[arg(
+        long = "webhook-stream-max",
+        env = "HOLDFAST_WEBHOOK_STREAM_MAX",
+        default_value_t = 1_000_000
+    )]
+    pub stream_max: usize,
+
     /// Dead letters kept per endpoint (oldest dropped first). Default 1000.
     #[arg(
         long = "webhook-dead-letters-max",

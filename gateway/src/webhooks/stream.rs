@@ -279,7 +279,7 @@ pub async fn run_source(hooks: Arc<Webhooks>, streams: Arc<Streams>, shutdown: C
                         .arg(streams.endpoint_key(&ep.id))
                         .arg("MAXLEN")
                         .arg("~")
-                        .arg(hooks.args.queue_max)
+                        .arg(hooks.args.stream_max)
                         .arg("*")
                         .arg("event")
                         .arg(json)

@@ -111,6 +111,25 @@ impl WebhookArgs {
     pub fn is_on(&self) -> bool {
         self.enabled || self.file.is_some()
     }
+
+    /// Checks what clap cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.tries_max == 0 || self.queue_max == 0 || self.endpoints_max == 0 {
+            return Err(
+                "--webhook-tries-max, --webhook-queue-max and --webhook-endpoints-max must be positive"
+                    .into(),
+            );
+        }
+        if self.stream_max < self.queue_max {
+            return Err("--webhook-stream-max must be at least --webhook-queue-max".into());
+        }
+        if self.backoff_ms == 0 || self.backoff_max_ms < self.backoff_ms {
+            return Err(
+                "--webhook-backoff-ms must be positive and at most --webhook-backoff-max-ms".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// An endpoint as configured (file or API body).
@@ -294,6 +313,24 @@ impl EndpointSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_are_checked_together() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            w: WebhookArgs,
+        }
+        let parse = |args: &[&str]| {
+            use clap::Parser as _;
+            Cli::parse_from(["holdfast"].iter().chain(args)).w.check()
+        };
+        assert!(parse(&[]).is_ok(), "the defaults");
+        assert!(parse(&["--webhook-stream-max", "9999"]).is_err());
+        assert!(parse(&["--webhook-queue-max", "0"]).is_err());
+        assert!(parse(&["--webhook-tries-max", "0"]).is_err());
+        assert!(parse(&["--webhook-backoff-max-ms", "10"]).is_err());
+    }
 
     #[test]
     fn urls_are_checked() {

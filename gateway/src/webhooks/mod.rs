@@ -136,6 +136,7 @@ impl Webhooks {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Result<Arc<Self>, String> {
+        args.check()?;
         let hooks = Arc::new(Self {
             args: args.clone(),
             endpoints: RwLock::default(),
@@ -228,9 +229,9 @@ impl Webhooks {
         }
         list.push(ep.clone());
         let backoff = deliver::Backoff {
-            tries_max: self.args.tries_max.max(1),
+            tries_max: self.args.tries_max,
             base_ms: self.args.backoff_ms,
-            max_ms: self.args.backoff_max_ms.max(self.args.backoff_ms),
+            max_ms: self.args.backoff_max_ms,
         };
         self.tracker.spawn(deliver::run(
             ep.clone(),

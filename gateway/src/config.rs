@@ -183,6 +183,12 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub buyer_tokens: crate::auth::BuyerTokenArgs,
+
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::config::WebhookArgs,
 }
 
 /// Multi-node settings (with `--redis-cluster`).

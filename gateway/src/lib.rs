@@ -15,6 +15,7 @@
 //! - [`journal`]: persistence (memory, or Redis with group commit).
 //! - [`catalog`]: display data, shows, catalog files, the demo show.
 //! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
+//! - [`webhooks`]: signed webhooks to the shop (endpoints, queues, delivery).
 //! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
 //!   ids, the error type, metric names, the few system calls.
 
@@ -33,6 +34,7 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod sys;
+pub mod webhooks;
 pub mod ws;
 
 // The wire format's bounds are the engine's: one number, two crates.

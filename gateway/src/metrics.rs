@@ -21,6 +21,10 @@
 //! | `holdfast_journal_backlog` | gauge | |
 //! | `holdfast_journal_errors_total` | counter | |
 //! | `holdfast_redis_up` | gauge | |
+//! | `holdfast_webhook_deliveries_total` | counter | `endpoint`, `outcome` (delivered/failed/dead_letter) |
+//! | `holdfast_webhook_retrying` | gauge | `endpoint` |
+//! | `holdfast_webhook_lag_seconds` | gauge | `endpoint` (age of the oldest waiting event) |
+//! | `holdfast_webhook_dropped_total` | counter | `endpoint` (memory queue full) |
 
 use crate::protocol::Code;
 use metrics::{Counter, Histogram, counter, histogram};

@@ -51,6 +51,26 @@ struct Core {
     persistence: String,
     /// Multi-node mode: the node and its push messages.
     cluster: Option<(Arc<Cluster>, UnboundedReceiver<redis::PushInfo>)>,
+    /// With webhooks and Redis: their streams, where the journal writes
+    /// (in a cluster, the node's slot).
+    webhook_streams: Option<Arc<crate::webhooks::stream::Streams>>,
+}
+
+/// The webhooks' Redis streams beside a journal at `target` whose keys
+/// start with `prefix`, when webhooks are on.
+fn webhook_streams(
+    args: &ServeArgs,
+    target: &Target,
+    prefix: &str,
+) -> Option<Arc<crate::webhooks::stream::Streams>> {
+    args.webhooks.is_on().then(|| {
+        Arc::new(crate::webhooks::stream::Streams::new(
+            target.clone(),
+            Duration::from_millis(args.journal.redis_timeout_ms),
+            prefix,
+            journal::keys::Keys::new(prefix).orders(),
+        ))
+    })
 }
 
 /// Builds everything and serves until `shutdown` is cancelled.
@@ -61,7 +81,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     args.validate().map_err(|e| anyhow::anyhow!(e))?;
     let (admin_token, checkout_token) = args.tokens().map_err(|e| anyhow::anyhow!(e))?;
-    let tokens = Tokens::new(admin_token, checkout_token);
+    let buyers = args.buyer_tokens.build().map_err(|e| anyhow::anyhow!(e))?;
+    let tokens = Tokens::new(admin_token, checkout_token).with_buyers(buyers);
     let cors = http::cors::layer(&args.cors_origins).map_err(|e| anyhow::anyhow!(e))?;
     let metrics_listener = match args.metrics_listen {
         Some(addr) => Some(
@@ -106,7 +127,34 @@ pub async fn run(
     }
     load_catalog(&ops, &args).await?;
 
+    let webhooks = if args.webhooks.is_on() {
+        Some(
+            crate::webhooks::Webhooks::start(
+                &args.webhooks,
+                ops.clone(),
+                core.webhook_streams.clone(),
+                tokens.buyers.clone(),
+                &tracker,
+                &shutdown,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?,
+        )
+    } else {
+        None
+    };
+    // In memory, the engine's events feed the webhooks (with Redis, the
+    // order stream does).
+    let webhook_thread = webhooks
+        .as_ref()
+        .filter(|_| core.webhook_streams.is_none())
+        .map(|w| crate::webhooks::source::spawn_engine_source(w.clone(), shutdown.clone()));
     let hub = Arc::new(Hub::new(engine.clone(), meta.clone(), stats));
+    if let Some(w) = &webhooks {
+        let w = w.clone();
+        hub.set_observer(crate::ws::hub::RoundObserver(Box::new(move |changed| {
+            w.on_round(changed);
+        })));
+    }
     if let Some(c) = &cluster {
         hub.set_cluster(c.clone());
     }
@@ -128,6 +176,7 @@ pub async fn run(
         ops: ops.clone(),
         tokens,
         health: health.clone(),
+        webhooks,
     };
     let router = http::router(
         state,
@@ -180,6 +229,9 @@ pub async fn run(
     }
     let _ = expirer_thread.join();
     let _ = clock_thread.join();
+    if let Some(t) = webhook_thread {
+        let _ = t.join();
+    }
     if let Some(reason) = cluster.as_ref().and_then(|c| c.fenced.reason()) {
         anyhow::bail!("stopped: {reason}");
     }
@@ -239,6 +291,12 @@ async fn build_core(
         return build_cluster_core(args, config, clock, beside, tracker, shutdown).await;
     }
     let Some(url) = &args.redis else {
+        // Webhooks read the engine's events in memory mode (with Redis the
+        // journal does, and webhooks read the order stream instead).
+        if args.webhooks.is_on() {
+            config.events_max = args.journal.events_max;
+            config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
+        }
         let (engine, expirer) = Engine::new(config, clock).map_err(|e| anyhow::anyhow!(e))?;
         return Ok(Core {
             engine,
@@ -247,6 +305,7 @@ async fn build_core(
             durability: Durability::Memory,
             persistence: "memory (nothing survives a restart; give --redis to persist)".into(),
             cluster: None,
+            webhook_streams: None,
         });
     };
     config.events_max = args.journal.events_max;
@@ -255,8 +314,10 @@ async fn build_core(
     // a reservation that is then undone (see `ops::Ops::finish`).
     config.provisional_reservations = args.persistence == crate::config::Persistence::Durable;
     config.events_headroom = config.events_headroom.min(args.journal.events_max / 4);
+    let target = journal::open::single_target(url, args.redis_ca_file.as_deref())?;
+    let webhook_streams = webhook_streams(args, &target, &args.redis_prefix);
     let place = journal::open::Place {
-        target: journal::open::single_target(url, args.redis_ca_file.as_deref())?,
+        target,
         keys: journal::keys::Keys::new(&args.redis_prefix),
         describe: journal::open::redact(url),
         cluster: None,
@@ -273,6 +334,7 @@ async fn build_core(
             args.persistence.as_str()
         ),
         cluster: None,
+        webhook_streams,
     })
 }
 
@@ -296,11 +358,14 @@ async fn build_cluster_core(
     // the request's final answer.
     config.stock_refusals_final = false;
     let fenced = Arc::new(Fenced::default());
+    let target = Target::Cluster {
+        client: Box::new(joined.journal_client.clone()),
+        slot_key: joined.keys.owner(node),
+    };
+    // The node's prefix: the webhook streams share the node's slot.
+    let webhook_streams = webhook_streams(args, &target, &joined.keys.node_prefix(node));
     let place = journal::open::Place {
-        target: Target::Cluster {
-            client: Box::new(joined.journal_client.clone()),
-            slot_key: joined.keys.owner(node),
-        },
+        target,
         keys: joined.keys.node_journal(node),
         describe: format!("the Redis Cluster (node {node}'s slot)"),
         cluster: Some(ClusterWrites {
@@ -328,6 +393,7 @@ async fn build_cluster_core(
         durability: opened.durability,
         persistence,
         cluster: Some((cluster, joined.push)),
+        webhook_streams,
     })
 }
 

@@ -118,6 +118,31 @@ codes! {
     // ----- access -----
     Unauthorized = "unauthorized",
     Forbidden = "forbidden",
+    // ----- buyer tokens (401: the token does not prove who is calling) -----
+    /// The token's `exp` (plus the leeway) has passed.
+    TokenExpired = "token_expired",
+    /// The token's `nbf` or `iat` is still in the future (past the leeway).
+    TokenNotYetValid = "token_not_yet_valid",
+    /// The token lives longer than the server's maximum lifetime.
+    TokenLifetimeTooLong = "token_lifetime_too_long",
+    /// The signature does not verify with the key named by `kid`.
+    TokenBadSignature = "token_bad_signature",
+    /// No key with the token's `kid` (or no `kid` while several keys are
+    /// configured).
+    TokenUnknownKid = "token_unknown_kid",
+    /// The token's `alg` is not the algorithm of its key (or is `none`).
+    TokenBadAlgorithm = "token_bad_algorithm",
+    /// Not a JWT, a JWT without a required claim, or a JWT in a URL.
+    TokenMalformed = "token_malformed",
+    // ----- buyer tokens (403: a valid token that may not do this) -----
+    /// The token was used for more reservations than allowed.
+    TokenReplayed = "token_replayed",
+    /// The token's `skus` or `show` claim does not allow this SKU.
+    TokenSkuNotAllowed = "token_sku_not_allowed",
+    /// The token's `max_units` would be passed.
+    TokenLimitExceeded = "token_limit_exceeded",
+    /// A buyer token naming another buyer than its own subject.
+    BuyerMismatch = "buyer_mismatch",
     // ----- routes and topics -----
     NotFound = "not_found",
     MethodNotAllowed = "method_not_allowed",
@@ -132,6 +157,18 @@ codes! {
     Unavailable = "unavailable",
     /// `/readyz`: not ready to take changes.
     NotReady = "not_ready",
+    // ----- webhooks (admin API) -----
+    /// A webhook URL that is not http(s), has no host, or is plain http to
+    /// a non-loopback address without `--webhook-http-allowed`.
+    InvalidUrl = "invalid_url",
+    /// A webhook secret that is not `whsec_` and 24-64 bytes of base64.
+    InvalidSecret = "invalid_secret",
+    /// An unknown webhook event type.
+    InvalidEvents = "invalid_events",
+    /// No webhook endpoint with that id.
+    UnknownWebhook = "unknown_webhook",
+    /// Defined in a configuration file: not changed through the API.
+    ReadOnly = "read_only",
 }
 
 impl std::fmt::Display for Code {

@@ -107,6 +107,9 @@ pub struct Reserve {
     pub qty: Option<u32>,
     #[serde(default)]
     pub lines: Option<Vec<LineReq>>,
+    /// The buyer (for per-buyer limits and idempotency). May be omitted by
+    /// a buyer-token caller: the token's subject is the buyer.
+    #[serde(default)]
     pub buyer: String,
     #[serde(default)]
     pub request_id: Option<String>,
@@ -160,7 +163,8 @@ pub struct Ping {
     pub id: u64,
 }
 
-/// Present a checkout or admin token on an open connection.
+/// Present a checkout or admin token, or a buyer's signed token (a JWT),
+/// on an open connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Auth {
     #[serde(default)]

@@ -44,18 +44,25 @@ impl SaleState {
     }
 }
 
-/// What a connection may do. Ordered: each role can do what the ones
-/// before it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// What a connection may do. Ranked viewer < buyer < checkout < admin:
+/// each role can do what the ones below it can, except that a buyer acts
+/// only for itself (see `docs/PROTOCOL.md`).
+///
+/// `Buyer` is declared last so the postcard indices of the older variants
+/// (the binary protocol's tags) stay as they were; the ranking is written
+/// by hand in [`Role::rank`] instead of coming from the declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Anyone: read counts, subscribe.
     Viewer,
-    /// The shop's checkout backend (or a buyer with a signed token):
-    /// reserve, commit, release, extend.
+    /// The shop's checkout backend: reserve, commit, release, extend.
     Checkout,
     /// The host: catalog changes.
     Admin,
+    /// A buyer with a signed token from the shop: reserve for itself,
+    /// release, extend and read its own holds; never commit.
+    Buyer,
 }
 
 impl Role {
@@ -64,7 +71,30 @@ impl Role {
             Self::Viewer => "viewer",
             Self::Checkout => "checkout",
             Self::Admin => "admin",
+            Self::Buyer => "buyer",
         }
+    }
+
+    /// Position in the ranking (not the wire index).
+    pub const fn rank(self) -> u8 {
+        match self {
+            Self::Viewer => 0,
+            Self::Buyer => 1,
+            Self::Checkout => 2,
+            Self::Admin => 3,
+        }
+    }
+}
+
+impl PartialOrd for Role {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Role {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank().cmp(&other.rank())
     }
 }
 
@@ -126,13 +156,14 @@ mod tests {
                 format!("\"{}\"", s.as_str())
             );
         }
-        for r in [Role::Viewer, Role::Checkout, Role::Admin] {
+        for r in [Role::Viewer, Role::Checkout, Role::Admin, Role::Buyer] {
             assert_eq!(
                 serde_json::to_string(&r).unwrap(),
                 format!("\"{}\"", r.as_str())
             );
         }
-        assert!(Role::Viewer < Role::Checkout && Role::Checkout < Role::Admin);
+        assert!(Role::Viewer < Role::Buyer && Role::Buyer < Role::Checkout);
+        assert!(Role::Checkout < Role::Admin);
         for e in [StockEventKind::SoldOut, StockEventKind::BackInStock] {
             assert_eq!(
                 serde_json::to_string(&e).unwrap(),
@@ -149,6 +180,20 @@ mod tests {
                 serde_json::to_string(&h).unwrap(),
                 format!("\"{}\"", h.as_str())
             );
+        }
+    }
+
+    /// The binary protocol's tags of the roles: `Buyer` came later and was
+    /// added last, so older clients decode the older roles unchanged.
+    #[test]
+    fn role_postcard_indices_are_pinned() {
+        for (role, index) in [
+            (Role::Viewer, 0u8),
+            (Role::Checkout, 1),
+            (Role::Admin, 2),
+            (Role::Buyer, 3),
+        ] {
+            assert_eq!(postcard::to_stdvec(&role).unwrap(), vec![index], "{role:?}");
         }
     }
 }

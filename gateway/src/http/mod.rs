@@ -3,6 +3,8 @@
 //! Every failure, including a malformed body or an unknown route, is a JSON
 //! `{"error","message"}` body with a fitting status.
 
+use crate::auth::buyer::BuyerAuth;
+use crate::auth::jwt::BuyerToken;
 use crate::auth::{Role, Tokens, require};
 use crate::error::ApiError;
 use crate::ops::Ops;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub ops: Arc<Ops>,
     pub tokens: Tokens,
     pub health: health::Health,
+    /// With `--webhooks` (or `--webhooks-file`).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl axum::extract::FromRef<AppState> for health::Health {
@@ -84,6 +88,31 @@ pub struct Checkout;
 /// Extractor: the request carries the admin token.
 pub struct Admin;
 
+/// Extractor: the checkout (or admin) token, or a buyer's signed token
+/// (`Some`), whose requests go through [`crate::auth::buyer`].
+pub struct Shopper(Option<Arc<BuyerToken>>);
+
+impl FromRequestParts<AppState> for Shopper {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = state.tokens.caller_of_headers(&parts.headers)?;
+        if caller.role == Role::Buyer {
+            return Ok(Self(caller.buyer));
+        }
+        require(caller.role, Role::Checkout).map(|()| Self(None))
+    }
+}
+
+/// The buyer-token side of the state (present whenever a buyer token was
+/// accepted).
+fn buyers(s: &AppState) -> Result<&BuyerAuth, ApiError> {
+    s.tokens
+        .buyers
+        .as_deref()
+        .ok_or_else(ApiError::unauthorized)
+}
+
 impl FromRequestParts<AppState> for Checkout {
     type Rejection = ApiError;
 
@@ -128,6 +157,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let images = state.ops.meta.images();
     let mut api = api
         .merge(assets::routes(images))
+        .merge(crate::webhooks::admin::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)
@@ -212,10 +242,13 @@ async fn show(
 
 async fn reserve(
     State(s): State<AppState>,
-    _: Checkout,
+    Shopper(buyer): Shopper,
     ApiJson(req): ApiJson<Reserve>,
 ) -> Result<Response, ApiError> {
-    let r = s.ops.reserve(req).await?;
+    let r = match &buyer {
+        Some(t) => buyers(&s)?.reserve(&s.ops, t, req).await?,
+        None => s.ops.reserve(req).await?,
+    };
     let status = if r.replayed {
         StatusCode::OK
     } else {
@@ -226,9 +259,12 @@ async fn reserve(
 
 async fn hold(
     State(s): State<AppState>,
-    _: Checkout,
+    Shopper(buyer): Shopper,
     Path(hold): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
+    if let Some(t) = &buyer {
+        buyers(&s)?.own_hold(&s.ops, t, &hold)?;
+    }
     Ok(Json(s.ops.hold(&hold).await?))
 }
 
@@ -285,31 +321,37 @@ async fn commit(
 
 async fn release(
     State(s): State<AppState>,
-    _: Checkout,
+    Shopper(buyer): Shopper,
     Path(hold): Path<String>,
     body: bytes::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let b: ReleaseBody = body_or_default(&body)?;
-    let req = Release {
+    let mut req = Release {
         id: 0,
         hold,
         request_id: b.request_id,
     };
+    if let Some(t) = &buyer {
+        buyers(&s)?.prepare_release(&s.ops, t, &mut req)?;
+    }
     Ok(Json(s.ops.release(&req).await?))
 }
 
 async fn extend(
     State(s): State<AppState>,
-    _: Checkout,
+    Shopper(buyer): Shopper,
     Path(hold): Path<String>,
     ApiJson(b): ApiJson<ExtendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let req = Extend {
+    let mut req = Extend {
         id: 0,
         hold,
         by_ms: b.by_ms,
         request_id: b.request_id,
     };
+    if let Some(t) = &buyer {
+        buyers(&s)?.prepare_extend(&s.ops, t, &mut req)?;
+    }
     Ok(Json(s.ops.extend(&req).await?))
 }
 

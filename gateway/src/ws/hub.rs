@@ -224,6 +224,21 @@ pub struct Hub {
     /// Admin subscriptions over all topics: none (the usual case on a
     /// viewer-facing node) and a round does no stats work at all.
     stats_watchers: AtomicU64,
+    /// Called once per round with the changed SKUs (the webhooks' low
+    /// stock and stock changes).
+    observer: std::sync::OnceLock<RoundObserver>,
+}
+
+/// What a round observer is: told the SKUs whose counts changed.
+pub type RoundFn = dyn Fn(&[SkuIdx]) + Send + Sync;
+
+/// A function told the SKUs whose counts changed in a broadcast round.
+pub struct RoundObserver(pub Box<RoundFn>);
+
+impl std::fmt::Debug for RoundObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoundObserver")
+    }
 }
 
 impl Hub {
@@ -239,6 +254,7 @@ impl Hub {
             cluster: std::sync::OnceLock::new(),
             stats_changed: Mutex::default(),
             stats_watchers: AtomicU64::new(0),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -457,6 +473,11 @@ impl Hub {
         }
     }
 
+    /// Sets the round observer (once).
+    pub fn set_observer(&self, observer: RoundObserver) {
+        let _ = self.observer.set(observer);
+    }
+
     /// One broadcast round. Returns the number of subscriber wake-ups.
     pub fn broadcast(&self) -> usize {
         let mut changed = self.changed.lock().expect("changed lock");
@@ -474,6 +495,9 @@ impl Hub {
         changed.sort_unstable();
         changed.dedup();
         let mut woken = self.publish_updates(&changed);
+        if let Some(observer) = self.observer.get() {
+            (observer.0)(&changed);
+        }
         let mut stats_changed = self.stats_changed.lock().expect("stats changed lock");
         stats_changed.clear();
         self.stats.take_hub_changed(&mut stats_changed);

@@ -56,13 +56,19 @@ pub async fn upgrade(
                 .into_response();
         }
     };
-    let role = match (&query.token, ctx.tokens.role_of_headers(&headers)) {
+    if let Some(token) = &query.token
+        && let Err(e) = Tokens::refuse_jwt_in_url(token)
+    {
+        return e.into_response();
+    }
+    let (role, buyer) = match (&query.token, ctx.tokens.caller_of_headers(&headers)) {
         (_, Err(e)) => return e.into_response(),
-        (Some(token), Ok(header_role)) => match ctx.tokens.role_of(token) {
-            Some(role) => role.max(header_role),
+        (Some(token), Ok(header)) => match ctx.tokens.role_of(token) {
+            Some(role) if role >= header.role => (role, None),
+            Some(_) => (header.role, header.buyer),
             None => return ApiError::unauthorized().into_response(),
         },
-        (None, Ok(role)) => role,
+        (None, Ok(header)) => (header.role, header.buyer),
     };
     let Ok(permit) = ctx.connections.clone().try_acquire_owned() else {
         counter!("holdfast_ws_connections_total", "outcome" => "refused").increment(1);
@@ -83,7 +89,7 @@ pub async fn upgrade(
     // tiny buffer would cost it one read syscall per two or three frames.
     let read_buffer = match role {
         Role::Viewer => VIEWER_READ_BUFFER,
-        Role::Checkout | Role::Admin => CLIENT_READ_BUFFER,
+        Role::Buyer | Role::Checkout | Role::Admin => CLIENT_READ_BUFFER,
     };
     let ws = ws
         .protocols([SUBPROTOCOL_JSON, SUBPROTOCOL_BINARY])
@@ -98,6 +104,6 @@ pub async fn upgrade(
             let binary = socket
                 .protocol()
                 .is_some_and(|p| p.as_bytes() == SUBPROTOCOL_BINARY.as_bytes());
-            session::run(socket, ctx, role, binary, permit)
+            session::run(socket, ctx, (role, buyer), binary, permit)
         })
 }

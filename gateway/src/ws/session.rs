@@ -11,6 +11,7 @@
 
 use super::WsCtx;
 use super::hub::{Frame, Signal, Topic};
+use crate::auth::jwt::BuyerToken;
 use crate::auth::{Role, require};
 use crate::error::ApiError;
 use crate::ops::{Applied, Op};
@@ -175,6 +176,8 @@ struct Session {
     ws: WebSocket,
     conn: u64,
     role: Role,
+    /// A buyer session's verified token (`role` is `Buyer`).
+    buyer: Option<Arc<BuyerToken>>,
     binary: bool,
     signal: Arc<Signal>,
     subs: Vec<Subscription>,
@@ -190,7 +193,7 @@ struct Session {
 pub async fn run(
     ws: WebSocket,
     ctx: Arc<WsCtx>,
-    role: Role,
+    (role, buyer): (Role, Option<Arc<BuyerToken>>),
     binary: bool,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -204,6 +207,7 @@ pub async fn run(
         ws,
         conn,
         role,
+        buyer,
         binary,
         signal: Arc::new(Signal::default()),
         subs: Vec::new(),
@@ -661,6 +665,71 @@ impl Session {
         }
     }
 
+    /// A buyer's checkout request (see [`crate::auth::buyer`]). A token
+    /// that expired since it was presented ends the buyer's rights: the
+    /// session is a viewer again until it presents a new one.
+    fn dispatch_buyer(&mut self, id: u64, msg: ClientMsg) -> Option<Deferred> {
+        let (Some(token), Some(buyers)) = (self.buyer.clone(), self.ctx.tokens.buyers.clone())
+        else {
+            self.queue_error(Some(id), &ApiError::unauthorized());
+            return None;
+        };
+        if let Err(e) = buyers.live(&token) {
+            self.role = Role::Viewer;
+            self.buyer = None;
+            self.rate = RateLimit::new(rate_for(&self.ctx.limits, Role::Viewer));
+            self.queue_error(Some(id), &e);
+            return None;
+        }
+        let ops = self.ctx.ops.clone();
+        let (op, applied) = match msg {
+            ClientMsg::Reserve(mut r) if ops.cluster.is_some() => {
+                // Leased stock is reserved on the awaited path; the
+                // token's count is taken here and kept even if refused.
+                if let Err(e) = buyers.prepare_reserve(&ops, &token, &mut r) {
+                    self.queue_error(Some(id), &e);
+                    return None;
+                }
+                return Some(Deferred::Reserve {
+                    id,
+                    req: r,
+                    started: None,
+                });
+            }
+            ClientMsg::Reserve(r) => (
+                Op::Reserve,
+                buyers
+                    .reserve_now(&ops, &token, r)
+                    .map(|a| a.map(ServerMsg::Reserved)),
+            ),
+            ClientMsg::Release(mut r) => (
+                Op::Release,
+                buyers
+                    .prepare_release(&ops, &token, &mut r)
+                    .and_then(|()| ops.release_now(&r))
+                    .map(|a| a.map(ServerMsg::Released)),
+            ),
+            ClientMsg::Extend(mut x) => (
+                Op::Extend,
+                buyers
+                    .prepare_extend(&ops, &token, &mut x)
+                    .and_then(|()| ops.extend_now(&x))
+                    .map(|a| a.map(ServerMsg::Extended)),
+            ),
+            _ => {
+                self.queue_error(
+                    Some(id),
+                    &ApiError::forbidden(
+                        "a buyer token may not commit: the shop commits after payment",
+                    ),
+                );
+                return None;
+            }
+        };
+        self.applied(id, None, op, applied);
+        None
+    }
+
     /// Runs one request; returns the refusal of a hold operation on a hold
     /// the engine does not know, which the caller refines asynchronously.
     fn dispatch(&mut self, msg: ClientMsg) -> Option<Deferred> {
@@ -691,12 +760,20 @@ impl Session {
                     "reply",
                 );
             }
-            ClientMsg::Auth(a) => match self.ctx.tokens.role_of(&a.token) {
-                Some(role) => {
+            ClientMsg::Auth(a) => match self.ctx.tokens.caller_of(&a.token) {
+                Ok(caller) => {
                     let was_admin = self.role == Role::Admin;
-                    if role > self.role {
-                        self.role = role;
-                        self.rate = RateLimit::new(rate_for(&self.ctx.limits, role));
+                    // A buyer may present a fresh token (its old one
+                    // expiring); a stronger role keeps its rights.
+                    if caller.role == Role::Buyer && self.role <= Role::Buyer {
+                        self.buyer = caller.buyer;
+                    }
+                    if caller.role > self.role {
+                        self.role = caller.role;
+                        self.rate = RateLimit::new(rate_for(&self.ctx.limits, caller.role));
+                    }
+                    if self.role != Role::Buyer {
+                        self.buyer = None;
                     }
                     self.queue(
                         &ServerMsg::Authed(Authed {
@@ -711,12 +788,15 @@ impl Session {
                         self.watch_stats();
                     }
                 }
-                None => self.queue_error(Some(a.id), &ApiError::unauthorized()),
+                Err(e) => self.queue_error(Some(a.id), &e),
             },
             ClientMsg::Reserve(_)
             | ClientMsg::Commit(_)
             | ClientMsg::Release(_)
             | ClientMsg::Extend(_) => {
+                if self.role == Role::Buyer {
+                    return self.dispatch_buyer(id, msg);
+                }
                 if let Err(e) = require(self.role, Role::Checkout) {
                     self.queue_error(Some(id), &e);
                     return None;
@@ -875,7 +955,8 @@ impl Session {
 /// checkout backend pipelines.
 fn rate_for(limits: &crate::config::Limits, role: Role) -> u32 {
     match role {
-        Role::Viewer => limits.messages_per_sec_max,
+        // A buyer is a browser tapping "buy": a viewer's rate.
+        Role::Viewer | Role::Buyer => limits.messages_per_sec_max,
         Role::Checkout | Role::Admin => limits.checkout_messages_per_sec_max,
     }
 }

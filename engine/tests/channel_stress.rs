@@ -1,0 +1,174 @@
+//! Channels under concurrency: two channels fighting for the last shared
+//! units while one of them has a reserved quota, and quota moved back and
+//! forth during a burst of reservations, commits and releases on every
+//! channel and on the pool. Checked while running and at the end: the SKU's
+//! total never changes (not even mid-move), `available + held + sold ==
+//! total`, no quota or cap is passed, and the channels add up to the SKU.
+
+mod common;
+use common::*;
+use holdfast_engine::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+
+/// xorshift64*: a tiny deterministic generator, one per thread.
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+fn rig() -> Rig {
+    Rig::new(EngineConfig {
+        skus_max: 512,
+        holds_max: 1 << 16,
+        ..EngineConfig::default()
+    })
+}
+
+#[test]
+fn two_channels_fight_for_the_last_shared_units_and_the_quota_holds() {
+    const QUOTA: u32 = 3;
+    const SHARED: u32 = 4;
+    const ROUNDS: usize = 300;
+    let r = rig();
+    for round in 0..ROUNDS {
+        let sku = r.sku(&format!("drop-{round}"), QUOTA + SHARED, settings(60_000, 0));
+        r.engine.configure_channel(sku, "live", QUOTA, None).unwrap();
+        r.engine.configure_channel(sku, "web", 0, None).unwrap();
+        let start = Barrier::new(2);
+        let grab = |channel: &str| {
+            start.wait();
+            let mut got = 0u32;
+            loop {
+                match r
+                    .engine
+                    .reserve_on(sku, 1, BuyerId(got.into()), None, false, Some(channel))
+                {
+                    Ok(h) => got += h.units,
+                    Err(ReserveError::SoldOut) => return got,
+                    Err(e) => panic!("{channel}: {e:?}"),
+                }
+            }
+        };
+        let (live, web) = std::thread::scope(|s| {
+            let live = s.spawn(|| grab("live"));
+            let web = s.spawn(|| grab("web"));
+            (live.join().unwrap(), web.join().unwrap())
+        });
+        assert_eq!(live + web, QUOTA + SHARED, "every unit sold once, none twice");
+        assert!(live >= QUOTA, "the quota is the live channel's: {live}");
+        assert!(web <= SHARED, "the web shop never sells the quota: {web}");
+        let snap = r.engine.snapshot(sku).unwrap();
+        assert_eq!(
+            snap.counts,
+            Counts {
+                available: 0,
+                held: QUOTA + SHARED,
+                sold: 0
+            }
+        );
+        assert_eq!(snap.channels[0].quota.held, QUOTA);
+        assert_eq!(
+            (snap.channels[0].held, snap.channels[1].held),
+            (live, web),
+            "per-channel counts match what each was told"
+        );
+    }
+}
+
+#[test]
+fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
+    const TOTAL: u32 = 400;
+    const WEB_CAP: u32 = 150;
+    const OPS: usize = 20_000;
+    let r = rig();
+    let sku = r.sku("tee", TOTAL, settings(60_000, 0));
+    r.engine.configure_channel(sku, "live", 100, None).unwrap();
+    r.engine.configure_channel(sku, "web", 0, Some(WEB_CAP)).unwrap();
+    let done = AtomicBool::new(false);
+    let channels = [Some("live"), Some("web"), None];
+
+    let (moves, reads, sold) = std::thread::scope(|s| {
+        let buyers: Vec<_> = (0..2u64)
+            .map(|t| {
+                let r = &r;
+                s.spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9 + t);
+                    let mut live = Vec::new();
+                    let mut sold = [0u32; 3];
+                    for i in 0..OPS {
+                        let pick = rng.below(3) as usize;
+                        let qty = 1 + rng.below(3) as u32;
+                        if let Ok(h) = r.engine.reserve_on(sku, qty, BuyerId(i as u64), None, true, channels[pick]) {
+                            live.push((h.hold, pick, h.units));
+                        }
+                        if live.len() > 20 || (rng.below(2) == 0 && !live.is_empty()) {
+                            let (h, pick, units) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                            if rng.below(3) == 0 {
+                                r.engine.commit(h, None, None).unwrap();
+                                sold[pick] += units;
+                            } else {
+                                r.engine.release(h, None).unwrap();
+                            }
+                        }
+                    }
+                    for (h, _, _) in live {
+                        r.engine.release(h, None).unwrap();
+                    }
+                    sold
+                })
+            })
+            .collect();
+        let admin = s.spawn(|| {
+            let mut rng = Rng(7);
+            let mut moves = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let units = rng.below(41) as i64 - 20;
+                if units != 0 && r.engine.move_quota(sku, "live", units).is_ok() {
+                    moves += 1;
+                }
+            }
+            moves
+        });
+        let reader = s.spawn(|| {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let snap = r.engine.snapshot(sku).unwrap();
+                let c = snap.counts;
+                assert_eq!(c.total(), TOTAL, "total seen mid-move: {c:?}");
+                let web = &snap.channels[1];
+                assert!(web.held + web.sold <= WEB_CAP, "cap passed: {web:?}");
+                reads += 1;
+            }
+            reads
+        });
+        let mut sold = [0u32; 3];
+        for b in buyers {
+            for (all, one) in sold.iter_mut().zip(b.join().unwrap()) {
+                *all += one;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        (admin.join().unwrap(), reader.join().unwrap(), sold)
+    });
+    assert!(moves > 0 && reads > 0, "the admin moved ({moves}) and the reader read ({reads})");
+
+    let snap = r.engine.snapshot(sku).unwrap();
+    let c = snap.counts;
+    assert_eq!((c.total(), c.held), (TOTAL, 0), "every hold ended: {c:?}");
+    let (live, web) = (&snap.channels[0], &snap.channels[1]);
+    assert_eq!((live.held, web.held), (0, 0));
+    assert!(web.sold <= WEB_CAP);
+    assert!(live.quota.sold <= live.sold, "quota sales are the channel's");
+    assert_eq!(
+        [live.sold, web.sold, c.sold - live.sold - web.sold],
+        sold,
+        "per-channel sales are what the buyers were told, and add up to the sku's"
+    );
+    r.assert_invariant();
+}

@@ -526,3 +526,44 @@ proptest! {
         run(ops);
     }
 }
+
+#[test]
+fn channels_and_channel_holds_survive_save_and_restore() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 10, settings(60_000, 0));
+    r.engine.configure_channel(tee, "live", 3, Some(6)).unwrap();
+    r.engine.configure_channel(tee, "web", 0, None).unwrap();
+    let live = r
+        .engine
+        .reserve_on(tee, 4, BuyerId(1), None, false, Some("live"))
+        .unwrap();
+    let sold = r
+        .engine
+        .reserve_on(tee, 2, BuyerId(2), None, false, Some("web"))
+        .unwrap();
+    r.engine.commit(sold.hold, None, None).unwrap();
+    let saved = r.engine.save();
+    assert_eq!(saved.holds[0].lines[0].channel.as_deref(), Some("live"));
+    assert_eq!(saved.holds[0].lines[0].quota, 3);
+
+    let (engine, _expirer) =
+        Engine::restore(EngineConfig::default(), r.clock.clone(), &saved).expect("consistent");
+    assert_eq!(engine.snapshots(), r.engine.snapshots());
+    // The restored hold ends back where its units came from.
+    engine.release(live.hold, None).unwrap();
+    let snap = engine.snapshot(tee).unwrap();
+    assert_eq!(snap.counts, counts(8, 0, 2));
+    assert_eq!((snap.channels[0].quota, snap.channels[0].held), (counts(3, 0, 0), 0));
+
+    let mut bad = saved.clone();
+    bad.holds[0].lines[0].channel = Some("tiktok".into());
+    let err = Engine::restore(EngineConfig::default(), r.clock.clone(), &bad).unwrap_err();
+    assert!(
+        err.problems.iter().any(|p| p.contains("unknown channel")),
+        "{err}"
+    );
+    let mut bad = saved;
+    bad.skus[0].channels[0].held = 1;
+    let err = Engine::restore(EngineConfig::default(), r.clock.clone(), &bad).unwrap_err();
+    assert!(err.problems.iter().any(|p| p.contains("channel live")), "{err}");
+}

@@ -21,6 +21,7 @@
 pub mod accept;
 pub mod auth;
 pub mod catalog;
+pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -375,6 +375,7 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
             buyer,
             request_id: None,
             allow_partial: false,
+            channel: None,
         })
     };
     // 24 requests in flight on one socket, answered as their batches land.
@@ -955,6 +956,7 @@ async fn a_websocket_replay_is_not_acknowledged_before_its_original() {
             buyer: "ws-retrier".into(),
             request_id: Some("R-ws".into()),
             allow_partial: false,
+            channel: None,
         })
     };
     signal(redis.pid(), "STOP");

@@ -41,6 +41,7 @@ mod tests {
             buyer: "b1".into(),
             request_id: Some("r1".into()),
             allow_partial: false,
+            channel: None,
         })
     }
 
@@ -75,6 +76,7 @@ mod tests {
                 all_in_carts: false,
                 buyer_limit: 0,
                 meta: None,
+                channels: Vec::new(),
             }],
         });
         assert_eq!(ServerMsg::from_postcard(&s.to_postcard()).unwrap(), s);

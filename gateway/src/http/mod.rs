@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod assets;
+pub mod channels;
 pub mod cors;
 pub mod health;
 
@@ -128,6 +129,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let images = state.ops.meta.images();
     let mut api = api
         .merge(assets::routes(images))
+        .merge(channels::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)

@@ -252,7 +252,6 @@ impl Ops {
 
     pub async fn reserve(&self, req: Reserve) -> Result<Reserved, ApiError> {
         if self.cluster.is_some() {
-            crate::channels::refuse_in_cluster(req.channel.is_some())?;
             let applied = self.reserve_leased(req).await;
             return self.settle(applied).await;
         }
@@ -385,6 +384,7 @@ impl Ops {
 
     fn reserve_apply(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         if let Some(c) = &self.cluster {
+            crate::channels::refuse_in_cluster(req.channel.is_some())?;
             c.check_fence()?;
         }
         let mut lines = Vec::new();

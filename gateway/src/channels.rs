@@ -108,6 +108,27 @@ pub fn states(s: &SkuSnapshot) -> Vec<ChannelState> {
         .collect()
 }
 
+/// Sets `holdfast_channel_units{sku,channel,state}` for every configured
+/// channel (read at scrape time, so the label set is exactly the
+/// configured channels: at most `CHANNELS_MAX` per SKU, never a value a
+/// client made up). `state`: `available`, `held`, `sold`, `quota_available`.
+pub fn refresh_gauges(engine: &Engine) {
+    for s in engine.snapshots().iter().filter(|s| !s.channels.is_empty()) {
+        for c in &s.channels {
+            for (state, units) in [
+                ("available", c.available),
+                ("held", c.held),
+                ("sold", c.sold),
+                ("quota_available", c.quota.available),
+            ] {
+                metrics::gauge!("holdfast_channel_units", "sku" => s.id.to_string(),
+                    "channel" => c.id.to_string(), "state" => state)
+                .set(f64::from(units));
+            }
+        }
+    }
+}
+
 /// Sets a reservation's channel from a buyer token's `claim`: the token
 /// decides where its holder buys. A body naming another channel than the
 /// claim is refused, never silently moved.

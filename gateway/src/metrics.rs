@@ -21,6 +21,7 @@
 //! | `holdfast_journal_backlog` | gauge | |
 //! | `holdfast_journal_errors_total` | counter | |
 //! | `holdfast_redis_up` | gauge | |
+//! | `holdfast_channel_units` | gauge | `sku`, `channel` (configured ones only), `state` (available/held/sold/quota_available) |
 
 use crate::protocol::Code;
 use metrics::{Counter, Histogram, counter, histogram};

@@ -116,6 +116,15 @@ async fn quotas_caps_and_moves_over_http() {
     let sku = gw.sku("tee").await;
     let held: u64 = sku["channels"].as_array().unwrap().iter().map(|c| c["held"].as_u64().unwrap()).sum();
     assert_eq!(held, sku["held"].as_u64().unwrap(), "channels add up to the sku: {sku}");
+
+    // /metrics: one series per configured channel and state, nothing else.
+    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("holdfast_channel_units{")).collect();
+    assert!(
+        series.contains(&r#"holdfast_channel_units{sku="tee",channel="live",state="held"} 5"#),
+        "{series:?}"
+    );
+    assert!(series.iter().all(|l| l.contains(r#"channel="live""#) || l.contains(r#"channel="web""#)));
     gw.stop().await;
 }
 

@@ -30,6 +30,7 @@ pub mod ids;
 pub mod journal;
 pub mod metrics;
 pub mod ops;
+pub mod privacy;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -289,6 +289,8 @@ pub struct Ctx<'a> {
     pub ids: &'a Ids,
     pub keys: &'a Keys,
     pub orders_maxlen: usize,
+    /// Order-stream entries older than this go (`XTRIM MINID`); 0: none.
+    pub orders_max_age_ms: u64,
     /// How long a request id is remembered (the engine's window).
     pub request_window_ms: u64,
     /// How long an ended hold stays findable.
@@ -838,6 +840,18 @@ impl Mirror {
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(ctx.orders_maxlen)
+                .ignore();
+        }
+        // By age too (retention of buyer pseudonyms and sales): entry ids
+        // are Redis's clock in ms, so the cut-off is an id. Approximate
+        // (whole stream nodes), like the length cap.
+        let now_ms = ctx.engine.now_ms();
+        if !orders.is_empty() && ctx.orders_max_age_ms > 0 && now_ms > ctx.orders_max_age_ms {
+            pipe.cmd("XTRIM")
+                .arg(ctx.keys.orders())
+                .arg("MINID")
+                .arg("~")
+                .arg(now_ms - ctx.orders_max_age_ms)
                 .ignore();
         }
     }

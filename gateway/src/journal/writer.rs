@@ -67,6 +67,7 @@ pub struct Writer {
     pub batch_delay_max: Duration,
     pub timeout: Duration,
     pub orders_maxlen: usize,
+    pub orders_max_age_ms: u64,
     pub request_window_ms: u64,
     pub ended_retention_ms: u64,
 }
@@ -123,6 +124,7 @@ impl Writer {
             ids: &self.ids,
             keys: &self.keys,
             orders_maxlen: self.orders_maxlen,
+            orders_max_age_ms: self.orders_max_age_ms,
             request_window_ms: self.request_window_ms,
             ended_retention_ms: self.ended_retention_ms,
         }

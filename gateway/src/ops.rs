@@ -13,7 +13,7 @@ use crate::journal::ended::EndedHold;
 use crate::journal::keys::Ended;
 use crate::metrics as m;
 use crate::protocol::{
-    Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView, LineReq, MoveReq,
+    BuyerErased, Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView, LineReq, MoveReq,
     QtyReq,
     Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState,
     WindowReq,
@@ -785,6 +785,49 @@ impl Ops {
         self.engine.adjust_down(sku, req.qty)?;
         self.durability.settle(&self.engine).await?;
         self.state_of(sku).ok_or_else(ApiError::unknown_sku)
+    }
+
+    /// Erases a buyer everywhere holdfast keeps it (docs/PRIVACY.md):
+    /// refused while the buyer has live holds (their records are the
+    /// stock's); then the stored name in memory and in Redis, the per-SKU
+    /// limit records and the order-stream entries naming the buyer.
+    pub async fn erase_buyer(&self, id: &str) -> Result<BuyerErased, ApiError> {
+        if self.cluster.is_some() {
+            return Err(ApiError::invalid(
+                "erasure needs single-node mode for now (not --redis-cluster)",
+            ));
+        }
+        let (buyer, stored) = self.ids.buyer_lookup(id)?;
+        let live = self
+            .engine
+            .live_holds()
+            .iter()
+            .filter(|h| h.buyer == buyer)
+            .count();
+        if live > 0 {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                Code::BuyerHasLiveHolds,
+                format!("the buyer has {live} live holds: release them or let them expire first"),
+            ));
+        }
+        let memory_names = u64::from(self.ids.forget_buyer(buyer));
+        let redis = match &self.durability {
+            Durability::Memory => Default::default(),
+            Durability::Redis(j) => {
+                j.forget_buyer(buyer);
+                let skus: Vec<_> = self.engine.snapshots().into_iter().map(|s| s.id).collect();
+                let field = crate::journal::keys::buyer_field(buyer);
+                crate::journal::erase::erase(&j.ended, &skus, &field, &stored).await?
+            }
+        };
+        Ok(BuyerErased {
+            buyer: stored.to_string(),
+            memory_names,
+            redis_names: redis.names,
+            redis_limit_records: redis.limit_records,
+            order_entries: redis.order_entries,
+        })
     }
 
     /// Moves units between the common pool and a channel's quota (see

@@ -148,6 +148,9 @@ codes! {
     /// A channel list that names one channel twice, or a `channels` field
     /// where channels are not supported (cluster mode).
     InvalidChannels = "invalid_channels",
+    // ----- privacy -----
+    /// A buyer cannot be erased while they have live holds.
+    BuyerHasLiveHolds = "buyer_has_live_holds",
 }
 
 impl std::fmt::Display for Code {

@@ -123,6 +123,22 @@ pub struct SkuPatch {
     pub channels: Option<Vec<ChannelDef>>,
 }
 
+/// `POST /api/admin/buyers/{id}/erase`: what was removed or blanked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyerErased {
+    /// The buyer as holdfast stored it (its pseudonym, or its id in the
+    /// clear with `--buyer-ids-in-clear`).
+    pub buyer: String,
+    /// Stored names forgotten in memory (0 or 1).
+    pub memory_names: u64,
+    /// `hf:buyers` fields deleted (0 or 1).
+    pub redis_names: u64,
+    /// Per-SKU limit records deleted in Redis.
+    pub redis_limit_records: u64,
+    /// Order-stream entries naming the buyer, deleted.
+    pub order_entries: u64,
+}
+
 /// `POST /api/admin/skus/{id}/restock` and `/adjust`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QtyReq {

@@ -25,6 +25,7 @@ pub mod assets;
 pub mod channels;
 pub mod cors;
 pub mod health;
+pub mod privacy;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -130,6 +131,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let mut api = api
         .merge(assets::routes(images))
         .merge(channels::routes())
+        .merge(privacy::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)

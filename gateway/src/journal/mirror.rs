@@ -667,6 +667,13 @@ impl Mirror {
         Ok(())
     }
 
+    /// Forgets an erased buyer (its records were deleted from Redis), so a
+    /// full re-write does not bring them back.
+    pub fn forget_buyer(&mut self, buyer: BuyerId) {
+        self.buyers.retain(|(_, b), _| *b != buyer);
+        self.names.remove(&buyer);
+    }
+
     /// Marks a SKU's display data for writing with the next batch.
     pub fn meta_changed(&self, w: &mut Writes, sku: SkuIdx) {
         if self.skus.contains_key(&sku) {

@@ -369,6 +369,9 @@ impl Writer {
         for sku in self.journal.take_meta_dirty() {
             mirror.meta_changed(&mut writes, sku);
         }
+        for buyer in self.journal.take_erased() {
+            mirror.forget_buyer(buyer);
+        }
         // Statistics ride with the batch, once per SKU however many
         // operations changed them.
         for sku in self.stats.take_journal_dirty() {

@@ -219,6 +219,19 @@ pub struct PrivacyArgs {
         default_value_t = 2_592_000_000
     )]
     pub orders_max_age_ms: u64,
+
+    /// Per-buyer records in Redis (limit counts per SKU, stored names)
+    /// expire this long after their hash was last written, in ms. Default
+    /// 2 592 000 000 (30 days, as the order stream). A SKU's limit records
+    /// outlive any sale that is still selling (each purchase renews them);
+    /// after a restart, limits count afresh for records that expired.
+    /// 0: never.
+    #[arg(
+        long,
+        env = "HOLDFAST_BUYER_RECORD_RETENTION_MS",
+        default_value_t = 2_592_000_000
+    )]
+    pub buyer_record_retention_ms: u64,
 }
 
 impl PrivacyArgs {

@@ -119,6 +119,13 @@ impl BuyerNames {
     }
 }
 
+/// A JSON parse error for a log line: its kind and position, never its
+/// message (serde_json quotes the offending value, which may be a buyer
+/// id or a token).
+pub fn json_error_for_log(e: &serde_json::Error) -> String {
+    format!("{:?} at line {} column {}", e.classify(), e.line(), e.column())
+}
+
 /// Whether `s` looks like a pseudonym (64 lowercase hex digits).
 pub fn is_pseudonym(s: &str) -> bool {
     s.len() == PSEUDONYM_HEX_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -155,5 +162,12 @@ mod tests {
         assert_eq!(names.restored(&p), p, "already a pseudonym");
         assert_eq!(names.restored("buyer-1"), p, "a clear name read back is converted");
         assert_eq!(&*BuyerNames::Clear.name("buyer-1"), "buyer-1");
+    }
+
+    #[test]
+    fn json_errors_are_logged_without_the_value() {
+        let e = serde_json::from_str::<u32>("\"alice@example.com\"").unwrap_err();
+        assert!(e.to_string().contains("alice"), "serde quotes it");
+        assert!(!json_error_for_log(&e).contains("alice"));
     }
 }

@@ -100,6 +100,15 @@ async fn buyer_ids_reach_redis_only_as_pseudonyms_unless_kept_in_the_clear() {
     assert!(!all.contains("alice"), "not even part of it");
     assert!(all.contains(&format!("buyer={}", pseudonym(ALICE))), "the order names the pseudonym");
     assert!(all.contains(&pseudonym(BOB)), "hf:buyers maps the hash to the pseudonym");
+
+    // Retention: buyer records and remembered answers expire by themselves.
+    let month: i64 = 2_592_000_000;
+    let reqs: Vec<String> = redis::cmd("KEYS").arg("hf:reqs:*").query_async(&mut c).await.unwrap();
+    assert!(!reqs.is_empty(), "request ids were given");
+    for key in ["hf:buyers", "hf:{tee-black-m}:buyers"].iter().map(|k| k.to_string()).chain(reqs) {
+        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.unwrap();
+        assert!(ttl > 0 && ttl <= month, "{key} expires (pttl {ttl})");
+    }
     gw.stop().await;
 
     // The opt-out: the same store, now written in the clear.

@@ -291,6 +291,9 @@ pub struct Ctx<'a> {
     pub orders_maxlen: usize,
     /// Order-stream entries older than this go (`XTRIM MINID`); 0: none.
     pub orders_max_age_ms: u64,
+    /// Per-buyer records (limit counts, stored names) expire this long
+    /// after their hash was last written; 0: never.
+    pub buyer_retention_ms: u64,
     /// How long a request id is remembered (the engine's window).
     pub request_window_ms: u64,
     /// How long an ended hold stays findable.
@@ -938,12 +941,26 @@ impl Mirror {
                 units => hash.set(buyer_field(*buyer), units),
             }
         }
+        let mut expiring: Vec<Arc<str>> = buyers.values().map(|h| h.key.clone()).collect();
         add_all(pipe, buyers.into_values().flat_map(HashWrites::finish));
         let mut names = HashWrites::new(Arc::from(keys.buyer_names()));
         for (buyer, name) in &w.names {
             names.set(buyer_field(*buyer), &**name);
         }
+        if !w.names.is_empty() {
+            expiring.push(names.key.clone());
+        }
         add_all(pipe, names.finish());
+        // Retention of buyer data: a hash lives on while buyers keep
+        // buying, and goes `buyer_retention_ms` after its last write.
+        if ctx.buyer_retention_ms > 0 {
+            for key in expiring {
+                pipe.cmd("PEXPIRE")
+                    .arg(&*key)
+                    .arg(ctx.buyer_retention_ms)
+                    .ignore();
+            }
+        }
         Self::add_orders(pipe, ctx, &w.orders);
         add_all(
             pipe,

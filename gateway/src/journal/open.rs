@@ -202,6 +202,7 @@ pub async fn open(
         timeout,
         orders_maxlen: args.journal.orders_maxlen,
         orders_max_age_ms: args.privacy.orders_max_age_ms,
+        buyer_retention_ms: args.privacy.buyer_record_retention_ms,
         request_window_ms: args.limits.request_window_ms,
         ended_retention_ms: args.limits.ended_hold_retention_ms,
     };

@@ -68,6 +68,7 @@ pub struct Writer {
     pub timeout: Duration,
     pub orders_maxlen: usize,
     pub orders_max_age_ms: u64,
+    pub buyer_retention_ms: u64,
     pub request_window_ms: u64,
     pub ended_retention_ms: u64,
 }
@@ -125,6 +126,7 @@ impl Writer {
             keys: &self.keys,
             orders_maxlen: self.orders_maxlen,
             orders_max_age_ms: self.orders_max_age_ms,
+            buyer_retention_ms: self.buyer_retention_ms,
             request_window_ms: self.request_window_ms,
             ended_retention_ms: self.ended_retention_ms,
         }

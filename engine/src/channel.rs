@@ -410,7 +410,11 @@ mod tests {
         ] {
             assert_eq!(Source::unpack(s.pack()), s);
         }
-        assert_eq!(Source::POOL.pack(), 0, "the pool is the zero of a fresh slot");
+        assert_eq!(
+            Source::POOL.pack(),
+            0,
+            "the pool is the zero of a fresh slot"
+        );
     }
 
     #[test]
@@ -461,13 +465,19 @@ mod tests {
         assert_eq!((t.granted, t.quota), (1, 0), "partial within the cap");
         assert_eq!(live.allowance.load(), counts(0, 4, 0));
 
-        assert_eq!(live.settle(&pool, 3, 2, 3).map(|c| c.after), Some(counts(3, 1, 1)));
+        assert_eq!(
+            live.settle(&pool, 3, 2, 3).map(|c| c.after),
+            Some(counts(3, 1, 1))
+        );
         assert_eq!(live.quota.load(), counts(0, 0, 2));
         assert_eq!(live.allowance.load(), counts(0, 1, 3));
         live.settle(&pool, 1, 0, 0);
         assert_eq!(pool.load(), counts(4, 0, 1));
         assert_eq!(live.allowance.load(), counts(1, 0, 3));
-        assert_eq!(live.set_cap(Some(2)), Err(CatalogError::CapBelowUsed { used: 3 }));
+        assert_eq!(
+            live.set_cap(Some(2)),
+            Err(CatalogError::CapBelowUsed { used: 3 })
+        );
         live.set_cap(None).unwrap();
         assert_eq!(live.cap(), None);
     }
@@ -483,7 +493,10 @@ mod tests {
             web.take(&pool, 3, 3).unwrap_err(),
             ReserveError::NotEnoughAvailable { available: 2 }
         );
-        assert_eq!(before, (pool.load(), web.quota.load(), web.allowance.load()));
+        assert_eq!(
+            before,
+            (pool.load(), web.quota.load(), web.allowance.load())
+        );
         let t = web.take(&pool, 3, 1).unwrap();
         assert_eq!((t.granted, t.quota), (2, 1), "a partial fill takes both");
         assert_eq!(web.take(&pool, 1, 1).unwrap_err(), ReserveError::SoldOut);

@@ -12,7 +12,9 @@
 //! refusal. A variant's payload (a limit, a count) is remembered beside its
 //! number, so a replay returns the same refusal with the same payload.
 
-use crate::limits::{CART_LINES_MAX, CHANNEL_ID_BYTES_MAX, CHANNELS_MAX, SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
+use crate::limits::{
+    CART_LINES_MAX, CHANNEL_ID_BYTES_MAX, CHANNELS_MAX, SKU_ID_BYTES_MAX, SKU_UNITS_MAX,
+};
 
 /// Bits of a raw refusal holding its discriminant; the payload sits above.
 const RAW_CODE_BITS: u32 = 8;
@@ -313,7 +315,9 @@ pub enum CatalogError {
     UnknownChannel = 11,
     /// A channel id that is not 1 to [`CHANNEL_ID_BYTES_MAX`] of
     /// `A-Z a-z 0-9 . _ -`.
-    #[error("channel id must be 1 to {CHANNEL_ID_BYTES_MAX} ascii letters, digits, '.', '_' or '-'")]
+    #[error(
+        "channel id must be 1 to {CHANNEL_ID_BYTES_MAX} ascii letters, digits, '.', '_' or '-'"
+    )]
     InvalidChannelId = 12,
     /// The SKU already has [`CHANNELS_MAX`] channels.
     #[error("a sku has at most {CHANNELS_MAX} channels")]

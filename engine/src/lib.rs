@@ -83,6 +83,7 @@ pub use hold::{Hex16, HoldId, HoldState, hex16};
 pub use idempotency::RequestId;
 pub use limits::{ConfigError, EngineConfig};
 pub use restore::{
-    RestoreError, SavedBuyer, SavedChannel, SavedHold, SavedLine, SavedRequest, SavedSku, SavedState,
+    RestoreError, SavedBuyer, SavedChannel, SavedHold, SavedLine, SavedRequest, SavedSku,
+    SavedState,
 };
 pub use stock::Counts;

@@ -220,7 +220,9 @@ impl SavedState {
                 .iter()
                 .any(|s| s.id == *sku && s.channels.iter().any(|c| c.id == *channel));
             if !known {
-                problems.push(format!("sku {sku}: a hold names unknown channel {channel:?}"));
+                problems.push(format!(
+                    "sku {sku}: a hold names unknown channel {channel:?}"
+                ));
             }
         }
         for s in &self.skus {
@@ -266,7 +268,10 @@ fn check_channels(s: &SavedSku, held: &HashMap<(&str, &str), (u64, u64)>) -> Vec
         quotas.available += c.quota.available;
         quotas.held += c.quota.held;
         quotas.sold += c.quota.sold;
-        let (live, live_quota) = held.get(&(s.id.as_str(), c.id.as_str())).copied().unwrap_or((0, 0));
+        let (live, live_quota) = held
+            .get(&(s.id.as_str(), c.id.as_str()))
+            .copied()
+            .unwrap_or((0, 0));
         if live != u64::from(c.held) || live_quota != u64::from(c.quota.held) {
             problems.push(format!(
                 "sku {} channel {}: holds {} ({} of its quota) but its live holds add up to {live} ({live_quota})",
@@ -274,14 +279,25 @@ fn check_channels(s: &SavedSku, held: &HashMap<(&str, &str), (u64, u64)>) -> Vec
             ));
         }
         if c.quota.held > c.held || c.quota.sold > c.sold {
-            problems.push(format!("sku {} channel {}: quota counts above the channel's", s.id, c.id));
+            problems.push(format!(
+                "sku {} channel {}: quota counts above the channel's",
+                s.id, c.id
+            ));
         }
-        if c.cap.is_some_and(|cap| cap >= SKU_UNITS_MAX || cap < c.held + c.sold) {
+        if c.cap
+            .is_some_and(|cap| cap >= SKU_UNITS_MAX || cap < c.held + c.sold)
+        {
             problems.push(format!("sku {} channel {}: cap out of range", s.id, c.id));
         }
     }
-    if quotas.available > s.counts.available || quotas.held > s.counts.held || quotas.sold > s.counts.sold {
-        problems.push(format!("sku {}: channel quotas exceed the sku's counts", s.id));
+    if quotas.available > s.counts.available
+        || quotas.held > s.counts.held
+        || quotas.sold > s.counts.sold
+    {
+        problems.push(format!(
+            "sku {}: channel quotas exceed the sku's counts",
+            s.id
+        ));
     }
     problems
 }

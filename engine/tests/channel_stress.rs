@@ -8,8 +8,8 @@
 mod common;
 use common::*;
 use holdfast_engine::*;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// xorshift64*: a tiny deterministic generator, one per thread.
 struct Rng(u64);
@@ -37,8 +37,14 @@ fn two_channels_fight_for_the_last_shared_units_and_the_quota_holds() {
     const ROUNDS: usize = 300;
     let r = rig();
     for round in 0..ROUNDS {
-        let sku = r.sku(&format!("drop-{round}"), QUOTA + SHARED, settings(60_000, 0));
-        r.engine.configure_channel(sku, "live", QUOTA, None).unwrap();
+        let sku = r.sku(
+            &format!("drop-{round}"),
+            QUOTA + SHARED,
+            settings(60_000, 0),
+        );
+        r.engine
+            .configure_channel(sku, "live", QUOTA, None)
+            .unwrap();
         r.engine.configure_channel(sku, "web", 0, None).unwrap();
         let start = Barrier::new(2);
         let grab = |channel: &str| {
@@ -60,7 +66,11 @@ fn two_channels_fight_for_the_last_shared_units_and_the_quota_holds() {
             let web = s.spawn(|| grab("web"));
             (live.join().unwrap(), web.join().unwrap())
         });
-        assert_eq!(live + web, QUOTA + SHARED, "every unit sold once, none twice");
+        assert_eq!(
+            live + web,
+            QUOTA + SHARED,
+            "every unit sold once, none twice"
+        );
         assert!(live >= QUOTA, "the quota is the live channel's: {live}");
         assert!(web <= SHARED, "the web shop never sells the quota: {web}");
         let snap = r.engine.snapshot(sku).unwrap();
@@ -89,7 +99,9 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
     let r = rig();
     let sku = r.sku("tee", TOTAL, settings(60_000, 0));
     r.engine.configure_channel(sku, "live", 100, None).unwrap();
-    r.engine.configure_channel(sku, "web", 0, Some(WEB_CAP)).unwrap();
+    r.engine
+        .configure_channel(sku, "web", 0, Some(WEB_CAP))
+        .unwrap();
     let done = AtomicBool::new(false);
     let channels = [Some("live"), Some("web"), None];
 
@@ -104,11 +116,19 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
                     for i in 0..OPS {
                         let pick = rng.below(3) as usize;
                         let qty = 1 + rng.below(3) as u32;
-                        if let Ok(h) = r.engine.reserve_on(sku, qty, BuyerId(i as u64), None, true, channels[pick]) {
+                        if let Ok(h) = r.engine.reserve_on(
+                            sku,
+                            qty,
+                            BuyerId(i as u64),
+                            None,
+                            true,
+                            channels[pick],
+                        ) {
                             live.push((h.hold, pick, h.units));
                         }
                         if live.len() > 20 || (rng.below(2) == 0 && !live.is_empty()) {
-                            let (h, pick, units) = live.swap_remove(rng.below(live.len() as u64) as usize);
+                            let (h, pick, units) =
+                                live.swap_remove(rng.below(live.len() as u64) as usize);
                             if rng.below(3) == 0 {
                                 r.engine.commit(h, None, None).unwrap();
                                 sold[pick] += units;
@@ -156,7 +176,10 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
         done.store(true, Ordering::Relaxed);
         (admin.join().unwrap(), reader.join().unwrap(), sold)
     });
-    assert!(moves > 0 && reads > 0, "the admin moved ({moves}) and the reader read ({reads})");
+    assert!(
+        moves > 0 && reads > 0,
+        "the admin moved ({moves}) and the reader read ({reads})"
+    );
 
     let snap = r.engine.snapshot(sku).unwrap();
     let c = snap.counts;
@@ -164,7 +187,10 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
     let (live, web) = (&snap.channels[0], &snap.channels[1]);
     assert_eq!((live.held, web.held), (0, 0));
     assert!(web.sold <= WEB_CAP);
-    assert!(live.quota.sold <= live.sold, "quota sales are the channel's");
+    assert!(
+        live.quota.sold <= live.sold,
+        "quota sales are the channel's"
+    );
     assert_eq!(
         [live.sold, web.sold, c.sold - live.sold - web.sold],
         sold,

@@ -33,17 +33,24 @@ fn a_quota_is_sold_only_by_its_channel() {
     let tee = r.sku("tee", 5, settings(60_000, 0));
     r.engine.configure_channel(tee, "live", 3, None).unwrap();
     r.engine.configure_channel(tee, "web", 0, None).unwrap();
-    assert_eq!(r.counts(tee), counts(5, 0, 0), "a quota is part of the total");
+    assert_eq!(
+        r.counts(tee),
+        counts(5, 0, 0),
+        "a quota is part of the total"
+    );
 
     // The pool has 2: the web shop and a reservation without channel share them.
-    let web = r.engine.reserve_on(tee, 2, BuyerId(1), None, false, Some("web"));
+    let web = r
+        .engine
+        .reserve_on(tee, 2, BuyerId(1), None, false, Some("web"));
     assert!(web.is_ok());
     assert_eq!(
         r.engine.reserve(tee, 1, BuyerId(2), None, false),
         Err(ReserveError::SoldOut)
     );
     assert_eq!(
-        r.engine.reserve_on(tee, 1, BuyerId(2), None, false, Some("web")),
+        r.engine
+            .reserve_on(tee, 1, BuyerId(2), None, false, Some("web")),
         Err(ReserveError::SoldOut),
         "the live quota is not the web shop's"
     );
@@ -70,13 +77,15 @@ fn unknown_channels_are_refused_before_anything_changes() {
     r.drain_events();
     for (sku, channel) in [(tee, "tiktok"), (plain, "live")] {
         assert_eq!(
-            r.engine.reserve_on(sku, 1, BuyerId(1), None, false, Some(channel)),
+            r.engine
+                .reserve_on(sku, 1, BuyerId(1), None, false, Some(channel)),
             Err(ReserveError::UnknownChannel)
         );
     }
     let cart = [Line { sku: tee, qty: 1 }, Line { sku: plain, qty: 1 }];
     assert_eq!(
-        r.engine.reserve_cart_on(&cart, BuyerId(1), None, Some("live")),
+        r.engine
+            .reserve_cart_on(&cart, BuyerId(1), None, Some("live")),
         Err(ReserveError::UnknownChannel),
         "every sku of a cart must have the channel"
     );
@@ -103,7 +112,8 @@ fn a_cap_bounds_what_a_channel_holds_plus_sells() {
         .unwrap();
     r.engine.commit(a.hold, None, None).unwrap();
     assert_eq!(
-        r.engine.reserve_on(tee, 2, BuyerId(2), None, false, Some("ig")),
+        r.engine
+            .reserve_on(tee, 2, BuyerId(2), None, false, Some("ig")),
         Err(ReserveError::ChannelCapReached { remaining: 1 })
     );
     let b = r
@@ -137,7 +147,10 @@ fn channels_are_bounded_per_sku() {
         r.engine.configure_channel(tee, "one-more", 0, None),
         Err(CatalogError::ChannelsFull)
     );
-    assert_eq!(r.engine.snapshot(tee).unwrap().channels.len(), limits::CHANNELS_MAX);
+    assert_eq!(
+        r.engine.snapshot(tee).unwrap().channels.len(),
+        limits::CHANNELS_MAX
+    );
 }
 
 #[test]
@@ -159,7 +172,10 @@ fn quota_moves_both_ways_and_never_past_what_is_unsold() {
         r.engine.move_quota(tee, "live", 5),
         Err(CatalogError::NotEnoughAvailable { available: 4 })
     );
-    assert_eq!(r.engine.move_quota(tee, "live", 0), Err(CatalogError::InvalidQty));
+    assert_eq!(
+        r.engine.move_quota(tee, "live", 0),
+        Err(CatalogError::InvalidQty)
+    );
     let after = r.engine.move_quota(tee, "live", 4).unwrap();
     assert_eq!(after.quota, counts(4, 2, 0));
     assert_eq!(
@@ -173,7 +189,10 @@ fn quota_moves_both_ways_and_never_past_what_is_unsold() {
     // The same changes through `configure_channel`'s quota size.
     r.engine.configure_channel(tee, "live", 3, None).unwrap();
     assert_eq!(channel(&r, tee, "live").quota, counts(3, 0, 0));
-    assert_eq!(r.engine.set_total(tee, 2), Err(CatalogError::TotalBelowCommitted { committed: 3 }));
+    assert_eq!(
+        r.engine.set_total(tee, 2),
+        Err(CatalogError::TotalBelowCommitted { committed: 3 })
+    );
     assert_eq!(r.engine.set_total(tee, 4).unwrap(), counts(4, 0, 0));
 
     let moves: Vec<(bool, u32)> = r
@@ -181,7 +200,10 @@ fn quota_moves_both_ways_and_never_past_what_is_unsold() {
         .into_iter()
         .filter_map(|e| match e.kind {
             EventKind::QuotaMoved {
-                channel, to_quota, qty, ..
+                channel,
+                to_quota,
+                qty,
+                ..
             } if channel == live => Some((to_quota, qty)),
             _ => None,
         })
@@ -215,7 +237,11 @@ fn hold_events_name_the_channel_and_the_quota_units() {
         quota: 1,
     };
     assert_eq!(sources, [source, source]);
-    assert_eq!(channel(&r, tee, "live").quota, counts(0, 0, 1), "sold from the quota first");
+    assert_eq!(
+        channel(&r, tee, "live").quota,
+        counts(0, 0, 1),
+        "sold from the quota first"
+    );
     assert_eq!(r.counts(tee), counts(2, 0, 2));
 }
 
@@ -229,7 +255,10 @@ fn an_expired_channel_hold_goes_back_where_it_came_from() {
         .unwrap();
     r.advance(2_000);
     let live = channel(&r, tee, "live");
-    assert_eq!((live.quota, live.held, live.available), (counts(2, 0, 0), 0, 3));
+    assert_eq!(
+        (live.quota, live.held, live.available),
+        (counts(2, 0, 0), 0, 3)
+    );
     assert_eq!(r.counts(tee), counts(4, 0, 0));
 }
 
@@ -326,7 +355,12 @@ struct Model {
 }
 
 impl Model {
-    fn reserve(&mut self, channel: Option<usize>, qty: u32, partial: bool) -> Result<(u32, u32), ReserveError> {
+    fn reserve(
+        &mut self,
+        channel: Option<usize>,
+        qty: u32,
+        partial: bool,
+    ) -> Result<(u32, u32), ReserveError> {
         let min = if partial { 1 } else { qty };
         let Some(c) = channel else {
             let grant = qty.min(self.pool.available);
@@ -418,10 +452,16 @@ fn run(ops: Vec<Op>) {
     let mut buyer = 0;
     for op in ops {
         match op {
-            Op::Reserve { channel, qty, partial } => {
+            Op::Reserve {
+                channel,
+                qty,
+                partial,
+            } => {
                 buyer += 1;
                 let name = channel.map(|c| CHANNELS.get(c).copied().unwrap_or("tiktok"));
-                let got = r.engine.reserve_on(tee, qty, BuyerId(buyer), None, partial, name);
+                let got = r
+                    .engine
+                    .reserve_on(tee, qty, BuyerId(buyer), None, partial, name);
                 let want = m.reserve(channel, qty, partial);
                 assert_eq!(got.map(|g| g.units), want.map(|w| w.0), "{op:?}");
                 if let (Ok(g), Ok((units, quota))) = (got, want) {
@@ -457,7 +497,10 @@ fn run(ops: Vec<Op>) {
                 }
             }
             Op::Move { channel, units } => {
-                let got = r.engine.move_quota(tee, CHANNELS[channel], units).map(|c| c.quota);
+                let got = r
+                    .engine
+                    .move_quota(tee, CHANNELS[channel], units)
+                    .map(|c| c.quota);
                 let q = &mut m.channels[channel].quota;
                 let want = if units == 0 {
                     Err(CatalogError::InvalidQty)
@@ -484,7 +527,9 @@ fn run(ops: Vec<Op>) {
             }
             Op::Cap { channel, cap } => {
                 let quota = m.channels[channel].quota.total();
-                let got = r.engine.configure_channel(tee, CHANNELS[channel], quota, cap);
+                let got = r
+                    .engine
+                    .configure_channel(tee, CHANNELS[channel], quota, cap);
                 let ch = &mut m.channels[channel];
                 let used = ch.held + ch.sold;
                 if cap.is_some_and(|c| c < used) {
@@ -510,11 +555,23 @@ fn run(ops: Vec<Op>) {
                 ch.id
             );
             let room = mc.cap.map_or(u32::MAX, |c| c - mc.held - mc.sold);
-            assert_eq!(ch.available, room.min(mc.quota.available + m.pool.available));
+            assert_eq!(
+                ch.available,
+                room.min(mc.quota.available + m.pool.available)
+            );
             held += ch.held;
         }
-        let pool_held: u32 = m.live.iter().filter(|h| h.channel.is_none()).map(|h| h.qty).sum();
-        assert_eq!(held + pool_held, snap.counts.held, "channels add up to the sku");
+        let pool_held: u32 = m
+            .live
+            .iter()
+            .filter(|h| h.channel.is_none())
+            .map(|h| h.qty)
+            .sum();
+        assert_eq!(
+            held + pool_held,
+            snap.counts.held,
+            "channels add up to the sku"
+        );
     }
 }
 
@@ -553,7 +610,10 @@ fn channels_and_channel_holds_survive_save_and_restore() {
     engine.release(live.hold, None).unwrap();
     let snap = engine.snapshot(tee).unwrap();
     assert_eq!(snap.counts, counts(8, 0, 2));
-    assert_eq!((snap.channels[0].quota, snap.channels[0].held), (counts(3, 0, 0), 0));
+    assert_eq!(
+        (snap.channels[0].quota, snap.channels[0].held),
+        (counts(3, 0, 0), 0)
+    );
 
     let mut bad = saved.clone();
     bad.holds[0].lines[0].channel = Some("tiktok".into());
@@ -565,5 +625,8 @@ fn channels_and_channel_holds_survive_save_and_restore() {
     let mut bad = saved;
     bad.skus[0].channels[0].held = 1;
     let err = Engine::restore(EngineConfig::default(), r.clock.clone(), &bad).unwrap_err();
-    assert!(err.problems.iter().any(|p| p.contains("channel live")), "{err}");
+    assert!(
+        err.problems.iter().any(|p| p.contains("channel live")),
+        "{err}"
+    );
 }

@@ -167,19 +167,37 @@ mod tests {
         };
         assert!(code(&[def("live", Some(3), Some(5))], &[], Some(3)).is_ok());
         let (c, m) = code(&[def("bad id", None, None)], &[], None).unwrap_err();
-        assert_eq!((c, m.starts_with("channels[0].id")), (Code::InvalidChannelId, true));
+        assert_eq!(
+            (c, m.starts_with("channels[0].id")),
+            (Code::InvalidChannelId, true)
+        );
         let twice = [def("a", None, None), def("a", None, None)];
-        assert_eq!(code(&twice, &[], None).unwrap_err().0, Code::InvalidChannels);
+        assert_eq!(
+            code(&twice, &[], None).unwrap_err().0,
+            Code::InvalidChannels
+        );
         let (c, m) = code(&[def("a", Some(4), None)], &[], Some(3)).unwrap_err();
         assert_eq!(c, Code::NotEnoughAvailable, "{m}");
-        let nine: Vec<_> = (0..=CHANNELS_MAX).map(|i| def(&format!("c{i}"), None, None)).collect();
+        let nine: Vec<_> = (0..=CHANNELS_MAX)
+            .map(|i| def(&format!("c{i}"), None, None))
+            .collect();
         assert_eq!(code(&nine, &[], None).unwrap_err().0, Code::ChannelsFull);
         let existing: Vec<String> = (0..CHANNELS_MAX).map(|i| format!("c{i}")).collect();
         let existing: Vec<&str> = existing.iter().map(String::as_str).collect();
-        assert!(code(&[def("c0", Some(1), None)], &existing, None).is_ok(), "a change, not an add");
-        assert_eq!(code(&[def("new", None, None)], &existing, None).unwrap_err().0, Code::ChannelsFull);
+        assert!(
+            code(&[def("c0", Some(1), None)], &existing, None).is_ok(),
+            "a change, not an add"
+        );
         assert_eq!(
-            code(&[def("a", None, Some(SKU_UNITS_MAX))], &[], None).unwrap_err().0,
+            code(&[def("new", None, None)], &existing, None)
+                .unwrap_err()
+                .0,
+            Code::ChannelsFull
+        );
+        assert_eq!(
+            code(&[def("a", None, Some(SKU_UNITS_MAX))], &[], None)
+                .unwrap_err()
+                .0,
             Code::TotalAboveMax
         );
     }
@@ -201,6 +219,9 @@ mod tests {
         apply_claim(&mut req, Some("live")).unwrap();
         assert_eq!(req.channel.as_deref(), Some("live"));
         apply_claim(&mut req, Some("live")).unwrap();
-        assert_eq!(apply_claim(&mut req, Some("web")).unwrap_err().code, Code::UnknownChannel);
+        assert_eq!(
+            apply_claim(&mut req, Some("web")).unwrap_err().code,
+            Code::UnknownChannel
+        );
     }
 }

@@ -252,7 +252,9 @@ impl PrivacyArgs {
         match (self.buyer_ids_in_clear, self.buyer_id_key.is_some()) {
             (true, _) => "in clear (--buyer-ids-in-clear)",
             (false, true) => "pseudonyms (HMAC-SHA256, --buyer-id-key)",
-            (false, false) => "pseudonyms with a random key per start (set --buyer-id-key to map back)",
+            (false, false) => {
+                "pseudonyms with a random key per start (set --buyer-id-key to map back)"
+            }
         }
     }
 }

@@ -13,10 +13,9 @@ use crate::journal::ended::EndedHold;
 use crate::journal::keys::Ended;
 use crate::metrics as m;
 use crate::protocol::{
-    BuyerErased, Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView, LineReq, MoveReq,
-    QtyReq,
-    Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState,
-    WindowReq,
+    BuyerErased, Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView,
+    LineReq, MoveReq, QtyReq, Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList,
+    SkuMeta, SkuPatch, SkuState, WindowReq,
 };
 use crate::stats::Stats;
 use holdfast_engine::{

@@ -123,7 +123,12 @@ impl BuyerNames {
 /// message (serde_json quotes the offending value, which may be a buyer
 /// id or a token).
 pub fn json_error_for_log(e: &serde_json::Error) -> String {
-    format!("{:?} at line {} column {}", e.classify(), e.line(), e.column())
+    format!(
+        "{:?} at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 /// Whether `s` looks like a pseudonym (64 lowercase hex digits).
@@ -142,7 +147,11 @@ mod tests {
         assert_eq!(k.0, (0u8..16).collect::<Vec<_>>());
         assert_eq!(BuyerIdKey::parse("AAECAwQFBgcICQoLDA0ODw==").unwrap(), k);
         assert_eq!(BuyerIdKey::parse("AAECAwQFBgcICQoLDA0ODw").unwrap(), k);
-        assert!(BuyerIdKey::parse("00").unwrap_err().contains("16 to 64 bytes"));
+        assert!(
+            BuyerIdKey::parse("00")
+                .unwrap_err()
+                .contains("16 to 64 bytes")
+        );
         assert!(BuyerIdKey::parse(&"ab".repeat(65)).is_err());
         assert!(BuyerIdKey::parse("not a key!").is_err());
         assert_eq!(format!("{k:?}"), "BuyerIdKey(redacted)");
@@ -160,7 +169,11 @@ mod tests {
         let p = names.name("buyer-1");
         assert!(is_pseudonym(&p));
         assert_eq!(names.restored(&p), p, "already a pseudonym");
-        assert_eq!(names.restored("buyer-1"), p, "a clear name read back is converted");
+        assert_eq!(
+            names.restored("buyer-1"),
+            p,
+            "a clear name read back is converted"
+        );
         assert_eq!(&*BuyerNames::Clear.name("buyer-1"), "buyer-1");
     }
 

@@ -33,10 +33,30 @@ fn channel<'a>(sku: &'a Value, id: &str) -> &'a Value {
 async fn channel_definitions_are_checked_field_by_field() {
     let gw = Gateway::demo().await;
     let cases = [
-        (json!([{"id": "bad id"}]), 400, "invalid_channel_id", "channels[0].id"),
-        (json!([{"id": "a"}, {"id": "a"}]), 400, "invalid_channels", "channels[1].id"),
-        (json!([{"id": "a", "quota": 11}]), 400, "not_enough_available", "channels"),
-        (json!([{"id": "a", "cap": 2097151}]), 400, "total_above_max", "channels[0].cap"),
+        (
+            json!([{"id": "bad id"}]),
+            400,
+            "invalid_channel_id",
+            "channels[0].id",
+        ),
+        (
+            json!([{"id": "a"}, {"id": "a"}]),
+            400,
+            "invalid_channels",
+            "channels[1].id",
+        ),
+        (
+            json!([{"id": "a", "quota": 11}]),
+            400,
+            "not_enough_available",
+            "channels",
+        ),
+        (
+            json!([{"id": "a", "cap": 2097151}]),
+            400,
+            "total_above_max",
+            "channels[0].cap",
+        ),
         (json!([{"id": "a", "share": 1}]), 400, "bad_request", ""),
         (
             Value::Array((0..9).map(|i| json!({"id": format!("c{i}")})).collect()),
@@ -53,7 +73,11 @@ async fn channel_definitions_are_checked_field_by_field() {
             json!({"id": "tee", "total": 10, "channels": channels}),
         )
         .await;
-        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{body}");
+        assert_eq!(
+            (got, body["error"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
         assert!(body["message"].as_str().unwrap().contains(names), "{body}");
     }
     let (status, _) = gw.get("/api/skus/tee").await;
@@ -71,12 +95,32 @@ async fn quotas_caps_and_moves_over_http() {
     assert_eq!(channel(&sku, "live")["quota_available"], 4);
     assert_eq!(channel(&sku, "web")["available"], 3);
 
-    let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 5, "buyer": "a", "channel": "live"})).await;
+    let (status, r) = reserve(
+        &gw,
+        json!({"sku": "tee", "qty": 5, "buyer": "a", "channel": "live"}),
+    )
+    .await;
     assert_eq!(status, 201, "{r}");
-    let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 4, "buyer": "b", "channel": "web"})).await;
-    assert_eq!((status, r["error"].as_str()), (409, Some("channel_cap_reached")), "{r}");
-    let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 1, "buyer": "b", "channel": "tiktok"})).await;
-    assert_eq!((status, r["error"].as_str()), (404, Some("unknown_channel")), "{r}");
+    let (status, r) = reserve(
+        &gw,
+        json!({"sku": "tee", "qty": 4, "buyer": "b", "channel": "web"}),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (409, Some("channel_cap_reached")),
+        "{r}"
+    );
+    let (status, r) = reserve(
+        &gw,
+        json!({"sku": "tee", "qty": 1, "buyer": "b", "channel": "tiktok"}),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (404, Some("unknown_channel")),
+        "{r}"
+    );
     let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 6, "buyer": "c"})).await;
     assert_eq!(
         (status, r["error"].as_str()),
@@ -97,34 +141,88 @@ async fn quotas_caps_and_moves_over_http() {
         }
     };
     let (status, r) = mv(-1, "live").await;
-    assert_eq!((status, r["error"].as_str()), (409, Some("not_enough_quota")), "{r}");
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (409, Some("not_enough_quota")),
+        "{r}"
+    );
     let (status, r) = mv(6, "live").await;
-    assert_eq!((status, r["error"].as_str()), (409, Some("not_enough_available")), "{r}");
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (409, Some("not_enough_available")),
+        "{r}"
+    );
     let (status, r) = mv(1, "tiktok").await;
-    assert_eq!((status, r["error"].as_str()), (404, Some("unknown_channel")), "{r}");
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (404, Some("unknown_channel")),
+        "{r}"
+    );
     let (status, r) = mv(3, "live").await;
     assert_eq!(status, 200, "{r}");
-    assert_eq!((r["available"].as_u64(), r["total"].as_u64()), (Some(5), Some(10)));
+    assert_eq!(
+        (r["available"].as_u64(), r["total"].as_u64()),
+        (Some(5), Some(10))
+    );
     assert_eq!(channel(&r, "live")["quota"], 7);
-    assert_eq!(channel(&r, "web")["available"], 2, "the web shop sees the smaller pool");
+    assert_eq!(
+        channel(&r, "web")["available"],
+        2,
+        "the web shop sees the smaller pool"
+    );
 
     // A PATCH changes a cap and a quota; the same refusals apply.
-    let (status, r) = admin(&gw, "PATCH", "/api/admin/skus/tee",
-        json!({"channels": [{"id": "web", "cap": 5}, {"id": "live", "quota": 5}]})).await;
+    let (status, r) = admin(
+        &gw,
+        "PATCH",
+        "/api/admin/skus/tee",
+        json!({"channels": [{"id": "web", "cap": 5}, {"id": "live", "quota": 5}]}),
+    )
+    .await;
     assert_eq!(status, 200, "{r}");
-    assert_eq!((channel(&r, "web")["cap"].as_u64(), channel(&r, "live")["quota"].as_u64()), (Some(5), Some(5)));
+    assert_eq!(
+        (
+            channel(&r, "web")["cap"].as_u64(),
+            channel(&r, "live")["quota"].as_u64()
+        ),
+        (Some(5), Some(5))
+    );
     let sku = gw.sku("tee").await;
-    let held: u64 = sku["channels"].as_array().unwrap().iter().map(|c| c["held"].as_u64().unwrap()).sum();
-    assert_eq!(held, sku["held"].as_u64().unwrap(), "channels add up to the sku: {sku}");
+    let held: u64 = sku["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["held"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        held,
+        sku["held"].as_u64().unwrap(),
+        "channels add up to the sku: {sku}"
+    );
 
     // /metrics: one series per configured channel and state, nothing else.
-    let text = gw.http.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let series: Vec<&str> = text.lines().filter(|l| l.starts_with("holdfast_channel_units{")).collect();
+    let text = gw
+        .http
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("holdfast_channel_units{"))
+        .collect();
     assert!(
         series.contains(&r#"holdfast_channel_units{sku="tee",channel="live",state="held"} 5"#),
         "{series:?}"
     );
-    assert!(series.iter().all(|l| l.contains(r#"channel="live""#) || l.contains(r#"channel="web""#)));
+    assert!(
+        series
+            .iter()
+            .all(|l| l.contains(r#"channel="live""#) || l.contains(r#"channel="web""#))
+    );
     gw.stop().await;
 }
 
@@ -166,7 +264,10 @@ async fn a_websocket_reservation_names_its_channel_and_updates_carry_channel_cou
             _ => None,
         })
         .await;
-    assert_eq!((live.id.as_str(), live.quota_available, live.available), ("live", 0, 2));
+    assert_eq!(
+        (live.id.as_str(), live.quota_available, live.available),
+        ("live", 0, 2)
+    );
     let id = buyer.id();
     buyer
         .send(&ClientMsg::Reserve(Reserve {
@@ -197,17 +298,29 @@ async fn a_websocket_reservation_names_its_channel_and_updates_carry_channel_cou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
     let Some(redis) = Redis::start() else { return };
-    let args: Vec<String> = ["--demo", "--redis", &redis.url(), "--persistence", "durable"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args: Vec<String> = [
+        "--demo",
+        "--redis",
+        &redis.url(),
+        "--persistence",
+        "durable",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let first = HoldfastNode::serve(&args).await;
     let http = reqwest::Client::new();
     let client = http.clone();
     let post = move |base: String, token: &'static str, path: String, body: Value| {
         let http = client.clone();
         async move {
-            let r = http.post(format!("{base}{path}")).bearer_auth(token).json(&body).send().await.ok()?;
+            let r = http
+                .post(format!("{base}{path}"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .ok()?;
             let status = r.status().as_u16();
             Some((status, r.json::<Value>().await.unwrap_or(Value::Null)))
         }
@@ -233,7 +346,9 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
                     let channel = channels[(c + n) % 3];
                     let body = json!({"sku": "drop", "qty": 1, "buyer": format!("b{c}-{n}"),
                         "request_id": format!("r{c}-{n}"), "channel": channel});
-                    let Some((status, r)) = post(base.clone(), CHECKOUT, "/api/reservations".into(), body).await else {
+                    let Some((status, r)) =
+                        post(base.clone(), CHECKOUT, "/api/reservations".into(), body).await
+                    else {
                         break;
                     };
                     if status != 201 {
@@ -242,9 +357,14 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
                     let hold = r["hold"].as_str().unwrap().to_string();
                     acks.fetch_add(1, Ordering::Relaxed);
                     let committed = n % 2 == 0
-                        && post(base.clone(), CHECKOUT, format!("/api/holds/{hold}/commit"), json!({}))
-                            .await
-                            .is_some_and(|(s, _)| s == 200);
+                        && post(
+                            base.clone(),
+                            CHECKOUT,
+                            format!("/api/holds/{hold}/commit"),
+                            json!({}),
+                        )
+                        .await
+                        .is_some_and(|(s, _)| s == 200);
                     acked.push((hold, committed));
                 }
                 acked
@@ -253,7 +373,10 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
         .collect();
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while acks.load(Ordering::Relaxed) < 20 {
-        assert!(tokio::time::Instant::now() < deadline, "the burst never got going");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the burst never got going"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     first.kill9();
@@ -263,9 +386,20 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
     }
 
     let second = HoldfastNode::serve(&args).await;
-    let sku: Value = http.get(second.url("/api/skus/drop")).send().await.unwrap().json().await.unwrap();
+    let sku: Value = http
+        .get(second.url("/api/skus/drop"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let n = |v: &Value, f: &str| v[f].as_u64().unwrap();
-    assert_eq!(n(&sku, "available") + n(&sku, "held") + n(&sku, "sold"), 60, "{sku}");
+    assert_eq!(
+        n(&sku, "available") + n(&sku, "held") + n(&sku, "sold"),
+        60,
+        "{sku}"
+    );
     let (live, web) = (channel(&sku, "live"), channel(&sku, "web"));
     assert_eq!(n(live, "quota"), 20, "{sku}");
     assert!(n(web, "held") + n(web, "sold") <= 15, "cap kept: {sku}");
@@ -282,12 +416,21 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
             .await
             .unwrap();
         let want = if *committed { "committed" } else { "held" };
-        assert!(view["state"] == want || (!committed && view["state"] == "committed"), "{hold}: {view}");
+        assert!(
+            view["state"] == want || (!committed && view["state"] == "committed"),
+            "{hold}: {view}"
+        );
     }
     // Attribution: each channel's sales are its order-stream entries.
-    let mut con = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut con = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
     let stream: redis::streams::StreamRangeReply =
-        redis::AsyncCommands::xrange_all(&mut con, "hf:orders").await.unwrap();
+        redis::AsyncCommands::xrange_all(&mut con, "hf:orders")
+            .await
+            .unwrap();
     for (id, c) in [("live", live), ("web", web)] {
         let entries = stream
             .ids

@@ -46,17 +46,28 @@ async fn everything(c: &mut redis::aio::MultiplexedConnection) -> String {
         all.push('\n');
         let kind: String = redis::cmd("TYPE").arg(&key).query_async(c).await.unwrap();
         let parts: Vec<Vec<u8>> = match kind.as_str() {
-            "hash" => redis::cmd("HGETALL").arg(&key).query_async(c).await.unwrap(),
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(c)
+                .await
+                .unwrap(),
             "string" => vec![redis::cmd("GET").arg(&key).query_async(c).await.unwrap()],
             "stream" => {
-                let r: redis::streams::StreamRangeReply =
-                    redis::cmd("XRANGE").arg(&key).arg("-").arg("+").query_async(c).await.unwrap();
+                let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(c)
+                    .await
+                    .unwrap();
                 r.ids
                     .iter()
-                    .flat_map(|e| e.map.iter().map(|(k, v)| {
-                        let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
-                        [k.as_bytes(), b"=", &v].concat()
-                    }))
+                    .flat_map(|e| {
+                        e.map.iter().map(|(k, v)| {
+                            let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
+                            [k.as_bytes(), b"=", &v].concat()
+                        })
+                    })
                     .collect()
             }
             other => panic!("a {other} key {key}: add it to the privacy scan"),
@@ -83,8 +94,13 @@ async fn buy(gw: &Gateway, buyer: &str, request: &str) -> String {
 }
 
 async fn hold_op(gw: &Gateway, hold: &str, op: &str) -> (u16, Value) {
-    gw.call("POST", &format!("/api/holds/{hold}/{op}"), Some(CHECKOUT), Some(json!({})))
-        .await
+    gw.call(
+        "POST",
+        &format!("/api/holds/{hold}/{op}"),
+        Some(CHECKOUT),
+        Some(json!({})),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -96,17 +112,38 @@ async fn buyer_ids_reach_redis_only_as_pseudonyms_unless_kept_in_the_clear() {
     buy(&gw, BOB, "r2").await;
     let mut c = con(&redis).await;
     let all = everything(&mut c).await;
-    assert!(!all.contains(ALICE) && !all.contains(BOB), "a raw buyer id in Redis:\n{all}");
+    assert!(
+        !all.contains(ALICE) && !all.contains(BOB),
+        "a raw buyer id in Redis:\n{all}"
+    );
     assert!(!all.contains("alice"), "not even part of it");
-    assert!(all.contains(&format!("buyer={}", pseudonym(ALICE))), "the order names the pseudonym");
-    assert!(all.contains(&pseudonym(BOB)), "hf:buyers maps the hash to the pseudonym");
+    assert!(
+        all.contains(&format!("buyer={}", pseudonym(ALICE))),
+        "the order names the pseudonym"
+    );
+    assert!(
+        all.contains(&pseudonym(BOB)),
+        "hf:buyers maps the hash to the pseudonym"
+    );
 
     // Retention: buyer records and remembered answers expire by themselves.
     let month: i64 = 2_592_000_000;
-    let reqs: Vec<String> = redis::cmd("KEYS").arg("hf:reqs:*").query_async(&mut c).await.unwrap();
+    let reqs: Vec<String> = redis::cmd("KEYS")
+        .arg("hf:reqs:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert!(!reqs.is_empty(), "request ids were given");
-    for key in ["hf:buyers", "hf:{tee-black-m}:buyers"].iter().map(|k| k.to_string()).chain(reqs) {
-        let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut c).await.unwrap();
+    for key in ["hf:buyers", "hf:{tee-black-m}:buyers"]
+        .iter()
+        .map(|k| k.to_string())
+        .chain(reqs)
+    {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert!(ttl > 0 && ttl <= month, "{key} expires (pttl {ttl})");
     }
     gw.stop().await;
@@ -140,7 +177,10 @@ async fn the_order_stream_is_trimmed_by_age() {
     let gw = Gateway::start(a).await;
     let first = buy(&gw, "first", "f").await;
     assert_eq!(hold_op(&gw, &first, "commit").await.0, 200);
-    let first_id: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut c, "hf:orders").await.unwrap();
+    let first_id: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut c, "hf:orders")
+            .await
+            .unwrap();
     let first_id = first_id.ids[0].id.clone();
     // Later orders' batches trim what is older than 200 ms: poll for it.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -149,12 +189,18 @@ async fn the_order_stream_is_trimmed_by_age() {
         n += 1;
         let h = buy(&gw, &format!("b{n}"), &format!("r{n}")).await;
         assert_eq!(hold_op(&gw, &h, "commit").await.0, 200);
-        let r: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut c, "hf:orders").await.unwrap();
+        let r: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut c, "hf:orders")
+                .await
+                .unwrap();
         assert!(!r.ids.is_empty(), "the newest entry stays");
         if r.ids.iter().all(|e| e.id != first_id) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the old entry was never trimmed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old entry was never trimmed"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     gw.stop().await;
@@ -177,12 +223,21 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     let erase = |id: &'static str| {
         let gw = &gw;
         async move {
-            gw.call("POST", &format!("/api/admin/buyers/{}/erase", id.replace('@', "%40")), Some(ADMIN), None)
-                .await
+            gw.call(
+                "POST",
+                &format!("/api/admin/buyers/{}/erase", id.replace('@', "%40")),
+                Some(ADMIN),
+                None,
+            )
+            .await
         }
     };
     let (status, r) = erase(ALICE).await;
-    assert_eq!((status, r["error"].as_str()), (409, Some("buyer_has_live_holds")), "{r}");
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (409, Some("buyer_has_live_holds")),
+        "{r}"
+    );
     assert_eq!(hold_op(&gw, &live, "release").await.0, 200);
     let (status, r) = erase(ALICE).await;
     assert_eq!(status, 200, "{r}");
@@ -194,13 +249,26 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
 
     let mut c = con(&redis).await;
     let all = everything(&mut c).await;
-    assert!(!all.contains(&pseudonym(ALICE)), "alice's pseudonym left:\n{all}");
+    assert!(
+        !all.contains(&pseudonym(ALICE)),
+        "alice's pseudonym left:\n{all}"
+    );
     assert!(all.contains(&pseudonym(BOB)), "bob's order stays");
-    let limits: usize = redis::AsyncCommands::hlen(&mut c, "hf:{tee-black-m}:buyers").await.unwrap();
+    let limits: usize = redis::AsyncCommands::hlen(&mut c, "hf:{tee-black-m}:buyers")
+        .await
+        .unwrap();
     assert_eq!(limits, 1, "only bob's limit record is left");
     // Erasing again finds nothing; an unknown buyer likewise.
     let (status, r) = erase(ALICE).await;
-    assert_eq!((status, r["order_entries"].as_u64(), r["redis_names"].as_u64()), (200, Some(0), Some(0)), "{r}");
+    assert_eq!(
+        (
+            status,
+            r["order_entries"].as_u64(),
+            r["redis_names"].as_u64()
+        ),
+        (200, Some(0), Some(0)),
+        "{r}"
+    );
     gw.stop().await;
 
     // After a restart nothing comes back.

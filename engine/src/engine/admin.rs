@@ -147,7 +147,11 @@ impl Engine {
         self.emit(self.now_ms(), &buf);
         self.note(sku, change);
         // With channels, the SKU's counts include every quota.
-        match self.catalog.get(sku).and_then(|e| Some((e, e.channels.get()?))) {
+        match self
+            .catalog
+            .get(sku)
+            .and_then(|e| Some((e, e.channels.get()?)))
+        {
             Some((entry, set)) => set.counts(&entry.stock).0,
             None => change.after,
         }
@@ -247,9 +251,7 @@ impl Engine {
         if !self.admit() {
             return Err(CatalogError::Overloaded);
         }
-        let set = entry
-            .channels
-            .get_or_init(|| Box::new(ChannelSet::new()));
+        let set = entry.channels.get_or_init(|| Box::new(ChannelSet::new()));
         let _admin = set.lock();
         let (channel, added) = match set.find(id) {
             Some(c) => (c, false),

@@ -6,9 +6,9 @@
 //! undone. The table and the outcome words are [`crate::idempotency`]'s.
 
 use super::Engine;
-use crate::channel::ChannelIdx;
 use crate::answer::{Line, Reservation};
 use crate::buyer_limit::{BuyerId, mix64};
+use crate::channel::ChannelIdx;
 use crate::error::{HoldError, ReserveError};
 use crate::event::{EventBuf, EventKind};
 use crate::hold::HoldId;

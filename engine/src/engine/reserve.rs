@@ -47,7 +47,9 @@ impl Engine {
             // Nothing to remember: the one-line path, without the per-line
             // lists a cart needs.
             None => self.reserve_one(sku, qty, buyer, allow_partial),
-            Some(_) => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, None),
+            Some(_) => {
+                self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, None)
+            }
         }
     }
 
@@ -65,7 +67,9 @@ impl Engine {
     ) -> Result<Reservation, ReserveError> {
         match channel {
             None => self.reserve(sku, qty, buyer, request, allow_partial),
-            Some(_) => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, channel),
+            Some(_) => {
+                self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, channel)
+            }
         }
     }
 
@@ -478,7 +482,8 @@ fn untake_line(entry: &SkuEntry, t: &Taken) -> Option<Change> {
         None => Some(entry.stock.untake(t.granted)),
         Some(c) => {
             let set = entry.channels.get().expect("a channel line has a set");
-            set.get(c).settle(&entry.stock, t.granted, t.source.quota, 0)
+            set.get(c)
+                .settle(&entry.stock, t.granted, t.source.quota, 0)
         }
     }
 }

@@ -13,7 +13,10 @@ use axum::{Json, Router};
 
 /// The channel routes, merged into the API router.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/admin/skus/{id}/channels/{channel}/move", post(move_quota))
+    Router::new().route(
+        "/api/admin/skus/{id}/channels/{channel}/move",
+        post(move_quota),
+    )
 }
 
 /// Answers the SKU's state after the move (its `channels` included).

@@ -403,4 +403,3 @@ fn topic_stats(
 ) -> crate::protocol::Stats {
     s.ops.stats.of_skus(&s.ops.engine, topic, 0, skus)
 }
-

@@ -9,8 +9,8 @@
 //! write the mirror out, and the stream of batches continues from there.
 
 use super::keys::{
-    ChannelRecord, Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys, RequestRecord,
-    buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
+    ChannelRecord, Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys,
+    RequestRecord, buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
     request_bucket_ttl_ms, request_field,
 };
 use crate::catalog::Meta;

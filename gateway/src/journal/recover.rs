@@ -7,7 +7,9 @@
 //! it was left half-written and starting over it would silently diverge.
 
 use super::conn::Conn;
-use super::keys::{ChannelRecord, HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field};
+use super::keys::{
+    ChannelRecord, HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field,
+};
 use crate::protocol::SkuMeta;
 use anyhow::{Context as _, anyhow, bail};
 use holdfast_engine::{

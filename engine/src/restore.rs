@@ -214,7 +214,7 @@ impl SavedState {
         for s in &self.skus {
             problems.extend(check_channels(s, &channel_held));
         }
-        for ((sku, channel), _) in &channel_held {
+        for (sku, channel) in channel_held.keys() {
             let known = self
                 .skus
                 .iter()

@@ -37,7 +37,7 @@ impl BuyerIdKey {
     /// Parses a key (clap's value parser); the error never echoes it.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let bytes = if text.len() % 2 == 0 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let bytes = if text.len().is_multiple_of(2) && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             (0..text.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&text[i..i + 2], 16))

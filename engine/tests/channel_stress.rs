@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use holdfast_engine::*;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// xorshift64*: a tiny deterministic generator, one per thread.
 struct Rng(u64);
@@ -93,9 +93,13 @@ fn two_channels_fight_for_the_last_shared_units_and_the_quota_holds() {
 
 #[test]
 fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
-    const TOTAL: u32 = 400;
-    const WEB_CAP: u32 = 150;
+    const TOTAL: u32 = 2_000;
+    const WEB_CAP: u32 = 600;
     const OPS: usize = 20_000;
+    /// Buyers keep going until the admin moved this often and the reader
+    /// read this often: the overlap never depends on the scheduler.
+    const MOVES_MIN: u64 = 200;
+    const READS_MIN: u64 = 200;
     let r = rig();
     let sku = r.sku("tee", TOTAL, settings(60_000, 0));
     r.engine.configure_channel(sku, "live", 100, None).unwrap();
@@ -103,17 +107,25 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
         .configure_channel(sku, "web", 0, Some(WEB_CAP))
         .unwrap();
     let done = AtomicBool::new(false);
+    let (moved, read) = (AtomicU64::new(0), AtomicU64::new(0));
     let channels = [Some("live"), Some("web"), None];
 
     let (moves, reads, sold) = std::thread::scope(|s| {
         let buyers: Vec<_> = (0..2u64)
             .map(|t| {
-                let r = &r;
+                let (r, moved, read) = (&r, &moved, &read);
                 s.spawn(move || {
                     let mut rng = Rng(0x9e37_79b9 + t);
                     let mut live = Vec::new();
                     let mut sold = [0u32; 3];
-                    for i in 0..OPS {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                    for i in 0.. {
+                        let overlapped = moved.load(Ordering::Relaxed) >= MOVES_MIN
+                            && read.load(Ordering::Relaxed) >= READS_MIN;
+                        if i >= OPS && overlapped {
+                            break;
+                        }
+                        assert!(std::time::Instant::now() < deadline, "no overlap in 120 s");
                         let pick = rng.below(3) as usize;
                         let qty = 1 + rng.below(3) as u32;
                         if let Ok(h) = r.engine.reserve_on(
@@ -129,7 +141,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
                         if live.len() > 20 || (rng.below(2) == 0 && !live.is_empty()) {
                             let (h, pick, units) =
                                 live.swap_remove(rng.below(live.len() as u64) as usize);
-                            if rng.below(3) == 0 {
+                            if rng.below(50) == 0 {
                                 r.engine.commit(h, None, None).unwrap();
                                 sold[pick] += units;
                             } else {
@@ -151,6 +163,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
                 let units = rng.below(41) as i64 - 20;
                 if units != 0 && r.engine.move_quota(sku, "live", units).is_ok() {
                     moves += 1;
+                    moved.store(moves, Ordering::Relaxed);
                 }
             }
             moves
@@ -164,6 +177,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
                 let web = &snap.channels[1];
                 assert!(web.held + web.sold <= WEB_CAP, "cap passed: {web:?}");
                 reads += 1;
+                read.store(reads, Ordering::Relaxed);
             }
             reads
         });
@@ -177,7 +191,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
         (admin.join().unwrap(), reader.join().unwrap(), sold)
     });
     assert!(
-        moves > 0 && reads > 0,
+        moves >= MOVES_MIN && reads >= READS_MIN,
         "the admin moved ({moves}) and the reader read ({reads})"
     );
 

@@ -22,6 +22,20 @@ async fn reserve(gw: &Gateway, body: Value) -> (u16, Value) {
         .await
 }
 
+/// A websocket reservation of `qty` tees on `channel`.
+fn reserve_on(id: u64, qty: u32, channel: &str) -> ClientMsg {
+    ClientMsg::Reserve(Reserve {
+        id,
+        sku: Some("tee".into()),
+        qty: Some(qty),
+        lines: None,
+        buyer: "b1".into(),
+        request_id: None,
+        allow_partial: false,
+        channel: Some(channel.into()),
+    })
+}
+
 fn channel<'a>(sku: &'a Value, id: &str) -> &'a Value {
     sku["channels"]
         .as_array()
@@ -235,18 +249,7 @@ async fn a_websocket_reservation_names_its_channel_and_updates_carry_channel_cou
     viewer.subscribe(&["sku:tee"]).await;
     let mut buyer = Ws::connect_with(&gw, Some(CHECKOUT), true).await;
     let id = buyer.id();
-    buyer
-        .send(&ClientMsg::Reserve(Reserve {
-            id,
-            sku: Some("tee".into()),
-            qty: Some(3),
-            lines: None,
-            buyer: "b1".into(),
-            request_id: None,
-            allow_partial: false,
-            channel: Some("live".into()),
-        }))
-        .await;
+    buyer.send(&reserve_on(id, 3, "live")).await;
     let units = buyer
         .until(|m| match m {
             ServerMsg::Reserved(r) if r.id == id => Some(r.units),
@@ -269,18 +272,7 @@ async fn a_websocket_reservation_names_its_channel_and_updates_carry_channel_cou
         ("live", 0, 2)
     );
     let id = buyer.id();
-    buyer
-        .send(&ClientMsg::Reserve(Reserve {
-            id,
-            sku: Some("tee".into()),
-            qty: Some(1),
-            lines: None,
-            buyer: "b1".into(),
-            request_id: None,
-            allow_partial: false,
-            channel: Some("tiktok".into()),
-        }))
-        .await;
+    buyer.send(&reserve_on(id, 1, "tiktok")).await;
     let code = buyer
         .until(|m| match m {
             ServerMsg::Error(e) if e.id == Some(id) => Some(e.error),

@@ -43,19 +43,13 @@ impl Engine {
         request: Option<RequestId>,
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
-        match request {
-            // Nothing to remember: the one-line path, without the per-line
-            // lists a cart needs.
-            None => self.reserve_one(sku, qty, buyer, allow_partial),
-            Some(_) => {
-                self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, None)
-            }
-        }
+        self.reserve_on(sku, qty, buyer, request, allow_partial, None)
     }
 
     /// [`Engine::reserve`] on a sales channel (`None`: the common pool, the
     /// same as `reserve`). The units come from the channel's quota first,
     /// then from the pool, within the channel's cap.
+    #[inline]
     pub fn reserve_on(
         &self,
         sku: SkuIdx,
@@ -65,11 +59,11 @@ impl Engine {
         allow_partial: bool,
         channel: Option<&str>,
     ) -> Result<Reservation, ReserveError> {
-        match channel {
-            None => self.reserve(sku, qty, buyer, request, allow_partial),
-            Some(_) => {
-                self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, channel)
-            }
+        match (request, channel) {
+            // Nothing to remember, no channel: the one-line path, without
+            // the per-line lists a cart needs.
+            (None, None) => self.reserve_one(sku, qty, buyer, allow_partial),
+            _ => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, channel),
         }
     }
 

@@ -258,6 +258,41 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
         .await
         .unwrap();
     assert_eq!(limits, 1, "only bob's limit record is left");
+    // The stream is read in pages of ERASE_SCAN_COUNT: entries on every
+    // page (and across page edges) are found.
+    let page = holdfast_gateway::journal::erase::ERASE_SCAN_COUNT;
+    let mut pipe = redis::pipe();
+    for i in 0..2 * page + 1 {
+        let who = if i % 3 == 0 {
+            pseudonym(ALICE)
+        } else {
+            pseudonym(BOB)
+        };
+        pipe.cmd("XADD")
+            .arg("hf:orders")
+            .arg("*")
+            .arg("event")
+            .arg("committed")
+            .arg("buyer")
+            .arg(who)
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut c).await.unwrap();
+    let before: usize = redis::AsyncCommands::xlen(&mut c, "hf:orders")
+        .await
+        .unwrap();
+    let (status, r) = erase(ALICE).await;
+    let alice = (2 * page + 1).div_ceil(3) as u64;
+    assert_eq!(
+        (status, r["order_entries"].as_u64()),
+        (200, Some(alice)),
+        "{r}"
+    );
+    let after: usize = redis::AsyncCommands::xlen(&mut c, "hf:orders")
+        .await
+        .unwrap();
+    assert_eq!(before - after, alice as usize, "only alice's entries went");
+
     // Erasing again finds nothing; an unknown buyer likewise.
     let (status, r) = erase(ALICE).await;
     assert_eq!(

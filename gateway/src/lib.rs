@@ -14,6 +14,10 @@
 //! - [`ws`]: the websocket upgrade, [`ws::session`] per connection, [`ws::hub`] fan-out.
 //! - [`journal`]: persistence (memory, or Redis with group commit).
 //! - [`catalog`]: display data, shows, catalog files, the demo show.
+//! - [`channels`]: sales channels of a SKU at the wire (definitions, counts,
+//!   a token's channel claim); [`http::channels`]: the quota move route.
+//! - [`privacy`]: buyer-id pseudonyms (HMAC-SHA256); [`http::privacy`]: buyer
+//!   erasure; [`journal::erase`]: its Redis side.
 //! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
 //! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
 //!   ids, the error type, metric names, the few system calls.

@@ -203,6 +203,14 @@ mod tests {
     }
 
     #[test]
+    fn cluster_mode_refuses_channels_by_name() {
+        assert!(refuse_in_cluster(false).is_ok());
+        let e = refuse_in_cluster(true).unwrap_err();
+        assert_eq!(e.code, Code::InvalidChannels);
+        assert!(e.message.contains("single-node mode"));
+    }
+
+    #[test]
     fn a_token_claim_sets_the_channel_and_a_different_body_is_refused() {
         let mut req = Reserve {
             id: 1,

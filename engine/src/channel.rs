@@ -32,7 +32,7 @@
 use crate::error::{CatalogError, ReserveError};
 use crate::limits::{CHANNEL_ID_BYTES_MAX, CHANNELS_MAX, SKU_UNITS_MAX};
 use crate::stock::{Change, Counts, Stock, StockRefusal};
-use crate::sync::{AtomicU32, AtomicU64, Ordering, fence};
+use crate::sync::{AtomicU32, AtomicU64, Backoff, Ordering, fence};
 use crossbeam::utils::CachePadded;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -341,6 +341,7 @@ impl ChannelSet {
     /// The SKU's counts (`pool` plus every quota) and each channel's, with
     /// no quota move half-applied.
     pub(crate) fn counts(&self, pool: &Stock) -> (Counts, Vec<ChannelCounts>) {
+        let backoff = Backoff::new();
         loop {
             // Acquire: pairs with the closing Release store of `moving`.
             let before = self.epoch.load(Ordering::Acquire);
@@ -355,7 +356,8 @@ impl ChannelSet {
                     return read;
                 }
             }
-            std::hint::spin_loop();
+            // A move is between its two CASes (nanoseconds): wait it out.
+            backoff.snooze();
         }
     }
 

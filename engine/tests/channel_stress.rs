@@ -22,6 +22,17 @@ impl Rng {
     }
 }
 
+/// Sets the flag when dropped, also while unwinding: a thread that fails
+/// stops the others instead of leaving them spinning (a failing test fails,
+/// it never hangs).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn rig() -> Rig {
     Rig::new(EngineConfig {
         skus_max: 512,
@@ -113,7 +124,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
     let (moves, reads, sold) = std::thread::scope(|s| {
         let buyers: Vec<_> = (0..2u64)
             .map(|t| {
-                let (r, moved, read) = (&r, &moved, &read);
+                let (r, moved, read, done) = (&r, &moved, &read, &done);
                 s.spawn(move || {
                     let mut rng = Rng(0x9e37_79b9 + t);
                     let mut live = Vec::new();
@@ -122,7 +133,8 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
                     for i in 0.. {
                         let overlapped = moved.load(Ordering::Relaxed) >= MOVES_MIN
                             && read.load(Ordering::Relaxed) >= READS_MIN;
-                        if i >= OPS && overlapped {
+                        // `done` before the end: the admin or the reader failed.
+                        if (i >= OPS && overlapped) || done.load(Ordering::Relaxed) {
                             break;
                         }
                         assert!(std::time::Instant::now() < deadline, "no overlap in 120 s");
@@ -157,6 +169,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
             })
             .collect();
         let admin = s.spawn(|| {
+            let _stop = StopOnDrop(&done);
             let mut rng = Rng(7);
             let mut moves = 0u64;
             while !done.load(Ordering::Relaxed) {
@@ -169,6 +182,7 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
             moves
         });
         let reader = s.spawn(|| {
+            let _stop = StopOnDrop(&done);
             let mut reads = 0u64;
             while !done.load(Ordering::Relaxed) {
                 let snap = r.engine.snapshot(sku).unwrap();
@@ -181,13 +195,14 @@ fn quota_moves_during_a_burst_never_change_the_total_or_break_a_bound() {
             }
             reads
         });
+        let stop = StopOnDrop(&done);
         let mut sold = [0u32; 3];
         for b in buyers {
             for (all, one) in sold.iter_mut().zip(b.join().unwrap()) {
                 *all += one;
             }
         }
-        done.store(true, Ordering::Relaxed);
+        drop(stop);
         (admin.join().unwrap(), reader.join().unwrap(), sold)
     });
     assert!(

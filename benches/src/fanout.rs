@@ -334,6 +334,7 @@ async fn floor_main(listen: SocketAddr, topic: String) -> Result<()> {
         all_in_carts: false,
         buyer_limit: 0,
         meta: None,
+        channels: Vec::new(),
     };
     let now_ms = || now_unix_ns() / 1_000_000;
     let snapshot = bytes::Bytes::from(server_frame(
@@ -908,6 +909,7 @@ mod tests {
             all_in_carts: false,
             buyer_limit: 0,
             meta: None,
+            channels: Vec::new(),
         }
     }
 

@@ -398,6 +398,7 @@ pub fn reserve_msg(slot: usize, sku: &str, buyer: &str) -> Message {
         // and the baseline has no idempotency either.
         request_id: None,
         allow_partial: false,
+        channel: None,
     }))
 }
 

@@ -4,6 +4,7 @@
 
 use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
+use crate::channel::ChannelCounts;
 use crate::hold::{HoldId, HoldState};
 use crate::stock::Counts;
 use std::sync::Arc;
@@ -73,4 +74,7 @@ pub struct SkuSnapshot {
     pub counts: Counts,
     pub window: SaleWindow,
     pub settings: SkuSettings,
+    /// Per-channel counts, in the order the channels were added (empty
+    /// for a SKU without channels). `counts` includes every quota.
+    pub channels: Vec<ChannelCounts>,
 }

@@ -6,6 +6,7 @@
 //! on the reserve path. Creating a SKU takes the dashmap shard lock, which is
 //! fine: it is an admin action, not a buyer's.
 
+use crate::channel::ChannelSet;
 use crate::error::CatalogError;
 use crate::limits::HOLD_LIFETIME_MAX_MS;
 use crate::limits::{SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
@@ -163,6 +164,9 @@ pub(crate) struct SkuEntry {
     pub(crate) order_units_max: AtomicU32,
     pub(crate) hold_ttl_ms: AtomicU64,
     pub(crate) hold_lifetime_max_ms: AtomicU64,
+    /// The SKU's sales channels, allocated when it gets its first one
+    /// (most SKUs have none, and their reservations never look here).
+    pub(crate) channels: OnceLock<Box<ChannelSet>>,
     /// Set last when the SKU is created: its presence publishes the entry.
     pub(crate) id: OnceLock<Arc<str>>,
 }
@@ -176,6 +180,7 @@ impl SkuEntry {
             order_units_max: AtomicU32::new(1),
             hold_ttl_ms: AtomicU64::new(1),
             hold_lifetime_max_ms: AtomicU64::new(1),
+            channels: OnceLock::new(),
             id: OnceLock::new(),
         }
     }

@@ -12,7 +12,9 @@
 //! refusal. A variant's payload (a limit, a count) is remembered beside its
 //! number, so a replay returns the same refusal with the same payload.
 
-use crate::limits::{CART_LINES_MAX, SKU_ID_BYTES_MAX, SKU_UNITS_MAX};
+use crate::limits::{
+    CART_LINES_MAX, CHANNEL_ID_BYTES_MAX, CHANNELS_MAX, SKU_ID_BYTES_MAX, SKU_UNITS_MAX,
+};
 
 /// Bits of a raw refusal holding its discriminant; the payload sits above.
 const RAW_CODE_BITS: u32 = 8;
@@ -79,6 +81,13 @@ pub enum ReserveError {
     /// A cart with no line, or more than [`CART_LINES_MAX`].
     #[error("lines must have 1 to {CART_LINES_MAX} entries")]
     CartSize = 13,
+    /// The reservation names a sales channel the SKU does not have.
+    #[error("unknown channel for this sku")]
+    UnknownChannel = 14,
+    /// The channel's cap (the most it may sell) leaves fewer units than
+    /// asked; `remaining` is what it may still take.
+    #[error("channel cap reached, {remaining} remaining")]
+    ChannelCapReached { remaining: u32 } = 15,
 }
 
 impl ReserveError {
@@ -99,6 +108,8 @@ impl ReserveError {
             Self::DuplicateSku => "duplicate_sku",
             Self::NotEnoughAvailable { .. } => "not_enough_available",
             Self::CartSize => "cart_size",
+            Self::UnknownChannel => "unknown_channel",
+            Self::ChannelCapReached { .. } => "channel_cap_reached",
         }
     }
 
@@ -116,6 +127,7 @@ impl ReserveError {
         let payload = match self {
             Self::QtyAboveMax { max } => max,
             Self::NotEnoughAvailable { available } => available,
+            Self::ChannelCapReached { remaining } => remaining,
             _ => 0,
         };
         u64::from(payload) << RAW_CODE_BITS | u64::from(discriminant!(self))
@@ -138,6 +150,8 @@ impl ReserveError {
             11 => Self::DuplicateSku,
             12 => Self::NotEnoughAvailable { available: payload },
             13 => Self::CartSize,
+            14 => Self::UnknownChannel,
+            15 => Self::ChannelCapReached { remaining: payload },
             _ => Self::Invalid,
         }
     }
@@ -296,6 +310,24 @@ pub enum CatalogError {
     /// A total below the units held and sold (which can never be removed).
     #[error("total below the {committed} units held or sold")]
     TotalBelowCommitted { committed: u32 } = 10,
+    /// The SKU has no sales channel with that id.
+    #[error("unknown channel for this sku")]
+    UnknownChannel = 11,
+    /// A channel id that is not 1 to [`CHANNEL_ID_BYTES_MAX`] of
+    /// `A-Z a-z 0-9 . _ -`.
+    #[error(
+        "channel id must be 1 to {CHANNEL_ID_BYTES_MAX} ascii letters, digits, '.', '_' or '-'"
+    )]
+    InvalidChannelId = 12,
+    /// The SKU already has [`CHANNELS_MAX`] channels.
+    #[error("a sku has at most {CHANNELS_MAX} channels")]
+    ChannelsFull = 13,
+    /// A channel cap below the units the channel already holds or sold.
+    #[error("cap below the {used} units the channel holds or sold")]
+    CapBelowUsed { used: u32 } = 14,
+    /// Moving more units out of a channel's quota than it has unsold.
+    #[error("only {available} units of the channel's quota available")]
+    NotEnoughQuota { available: u32 } = 15,
 }
 
 impl CatalogError {
@@ -312,6 +344,11 @@ impl CatalogError {
             Self::InvalidSettings { .. } => "invalid_settings",
             Self::InvalidQty => "invalid_qty",
             Self::TotalBelowCommitted { .. } => "total_below_committed",
+            Self::UnknownChannel => "unknown_channel",
+            Self::InvalidChannelId => "invalid_channel_id",
+            Self::ChannelsFull => "channels_full",
+            Self::CapBelowUsed { .. } => "cap_below_used",
+            Self::NotEnoughQuota { .. } => "not_enough_quota",
         }
     }
 
@@ -348,6 +385,10 @@ mod tests {
                 (u64::from(available) << 8 | 12, "not_enough_available")
             }
             CartSize => (13, "cart_size"),
+            UnknownChannel => (14, "unknown_channel"),
+            ChannelCapReached { remaining } => {
+                (u64::from(remaining) << 8 | 15, "channel_cap_reached")
+            }
         }
     }
 
@@ -384,6 +425,11 @@ mod tests {
             InvalidSettings { .. } => (8, "invalid_settings"),
             InvalidQty => (9, "invalid_qty"),
             TotalBelowCommitted { .. } => (10, "total_below_committed"),
+            UnknownChannel => (11, "unknown_channel"),
+            InvalidChannelId => (12, "invalid_channel_id"),
+            ChannelsFull => (13, "channels_full"),
+            CapBelowUsed { .. } => (14, "cap_below_used"),
+            NotEnoughQuota { .. } => (15, "not_enough_quota"),
         }
     }
 
@@ -407,7 +453,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(seen.len(), 14, "every variant decodes from its number");
+        assert_eq!(seen.len(), 16, "every variant decodes from its number");
     }
 
     #[test]
@@ -444,6 +490,11 @@ mod tests {
             InvalidSettings { reason: "x" },
             InvalidQty,
             TotalBelowCommitted { committed: 2 },
+            UnknownChannel,
+            InvalidChannelId,
+            ChannelsFull,
+            CapBelowUsed { used: 2 },
+            NotEnoughQuota { available: 1 },
         ];
         for e in all {
             let (discriminant, name) = catalog_pinned(e);
@@ -454,13 +505,17 @@ mod tests {
 
     #[test]
     fn messages_are_lowercase_without_period_and_name_their_limits() {
-        let reserve = (0..=13).map(|c| ReserveError::from_raw(7 << 8 | c).to_string());
+        let reserve = (0..=15).map(|c| ReserveError::from_raw(7 << 8 | c).to_string());
         let hold = (0..=13).map(|c| HoldError::from_raw(7 << 8 | c).to_string());
         let catalog = [
             CatalogError::NotEnoughAvailable { available: 7 },
             CatalogError::TotalAboveMax,
             CatalogError::InvalidSkuId,
             CatalogError::TotalBelowCommitted { committed: 7 },
+            CatalogError::InvalidChannelId,
+            CatalogError::ChannelsFull,
+            CatalogError::CapBelowUsed { used: 7 },
+            CatalogError::NotEnoughQuota { available: 7 },
         ]
         .map(|e| e.to_string());
         for m in reserve.chain(hold).chain(catalog) {

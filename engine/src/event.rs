@@ -16,6 +16,7 @@
 
 use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
+use crate::channel::{ChannelIdx, Source};
 use crate::hold::HoldId;
 use crate::idempotency::RequestId;
 use crate::lanes::{self, Lanes};
@@ -37,6 +38,9 @@ pub struct HoldLine {
     pub lines: u8,
     /// Whether this line's units count against the buyer's limit.
     pub counted: bool,
+    /// The line's channel and how many of its units came from that
+    /// channel's quota ([`Source::POOL`] without a channel).
+    pub source: Source,
 }
 
 /// What changed.
@@ -91,6 +95,21 @@ pub enum EventKind {
     },
     /// The sale window changed.
     WindowChanged { sku: SkuIdx, window: SaleWindow },
+    /// A sales channel was added to a SKU, or its cap changed (`None`: no
+    /// cap). Its id: [`Engine::channel_id`](crate::Engine::channel_id).
+    ChannelSet {
+        sku: SkuIdx,
+        channel: ChannelIdx,
+        cap: Option<u32>,
+    },
+    /// `qty` unsold units moved from the SKU's common pool into a channel's
+    /// quota (`to_quota`), or back.
+    QuotaMoved {
+        sku: SkuIdx,
+        channel: ChannelIdx,
+        to_quota: bool,
+        qty: u32,
+    },
     /// A remembered answer was withdrawn: its reservation's durable write
     /// failed and it was undone, so a retry must run afresh, after a
     /// restart too (the journal deletes the stored answer).
@@ -107,7 +126,9 @@ impl EventKind {
             | Self::Adjusted { sku, .. }
             | Self::SoldOut { sku }
             | Self::BackInStock { sku }
-            | Self::WindowChanged { sku, .. } => Some(sku),
+            | Self::WindowChanged { sku, .. }
+            | Self::ChannelSet { sku, .. }
+            | Self::QuotaMoved { sku, .. } => Some(sku),
             Self::Reserved { line, .. }
             | Self::Committed { line, .. }
             | Self::Released { line, .. }

@@ -20,6 +20,7 @@
 //! This module must never block, allocate after start-up, or read a slot's
 //! fields without first validating the generation.
 
+use crate::channel::Source;
 use crate::lanes::Lanes;
 use crate::limits::{HOLDS_MAX, INCARNATION_BITS, INCARNATIONS, SLOT_READ_TRIES_MAX};
 use crate::sync::{AtomicU32, AtomicU64, Backoff, Ordering, fence};
@@ -321,6 +322,8 @@ pub(crate) struct Slot {
     pub(crate) sold: AtomicU32,
     /// 1 if this line's units count against the buyer's limit.
     pub(crate) counted: AtomicU32,
+    /// Where the line's units came from ([`Source::pack`]; 0: the pool).
+    pub(crate) source: AtomicU32,
 }
 
 /// The fields of one line of a hold, written into its slot while the slot
@@ -336,6 +339,7 @@ pub(crate) struct Fill {
     pub(crate) next_line: u32,
     pub(crate) lines: u32,
     pub(crate) counted: bool,
+    pub(crate) source: Source,
 }
 
 impl Slot {
@@ -351,6 +355,7 @@ impl Slot {
             lines: AtomicU32::new(0),
             sold: AtomicU32::new(0),
             counted: AtomicU32::new(0),
+            source: AtomicU32::new(0),
         }
     }
 
@@ -370,6 +375,7 @@ impl Slot {
         self.lines.store(f.lines, Ordering::Relaxed);
         self.sold.store(0, Ordering::Relaxed);
         self.counted.store(u32::from(f.counted), Ordering::Relaxed);
+        self.source.store(f.source.pack(), Ordering::Relaxed);
     }
 
     /// Publishes a filled head slot as a live hold.

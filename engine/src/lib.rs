@@ -13,6 +13,8 @@
 //! - [`clock`]: wall-clock milliseconds, injectable for tests.
 //! - [`stock`]: one SKU's three counts packed in one atomic word, and what
 //!   "sold out" means.
+//! - [`channel`]: sales channels of a SKU: reserved quotas, caps, and
+//!   what each channel holds and sold.
 //! - [`catalog`]: SKUs by id and index; settings and sale windows.
 //! - [`hold`]: the preallocated hold table; one state word decides each hold.
 //! - `buyer_limit`: per-buyer limits per SKU.
@@ -50,6 +52,7 @@
 pub mod answer;
 mod buyer_limit;
 pub mod catalog;
+pub mod channel;
 pub mod clock;
 pub mod doorbell;
 mod engine;
@@ -69,6 +72,7 @@ mod sync;
 pub use answer::{HoldInfo, HoldLineInfo, Line, Reservation, Settlement, SkuSnapshot};
 pub use buyer_limit::BuyerId;
 pub use catalog::{SaleWindow, SkuIdx, SkuSettings, SkuSpec, is_valid_sku_id};
+pub use channel::{ChannelCounts, ChannelIdx, Source, is_valid_channel_id};
 pub use clock::{CachedClock, Clock, ManualClock, SystemClock};
 pub use doorbell::Doorbell;
 pub use engine::Engine;
@@ -79,6 +83,7 @@ pub use hold::{Hex16, HoldId, HoldState, hex16};
 pub use idempotency::RequestId;
 pub use limits::{ConfigError, EngineConfig};
 pub use restore::{
-    RestoreError, SavedBuyer, SavedHold, SavedLine, SavedRequest, SavedSku, SavedState,
+    RestoreError, SavedBuyer, SavedChannel, SavedHold, SavedLine, SavedRequest, SavedSku,
+    SavedState,
 };
 pub use stock::Counts;

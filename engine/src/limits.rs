@@ -12,6 +12,16 @@
 /// any live-shopping drop.
 pub const SKU_UNITS_MAX: u32 = (1 << 21) - 1;
 
+/// Most sales channels one SKU may have (a live show, two social shops,
+/// the web shop, a marketplace or two). Channels are resolved by a linear
+/// scan of the SKU's set on every channel reservation, and each costs a
+/// cache line per SKU that uses channels, so the set stays small.
+pub const CHANNELS_MAX: usize = 8;
+
+/// Longest channel id, in bytes (same alphabet as SKU ids). Channel ids
+/// appear in metrics labels, events and Redis keys.
+pub const CHANNEL_ID_BYTES_MAX: usize = 32;
+
 /// Longest a hold may live in all, extensions included (a SKU's
 /// `hold_lifetime_max_ms`): a week, far past any checkout.
 pub const HOLD_LIFETIME_MAX_MS: u64 = 7 * 24 * 3600 * 1000;

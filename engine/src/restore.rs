@@ -11,12 +11,13 @@
 
 use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuIdx, SkuSettings};
+use crate::channel::{ChannelSet, Source, is_valid_channel_id};
 use crate::clock::Clock;
 use crate::engine::Engine;
 use crate::expiry::Expirer;
 use crate::hold::{self, HoldId, HoldState, LINE, NO_LINE};
 use crate::idempotency::{Claim, RequestId};
-use crate::limits::{CART_LINES_MAX, EngineConfig, SKU_UNITS_MAX};
+use crate::limits::{CART_LINES_MAX, CHANNELS_MAX, EngineConfig, SKU_UNITS_MAX};
 use crate::stock::Counts;
 use crate::sync::Ordering;
 use std::collections::{HashMap, HashSet};
@@ -27,9 +28,25 @@ use std::sync::Arc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SavedSku {
     pub id: String,
+    /// The SKU's counts: its common pool plus every channel quota.
     pub counts: Counts,
     pub settings: SkuSettings,
     pub window: SaleWindow,
+    /// Its sales channels, in the order they were added.
+    pub channels: Vec<SavedChannel>,
+}
+
+/// One sales channel of a SKU as persisted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedChannel {
+    pub id: String,
+    /// The channel's reserved quota's units (part of the SKU's counts).
+    pub quota: Counts,
+    /// Units the channel holds and sold, from its quota and the pool.
+    pub held: u32,
+    pub sold: u32,
+    /// The most it may hold plus sell; `None`: no cap.
+    pub cap: Option<u32>,
 }
 
 /// One line of a persisted hold.
@@ -39,6 +56,10 @@ pub struct SavedLine {
     pub qty: u32,
     /// Whether the line counts against the buyer's limit.
     pub counted: bool,
+    /// The channel it was reserved on (`None`: the common pool).
+    pub channel: Option<String>,
+    /// Units of the line from that channel's quota.
+    pub quota: u32,
 }
 
 /// One live hold as persisted.
@@ -112,6 +133,7 @@ impl SavedState {
         let mut held: HashMap<&str, u64> = HashMap::new();
         let mut counted: HashMap<(&str, BuyerId), u64> = HashMap::new();
         let mut slots = HashSet::new();
+        let mut channel_held: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
         let ids: HashSet<&str> = self.skus.iter().map(|s| s.id.as_str()).collect();
         if ids.len() != self.skus.len() {
             problems.push("a sku id appears twice".into());
@@ -174,9 +196,33 @@ impl SavedState {
                     problems.push(format!("hold {}: a line of zero units", h.hold));
                 }
                 *held.entry(&l.sku).or_default() += u64::from(l.qty);
+                if let Some(c) = &l.channel {
+                    let (h, q) = channel_held.entry((&l.sku, c.as_str())).or_default();
+                    *h += u64::from(l.qty);
+                    *q += u64::from(l.quota);
+                } else if l.quota > 0 {
+                    problems.push(format!("hold {}: quota units without a channel", h.hold));
+                }
+                if l.quota > l.qty {
+                    problems.push(format!("hold {}: more quota units than units", h.hold));
+                }
                 if l.counted {
                     *counted.entry((&l.sku, h.buyer)).or_default() += u64::from(l.qty);
                 }
+            }
+        }
+        for s in &self.skus {
+            problems.extend(check_channels(s, &channel_held));
+        }
+        for (sku, channel) in channel_held.keys() {
+            let known = self
+                .skus
+                .iter()
+                .any(|s| s.id == *sku && s.channels.iter().any(|c| c.id == *channel));
+            if !known {
+                problems.push(format!(
+                    "sku {sku}: a hold names unknown channel {channel:?}"
+                ));
             }
         }
         for s in &self.skus {
@@ -206,6 +252,65 @@ impl SavedState {
     }
 }
 
+/// Every problem of one SKU's channels, given the (units, quota units)
+/// its live holds have per channel.
+fn check_channels(s: &SavedSku, held: &HashMap<(&str, &str), (u64, u64)>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if s.channels.len() > CHANNELS_MAX {
+        problems.push(format!("sku {}: more than {CHANNELS_MAX} channels", s.id));
+    }
+    let mut ids = HashSet::new();
+    let mut quotas = Counts::default();
+    for c in &s.channels {
+        if !is_valid_channel_id(&c.id) || !ids.insert(c.id.as_str()) {
+            problems.push(format!("sku {}: channel {:?} invalid or twice", s.id, c.id));
+        }
+        quotas.available += c.quota.available;
+        quotas.held += c.quota.held;
+        quotas.sold += c.quota.sold;
+        let (live, live_quota) = held
+            .get(&(s.id.as_str(), c.id.as_str()))
+            .copied()
+            .unwrap_or((0, 0));
+        if live != u64::from(c.held) || live_quota != u64::from(c.quota.held) {
+            problems.push(format!(
+                "sku {} channel {}: holds {} ({} of its quota) but its live holds add up to {live} ({live_quota})",
+                s.id, c.id, c.held, c.quota.held
+            ));
+        }
+        if c.quota.held > c.held || c.quota.sold > c.sold {
+            problems.push(format!(
+                "sku {} channel {}: quota counts above the channel's",
+                s.id, c.id
+            ));
+        }
+        if c.cap
+            .is_some_and(|cap| cap >= SKU_UNITS_MAX || cap < c.held + c.sold)
+        {
+            problems.push(format!("sku {} channel {}: cap out of range", s.id, c.id));
+        }
+    }
+    if quotas.available > s.counts.available
+        || quotas.held > s.counts.held
+        || quotas.sold > s.counts.sold
+    {
+        problems.push(format!(
+            "sku {}: channel quotas exceed the sku's counts",
+            s.id
+        ));
+    }
+    problems
+}
+
+/// A channel's allowance word (see `channel`): cap headroom, held, sold.
+fn allowance(c: &SavedChannel) -> Counts {
+    Counts {
+        available: c.cap.unwrap_or(SKU_UNITS_MAX) - c.held - c.sold,
+        held: c.held,
+        sold: c.sold,
+    }
+}
+
 impl Engine {
     /// Rebuilds an engine from a saved state (see the module docs). Emits
     /// no events for what it loads: it is already persisted.
@@ -227,7 +332,20 @@ impl Engine {
         for s in &state.skus {
             let sku = engine.catalog.create(&s.id, |entry| {
                 entry.store_settings(s.settings);
-                entry.stock.reset(s.counts);
+                let mut pool = s.counts;
+                if !s.channels.is_empty() {
+                    let set = ChannelSet::new();
+                    for c in &s.channels {
+                        let channel = set.get(set.add(&c.id).expect("checked above"));
+                        channel.quota.reset(c.quota);
+                        channel.allowance.reset(allowance(c));
+                        pool.available -= c.quota.available;
+                        pool.held -= c.quota.held;
+                        pool.sold -= c.quota.sold;
+                    }
+                    let _ = entry.channels.set(Box::new(set));
+                }
+                entry.stock.reset(pool);
                 // Relaxed: published with the entry by the catalog's OnceLock.
                 entry.window.store(s.window.pack(), Ordering::Relaxed);
             });
@@ -273,6 +391,19 @@ impl Engine {
 
     /// Puts one saved hold in its own head slot, lines in free slots.
     fn place_hold(&self, h: &SavedHold, index: &HashMap<&str, SkuIdx>) -> Result<(), String> {
+        let mut sources = Vec::with_capacity(h.lines.len());
+        for line in &h.lines {
+            sources.push(match &line.channel {
+                None => Source::POOL,
+                Some(c) => Source {
+                    channel: Some(
+                        self.channel(index[line.sku.as_str()], c)
+                            .ok_or_else(|| format!("hold {}: unknown channel {c:?}", h.hold))?,
+                    ),
+                    quota: line.quota,
+                },
+            });
+        }
         let head = h.hold.slot();
         let mut slots = Vec::with_capacity(h.lines.len());
         slots.push((head, h.hold.generation()));
@@ -299,6 +430,7 @@ impl Engine {
             slot.sold.store(0, Ordering::Relaxed);
             slot.counted
                 .store(u32::from(line.counted), Ordering::Relaxed);
+            slot.source.store(sources[i].pack(), Ordering::Relaxed);
             if i > 0 {
                 slot.word
                     .store(hold::pack(generation, LINE, 0), Ordering::Relaxed);
@@ -333,7 +465,14 @@ impl Engine {
             let mut slot_index = index;
             for l in &info.lines {
                 let counted = self.holds.slot(slot_index).counted.load(Ordering::Relaxed) == 1;
+                let source =
+                    Source::unpack(self.holds.slot(slot_index).source.load(Ordering::Relaxed));
                 lines.push(SavedLine {
+                    channel: source
+                        .channel
+                        .and_then(|c| self.channel_id(l.sku, c))
+                        .map(|c| c.to_string()),
+                    quota: source.quota,
                     sku: self
                         .sku_id(l.sku)
                         .map(|s| s.to_string())
@@ -388,6 +527,17 @@ impl Engine {
                     counts: s.counts,
                     settings: s.settings,
                     window: s.window,
+                    channels: s
+                        .channels
+                        .iter()
+                        .map(|c| SavedChannel {
+                            id: c.id.to_string(),
+                            quota: c.quota,
+                            held: c.held,
+                            sold: c.sold,
+                            cap: c.cap,
+                        })
+                        .collect(),
                 })
                 .collect(),
             holds: self.live_holds(),

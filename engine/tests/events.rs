@@ -52,6 +52,8 @@ fn every_state_change_emits_a_numbered_event() {
             EventKind::WindowChanged { .. } => "window",
             EventKind::RequestDone { .. } => "request",
             EventKind::RequestForgotten { .. } => "forgotten",
+            EventKind::ChannelSet { .. } => "channel",
+            EventKind::QuotaMoved { .. } => "quota_moved",
         })
         .collect();
     assert_eq!(

@@ -402,6 +402,7 @@ pub fn demo() -> Vec<SkuDef> {
                 hold_lifetime_max_ms: Some(15 * 60 * 1000),
                 order_units_max: Some(10),
                 window: None,
+                channels: Vec::new(),
             }
         };
     vec![

@@ -189,6 +189,80 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub webhooks: crate::webhooks::config::WebhookArgs,
+
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+}
+
+/// How buyer data is kept (docs/PRIVACY.md).
+#[derive(Debug, Clone, Args)]
+pub struct PrivacyArgs {
+    /// Key of the buyer-id pseudonyms: buyer ids reach Redis, the order
+    /// stream, logs and metrics only as hex(HMAC-SHA256(key, id)), which
+    /// the shop computes with the same key to map back. Hex or base64, 16
+    /// to 64 bytes. Without it a random key is made per start (pseudonyms
+    /// then change at every restart and cannot be mapped back).
+    #[arg(
+        long,
+        env = "HOLDFAST_BUYER_ID_KEY",
+        hide_env_values = true,
+        value_parser = crate::privacy::BuyerIdKey::parse
+    )]
+    pub buyer_id_key: Option<crate::privacy::BuyerIdKey>,
+
+    /// Store buyer ids as given instead of pseudonyms (for operators whose
+    /// order system needs them and who handle the personal data there).
+    #[arg(long, env = "HOLDFAST_BUYER_IDS_IN_CLEAR")]
+    pub buyer_ids_in_clear: bool,
+
+    /// Order-stream entries older than this are trimmed (`XTRIM MINID`
+    /// after each batch's entries), in ms, besides `--orders-maxlen`.
+    /// Default 2 592 000 000 (30 days: consumers read entries within
+    /// seconds; a month covers any replay). 0: no age limit.
+    #[arg(
+        long,
+        env = "HOLDFAST_ORDERS_MAX_AGE_MS",
+        default_value_t = 2_592_000_000
+    )]
+    pub orders_max_age_ms: u64,
+
+    /// Per-buyer records in Redis (limit counts per SKU, stored names)
+    /// expire this long after their hash was last written, in ms. Default
+    /// 2 592 000 000 (30 days, as the order stream). A SKU's limit records
+    /// outlive any sale that is still selling (each purchase renews them);
+    /// after a restart, limits count afresh for records that expired.
+    /// 0: never.
+    #[arg(
+        long,
+        env = "HOLDFAST_BUYER_RECORD_RETENTION_MS",
+        default_value_t = 2_592_000_000
+    )]
+    pub buyer_record_retention_ms: u64,
+}
+
+impl PrivacyArgs {
+    /// What holdfast stores for a buyer id.
+    pub fn buyer_names(&self) -> crate::privacy::BuyerNames {
+        use crate::privacy::{BuyerIdKey, BuyerNames};
+        if self.buyer_ids_in_clear {
+            return BuyerNames::Clear;
+        }
+        match &self.buyer_id_key {
+            Some(key) => BuyerNames::pseudonyms(key),
+            None => BuyerNames::pseudonyms(&BuyerIdKey::random()),
+        }
+    }
+
+    /// For the start-up line.
+    pub fn describe(&self) -> &'static str {
+        match (self.buyer_ids_in_clear, self.buyer_id_key.is_some()) {
+            (true, _) => "in clear (--buyer-ids-in-clear)",
+            (false, true) => "pseudonyms (HMAC-SHA256, --buyer-id-key)",
+            (false, false) => {
+                "pseudonyms with a random key per start (set --buyer-id-key to map back)"
+            }
+        }
+    }
 }
 
 /// Multi-node settings (with `--redis-cluster`).

@@ -134,6 +134,8 @@ impl From<ReserveError> for ApiError {
             | ReserveError::DuplicateSku
             | ReserveError::CartSize
             | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
+            ReserveError::UnknownChannel => StatusCode::NOT_FOUND,
+            ReserveError::ChannelCapReached { .. } => StatusCode::CONFLICT,
             ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
         Self::new(status, engine_code(e.code()), e.to_string())
@@ -167,10 +169,15 @@ impl From<CatalogError> for ApiError {
             CatalogError::UnknownSku => StatusCode::NOT_FOUND,
             CatalogError::AlreadyExists
             | CatalogError::NotEnoughAvailable { .. }
-            | CatalogError::TotalBelowCommitted { .. } => StatusCode::CONFLICT,
+            | CatalogError::TotalBelowCommitted { .. }
+            | CatalogError::CapBelowUsed { .. }
+            | CatalogError::NotEnoughQuota { .. } => StatusCode::CONFLICT,
             CatalogError::InvalidSkuId
             | CatalogError::InvalidSettings { .. }
-            | CatalogError::InvalidQty => StatusCode::BAD_REQUEST,
+            | CatalogError::InvalidQty
+            | CatalogError::InvalidChannelId
+            | CatalogError::ChannelsFull => StatusCode::BAD_REQUEST,
+            CatalogError::UnknownChannel => StatusCode::NOT_FOUND,
             // Well-formed, but never possible: not a retryable 503.
             CatalogError::TotalAboveMax => StatusCode::UNPROCESSABLE_ENTITY,
             CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -202,6 +209,8 @@ mod tests {
             R::DuplicateSku,
             R::NotEnoughAvailable { available: 1 },
             R::CartSize,
+            R::UnknownChannel,
+            R::ChannelCapReached { remaining: 1 },
         ];
         use HoldError as H;
         let hold = [
@@ -232,6 +241,11 @@ mod tests {
             C::InvalidSettings { reason: "x" },
             C::InvalidQty,
             C::TotalBelowCommitted { committed: 1 },
+            C::UnknownChannel,
+            C::InvalidChannelId,
+            C::ChannelsFull,
+            C::CapBelowUsed { used: 1 },
+            C::NotEnoughQuota { available: 1 },
         ];
         let names = reserve
             .iter()

@@ -4,9 +4,12 @@
 //!
 //! The key is persisted with the journal (ids must hash the same after a
 //! restart, or buyer limits would reset); in memory it is random per start.
-//! Buyer names are kept (bounded) for the order stream.
+//! Buyer names are kept (bounded) for the order stream: as pseudonyms
+//! unless the operator chose otherwise ([`crate::privacy`]); the id as
+//! given is never stored.
 
 use crate::error::ApiError;
+use crate::privacy::BuyerNames;
 use crate::protocol::Code;
 use dashmap::DashMap;
 use holdfast_engine::{BuyerId, RequestId};
@@ -22,14 +25,16 @@ pub struct Ids {
     key: (u64, u64),
     names: DashMap<u64, Arc<str>>,
     names_max: usize,
+    stored: BuyerNames,
 }
 
 impl Ids {
-    pub fn new(key: (u64, u64), names_max: usize) -> Self {
+    pub fn new(key: (u64, u64), names_max: usize, stored: BuyerNames) -> Self {
         Self {
             key,
             names: DashMap::new(),
             names_max,
+            stored,
         }
     }
 
@@ -65,7 +70,8 @@ impl Ids {
         Ok(())
     }
 
-    /// The engine id of a buyer, remembering its name.
+    /// The engine id of a buyer, remembering its stored name (a
+    /// pseudonym unless buyer ids are kept in the clear).
     pub fn buyer(&self, name: &str) -> Result<BuyerId, ApiError> {
         Self::check(Code::InvalidBuyer, "buyer", name)?;
         let id = self.hash(b'b', name);
@@ -73,9 +79,21 @@ impl Ids {
             if self.names.len() >= self.names_max {
                 return Err(ApiError::capacity("too many distinct buyers"));
             }
-            self.names.insert(id, Arc::from(name));
+            self.names.insert(id, self.stored.name(name));
         }
         Ok(BuyerId(id))
+    }
+
+    /// The engine id and stored name of a buyer id, remembering nothing
+    /// (erasure).
+    pub fn buyer_lookup(&self, name: &str) -> Result<(BuyerId, Arc<str>), ApiError> {
+        Self::check(Code::InvalidBuyer, "buyer", name)?;
+        Ok((BuyerId(self.hash(b'b', name)), self.stored.name(name)))
+    }
+
+    /// Forgets a buyer's stored name (erasure). Returns whether it was known.
+    pub fn forget_buyer(&self, id: BuyerId) -> bool {
+        self.names.remove(&id.0).is_some()
     }
 
     /// The name a buyer id was made from, if known.
@@ -83,9 +101,10 @@ impl Ids {
         self.names.get(&id.0).map(|n| n.clone())
     }
 
-    /// Learns a buyer name (recovery).
+    /// Learns a buyer name read back from Redis (recovery), converted to
+    /// what this mode stores.
     pub fn remember_buyer(&self, id: BuyerId, name: &str) {
-        self.names.insert(id.0, Arc::from(name));
+        self.names.insert(id.0, self.stored.restored(name));
     }
 
     pub fn request(&self, request: Option<&str>) -> Result<Option<RequestId>, ApiError> {
@@ -105,8 +124,8 @@ mod tests {
 
     #[test]
     fn ids_are_keyed_checked_and_bounded() {
-        let a = Ids::new((1, 2), 2);
-        let b = Ids::new((3, 4), 2);
+        let a = Ids::new((1, 2), 2, BuyerNames::Clear);
+        let b = Ids::new((3, 4), 2, BuyerNames::Clear);
         assert_ne!(
             a.buyer("x").unwrap(),
             b.buyer("x").unwrap(),

@@ -14,6 +14,10 @@
 //! - [`ws`]: the websocket upgrade, [`ws::session`] per connection, [`ws::hub`] fan-out.
 //! - [`journal`]: persistence (memory, or Redis with group commit).
 //! - [`catalog`]: display data, shows, catalog files, the demo show.
+//! - [`channels`]: sales channels of a SKU at the wire (definitions, counts,
+//!   a token's channel claim); [`http::channels`]: the quota move route.
+//! - [`privacy`]: buyer-id pseudonyms (HMAC-SHA256); [`http::privacy`]: buyer
+//!   erasure; [`journal::erase`]: its Redis side.
 //! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
 //! - [`webhooks`]: signed webhooks to the shop (endpoints, queues, delivery).
 //! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
@@ -22,6 +26,7 @@
 pub mod accept;
 pub mod auth;
 pub mod catalog;
+pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -30,6 +35,7 @@ pub mod ids;
 pub mod journal;
 pub mod metrics;
 pub mod ops;
+pub mod privacy;
 pub mod protocol;
 pub mod server;
 pub mod stats;

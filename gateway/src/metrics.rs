@@ -25,6 +25,7 @@
 //! | `holdfast_webhook_retrying` | gauge | `endpoint` |
 //! | `holdfast_webhook_lag_seconds` | gauge | `endpoint` (age of the oldest waiting event) |
 //! | `holdfast_webhook_dropped_total` | counter | `endpoint` (memory queue full) |
+//! | `holdfast_channel_units` | gauge | `sku`, `channel` (configured ones only), `state` (available/held/sold/quota_available) |
 
 use crate::protocol::Code;
 use metrics::{Counter, Histogram, counter, histogram};

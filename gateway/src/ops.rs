@@ -13,9 +13,9 @@ use crate::journal::ended::EndedHold;
 use crate::journal::keys::Ended;
 use crate::metrics as m;
 use crate::protocol::{
-    Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView, LineReq, QtyReq,
-    Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList, SkuMeta, SkuPatch, SkuState,
-    WindowReq,
+    BuyerErased, Code, Commit, Committed, Extend, Extended, HoldLineView, HoldStatus, HoldView,
+    LineReq, MoveReq, QtyReq, Release, Released, Reserve, Reserved, SaleState, SkuDef, SkuList,
+    SkuMeta, SkuPatch, SkuState, WindowReq,
 };
 use crate::stats::Stats;
 use holdfast_engine::{
@@ -158,6 +158,7 @@ pub fn sku_state(s: &SkuSnapshot, meta: Option<&SkuMeta>) -> SkuState {
         all_in_carts: s.counts.available == 0 && s.counts.held > 0,
         buyer_limit: s.settings.buyer_limit,
         meta: meta.cloned(),
+        channels: crate::channels::states(s),
     }
 }
 
@@ -254,6 +255,18 @@ impl Ops {
             return self.settle(applied).await;
         }
         self.settle(self.reserve_now(req)).await
+    }
+
+    /// [`Ops::reserve`] for a buyer whose token names a sales channel
+    /// (`claim`): the reservation is made on it (see
+    /// [`crate::channels::apply_claim`]).
+    pub async fn reserve_on_channel(
+        &self,
+        mut req: Reserve,
+        claim: Option<&str>,
+    ) -> Result<Reserved, ApiError> {
+        crate::channels::apply_claim(&mut req, claim)?;
+        self.reserve(req).await
     }
 
     pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
@@ -370,6 +383,7 @@ impl Ops {
 
     fn reserve_apply(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         if let Some(c) = &self.cluster {
+            crate::channels::refuse_in_cluster(req.channel.is_some())?;
             c.check_fence()?;
         }
         let mut lines = Vec::new();
@@ -406,15 +420,18 @@ impl Ops {
             });
         }
         self.durability.admit()?;
+        let channel = req.channel.as_deref();
         let res = if cart {
-            self.engine.reserve_cart(&engine_lines, buyer, request)?
+            self.engine
+                .reserve_cart_on(&engine_lines, buyer, request, channel)?
         } else {
-            self.engine.reserve(
+            self.engine.reserve_on(
                 engine_lines[0].sku,
                 engine_lines[0].qty,
                 buyer,
                 request,
                 req.allow_partial,
+                channel,
             )?
         };
         // A replay waits for every event numbered so far, which covers
@@ -636,6 +653,7 @@ impl Ops {
 
     pub async fn create_sku(&self, def: &SkuDef) -> Result<SkuState, ApiError> {
         if let Some(c) = &self.cluster {
+            crate::channels::refuse_in_cluster(!def.channels.is_empty())?;
             let (sku, created) = c.create_sku(def).await?;
             if !created {
                 return Err(CatalogError::AlreadyExists.into());
@@ -643,8 +661,10 @@ impl Ops {
             return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
         }
         let (spec, meta) = catalog::def_to_spec(def, self.meta.images())?;
+        crate::channels::check(&def.channels, &[], Some(def.total))?;
         self.durability.admit()?;
         let sku = self.engine.create_sku(&def.id, spec)?;
+        crate::channels::apply(&self.engine, sku, &def.channels)?;
         self.meta.set(sku, meta);
         self.durability.meta_changed(&self.engine, sku, &self.meta);
         self.durability.settle(&self.engine).await?;
@@ -692,7 +712,12 @@ impl Ops {
         if let Some(total) = patch.total {
             catalog::check_total(total)?;
         }
+        if let Some(defs) = &patch.channels {
+            let existing: Vec<&str> = snap.channels.iter().map(|c| &*c.id).collect();
+            crate::channels::check(defs, &existing, None)?;
+        }
         if let Some(c) = &self.cluster {
+            crate::channels::refuse_in_cluster(patch.channels.is_some())?;
             let fields = [
                 ("buyer_limit", settings.buyer_limit.to_string()),
                 ("hold_ttl_ms", settings.hold_ttl_ms.to_string()),
@@ -713,6 +738,10 @@ impl Ops {
         }
         if settings != s {
             self.engine.update_settings(sku, settings)?;
+        }
+        // Last: a quota may still be refused for units sold meanwhile.
+        if let Some(defs) = &patch.channels {
+            crate::channels::apply(&self.engine, sku, defs)?;
         }
         if old_meta.as_deref() != Some(&meta) {
             self.meta.set(sku, meta);
@@ -753,6 +782,65 @@ impl Ops {
         }
         self.durability.admit()?;
         self.engine.adjust_down(sku, req.qty)?;
+        self.durability.settle(&self.engine).await?;
+        self.state_of(sku).ok_or_else(ApiError::unknown_sku)
+    }
+
+    /// Erases a buyer everywhere holdfast keeps it (docs/PRIVACY.md):
+    /// refused while the buyer has live holds (their records are the
+    /// stock's); then the stored name in memory and in Redis, the per-SKU
+    /// limit records and the order-stream entries naming the buyer.
+    pub async fn erase_buyer(&self, id: &str) -> Result<BuyerErased, ApiError> {
+        if self.cluster.is_some() {
+            return Err(ApiError::invalid(
+                "erasure needs single-node mode for now (not --redis-cluster)",
+            ));
+        }
+        let (buyer, stored) = self.ids.buyer_lookup(id)?;
+        let live = self
+            .engine
+            .live_holds()
+            .iter()
+            .filter(|h| h.buyer == buyer)
+            .count();
+        if live > 0 {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                Code::BuyerHasLiveHolds,
+                format!("the buyer has {live} live holds: release them or let them expire first"),
+            ));
+        }
+        let memory_names = u64::from(self.ids.forget_buyer(buyer));
+        let redis = match &self.durability {
+            Durability::Memory => Default::default(),
+            Durability::Redis(j) => {
+                j.forget_buyer(buyer);
+                let skus: Vec<_> = self.engine.snapshots().into_iter().map(|s| s.id).collect();
+                let field = crate::journal::keys::buyer_field(buyer);
+                crate::journal::erase::erase(&j.ended, &skus, &field, &stored).await?
+            }
+        };
+        Ok(BuyerErased {
+            buyer: stored.to_string(),
+            memory_names,
+            redis_names: redis.names,
+            redis_limit_records: redis.limit_records,
+            order_entries: redis.order_entries,
+        })
+    }
+
+    /// Moves units between the common pool and a channel's quota (see
+    /// [`Engine::move_quota`]).
+    pub async fn move_quota(
+        &self,
+        id: &str,
+        channel: &str,
+        req: &MoveReq,
+    ) -> Result<SkuState, ApiError> {
+        crate::channels::refuse_in_cluster(self.cluster.is_some())?;
+        let sku = self.resolve(id)?;
+        self.durability.admit()?;
+        self.engine.move_quota(sku, channel, req.units)?;
         self.durability.settle(&self.engine).await?;
         self.state_of(sku).ok_or_else(ApiError::unknown_sku)
     }

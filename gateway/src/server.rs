@@ -301,7 +301,11 @@ async fn build_core(
         return Ok(Core {
             engine,
             expirer,
-            ids: Arc::new(Ids::new(Ids::random_key(), limits.buyers_max as usize)),
+            ids: Arc::new(Ids::new(
+                Ids::random_key(),
+                limits.buyers_max as usize,
+                args.privacy.buyer_names(),
+            )),
             durability: Durability::Memory,
             persistence: "memory (nothing survives a restart; give --redis to persist)".into(),
             cluster: None,
@@ -455,6 +459,7 @@ fn log_start(
         checkout_messages_per_sec_max = limits.checkout_messages_per_sec_max,
         broadcast_interval_ms = args.broadcast_interval_ms,
         cors_origins = args.cors_origins.len(),
+        buyer_ids = args.privacy.describe(),
         open_files_max = nofile,
         workers = tokio::runtime::Handle::current().metrics().num_workers(),
         "holdfast serving HTTP API, websockets and pages on http://{addr}"

@@ -19,6 +19,7 @@ fn reserve(id: u64, sku: &str, qty: u32) -> ClientMsg {
         buyer: "b".into(),
         request_id: None,
         allow_partial: false,
+        channel: None,
     })
 }
 

@@ -63,6 +63,7 @@ async fn binary_subprotocol_carries_the_same_messages() {
             buyer: "b".into(),
             request_id: None,
             allow_partial: false,
+            channel: None,
         }))
         .await;
     let reserved = buyer

@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use holdfast_gateway::config::{Persistence, ServeArgs};
 use holdfast_gateway::journal::keys::HoldRecord;
+use holdfast_gateway::privacy::{BuyerIdKey, BuyerNames};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -14,7 +15,18 @@ fn redis_args(redis: &Redis, mode: Persistence) -> ServeArgs {
     args.redis = Some(redis.url());
     args.persistence = mode;
     args.journal.redis_timeout_ms = 400;
+    // A fixed pseudonym key, so buyers are named the same after a restart.
+    args.privacy.buyer_id_key = Some(BuyerIdKey::parse(BUYER_ID_KEY).unwrap());
     args
+}
+
+const BUYER_ID_KEY: &str = "000102030405060708090a0b0c0d0e0f";
+
+/// What the order stream and `hf:buyers` say for buyer id `id`.
+fn pseudonym(id: &str) -> String {
+    BuyerNames::pseudonyms(&BuyerIdKey::parse(BUYER_ID_KEY).unwrap())
+        .name(id)
+        .to_string()
 }
 
 /// Starts a gateway that must refuse to start; its error chain as text.
@@ -160,7 +172,7 @@ async fn durable_acks_are_already_in_redis() {
             order["sku"].as_str(),
             order["buyer"].as_str()
         ),
-        (hold.as_str(), "runner-42", "payer")
+        (hold.as_str(), "runner-42", pseudonym("payer").as_str())
     );
     assert_redis_matches(&gw, &mut c).await;
     gw.stop().await;
@@ -375,6 +387,7 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
             buyer,
             request_id: None,
             allow_partial: false,
+            channel: None,
         })
     };
     // 24 requests in flight on one socket, answered as their batches land.
@@ -750,7 +763,7 @@ async fn the_order_stream_is_capped_near_orders_maxlen() {
     );
     // The newest order is among those kept.
     let newest = order_stream(&mut c).await;
-    assert_eq!(newest.last().unwrap()["buyer"], "m59");
+    assert_eq!(newest.last().unwrap()["buyer"], pseudonym("m59"));
     gw.stop().await;
 }
 
@@ -955,6 +968,7 @@ async fn a_websocket_replay_is_not_acknowledged_before_its_original() {
             buyer: "ws-retrier".into(),
             request_id: Some("R-ws".into()),
             allow_partial: false,
+            channel: None,
         })
     };
     signal(redis.pid(), "STOP");

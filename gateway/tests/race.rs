@@ -60,6 +60,7 @@ async fn two_hundred_buyers_race_for_fifty_units() {
                     buyer: format!("w{b}"),
                     request_id: None,
                     allow_partial: false,
+                    channel: None,
                 }))
                 .await;
                 ws.until(|m| match m {

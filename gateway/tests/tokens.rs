@@ -107,6 +107,7 @@ fn reserve_msg(id: u64, sku: &str, qty: u32, request_id: Option<&str>) -> Client
         buyer: String::new(),
         request_id: request_id.map(str::to_string),
         allow_partial: false,
+        channel: None,
     })
 }
 
@@ -489,6 +490,7 @@ async fn every_refusal_has_its_code_over_http_and_websocket() {
             buyer: body["buyer"].as_str().unwrap_or_default().to_string(),
             request_id: None,
             allow_partial: false,
+            channel: None,
         };
         ws.send(&ClientMsg::Reserve(req)).await;
         assert_eq!(answer(&mut ws, 2).await, Err(code.to_string()), "ws {code}");
@@ -688,5 +690,49 @@ async fn a_full_table_of_live_tokens_answers_503_capacity() {
     clock.set_ms((clock.now_s() + 10) * 1000 + LEEWAY_MS + 1000);
     let (status, body) = reserve_http(&gw, &k4, json!({"sku": "tee", "qty": 1})).await;
     assert_eq!(status, 201, "{body}");
+    gw.stop().await;
+}
+
+/// A buyer token's `channel` claim sells from that channel's allocation on
+/// a SKU with channels (a body naming another channel is refused), and on a
+/// SKU without channels only attributes the sale.
+#[tokio::test]
+async fn the_tokens_channel_sells_from_that_channels_allocation() {
+    let clock = Clock::new();
+    let gw = start(&clock, &hs_keys()).await;
+    gw.create_sku(json!({"id": "split", "total": 10, "channels": [
+        {"id": "tiktok", "quota": 4}, {"id": "web", "cap": 2}]}))
+        .await;
+    let tiktok = hs(
+        Some("hs1"),
+        SECRET,
+        &claims(&clock, "b-1", "j-1", json!({"channel": "tiktok"})),
+    );
+    let (status, r) = reserve_http(&gw, &tiktok, json!({"sku": "split", "qty": 3})).await;
+    assert_eq!(status, 201, "{r}");
+    let sku = gw.sku("split").await;
+    let held_on = |sku: &Value, id: &str| {
+        sku["channels"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["id"] == id))
+            .map(|c| c["held"].clone())
+            .unwrap_or_else(|| panic!("no channel {id} in {sku}"))
+    };
+    assert_eq!(held_on(&sku, "tiktok"), 3, "{sku}");
+    assert_eq!(held_on(&sku, "web"), 0, "{sku}");
+    let (status, r) = reserve_http(
+        &gw,
+        &tiktok,
+        json!({"sku": "split", "qty": 1, "channel": "web"}),
+    )
+    .await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("unknown_channel")),
+        "the token's channel wins: {r}"
+    );
+    // A SKU without channels: the sale goes through on the common pool.
+    let (status, r) = reserve_http(&gw, &tiktok, json!({"sku": "mug", "qty": 1})).await;
+    assert_eq!(status, 201, "{r}");
     gw.stop().await;
 }

@@ -169,6 +169,25 @@ codes! {
     UnknownWebhook = "unknown_webhook",
     /// Defined in a configuration file: not changed through the API.
     ReadOnly = "read_only",
+    // ----- sales channels -----
+    /// The reservation names a channel the SKU does not have.
+    UnknownChannel = "unknown_channel",
+    /// The channel's cap (most it may hold plus sell) leaves too few units.
+    ChannelCapReached = "channel_cap_reached",
+    /// A channel id that is not 1 to 32 of `A-Z a-z 0-9 . _ -`.
+    InvalidChannelId = "invalid_channel_id",
+    /// A SKU already has the most channels it may have (8).
+    ChannelsFull = "channels_full",
+    /// A channel cap below the units the channel already holds or sold.
+    CapBelowUsed = "cap_below_used",
+    /// Moving more units out of a channel's quota than it has unsold.
+    NotEnoughQuota = "not_enough_quota",
+    /// A channel list that names one channel twice, or a `channels` field
+    /// where channels are not supported (cluster mode).
+    InvalidChannels = "invalid_channels",
+    // ----- privacy -----
+    /// A buyer cannot be erased while they have live holds.
+    BuyerHasLiveHolds = "buyer_has_live_holds",
 }
 
 impl std::fmt::Display for Code {

@@ -66,6 +66,33 @@ pub struct SkuDef {
     pub order_units_max: Option<u32>,
     #[serde(default)]
     pub window: Option<WindowReq>,
+    /// Sales channels (at most 8); without, the SKU has one common pool.
+    #[serde(default)]
+    pub channels: Vec<ChannelDef>,
+}
+
+/// One sales channel in a SKU definition or patch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelDef {
+    /// 1 to 32 of `A-Z a-z 0-9 . _ -`.
+    pub id: String,
+    /// Units reserved for this channel alone, taken from the common pool
+    /// (default 0: it shares the pool).
+    #[serde(default)]
+    pub quota: Option<u32>,
+    /// Most units it may hold plus sell (default: no cap).
+    #[serde(default)]
+    pub cap: Option<u32>,
+}
+
+/// `POST /api/admin/skus/{id}/channels/{channel}/move`: `units` unsold
+/// units from the common pool into the channel's quota (positive), or from
+/// its quota back to the pool (negative).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoveReq {
+    pub units: i64,
 }
 
 /// `PATCH /api/admin/skus/{id}`: any subset of fields to change.
@@ -90,6 +117,26 @@ pub struct SkuPatch {
     pub hold_lifetime_max_ms: Option<u64>,
     #[serde(default)]
     pub order_units_max: Option<u32>,
+    /// Channels to add or change (a listed channel's quota and cap are set
+    /// to what is given; channels not listed are left as they are).
+    #[serde(default)]
+    pub channels: Option<Vec<ChannelDef>>,
+}
+
+/// `POST /api/admin/buyers/{id}/erase`: what was removed or blanked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuyerErased {
+    /// The buyer as holdfast stored it (its pseudonym, or its id in the
+    /// clear with `--buyer-ids-in-clear`).
+    pub buyer: String,
+    /// Stored names forgotten in memory (0 or 1).
+    pub memory_names: u64,
+    /// `hf:buyers` fields deleted (0 or 1).
+    pub redis_names: u64,
+    /// Per-SKU limit records deleted in Redis.
+    pub redis_limit_records: u64,
+    /// Order-stream entries naming the buyer, deleted.
+    pub order_entries: u64,
 }
 
 /// `POST /api/admin/skus/{id}/restock` and `/adjust`.

@@ -41,6 +41,7 @@ mod tests {
             buyer: "b1".into(),
             request_id: Some("r1".into()),
             allow_partial: false,
+            channel: None,
         })
     }
 
@@ -75,9 +76,32 @@ mod tests {
                 all_in_carts: false,
                 buyer_limit: 0,
                 meta: None,
+                channels: vec![ChannelState {
+                    id: "live".into(),
+                    available: 1,
+                    held: 2,
+                    sold: 0,
+                    quota: 2,
+                    quota_available: 0,
+                    cap: Some(4),
+                }],
             }],
         });
         assert_eq!(ServerMsg::from_postcard(&s.to_postcard()).unwrap(), s);
+        // The channel is the last field of a reservation, in both forms.
+        let ClientMsg::Reserve(mut on) = m.clone() else {
+            unreachable!()
+        };
+        on.channel = Some("live".into());
+        let on = ClientMsg::Reserve(on);
+        let bytes = on.to_postcard();
+        assert_eq!(
+            &bytes[bytes.len() - 6..],
+            b"\x01\x04live",
+            "appended: Some, length, bytes"
+        );
+        assert_eq!(ClientMsg::from_postcard(&bytes).unwrap(), on);
+        assert_eq!(ClientMsg::from_json(&on.to_json()).unwrap(), on);
         // Encoding by reference gives the owned enum's exact bytes.
         assert_eq!(
             s.to_postcard(),

@@ -115,6 +115,10 @@ pub struct Reserve {
     pub request_id: Option<String>,
     #[serde(default)]
     pub allow_partial: bool,
+    /// The sales channel the reservation is made on (`None`: the common
+    /// pool). Every SKU of the request must have it.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// Commit a hold: everything (`qty` and `lines` absent), `qty` units of a
@@ -203,6 +207,30 @@ pub struct SkuState {
     pub buyer_limit: u32,
     /// Present in snapshots and in HTTP responses; `None` in updates.
     pub meta: Option<SkuMeta>,
+    /// Per-channel counts, in the order the channels were added (empty
+    /// without channels). The counts above include every channel quota.
+    #[serde(default)]
+    pub channels: Vec<ChannelState>,
+}
+
+/// One sales channel of a SKU: its quota, what it holds and sold, and
+/// what a reservation on it could take now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub id: String,
+    /// Units a reservation on this channel could take now: its quota's
+    /// unsold units plus the common pool's available ones, within its cap.
+    pub available: u32,
+    /// Units the channel holds in live holds (quota and pool).
+    pub held: u32,
+    /// Units the channel sold (quota and pool).
+    pub sold: u32,
+    /// Size of its reserved quota (units only it may sell).
+    pub quota: u32,
+    /// Units of the quota not yet held or sold.
+    pub quota_available: u32,
+    /// Most units it may hold plus sell; `None`: no cap.
+    pub cap: Option<u32>,
 }
 
 /// First frame after connecting: who the server thinks you are and the

@@ -7,6 +7,7 @@ use super::{Engine, push_transition};
 use crate::answer::SkuSnapshot;
 use crate::buyer_limit::BuyerId;
 use crate::catalog::{SaleWindow, SkuEntry, SkuIdx, SkuSettings, SkuSpec};
+use crate::channel::{ChannelCounts, ChannelIdx, ChannelSet, is_valid_channel_id};
 use crate::error::CatalogError;
 use crate::event::{EventBuf, EventKind};
 use crate::limits::SKU_UNITS_MAX;
@@ -32,12 +33,17 @@ impl Engine {
     }
 
     fn snapshot_of(sku: SkuIdx, entry: &SkuEntry) -> SkuSnapshot {
+        let (counts, channels) = match entry.channels.get() {
+            None => (entry.stock.load(), Vec::new()),
+            Some(set) => set.counts(&entry.stock),
+        };
         SkuSnapshot {
             sku,
             id: entry.id.get().cloned().unwrap_or_else(|| Arc::from("")),
-            counts: entry.stock.load(),
+            counts,
             window: entry.window(),
             settings: entry.settings(),
+            channels,
         }
     }
 
@@ -140,7 +146,15 @@ impl Engine {
         push_transition(&mut buf, sku, change);
         self.emit(self.now_ms(), &buf);
         self.note(sku, change);
-        change.after
+        // With channels, the SKU's counts include every quota.
+        match self
+            .catalog
+            .get(sku)
+            .and_then(|e| Some((e, e.channels.get()?)))
+        {
+            Some((entry, set)) => set.counts(&entry.stock).0,
+            None => change.after,
+        }
     }
 
     /// Adds `qty` units (restock).
@@ -178,19 +192,159 @@ impl Engine {
         Ok(self.stock_change(sku, change))
     }
 
-    /// Sets the total units by adding or removing available ones.
+    /// Sets the total units by adding or removing available ones (of the
+    /// common pool: channel quotas keep theirs).
     pub fn set_total(&self, sku: SkuIdx, total: u32) -> Result<Counts, CatalogError> {
         let entry = self.entry(sku)?;
         if !self.admit() {
             return Err(CatalogError::Overloaded);
         }
-        let change = entry.stock.set_total(total).map_err(|r| match r {
-            StockRefusal::Short(c) => CatalogError::TotalBelowCommitted {
-                committed: c.held + c.sold,
-            },
-            StockRefusal::Overflow(_) => CatalogError::TotalAboveMax,
-        })?;
+        let Some(set) = entry.channels.get() else {
+            let change = entry.stock.set_total(total).map_err(total_refusal(0))?;
+            return Ok(self.stock_change(sku, change));
+        };
+        // Under the lock: no quota move may run between reading the quotas'
+        // total and setting the pool's.
+        let _admin = set.lock();
+        let quotas = set.quota_total();
+        let short = CatalogError::TotalBelowCommitted {
+            committed: quotas + entry.stock.load().held + entry.stock.load().sold,
+        };
+        let pool_total = total.checked_sub(quotas).ok_or(short)?;
+        let change = entry
+            .stock
+            .set_total(pool_total)
+            .map_err(total_refusal(quotas))?;
         Ok(self.stock_change(sku, change))
+    }
+
+    /// The sales channel `id` of a SKU.
+    pub fn channel(&self, sku: SkuIdx, id: &str) -> Option<ChannelIdx> {
+        self.catalog.get(sku)?.channels.get()?.find(id)
+    }
+
+    /// The id of a SKU's sales channel.
+    pub fn channel_id(&self, sku: SkuIdx, channel: ChannelIdx) -> Option<Arc<str>> {
+        self.catalog.get(sku)?.channels.get()?.id(channel)
+    }
+
+    /// Adds sales channel `id` to a SKU, or changes it: its cap (`None`: no
+    /// cap) and its reserved quota's size (`quota`: units only it may
+    /// sell, counting those it already holds or sold from the quota). A
+    /// bigger quota takes available units from the common pool; a smaller
+    /// one gives unsold quota units back. Applied in that order (add, cap,
+    /// quota); a refusal stops there and names what was refused.
+    pub fn configure_channel(
+        &self,
+        sku: SkuIdx,
+        id: &str,
+        quota: u32,
+        cap: Option<u32>,
+    ) -> Result<ChannelIdx, CatalogError> {
+        let entry = self.entry(sku)?;
+        if !is_valid_channel_id(id) {
+            return Err(CatalogError::InvalidChannelId);
+        }
+        if cap.is_some_and(|c| c >= SKU_UNITS_MAX) {
+            return Err(CatalogError::TotalAboveMax);
+        }
+        if !self.admit() {
+            return Err(CatalogError::Overloaded);
+        }
+        let set = entry.channels.get_or_init(|| Box::new(ChannelSet::new()));
+        let _admin = set.lock();
+        let (channel, added) = match set.find(id) {
+            Some(c) => (c, false),
+            None => (set.add(id)?, true),
+        };
+        let had_cap = set.get(channel).cap();
+        set.get(channel).set_cap(cap)?;
+        if added || had_cap != cap {
+            let mut buf = EventBuf::new();
+            buf.push(EventKind::ChannelSet { sku, channel, cap });
+            self.emit(self.now_ms(), &buf);
+        }
+        let have = set.get(channel).quota.load().total();
+        if quota != have {
+            self.move_locked(sku, entry, set, channel, i64::from(quota) - i64::from(have))?;
+        }
+        self.mark_changed(sku, entry);
+        Ok(channel)
+    }
+
+    /// Moves `units` unsold units from the common pool into channel `id`'s
+    /// quota (`units > 0`), or from its quota back to the pool (`< 0`).
+    /// Live and atomic: no reservation can sell a unit twice or see the
+    /// SKU's total change; one racing the move may be refused for the
+    /// units in transit. Returns the channel's counts after the move.
+    pub fn move_quota(
+        &self,
+        sku: SkuIdx,
+        id: &str,
+        units: i64,
+    ) -> Result<ChannelCounts, CatalogError> {
+        let entry = self.entry(sku)?;
+        let set = entry.channels.get().ok_or(CatalogError::UnknownChannel)?;
+        let channel = set.find(id).ok_or(CatalogError::UnknownChannel)?;
+        if units == 0 || units.unsigned_abs() > u64::from(SKU_UNITS_MAX) {
+            return Err(CatalogError::InvalidQty);
+        }
+        if !self.admit() {
+            return Err(CatalogError::Overloaded);
+        }
+        let _admin = set.lock();
+        self.move_locked(sku, entry, set, channel, units)?;
+        self.mark_changed(sku, entry);
+        let (_, mut channels) = set.counts(&entry.stock);
+        Ok(channels.swap_remove(channel.get() as usize))
+    }
+
+    /// `move_quota` under the set's admin lock.
+    fn move_locked(
+        &self,
+        sku: SkuIdx,
+        entry: &SkuEntry,
+        set: &ChannelSet,
+        channel: ChannelIdx,
+        units: i64,
+    ) -> Result<(), CatalogError> {
+        let quota = &set.get(channel).quota;
+        let qty = units.unsigned_abs() as u32;
+        let to_quota = units > 0;
+        let pool_change = set.moving(|| {
+            if to_quota {
+                let change = entry.stock.remove(qty).map_err(|r| {
+                    let (StockRefusal::Short(c) | StockRefusal::Overflow(c)) = r;
+                    CatalogError::NotEnoughAvailable {
+                        available: c.available,
+                    }
+                })?;
+                quota.restock(qty).expect("units moved within one sku fit");
+                Ok(change)
+            } else {
+                quota.remove(qty).map_err(|r| {
+                    let (StockRefusal::Short(c) | StockRefusal::Overflow(c)) = r;
+                    CatalogError::NotEnoughQuota {
+                        available: c.available,
+                    }
+                })?;
+                Ok(entry
+                    .stock
+                    .restock(qty)
+                    .expect("units moved within one sku fit"))
+            }
+        })?;
+        let mut buf = EventBuf::new();
+        buf.push(EventKind::QuotaMoved {
+            sku,
+            channel,
+            to_quota,
+            qty,
+        });
+        push_transition(&mut buf, sku, pool_change);
+        self.emit(self.now_ms(), &buf);
+        self.note(sku, pool_change);
+        Ok(())
     }
 
     /// Opens, pauses, closes or schedules the sale.
@@ -257,5 +411,16 @@ impl Engine {
     /// Units counted against `buyer`'s limit on `sku` (live holds + sales).
     pub fn buyer_units(&self, sku: SkuIdx, buyer: BuyerId) -> u32 {
         self.buyers.units(sku, buyer)
+    }
+}
+
+/// The refusal of a new pool total, `quotas` units of the SKU sitting in
+/// channel quotas besides the pool's.
+fn total_refusal(quotas: u32) -> impl Fn(StockRefusal) -> CatalogError {
+    move |r| match r {
+        StockRefusal::Short(c) => CatalogError::TotalBelowCommitted {
+            committed: quotas + c.held + c.sold,
+        },
+        StockRefusal::Overflow(_) => CatalogError::TotalAboveMax,
     }
 }

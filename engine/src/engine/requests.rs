@@ -8,6 +8,7 @@
 use super::Engine;
 use crate::answer::{Line, Reservation};
 use crate::buyer_limit::{BuyerId, mix64};
+use crate::channel::ChannelIdx;
 use crate::error::{HoldError, ReserveError};
 use crate::event::{EventBuf, EventKind};
 use crate::hold::HoldId;
@@ -37,10 +38,20 @@ fn fingerprint(op: u64, parts: &[u64]) -> u64 {
         })
 }
 
-pub(super) fn reserve_fingerprint(lines: &[Line], buyer: BuyerId, allow_partial: bool) -> u64 {
+pub(super) fn reserve_fingerprint(
+    lines: &[Line],
+    buyer: BuyerId,
+    allow_partial: bool,
+    channels: &[Option<ChannelIdx>],
+) -> u64 {
     let mut fp = fingerprint(OP_RESERVE, &[buyer.0, u64::from(allow_partial)]);
-    for line in lines {
+    for (line, channel) in lines.iter().zip(channels) {
         fp = mix64(fp ^ (u64::from(line.sku.get()) << 32 | u64::from(line.qty)));
+        // The same lines on another channel are another request; a pool
+        // line mixes nothing, so fingerprints from before channels hold.
+        if let Some(c) = channel {
+            fp = mix64(fp ^ (u64::from(c.get()) + 1) << 56);
+        }
     }
     fp
 }

@@ -8,6 +8,7 @@ use super::{Engine, transition};
 use crate::answer::{Line, Reservation};
 use crate::buyer_limit::{BuyerId, BuyerRefusal};
 use crate::catalog::{SkuEntry, SkuIdx};
+use crate::channel::{ChannelIdx, Source};
 use crate::error::ReserveError;
 use crate::event::{EventBuf, EventKind, HoldLine};
 use crate::hold::{self, Fill, LINE, NO_LINE};
@@ -25,7 +26,9 @@ type PerLine<T> = arrayvec::ArrayVec<T, CART_LINES_MAX>;
 struct Taken {
     granted: u32,
     counted: bool,
-    change: Change,
+    /// The pool's change (`None`: a channel line served by its quota alone).
+    change: Option<Change>,
+    source: Source,
 }
 
 impl Engine {
@@ -40,12 +43,40 @@ impl Engine {
         request: Option<RequestId>,
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
-        match request {
-            // Nothing to remember: the one-line path, without the per-line
-            // lists a cart needs.
-            None => self.reserve_one(sku, qty, buyer, allow_partial),
-            Some(_) => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial),
+        self.reserve_on(sku, qty, buyer, request, allow_partial, None)
+    }
+
+    /// [`Engine::reserve`] on a sales channel (`None`: the common pool, the
+    /// same as `reserve`). The units come from the channel's quota first,
+    /// then from the pool, within the channel's cap.
+    #[inline]
+    pub fn reserve_on(
+        &self,
+        sku: SkuIdx,
+        qty: u32,
+        buyer: BuyerId,
+        request: Option<RequestId>,
+        allow_partial: bool,
+        channel: Option<&str>,
+    ) -> Result<Reservation, ReserveError> {
+        match (request, channel) {
+            // Nothing to remember, no channel: the one-line path, without
+            // the per-line lists a cart needs.
+            (None, None) => self.reserve_one(sku, qty, buyer, allow_partial),
+            _ => self.reserve_lines(&[Line { sku, qty }], buyer, request, allow_partial, channel),
         }
+    }
+
+    /// [`Engine::reserve_cart`] on a sales channel, which every SKU of the
+    /// cart must have (`None`: the common pool).
+    pub fn reserve_cart_on(
+        &self,
+        lines: &[Line],
+        buyer: BuyerId,
+        request: Option<RequestId>,
+        channel: Option<&str>,
+    ) -> Result<Reservation, ReserveError> {
+        self.reserve_lines(lines, buyer, request, false, channel)
     }
 
     /// `reserve_lines` for one line and no request id: the same checks in
@@ -114,6 +145,7 @@ impl Engine {
             next_line: NO_LINE,
             lines: 1,
             counted,
+            source: Source::POOL,
         });
         // Events before publishing: this hold's later events (commit, expiry)
         // can only be numbered after these.
@@ -126,6 +158,7 @@ impl Engine {
                     line: 0,
                     lines: 1,
                     counted,
+                    source: Source::POOL,
                 },
                 qty: granted,
                 deadline_ms,
@@ -173,7 +206,7 @@ impl Engine {
         buyer: BuyerId,
         request: Option<RequestId>,
     ) -> Result<Reservation, ReserveError> {
-        self.reserve_lines(lines, buyer, request, false)
+        self.reserve_lines(lines, buyer, request, false, None)
     }
 
     fn reserve_lines(
@@ -182,6 +215,7 @@ impl Engine {
         buyer: BuyerId,
         request: Option<RequestId>,
         allow_partial: bool,
+        channel: Option<&str>,
     ) -> Result<Reservation, ReserveError> {
         if lines.is_empty() || lines.len() > CART_LINES_MAX {
             return Err(ReserveError::CartSize);
@@ -190,12 +224,23 @@ impl Engine {
         // caller that allows them.
         debug_assert!(!allow_partial || lines.len() == 1);
         let mut entries: PerLine<&SkuEntry> = PerLine::new();
+        let mut channels: PerLine<Option<ChannelIdx>> = PerLine::new();
         for (i, line) in lines.iter().enumerate() {
             let entry = self.catalog.get(line.sku).ok_or(ReserveError::UnknownSku)?;
             self.check_qty(entry, line.qty)?;
             if lines[..i].iter().any(|l| l.sku == line.sku) {
                 return Err(ReserveError::DuplicateSku);
             }
+            channels.push(match channel {
+                None => None,
+                Some(id) => Some(
+                    entry
+                        .channels
+                        .get()
+                        .and_then(|set| set.find(id))
+                        .ok_or(ReserveError::UnknownChannel)?,
+                ),
+            });
             entries.push(entry);
         }
         if !self.admit() {
@@ -204,14 +249,14 @@ impl Engine {
         let ticket = match request {
             None => None,
             Some(request) => {
-                let fp = reserve_fingerprint(lines, buyer, allow_partial);
+                let fp = reserve_fingerprint(lines, buyer, allow_partial, &channels);
                 match self.claim_reservation(request, fp) {
                     Ok(ticket) => Some(ticket),
                     Err(seen) => return seen,
                 }
             }
         };
-        let result = self.hold_lines(lines, &entries, buyer, allow_partial);
+        let result = self.hold_lines(lines, &entries, &channels, buyer, allow_partial);
         if let Some(ticket) = ticket {
             self.remember_reservation(ticket, request, &result);
         }
@@ -224,6 +269,7 @@ impl Engine {
         &self,
         lines: &[Line],
         entries: &[&SkuEntry],
+        channels: &[Option<ChannelIdx>],
         buyer: BuyerId,
         allow_partial: bool,
     ) -> Result<Reservation, ReserveError> {
@@ -254,7 +300,7 @@ impl Engine {
 
         let mut taken: PerLine<Taken> = PerLine::new();
         let mut failure = None;
-        for (line, entry) in lines.iter().zip(entries) {
+        for ((line, entry), &channel) in lines.iter().zip(entries).zip(channels) {
             let min = if allow_partial { 1 } else { line.qty };
             // Relaxed: see `SkuEntry::settings`.
             let limit = entry.buyer_limit.load(Ordering::Relaxed);
@@ -272,23 +318,18 @@ impl Engine {
                     }
                 }
             }
-            match entry.stock.take(want, min.min(want)) {
-                Ok(change) => {
-                    let granted = change.after.held - change.before.held;
-                    if counted && granted < want {
-                        self.buyers.release(line.sku, buyer, want - granted);
+            match take_line(entry, channel, want, min.min(want)) {
+                Ok(t) => {
+                    if counted && t.granted < want {
+                        self.buyers.release(line.sku, buyer, want - t.granted);
                     }
-                    taken.push(Taken {
-                        granted,
-                        counted,
-                        change,
-                    });
+                    taken.push(Taken { counted, ..t });
                 }
                 Err(refusal) => {
                     if counted {
                         self.buyers.release(line.sku, buyer, want);
                     }
-                    failure = Some(short_of(refusal));
+                    failure = Some(refusal);
                     break;
                 }
             }
@@ -301,14 +342,17 @@ impl Engine {
             // held > 0, so neither enters or leaves sold out
             // (`Counts::sold_out`).
             for ((line, entry), t) in lines.iter().zip(entries).zip(&taken) {
-                let gave_back = entry.stock.untake(t.granted);
-                debug_assert_eq!(transition(line.sku, t.change), None);
-                debug_assert_eq!(transition(line.sku, gave_back), None);
+                let gave_back = untake_line(entry, t);
                 if t.counted {
                     self.buyers.release(line.sku, buyer, t.granted);
                 }
-                self.note(line.sku, t.change);
-                self.note(line.sku, gave_back);
+                for change in [t.change, gave_back].into_iter().flatten() {
+                    debug_assert_eq!(transition(line.sku, change), None);
+                    self.note(line.sku, change);
+                }
+                if t.source.channel.is_some() {
+                    self.mark_changed(line.sku, entry);
+                }
             }
             for &(index, generation) in &slots {
                 self.holds.unalloc(index, generation);
@@ -334,6 +378,7 @@ impl Engine {
                 next_line: slots.get(i + 1).map_or(NO_LINE, |s| s.0),
                 lines: n as u32,
                 counted: t.counted,
+                source: t.source,
             });
             if i > 0 {
                 // Relaxed: published by the head's Release store below.
@@ -348,6 +393,7 @@ impl Engine {
                 line: i as u8,
                 lines: n as u8,
                 counted: t.counted,
+                source: t.source,
             };
             buf.push(EventKind::Reserved {
                 line: line_ref,
@@ -361,15 +407,22 @@ impl Engine {
             lines
                 .iter()
                 .zip(&taken)
-                .all(|(line, t)| transition(line.sku, t.change).is_none())
+                .all(|(line, t)| t.change.is_none_or(|c| transition(line.sku, c).is_none()))
         );
         // Events before publishing: this hold's later events (commit, expiry)
         // can only be numbered after these.
         self.emit(now, &buf);
         self.inbox.link(head, deadline_ms);
         self.holds.slot(head).publish(head_gen, deadline_ms);
-        for (line, t) in lines.iter().zip(&taken) {
-            self.note(line.sku, t.change);
+        for ((line, entry), t) in lines.iter().zip(entries).zip(&taken) {
+            if let Some(change) = t.change {
+                self.note(line.sku, change);
+            }
+            if t.source.channel.is_some() {
+                // A quota's word carries no changed flag the broadcaster
+                // reads: flag the SKU's.
+                self.mark_changed(line.sku, entry);
+            }
         }
         Ok(Reservation {
             hold,
@@ -378,6 +431,54 @@ impl Engine {
             replayed: false,
             provisional: false,
         })
+    }
+}
+
+/// Holds one line's units: from the pool, or on a channel (its quota, then
+/// the pool, within its cap). `counted` is left false for the caller.
+#[inline]
+fn take_line(
+    entry: &SkuEntry,
+    channel: Option<ChannelIdx>,
+    want: u32,
+    min: u32,
+) -> Result<Taken, ReserveError> {
+    match channel {
+        None => {
+            let change = entry.stock.take(want, min).map_err(short_of)?;
+            Ok(Taken {
+                granted: change.after.held - change.before.held,
+                counted: false,
+                change: Some(change),
+                source: Source::POOL,
+            })
+        }
+        Some(c) => {
+            let set = entry.channels.get().expect("a resolved channel has a set");
+            let t = set.get(c).take(&entry.stock, want, min)?;
+            Ok(Taken {
+                granted: t.granted,
+                counted: false,
+                change: t.pool,
+                source: Source {
+                    channel: Some(c),
+                    quota: t.quota,
+                },
+            })
+        }
+    }
+}
+
+/// Gives a line taken by `take_line` back (a cart's rollback). Returns the
+/// pool's change, if the pool was touched.
+fn untake_line(entry: &SkuEntry, t: &Taken) -> Option<Change> {
+    match t.source.channel {
+        None => Some(entry.stock.untake(t.granted)),
+        Some(c) => {
+            let set = entry.channels.get().expect("a channel line has a set");
+            set.get(c)
+                .settle(&entry.stock, t.granted, t.source.quota, 0)
+        }
     }
 }
 

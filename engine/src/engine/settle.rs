@@ -10,6 +10,7 @@ use super::{Engine, transition};
 use crate::answer::{HoldInfo, HoldLineInfo, Settlement};
 use crate::buyer_limit::BuyerId;
 use crate::catalog::SkuIdx;
+use crate::channel::Source;
 use crate::error::HoldError;
 use crate::event::{EventBuf, EventKind, HoldLine};
 use crate::hold::{self, FreeBatch, HoldId, HoldState, LINE, Lost, NO_LINE, To, Won};
@@ -287,6 +288,7 @@ impl Engine {
         let qty = slot.qty.load(Ordering::Relaxed);
         let buyer = BuyerId(slot.buyer.load(Ordering::Relaxed));
         let counted = slot.counted.load(Ordering::Relaxed) == 1;
+        let source = Source::unpack(slot.source.load(Ordering::Relaxed));
         let entry = self.catalog.get(sku).expect("a hold names a published sku");
         let line_ref = HoldLine {
             hold,
@@ -295,8 +297,9 @@ impl Engine {
             line: line as u8,
             lines,
             counted,
+            source,
         };
-        let (sold, event, change) = match ending {
+        let (sold, event) = match ending {
             Ending::Commit(sold) => {
                 let sold = sold.map_or(qty, |s| s[line].min(qty));
                 // Relaxed: the head stays COMMITTING until every line's
@@ -312,7 +315,7 @@ impl Engine {
                     sold,
                     returned: qty - sold,
                 };
-                (sold, event, entry.stock.settle(qty, sold))
+                (sold, event)
             }
             Ending::Release | Ending::Expire => {
                 if counted {
@@ -328,15 +331,28 @@ impl Engine {
                         qty,
                     },
                 };
-                (0, event, entry.stock.untake(qty))
+                (0, event)
             }
         };
-        self.note(sku, change);
+        let change = match source.channel {
+            None if sold == 0 => Some(entry.stock.untake(qty)),
+            None => Some(entry.stock.settle(qty, sold)),
+            Some(c) => {
+                let set = entry.channels.get().expect("a channel hold has a set");
+                let change = set.get(c).settle(&entry.stock, qty, source.quota, sold);
+                // The quota's word carries no changed flag: flag the SKU's.
+                self.mark_changed(sku, entry);
+                change
+            }
+        };
+        if let Some(change) = change {
+            self.note(sku, change);
+        }
         LineEnding {
             sold,
             returned: qty - sold,
             event,
-            then: transition(sku, change),
+            then: change.and_then(|c| transition(sku, c)),
         }
     }
 

@@ -113,6 +113,18 @@ impl BuyerAuth {
         for sku in &skus {
             self.check_sku(ops, token, sku)?;
         }
+        // The token's channel sells from that channel's allocation where
+        // the SKUs have channels (docs/CHANNELS.md); on SKUs without any it
+        // only attributes the sale (orders and webhooks).
+        let has_channels = skus.iter().any(|sku| {
+            ops.engine
+                .sku(sku)
+                .and_then(|idx| ops.engine.snapshot(idx))
+                .is_some_and(|snap| !snap.channels.is_empty())
+        });
+        if has_channels {
+            crate::channels::apply_claim(req, token.channel.as_deref())?;
+        }
         let units = match (&req.qty, &req.lines) {
             (Some(q), _) => *q,
             (None, Some(lines)) => lines.iter().fold(0u32, |a, l| a.saturating_add(l.qty)),

@@ -211,6 +211,7 @@ mod tests {
             },
             window: SaleWindow::Open,
             settings: SkuSettings::default(),
+            channels: Vec::new(),
         }
     }
 

@@ -72,7 +72,10 @@ impl Pending {
                     let _ = tx.send(a);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "a forwarded answer did not parse"),
+            Err(e) => tracing::warn!(
+                error = %crate::privacy::json_error_for_log(&e),
+                "a forwarded answer did not parse"
+            ),
         }
     }
 }
@@ -168,7 +171,10 @@ pub async fn handle(cluster: &Cluster, payload: &str) {
     let envelope: Envelope = match serde_json::from_str(payload) {
         Ok(e) => e,
         Err(e) => {
-            tracing::warn!(error = %e, "a forwarded request did not parse");
+            tracing::warn!(
+                error = %crate::privacy::json_error_for_log(&e),
+                "a forwarded request did not parse"
+            );
             return;
         }
     };

@@ -24,8 +24,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod assets;
+pub mod channels;
 pub mod cors;
 pub mod health;
+pub mod privacy;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -158,6 +160,8 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let mut api = api
         .merge(assets::routes(images))
         .merge(crate::webhooks::admin::routes())
+        .merge(channels::routes())
+        .merge(privacy::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)

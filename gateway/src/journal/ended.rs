@@ -40,6 +40,11 @@ impl EndedLookup {
         }
     }
 
+    /// The key names (erasure uses this connection too).
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// How long ended holds are kept.
     pub fn retention_ms(&self) -> u64 {
         self.retention_ms
@@ -75,10 +80,15 @@ impl EndedLookup {
         Ok(Some(EndedHold { lines }))
     }
 
-    async fn query<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, ApiError> {
+    /// Runs `pipe` on this lookup's own connection (reconnecting once it
+    /// failed). Also used by erasure.
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, ApiError> {
         let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "ended-hold lookup failed");
-            ApiError::unavailable("redis is unavailable: cannot look the hold up, retry shortly")
+            tracing::warn!(error = %e, "redis lookup failed");
+            ApiError::unavailable("redis is unavailable, retry shortly")
         };
         let mut guard = self.conn.lock().await;
         let conn = match guard.as_mut() {

@@ -227,11 +227,45 @@ pub struct HoldRecord {
     pub deadline_ms: u64,
     pub latest_ms: u64,
     pub counted: bool,
+    /// The sales channel's index in its SKU's `channels` list, plus one
+    /// (0: no channel). Appended: records written before channels end
+    /// before it and decode with 0 (see [`HoldRecord::decode`]).
+    pub channel: u8,
+    /// Units of the line from the channel's quota.
+    pub quota: u32,
+}
+
+/// A [`HoldRecord`] as written before sales channels.
+#[derive(Deserialize)]
+struct HoldRecordV1 {
+    hold: u64,
+    line: u8,
+    lines: u8,
+    qty: u32,
+    buyer: u64,
+    deadline_ms: u64,
+    latest_ms: u64,
+    counted: bool,
 }
 
 /// Largest postcard encoding of a [`HoldRecord`]: four varint u64 (10
-/// bytes each), a varint u32 (5), two u8 and a bool.
-pub const HOLD_RECORD_BYTES_MAX: usize = 48;
+/// bytes each), two varint u32 (5 each), three u8 and a bool.
+pub const HOLD_RECORD_BYTES_MAX: usize = 54;
+
+/// One sales channel of a SKU, as stored: a JSON list in the `channels`
+/// field of the SKU's hash, in the order the channels were added (a hold
+/// record names a channel by its place in this list).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    pub id: String,
+    pub quota_available: u32,
+    pub quota_held: u32,
+    pub quota_sold: u32,
+    /// Units the channel holds and sold, from its quota and the pool.
+    pub held: u32,
+    pub sold: u32,
+    pub cap: Option<u32>,
+}
 
 impl HoldRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -244,7 +278,21 @@ impl HoldRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        postcard::from_bytes(bytes).ok()
+        postcard::from_bytes(bytes).ok().or_else(|| {
+            let v1: HoldRecordV1 = postcard::from_bytes(bytes).ok()?;
+            Some(Self {
+                hold: v1.hold,
+                line: v1.line,
+                lines: v1.lines,
+                qty: v1.qty,
+                buyer: v1.buyer,
+                deadline_ms: v1.deadline_ms,
+                latest_ms: v1.latest_ms,
+                counted: v1.counted,
+                channel: 0,
+                quota: 0,
+            })
+        })
     }
 }
 
@@ -267,8 +315,18 @@ mod tests {
             deadline_ms: 10,
             latest_ms: 20,
             counted: true,
+            channel: 2,
+            quota: 1,
         };
         assert_eq!(HoldRecord::decode(&r.encode()), Some(r));
+        // A record written before channels: no channel.
+        let old = &r.encode()[..r.encode().len() - 2];
+        let legacy = HoldRecord {
+            channel: 0,
+            quota: 0,
+            ..r
+        };
+        assert_eq!(HoldRecord::decode(old), Some(legacy));
         let widest = HoldRecord {
             hold: u64::MAX,
             line: u8::MAX,
@@ -278,6 +336,8 @@ mod tests {
             deadline_ms: u64::MAX,
             latest_ms: u64::MAX,
             counted: true,
+            channel: u8::MAX,
+            quota: u32::MAX,
         };
         let mut buf = [0u8; HOLD_RECORD_BYTES_MAX];
         assert_eq!(widest.encode_into(&mut buf), widest.encode().as_slice());

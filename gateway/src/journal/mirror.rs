@@ -9,15 +9,15 @@
 //! write the mirror out, and the stream of batches continues from there.
 
 use super::keys::{
-    Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys, RequestRecord,
-    buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
+    ChannelRecord, Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys,
+    RequestRecord, buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
     request_bucket_ttl_ms, request_field,
 };
 use crate::catalog::Meta;
 use crate::ids::Ids;
 use holdfast_engine::{
-    BuyerId, Counts, Engine, Event, EventKind, HoldId, SaleWindow, SavedState, SkuIdx, SkuSettings,
-    hex16,
+    BuyerId, ChannelIdx, Counts, Engine, Event, EventKind, HoldId, SaleWindow, SavedChannel,
+    SavedState, SkuIdx, SkuSettings, Source, hex16,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -143,6 +143,8 @@ pub struct MirrorSku {
     pub counts: Counts,
     pub settings: SkuSettings,
     pub window: SaleWindow,
+    /// Its sales channels (`counts` includes their quotas).
+    pub channels: Vec<ChannelRecord>,
     /// This SKU's Redis keys, built once (batches name them constantly).
     key_sku: Arc<str>,
     key_holds: Arc<str>,
@@ -167,7 +169,42 @@ impl MirrorSku {
             counts,
             settings,
             window,
+            channels: Vec::new(),
         }
+    }
+
+    fn channel_mut(&mut self, channel: ChannelIdx) -> Result<&mut ChannelRecord, String> {
+        let id = &self.id;
+        self.channels
+            .get_mut(usize::from(channel.get()))
+            .ok_or_else(|| format!("sku {id}: event for a channel the journal never saw"))
+    }
+
+    /// A hold line's units taken (`sign` 1) or ended (`sold` of them sold)
+    /// on its channel, if it has one.
+    fn channel_line(&mut self, source: Source, qty: u32, ended: Option<u32>) -> Result<(), String> {
+        let Some(channel) = source.channel else {
+            return Ok(());
+        };
+        let c = self.channel_mut(channel)?;
+        let q = source.quota;
+        let broken = || "channel counts below zero".to_string();
+        match ended {
+            None => {
+                c.held += qty;
+                c.quota_available = c.quota_available.checked_sub(q).ok_or_else(broken)?;
+                c.quota_held += q;
+            }
+            Some(sold) => {
+                let sold_quota = sold.min(q);
+                c.held = c.held.checked_sub(qty).ok_or_else(broken)?;
+                c.sold += sold;
+                c.quota_held = c.quota_held.checked_sub(q).ok_or_else(broken)?;
+                c.quota_sold += sold_quota;
+                c.quota_available += q - sold_quota;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -198,6 +235,8 @@ enum Order {
         qty: u32,
         returned: u32,
         buyer: BuyerId,
+        /// The sales channel it was sold on (attribution), if any.
+        channel: Option<Arc<str>>,
     },
     Stock {
         event: &'static str,
@@ -250,6 +289,11 @@ pub struct Ctx<'a> {
     pub ids: &'a Ids,
     pub keys: &'a Keys,
     pub orders_maxlen: usize,
+    /// Order-stream entries older than this go (`XTRIM MINID`); 0: none.
+    pub orders_max_age_ms: u64,
+    /// Per-buyer records (limit counts, stored names) expire this long
+    /// after their hash was last written; 0: never.
+    pub buyer_retention_ms: u64,
     /// How long a request id is remembered (the engine's window).
     pub request_window_ms: u64,
     /// How long an ended hold stays findable.
@@ -292,10 +336,9 @@ impl Mirror {
         for s in &state.skus {
             if let Some(idx) = engine.sku(&s.id) {
                 let id = Arc::from(s.id.as_str());
-                m.skus.insert(
-                    idx,
-                    MirrorSku::new(keys, id, idx, s.counts, s.settings, s.window),
-                );
+                let mut sku = MirrorSku::new(keys, id, idx, s.counts, s.settings, s.window);
+                sku.channels = s.channels.iter().map(channel_record).collect();
+                m.skus.insert(idx, sku);
             }
         }
         for h in &state.holds {
@@ -303,7 +346,14 @@ impl Mirror {
                 let Some(sku) = engine.sku(&l.sku) else {
                     continue;
                 };
+                let channel = l
+                    .channel
+                    .as_deref()
+                    .and_then(|c| engine.channel(sku, c))
+                    .map_or(0, |c| c.get() + 1);
                 let record = HoldRecord {
+                    channel,
+                    quota: l.quota,
                     hold: h.hold.to_raw(),
                     line: i as u8,
                     lines: h.lines.len() as u8,
@@ -442,8 +492,12 @@ impl Mirror {
                 let c = &mut self.sku_mut(line.sku)?.counts;
                 c.available = c.available.checked_sub(qty).ok_or("reserve below zero")?;
                 c.held += qty;
+                self.sku_mut(line.sku)?
+                    .channel_line(line.source, qty, None)?;
                 w.skus.insert(line.sku);
                 let record = HoldRecord {
+                    channel: line.source.channel.map_or(0, |c| c.get() + 1),
+                    quota: line.source.quota,
                     hold: line.hold.to_raw(),
                     line: line.line,
                     lines: line.lines,
@@ -483,6 +537,8 @@ impl Mirror {
                     .ok_or("commit more than held")?;
                 c.sold += sold;
                 c.available += returned;
+                self.sku_mut(line.sku)?
+                    .channel_line(line.source, sold + returned, Some(sold))?;
                 w.skus.insert(line.sku);
                 let end = (Ended::Committed, e.at_ms, sold);
                 self.hold_gone(w, end, line.hold, line.line, line.sku);
@@ -499,12 +555,18 @@ impl Mirror {
                     qty: sold,
                     returned,
                     buyer: line.buyer,
+                    channel: line.source.channel.and_then(|c| {
+                        let s = &self.skus[&line.sku];
+                        Some(Arc::from(s.channels.get(usize::from(c.get()))?.id.as_str()))
+                    }),
                 });
             }
             EventKind::Released { line, qty } | EventKind::Expired { line, qty } => {
                 let c = &mut self.sku_mut(line.sku)?.counts;
                 c.held = c.held.checked_sub(qty).ok_or("release more than held")?;
                 c.available += qty;
+                self.sku_mut(line.sku)?
+                    .channel_line(line.source, qty, Some(0))?;
                 w.skus.insert(line.sku);
                 let ended = if matches!(e.kind, EventKind::Expired { .. }) {
                     Ended::Expired
@@ -555,6 +617,41 @@ impl Mirror {
                     w.forgotten.push((request.0, request_bucket(r.at_ms)));
                 }
             }
+            EventKind::ChannelSet { sku, channel, cap } => {
+                let id = ctx
+                    .engine
+                    .channel_id(sku, channel)
+                    .ok_or("channel event for a channel the engine does not have")?;
+                let s = self.sku_mut(sku)?;
+                if usize::from(channel.get()) == s.channels.len() {
+                    s.channels.push(ChannelRecord {
+                        id: id.to_string(),
+                        cap,
+                        ..ChannelRecord::default()
+                    });
+                } else {
+                    s.channel_mut(channel)?.cap = cap;
+                }
+                w.skus.insert(sku);
+            }
+            EventKind::QuotaMoved {
+                sku,
+                channel,
+                to_quota,
+                qty,
+            } => {
+                let s = self.sku_mut(sku)?;
+                let c = s.channel_mut(channel)?;
+                if to_quota {
+                    c.quota_available += qty;
+                } else {
+                    c.quota_available = c
+                        .quota_available
+                        .checked_sub(qty)
+                        .ok_or("quota moved below zero")?;
+                }
+                w.skus.insert(sku);
+            }
             EventKind::SoldOut { sku } | EventKind::BackInStock { sku } => {
                 let event = if matches!(e.kind, EventKind::SoldOut { .. }) {
                     "sold_out"
@@ -571,6 +668,13 @@ impl Mirror {
             }
         }
         Ok(())
+    }
+
+    /// Forgets an erased buyer (its records were deleted from Redis), so a
+    /// full re-write does not bring them back.
+    pub fn forget_buyer(&mut self, buyer: BuyerId) {
+        self.buyers.retain(|(_, b), _| *b != buyer);
+        self.names.remove(&buyer);
     }
 
     /// Marks a SKU's display data for writing with the next batch.
@@ -609,7 +713,7 @@ impl Mirror {
 
     fn sku_fields(&self, s: &MirrorSku) -> Vec<(&'static str, String)> {
         let (window, opens_at) = window_fields(s.window);
-        vec![
+        let mut fields = vec![
             ("idx", s.idx.get().to_string()),
             ("total", s.counts.total().to_string()),
             ("available", s.counts.available.to_string()),
@@ -624,7 +728,13 @@ impl Mirror {
                 s.settings.hold_lifetime_max_ms.to_string(),
             ),
             ("order_units_max", s.settings.order_units_max.to_string()),
-        ]
+        ];
+        // Only SKUs with channels carry the field (and pay for its bytes).
+        if !s.channels.is_empty() {
+            let json = serde_json::to_string(&s.channels).unwrap_or_default();
+            fields.push(("channels", json));
+        }
+        fields
     }
 
     /// The remembered request answers, one `HSET` per time bucket (usually
@@ -681,6 +791,7 @@ impl Mirror {
                 qty,
                 returned,
                 buyer,
+                channel,
             } => {
                 cmd.arg("event")
                     .arg("committed")
@@ -704,6 +815,9 @@ impl Mirror {
                     Some(name) => cmd.arg("buyer").arg(&*name),
                     None => cmd.arg("buyer").arg(buyer_field(*buyer)),
                 };
+                if let Some(channel) = channel {
+                    cmd.arg("channel").arg(&**channel);
+                }
             }
             Order::Stock {
                 event,
@@ -736,6 +850,18 @@ impl Mirror {
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(ctx.orders_maxlen)
+                .ignore();
+        }
+        // By age too (retention of buyer pseudonyms and sales): entry ids
+        // are Redis's clock in ms, so the cut-off is an id. Approximate
+        // (whole stream nodes), like the length cap.
+        let now_ms = ctx.engine.now_ms();
+        if !orders.is_empty() && ctx.orders_max_age_ms > 0 && now_ms > ctx.orders_max_age_ms {
+            pipe.cmd("XTRIM")
+                .arg(ctx.keys.orders())
+                .arg("MINID")
+                .arg("~")
+                .arg(now_ms - ctx.orders_max_age_ms)
                 .ignore();
         }
     }
@@ -815,12 +941,26 @@ impl Mirror {
                 units => hash.set(buyer_field(*buyer), units),
             }
         }
+        let mut expiring: Vec<Arc<str>> = buyers.values().map(|h| h.key.clone()).collect();
         add_all(pipe, buyers.into_values().flat_map(HashWrites::finish));
         let mut names = HashWrites::new(Arc::from(keys.buyer_names()));
         for (buyer, name) in &w.names {
             names.set(buyer_field(*buyer), &**name);
         }
+        if !w.names.is_empty() {
+            expiring.push(names.key.clone());
+        }
         add_all(pipe, names.finish());
+        // Retention of buyer data: a hash lives on while buyers keep
+        // buying, and goes `buyer_retention_ms` after its last write.
+        if ctx.buyer_retention_ms > 0 {
+            for key in expiring {
+                pipe.cmd("PEXPIRE")
+                    .arg(&*key)
+                    .arg(ctx.buyer_retention_ms)
+                    .ignore();
+            }
+        }
         Self::add_orders(pipe, ctx, &w.orders);
         add_all(
             pipe,
@@ -968,5 +1108,33 @@ impl Mirror {
         pipe.cmd("HSET").arg(keys.journal()).arg(fields).ignore();
         pipes.push(pipe);
         pipes
+    }
+}
+
+/// The stored form of a saved channel.
+pub(super) fn channel_record(c: &SavedChannel) -> ChannelRecord {
+    ChannelRecord {
+        id: c.id.clone(),
+        quota_available: c.quota.available,
+        quota_held: c.quota.held,
+        quota_sold: c.quota.sold,
+        held: c.held,
+        sold: c.sold,
+        cap: c.cap,
+    }
+}
+
+/// A stored channel as the engine restores it.
+pub(super) fn saved_channel(c: &ChannelRecord) -> SavedChannel {
+    SavedChannel {
+        id: c.id.clone(),
+        quota: Counts {
+            available: c.quota_available,
+            held: c.quota_held,
+            sold: c.quota_sold,
+        },
+        held: c.held,
+        sold: c.sold,
+        cap: c.cap,
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod ended;
+pub mod erase;
 pub mod keys;
 pub mod mirror;
 pub mod open;
@@ -264,6 +265,8 @@ pub struct Journal {
     /// writer arms it before waiting on `kick`).
     pub(crate) doorbell: Doorbell,
     meta_dirty: Mutex<BTreeSet<SkuIdx>>,
+    /// Buyers erased since the writer's last batch: its mirror forgets them.
+    erased: Mutex<Vec<holdfast_engine::BuyerId>>,
     backlog_max: usize,
     timeout: Duration,
     last_error: Mutex<String>,
@@ -291,6 +294,7 @@ impl Journal {
             kick: Notify::new(),
             doorbell: Doorbell::new(),
             meta_dirty: Mutex::default(),
+            erased: Mutex::default(),
             backlog_max,
             timeout,
             last_error: Mutex::default(),
@@ -438,6 +442,16 @@ impl Journal {
         if self.doorbell.should_ring() {
             self.kick.notify_one();
         }
+    }
+
+    /// Tells the writer's mirror to forget an erased buyer (see `erase`).
+    pub fn forget_buyer(&self, buyer: holdfast_engine::BuyerId) {
+        self.erased.lock().expect("erased lock").push(buyer);
+        self.wake_writer();
+    }
+
+    pub(crate) fn take_erased(&self) -> Vec<holdfast_engine::BuyerId> {
+        std::mem::take(&mut *self.erased.lock().expect("erased lock"))
     }
 
     pub(crate) fn meta_dirty_is_empty(&self) -> bool {

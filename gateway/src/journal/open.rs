@@ -122,7 +122,11 @@ pub async fn open(
             anyhow::anyhow!("refusing to start: the state in Redis is inconsistent\n{e}")
         })?
     };
-    let ids = Arc::new(Ids::new(loaded.key, args.limits.buyers_max as usize));
+    let ids = Arc::new(Ids::new(
+        loaded.key,
+        args.limits.buyers_max as usize,
+        args.privacy.buyer_names(),
+    ));
     for (buyer, name) in &loaded.names {
         ids.remember_buyer(*buyer, name);
     }
@@ -197,6 +201,8 @@ pub async fn open(
         batch_delay_max: Duration::from_micros(args.journal.batch_delay_max_us),
         timeout,
         orders_maxlen: args.journal.orders_maxlen,
+        orders_max_age_ms: args.privacy.orders_max_age_ms,
+        buyer_retention_ms: args.privacy.buyer_record_retention_ms,
         request_window_ms: args.limits.request_window_ms,
         ended_retention_ms: args.limits.ended_hold_retention_ms,
     };

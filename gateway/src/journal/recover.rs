@@ -7,7 +7,9 @@
 //! it was left half-written and starting over it would silently diverge.
 
 use super::conn::Conn;
-use super::keys::{HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field};
+use super::keys::{
+    ChannelRecord, HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field,
+};
 use crate::protocol::SkuMeta;
 use anyhow::{Context as _, anyhow, bail};
 use holdfast_engine::limits::INCARNATIONS;
@@ -122,6 +124,8 @@ pub async fn load(
     let mut metas = Vec::new();
     let mut stats = Vec::new();
     let mut holds: BTreeMap<u64, Vec<(String, HoldRecord)>> = BTreeMap::new();
+    // Each SKU's channel ids in order: hold records name them by place.
+    let mut sku_channels: HashMap<String, Vec<String>> = HashMap::new();
     for (_, id) in &order {
         let what = format!("sku {id}");
         let h: HashMap<String, String> = con.hgetall(keys.sku(id)).await?;
@@ -187,11 +191,20 @@ pub async fn load(
                 }
             }
         }
+        let channels: Vec<ChannelRecord> = match h.get("channels").filter(|j| !j.is_empty()) {
+            Some(json) => {
+                serde_json::from_str(json).with_context(|| format!("{what}: channels"))?
+            }
+            None => Vec::new(),
+        };
+        let channel_ids: Vec<String> = channels.iter().map(|c| c.id.clone()).collect();
+        sku_channels.insert(id.clone(), channel_ids);
         state.skus.push(SavedSku {
             id: id.clone(),
             counts,
             settings,
             window,
+            channels: channels.iter().map(super::mirror::saved_channel).collect(),
         });
 
         let lines: HashMap<String, Vec<u8>> = con.hgetall(keys.holds(id)).await?;
@@ -232,12 +245,26 @@ pub async fn load(
             latest_ms: first.latest_ms,
             lines: lines
                 .into_iter()
-                .map(|(sku, r)| SavedLine {
-                    sku,
-                    qty: r.qty,
-                    counted: r.counted,
+                .map(|(sku, r)| {
+                    let channel = match r.channel {
+                        0 => None,
+                        c => Some(
+                            sku_channels
+                                .get(&sku)
+                                .and_then(|ids| ids.get(usize::from(c - 1)))
+                                .cloned()
+                                .ok_or_else(|| anyhow!("hold {hold}: unknown channel #{c}"))?,
+                        ),
+                    };
+                    Ok(SavedLine {
+                        sku,
+                        qty: r.qty,
+                        counted: r.counted,
+                        channel,
+                        quota: r.quota,
+                    })
                 })
-                .collect(),
+                .collect::<anyhow::Result<_>>()?,
         });
     }
     let names: HashMap<String, String> = con.hgetall(keys.buyer_names()).await?;

@@ -67,6 +67,8 @@ pub struct Writer {
     pub batch_delay_max: Duration,
     pub timeout: Duration,
     pub orders_maxlen: usize,
+    pub orders_max_age_ms: u64,
+    pub buyer_retention_ms: u64,
     pub request_window_ms: u64,
     pub ended_retention_ms: u64,
 }
@@ -158,6 +160,8 @@ impl Writer {
             ids: &self.ids,
             keys: &self.keys,
             orders_maxlen: self.orders_maxlen,
+            orders_max_age_ms: self.orders_max_age_ms,
+            buyer_retention_ms: self.buyer_retention_ms,
             request_window_ms: self.request_window_ms,
             ended_retention_ms: self.ended_retention_ms,
         }
@@ -446,6 +450,9 @@ impl Writer {
     fn seal(&self, mirror: &mut Mirror, mut writes: Writes) -> Option<Batch> {
         for sku in self.journal.take_meta_dirty() {
             mirror.meta_changed(&mut writes, sku);
+        }
+        for buyer in self.journal.take_erased() {
+            mirror.forget_buyer(buyer);
         }
         // Statistics ride with the batch, once per SKU however many
         // operations changed them.

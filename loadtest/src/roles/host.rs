@@ -51,6 +51,7 @@ pub fn sku_def(spec: &SkuSpec, start_unix_ms: u64) -> SkuDef {
         hold_lifetime_max_ms: None,
         order_units_max: None,
         window: Some(window),
+        channels: Vec::new(),
     }
 }
 

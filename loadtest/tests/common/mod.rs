@@ -297,6 +297,7 @@ async fn create(State(d): State<Double>, Json(def): Json<SkuDef>) -> Response {
         all_in_carts: false,
         buyer_limit: def.buyer_limit,
         meta: None,
+        channels: Vec::new(),
     };
     g.ttl
         .insert(def.id.clone(), def.hold_ttl_ms.unwrap_or(300_000));

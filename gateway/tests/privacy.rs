@@ -1,0 +1,314 @@
+//! Privacy by design against a real, private `redis-server`: buyer ids
+//! reach Redis only as their HMAC-SHA256 pseudonyms (or in the clear when
+//! the operator opts in), the order stream is trimmed by age, and erasing a
+//! buyer leaves nothing of them in any key or stream entry (checked by
+//! reading every key Redis has).
+
+mod common;
+use common::*;
+use holdfast_gateway::config::{Persistence, ServeArgs};
+use holdfast_gateway::privacy::{BuyerIdKey, BuyerNames};
+use serde_json::{Value, json};
+
+const KEY: &str = "a1a2a3a4a5a6a7a8a9aaabacadaeafb0";
+const ALICE: &str = "alice@example.com";
+const BOB: &str = "bob@example.com";
+
+fn args(redis: &Redis) -> ServeArgs {
+    let mut args = demo_args();
+    args.redis = Some(redis.url());
+    args.persistence = Persistence::Durable;
+    args.privacy.buyer_id_key = Some(BuyerIdKey::parse(KEY).unwrap());
+    args
+}
+
+fn pseudonym(id: &str) -> String {
+    BuyerNames::pseudonyms(&BuyerIdKey::parse(KEY).unwrap())
+        .name(id)
+        .to_string()
+}
+
+async fn con(redis: &Redis) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Every key Redis holds and everything in it (names, fields, values,
+/// stream entries), as one lossy text to search.
+async fn everything(c: &mut redis::aio::MultiplexedConnection) -> String {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query_async(c).await.unwrap();
+    let mut all = String::new();
+    for key in keys {
+        all.push_str(&key);
+        all.push('\n');
+        let kind: String = redis::cmd("TYPE").arg(&key).query_async(c).await.unwrap();
+        let parts: Vec<Vec<u8>> = match kind.as_str() {
+            "hash" => redis::cmd("HGETALL")
+                .arg(&key)
+                .query_async(c)
+                .await
+                .unwrap(),
+            "string" => vec![redis::cmd("GET").arg(&key).query_async(c).await.unwrap()],
+            "stream" => {
+                let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(c)
+                    .await
+                    .unwrap();
+                r.ids
+                    .iter()
+                    .flat_map(|e| {
+                        e.map.iter().map(|(k, v)| {
+                            let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
+                            [k.as_bytes(), b"=", &v].concat()
+                        })
+                    })
+                    .collect()
+            }
+            other => panic!("a {other} key {key}: add it to the privacy scan"),
+        };
+        for p in parts {
+            all.push_str(&String::from_utf8_lossy(&p));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+async fn buy(gw: &Gateway, buyer: &str, request: &str) -> String {
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": buyer, "request_id": request})),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    r["hold"].as_str().unwrap().to_string()
+}
+
+async fn hold_op(gw: &Gateway, hold: &str, op: &str) -> (u16, Value) {
+    gw.call(
+        "POST",
+        &format!("/api/holds/{hold}/{op}"),
+        Some(CHECKOUT),
+        Some(json!({})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn buyer_ids_reach_redis_only_as_pseudonyms_unless_kept_in_the_clear() {
+    let Some(redis) = Redis::start() else { return };
+    let gw = Gateway::start(args(&redis)).await;
+    let hold = buy(&gw, ALICE, "r1").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    buy(&gw, BOB, "r2").await;
+    let mut c = con(&redis).await;
+    let all = everything(&mut c).await;
+    assert!(
+        !all.contains(ALICE) && !all.contains(BOB),
+        "a raw buyer id in Redis:\n{all}"
+    );
+    assert!(!all.contains("alice"), "not even part of it");
+    assert!(
+        all.contains(&format!("buyer={}", pseudonym(ALICE))),
+        "the order names the pseudonym"
+    );
+    assert!(
+        all.contains(&pseudonym(BOB)),
+        "hf:buyers maps the hash to the pseudonym"
+    );
+
+    // Retention: buyer records and remembered answers expire by themselves.
+    let month: i64 = 2_592_000_000;
+    let reqs: Vec<String> = redis::cmd("KEYS")
+        .arg("hf:reqs:*")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!reqs.is_empty(), "request ids were given");
+    for key in ["hf:buyers", "hf:{tee-black-m}:buyers"]
+        .iter()
+        .map(|k| k.to_string())
+        .chain(reqs)
+    {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= month, "{key} expires (pttl {ttl})");
+    }
+    gw.stop().await;
+
+    // The opt-out: the same store, now written in the clear.
+    let Some(redis) = Redis::start() else { return };
+    let mut clear = args(&redis);
+    clear.privacy.buyer_ids_in_clear = true;
+    let gw = Gateway::start(clear).await;
+    let hold = buy(&gw, ALICE, "r1").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let all = everything(&mut con(&redis).await).await;
+    assert!(all.contains(&format!("buyer={ALICE}")), "{all}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_order_stream_is_trimmed_by_age() {
+    let Some(redis) = Redis::start() else { return };
+    let mut c = con(&redis).await;
+    // One entry per stream node, so the approximate trim shows per entry.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(1)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let mut a = args(&redis);
+    a.privacy.orders_max_age_ms = 200;
+    let gw = Gateway::start(a).await;
+    let first = buy(&gw, "first", "f").await;
+    assert_eq!(hold_op(&gw, &first, "commit").await.0, 200);
+    let first_id: redis::streams::StreamRangeReply =
+        redis::AsyncCommands::xrange_all(&mut c, "hf:orders")
+            .await
+            .unwrap();
+    let first_id = first_id.ids[0].id.clone();
+    // Later orders' batches trim what is older than 200 ms: poll for it.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let h = buy(&gw, &format!("b{n}"), &format!("r{n}")).await;
+        assert_eq!(hold_op(&gw, &h, "commit").await.0, 200);
+        let r: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut c, "hf:orders")
+                .await
+                .unwrap();
+        assert!(!r.ids.is_empty(), "the newest entry stays");
+        if r.ids.iter().all(|e| e.id != first_id) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old entry was never trimmed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn erasure_removes_the_buyer_from_every_key_and_entry() {
+    let Some(redis) = Redis::start() else { return };
+    let a = args(&redis);
+    let gw = Gateway::start(a.clone()).await;
+    // tee-black-m has a per-buyer limit: Alice's units are counted.
+    for i in 0..2 {
+        let hold = buy(&gw, ALICE, &format!("a{i}")).await;
+        assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    }
+    let bob = buy(&gw, BOB, "b").await;
+    assert_eq!(hold_op(&gw, &bob, "commit").await.0, 200);
+    let live = buy(&gw, ALICE, "a-live").await;
+
+    let erase = |id: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.call(
+                "POST",
+                &format!("/api/admin/buyers/{}/erase", id.replace('@', "%40")),
+                Some(ADMIN),
+                None,
+            )
+            .await
+        }
+    };
+    let (status, r) = erase(ALICE).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (409, Some("buyer_has_live_holds")),
+        "{r}"
+    );
+    assert_eq!(hold_op(&gw, &live, "release").await.0, 200);
+    let (status, r) = erase(ALICE).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        r,
+        json!({"buyer": pseudonym(ALICE), "memory_names": 1, "redis_names": 1,
+               "redis_limit_records": 1, "order_entries": 2})
+    );
+
+    let mut c = con(&redis).await;
+    let all = everything(&mut c).await;
+    assert!(
+        !all.contains(&pseudonym(ALICE)),
+        "alice's pseudonym left:\n{all}"
+    );
+    assert!(all.contains(&pseudonym(BOB)), "bob's order stays");
+    let limits: usize = redis::AsyncCommands::hlen(&mut c, "hf:{tee-black-m}:buyers")
+        .await
+        .unwrap();
+    assert_eq!(limits, 1, "only bob's limit record is left");
+    // The stream is read in pages of ERASE_SCAN_COUNT: entries on every
+    // page (and across page edges) are found.
+    let page = holdfast_gateway::journal::erase::ERASE_SCAN_COUNT;
+    let mut pipe = redis::pipe();
+    for i in 0..2 * page + 1 {
+        let who = if i % 3 == 0 {
+            pseudonym(ALICE)
+        } else {
+            pseudonym(BOB)
+        };
+        pipe.cmd("XADD")
+            .arg("hf:orders")
+            .arg("*")
+            .arg("event")
+            .arg("committed")
+            .arg("buyer")
+            .arg(who)
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut c).await.unwrap();
+    let before: usize = redis::AsyncCommands::xlen(&mut c, "hf:orders")
+        .await
+        .unwrap();
+    let (status, r) = erase(ALICE).await;
+    let alice = (2 * page + 1).div_ceil(3) as u64;
+    assert_eq!(
+        (status, r["order_entries"].as_u64()),
+        (200, Some(alice)),
+        "{r}"
+    );
+    let after: usize = redis::AsyncCommands::xlen(&mut c, "hf:orders")
+        .await
+        .unwrap();
+    assert_eq!(before - after, alice as usize, "only alice's entries went");
+
+    // Erasing again finds nothing; an unknown buyer likewise.
+    let (status, r) = erase(ALICE).await;
+    assert_eq!(
+        (
+            status,
+            r["order_entries"].as_u64(),
+            r["redis_names"].as_u64()
+        ),
+        (200, Some(0), Some(0)),
+        "{r}"
+    );
+    gw.stop().await;
+
+    // After a restart nothing comes back.
+    let gw = Gateway::start(a).await;
+    let all = everything(&mut con(&redis).await).await;
+    assert!(!all.contains(&pseudonym(ALICE)), "{all}");
+    gw.stop().await;
+}

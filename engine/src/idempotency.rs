@@ -787,7 +787,10 @@ mod loom_tests {
     /// is released) racing a replay's claim: the replay gets the answer
     /// (before the withdraw), is told it is in progress (being undone), or
     /// runs afresh (after the forget); and whatever ran last is what a
-    /// later claim replays.
+    /// later claim replays. (The claim runs on a spawned thread and the
+    /// undo on the model's main thread: the other way round, loom never
+    /// ran the claim after the forget, and missed an owner reset moved
+    /// after the key's.)
     #[test]
     fn loom_an_undo_racing_a_claim() {
         loom::model(|| {
@@ -795,15 +798,15 @@ mod loom_tests {
             let hold = HoldId::from_raw(0x0040_0000_0100_0002).unwrap();
             let provisional = reservation_outcome(hold, true);
             assert!(claim_and_run(&t, provisional));
-            let undo = {
+            let replay = {
                 let t = t.clone();
-                thread::spawn(move || match t.withdraw(REQUEST, hold) {
-                    Withdrawal::Withdrawn(w) => w.forget(),
-                    other => panic!("nobody confirms here: {other:?}"),
-                })
+                thread::spawn(move || claim_and_run_after(&t, success_outcome(2), provisional))
             };
-            let ran = claim_and_run_after(&t, success_outcome(2), provisional);
-            undo.join().unwrap();
+            match t.withdraw(REQUEST, hold) {
+                Withdrawal::Withdrawn(w) => w.forget(),
+                other => panic!("nobody confirms here: {other:?}"),
+            }
+            let ran = replay.join().unwrap();
             match (ran, t.claim(REQUEST, FINGERPRINT)) {
                 (true, Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
                 (false, Claim::New(ticket)) => ticket.abandon(),

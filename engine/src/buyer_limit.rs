@@ -242,22 +242,11 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::race;
+    use crate::sync::{race, spawn_with as spawn};
     use loom::sync::Arc;
-    use loom::thread;
 
     const SKU: SkuIdx = SkuIdx(1);
     const BUYER: BuyerId = BuyerId(9);
-
-    /// Runs `f` on a thread of its own with the table (never on the main
-    /// thread: see [`crate::sync::race`]).
-    fn spawn<R: 'static>(
-        t: &Arc<BuyerTable>,
-        f: impl FnOnce(&BuyerTable) -> R + 'static,
-    ) -> thread::JoinHandle<R> {
-        let t = t.clone();
-        thread::spawn(move || f(&t))
-    }
 
     /// Two threads `acquire(want, min, limit)` for one buyer at once, its
     /// entry not yet in the table (both race to claim its position).

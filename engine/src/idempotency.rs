@@ -689,9 +689,8 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::race;
+    use crate::sync::{race, spawn_with as spawn};
     use loom::sync::Arc;
-    use loom::thread;
 
     const REQUEST: u64 = 42;
     const FINGERPRINT: u32 = 7;
@@ -722,15 +721,6 @@ mod loom_tests {
     /// `claim_and_run_after` where any earlier answer is `answer` too.
     fn claim_and_run(t: &RequestTable, answer: u64) -> bool {
         claim_and_run_after(t, answer, answer)
-    }
-
-    /// Runs `f` on a thread of its own with the table.
-    fn spawn<R: 'static>(
-        t: &Arc<RequestTable>,
-        f: impl FnOnce(&RequestTable) -> R + 'static,
-    ) -> thread::JoinHandle<R> {
-        let t = t.clone();
-        thread::spawn(move || f(&t))
     }
 
     /// Claims `REQUEST` on two threads at once; returns how many ran it.

@@ -87,22 +87,29 @@ pub(crate) fn race<T, A, B>(
         let (setup, check) = (setup.clone(), check.clone());
         loom::model(move || {
             let state = Arc::new(setup());
-            let run_a = {
-                let state = state.clone();
-                move || loom::thread::spawn(move || a(&state))
-            };
-            let run_b = {
-                let state = state.clone();
-                move || loom::thread::spawn(move || b(&state))
-            };
             let (ha, hb) = if a_first {
-                let ha = run_a();
-                (ha, run_b())
+                let ha = spawn_with(&state, a);
+                (ha, spawn_with(&state, b))
             } else {
-                let hb = run_b();
-                (run_a(), hb)
+                let hb = spawn_with(&state, b);
+                (spawn_with(&state, a), hb)
             };
             check(&state, ha.join().unwrap(), hb.join().unwrap());
         });
     }
+}
+
+/// Runs `f` with `state` on a thread of its own (in a loom model, racers
+/// belong on spawned threads: see [`race`]).
+#[cfg(all(test, loom))]
+pub(crate) fn spawn_with<T, R>(
+    state: &loom::sync::Arc<T>,
+    f: impl FnOnce(&T) -> R + Send + 'static,
+) -> loom::thread::JoinHandle<R>
+where
+    T: Sync + Send + 'static,
+    R: Send + 'static,
+{
+    let state = state.clone();
+    loom::thread::spawn(move || f(&state))
 }

@@ -242,8 +242,8 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::sync::{race, spawn_with as spawn};
     use loom::sync::Arc;
-    use loom::thread;
 
     const SKU: SkuIdx = SkuIdx(1);
     const BUYER: BuyerId = BuyerId(9);
@@ -256,12 +256,8 @@ mod loom_tests {
         limit: u32,
     ) -> (Arc<BuyerTable>, [Result<u32, BuyerRefusal>; 2]) {
         let t = Arc::new(BuyerTable::new(1));
-        let other = {
-            let t = t.clone();
-            thread::spawn(move || t.acquire(SKU, BUYER, want, min, limit))
-        };
-        let mine = t.acquire(SKU, BUYER, want, min, limit);
-        (t, [mine, other.join().unwrap()])
+        let racers = [(); 2].map(|()| spawn(&t, move |t| t.acquire(SKU, BUYER, want, min, limit)));
+        (t, racers.map(|r| r.join().unwrap()))
     }
 
     /// Two reservations of 2 units against a limit of 3: exactly one is
@@ -294,22 +290,23 @@ mod loom_tests {
     /// count ends matching what was granted.
     #[test]
     fn loom_a_release_gives_units_back() {
-        loom::model(|| {
-            let t = Arc::new(BuyerTable::new(1));
-            assert_eq!(t.acquire(SKU, BUYER, 2, 2, 3), Ok(2));
-            let releaser = {
-                let t = t.clone();
-                thread::spawn(move || t.release(SKU, BUYER, 2))
-            };
-            let again = t.acquire(SKU, BUYER, 2, 2, 3);
-            releaser.join().unwrap();
-            match again {
-                Ok(2) => assert_eq!(t.units(SKU, BUYER), 2),
-                Err(BuyerRefusal::LimitExceeded) => assert_eq!(t.units(SKU, BUYER), 0),
-                other => panic!("{other:?}"),
-            }
-            let room = 3 - t.units(SKU, BUYER);
-            assert_eq!(t.acquire(SKU, BUYER, 3, 1, 3), Ok(room), "what is left");
-        });
+        race(
+            || {
+                let t = BuyerTable::new(1);
+                assert_eq!(t.acquire(SKU, BUYER, 2, 2, 3), Ok(2));
+                t
+            },
+            |t| t.release(SKU, BUYER, 2),
+            |t| t.acquire(SKU, BUYER, 2, 2, 3),
+            |t, (), again| {
+                match again {
+                    Ok(2) => assert_eq!(t.units(SKU, BUYER), 2),
+                    Err(BuyerRefusal::LimitExceeded) => assert_eq!(t.units(SKU, BUYER), 0),
+                    other => panic!("{other:?}"),
+                }
+                let room = 3 - t.units(SKU, BUYER);
+                assert_eq!(t.acquire(SKU, BUYER, 3, 1, 3), Ok(room), "what is left");
+            },
+        );
     }
 }

@@ -838,10 +838,8 @@ mod loom_tests {
             };
             let c = run(To::Commit, 9);
             let r = run(To::Release, 9);
-            // The expirer on the model's main thread: three racers, and no
-            // idle fourth thread for loom to schedule around.
-            let e = end_hold(&slot, To::Expire, 10);
-            let results = [c.join().unwrap(), r.join().unwrap(), e];
+            let e = run(To::Expire, 10);
+            let results = [c.join().unwrap(), r.join().unwrap(), e.join().unwrap()];
             let wins = results.iter().filter(|r| r.is_ok()).count();
             assert_eq!(wins, 1, "exactly one transition wins: {results:?}");
             let end = HoldState::from_raw(state(slot.word.load(Ordering::Relaxed))).unwrap();
@@ -888,24 +886,24 @@ mod loom_tests {
     /// every line's `sold` written, never Committed with `sold` still 0.
     #[test]
     fn loom_a_reader_never_sees_committed_before_sold() {
-        loom::model(|| {
-            let head = Arc::new(Slot::new());
-            let line = Arc::new(Slot::new());
-            line.qty.store(4, Ordering::Relaxed);
-            line.word.store(pack(1, LINE, 0), Ordering::Relaxed);
-            head.qty.store(5, Ordering::Relaxed);
-            head.publish(1, 10);
-            let committer = {
-                let (head, line) = (head.clone(), line.clone());
-                thread::spawn(move || {
-                    assert_eq!(head.transition(1, To::Commit, 0), Ok(Won::Committed));
-                    // As `Engine::end_line` does, line by line.
-                    head.sold.store(3, Ordering::Relaxed);
-                    line.sold.store(2, Ordering::Relaxed);
-                    head.finish_commit(1);
-                })
-            };
-            if let Some(view) = head.read() {
+        crate::sync::race(
+            || {
+                let [head, line] = [Slot::new(), Slot::new()];
+                line.qty.store(4, Ordering::Relaxed);
+                line.word.store(pack(1, LINE, 0), Ordering::Relaxed);
+                head.qty.store(5, Ordering::Relaxed);
+                head.publish(1, 10);
+                [head, line]
+            },
+            |[head, line]| {
+                assert_eq!(head.transition(1, To::Commit, 0), Ok(Won::Committed));
+                // As `Engine::end_line` does, line by line.
+                head.sold.store(3, Ordering::Relaxed);
+                line.sold.store(2, Ordering::Relaxed);
+                head.finish_commit(1);
+            },
+            |[head, line]| {
+                let view = head.read()?;
                 match state(view.word) {
                     HELD => assert_eq!(view.sold, 0),
                     COMMITTED => {
@@ -915,10 +913,10 @@ mod loom_tests {
                     }
                     other => panic!("a reader saw state {other}"),
                 }
-            }
-            committer.join().unwrap();
-            assert_eq!(state(head.word.load(Ordering::Relaxed)), COMMITTED);
-        });
+                Some(())
+            },
+            |[head, _], (), _| assert_eq!(state(head.word.load(Ordering::Relaxed)), COMMITTED),
+        );
     }
 
     /// The reserving thread's field writes are visible to whoever wins.

@@ -684,11 +684,13 @@ mod tests {
 
 /// Loom models of claims, epoch rotation and forgetting. Each table has
 /// `PROBE_WINDOW` (2 under loom) positions, so a key's window covers it.
+/// Two different racers run through [`crate::sync::race`] (both spawn
+/// orders, nothing on the main thread).
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
+    use crate::sync::{race, spawn_with as spawn};
     use loom::sync::Arc;
-    use loom::thread;
 
     const REQUEST: u64 = 42;
     const FINGERPRINT: u32 = 7;
@@ -723,12 +725,11 @@ mod loom_tests {
 
     /// Claims `REQUEST` on two threads at once; returns how many ran it.
     fn two_claims(t: &Arc<RequestTable>) -> usize {
-        let other = {
-            let t = t.clone();
-            thread::spawn(move || claim_and_run(&t, success_outcome(1)))
-        };
-        let ran = claim_and_run(t, success_outcome(1));
-        usize::from(ran) + usize::from(other.join().unwrap())
+        let claims = [(); 2].map(|()| spawn(t, |t| claim_and_run(t, success_outcome(1))));
+        claims
+            .into_iter()
+            .map(|c| usize::from(c.join().unwrap()))
+            .sum()
     }
 
     /// Two claims of one id at once: exactly one runs; the other is told it
@@ -744,43 +745,46 @@ mod loom_tests {
     }
 
     /// Two claims of one id straddle an epoch change (one inserts in each
-    /// table): the Dekker check lets at most one run.
+    /// table): the Dekker check lets at most one run. The second claim
+    /// comes right after the rotation on its thread, so it is always under
+    /// the new epoch; the first reads either (both under one epoch is the
+    /// model above).
     #[test]
     fn loom_claims_straddling_an_epoch_change_run_at_most_once() {
-        loom::model(|| {
-            let t = table();
-            let rotator = {
-                let t = t.clone();
-                thread::spawn(move || t.rotate(1))
-            };
-            let runs = two_claims(&t);
-            rotator.join().unwrap();
-            assert!(runs <= 1, "{runs} claims ran the request");
-        });
+        race(
+            table,
+            |t| claim_and_run(t, success_outcome(1)),
+            |t| {
+                t.rotate(1);
+                claim_and_run(t, success_outcome(1))
+            },
+            |_, first, second| {
+                assert!(!(first && second), "both claims ran the request");
+            },
+        );
     }
 
     /// A recorded answer outlives one rotation and is gone after two, even
     /// when the claim races the rotation.
     #[test]
     fn loom_an_answer_survives_one_rotation() {
-        loom::model(|| {
-            let t = table();
-            assert!(claim_and_run(&t, success_outcome(1)));
-            let rotator = {
-                let t = t.clone();
-                thread::spawn(move || t.rotate(1))
-            };
-            assert!(
-                !claim_and_run(&t, success_outcome(1)),
-                "remembered in its epoch and the next"
-            );
-            rotator.join().unwrap();
-            t.rotate(2);
-            assert!(
-                claim_and_run(&t, success_outcome(2)),
-                "aged out two epochs later: runs afresh"
-            );
-        });
+        race(
+            || {
+                let t = table();
+                assert!(claim_and_run(&t, success_outcome(1)));
+                t
+            },
+            |t| t.rotate(1),
+            |t| claim_and_run(t, success_outcome(1)),
+            |t, (), ran| {
+                assert!(!ran, "remembered in its epoch and the next");
+                t.rotate(2);
+                assert!(
+                    claim_and_run(t, success_outcome(2)),
+                    "aged out two epochs later: runs afresh"
+                );
+            },
+        );
     }
 
     /// Undoing a provisional answer (withdraw, then forget once the hold
@@ -790,25 +794,25 @@ mod loom_tests {
     /// later claim replays.
     #[test]
     fn loom_an_undo_racing_a_claim() {
-        loom::model(|| {
-            let t = table();
-            let hold = HoldId::from_raw(0x0040_0000_0100_0002).unwrap();
-            let provisional = reservation_outcome(hold, true);
-            assert!(claim_and_run(&t, provisional));
-            let undo = {
-                let t = t.clone();
-                thread::spawn(move || match t.withdraw(REQUEST, hold) {
-                    Withdrawal::Withdrawn(w) => w.forget(),
-                    other => panic!("nobody confirms here: {other:?}"),
-                })
-            };
-            let ran = claim_and_run_after(&t, success_outcome(2), provisional);
-            undo.join().unwrap();
-            match (ran, t.claim(REQUEST, FINGERPRINT)) {
+        const HOLD: u64 = 0x0040_0000_0100_0002;
+        let hold = || HoldId::from_raw(HOLD).unwrap();
+        let provisional = reservation_outcome(hold(), true);
+        race(
+            move || {
+                let t = table();
+                assert!(claim_and_run(&t, provisional));
+                t
+            },
+            move |t| match t.withdraw(REQUEST, hold()) {
+                Withdrawal::Withdrawn(w) => w.forget(),
+                other => panic!("nobody confirms here: {other:?}"),
+            },
+            move |t| claim_and_run_after(t, success_outcome(2), provisional),
+            |t, (), ran| match (ran, t.claim(REQUEST, FINGERPRINT)) {
                 (true, Claim::Done(r)) => assert_eq!(r.outcome, success_outcome(2)),
                 (false, Claim::New(ticket)) => ticket.abandon(),
                 (ran, later) => panic!("ran {ran}, then a claim saw {later:?}"),
-            }
-        });
+            },
+        );
     }
 }

@@ -613,12 +613,14 @@ mod loom_tests {
             ring.push(1).unwrap();
             let producer = spawn(&ring, |r| r.push(2).unwrap());
             let single = spawn(&ring, |r| r.pop());
-            // The batch pop on the model's main thread: three racers and no
-            // idle fourth thread for loom to schedule around.
-            let mut batch = Vec::new();
-            ring.pop_into(&mut batch, 2);
+            let batch = spawn(&ring, |r| {
+                let mut out = Vec::new();
+                r.pop_into(&mut out, 2);
+                out
+            });
             producer.join().unwrap();
             let single = single.join().unwrap();
+            let batch = batch.join().unwrap();
             assert!(batch.windows(2).all(|w| w[0] < w[1]), "a batch is in order");
             let mut all: Vec<u64> = batch.into_iter().chain(single).collect();
             ring.pop_into(&mut all, 2);
@@ -636,10 +638,10 @@ mod loom_tests {
             let ring = Arc::new(Ring::<u64>::new(2));
             ring.push(0).unwrap();
             let run = spawn(&ring, |r| r.push_slice(&[1, 2]));
+            let single = spawn(&ring, |r| r.push(3).is_ok());
             let popper = spawn(&ring, |r| r.pop());
-            // The single push on the model's main thread (see above).
-            let pushed_single = ring.push(3).is_ok();
             let pushed_run = run.join().unwrap();
+            let pushed_single = single.join().unwrap();
             let mut all: Vec<u64> = popper.join().unwrap().into_iter().collect();
             while let Some(v) = ring.pop() {
                 all.push(v);

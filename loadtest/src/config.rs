@@ -100,20 +100,24 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_LOADTEST_REDIS_PREFIX", default_value = "hf")]
     pub redis_prefix: String,
 
-    /// Admin bearer token (creates SKUs, runs host actions). Generated for `--spawn`.
+    /// Admin bearer token (creates SKUs, runs host actions): the gateway's
+    /// `--admin-token`. Default: `demo-admin`, what `holdfast serve --demo`
+    /// uses when no token is set. Generated for `--spawn`.
     #[arg(
         long,
         env = "HOLDFAST_LOADTEST_ADMIN_TOKEN",
-        default_value = "admin-dev-token",
+        default_value = "demo-admin",
         hide_env_values = true
     )]
     pub admin_token: String,
 
-    /// Checkout bearer token (buyers). Generated for `--spawn`.
+    /// Checkout bearer token (buyers): the gateway's `--checkout-token`.
+    /// Default: `demo-checkout`, what `holdfast serve --demo` uses when no
+    /// token is set. Generated for `--spawn`.
     #[arg(
         long,
         env = "HOLDFAST_LOADTEST_CHECKOUT_TOKEN",
-        default_value = "checkout-dev-token",
+        default_value = "demo-checkout",
         hide_env_values = true
     )]
     pub checkout_token: String,

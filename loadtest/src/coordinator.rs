@@ -41,6 +41,8 @@ pub struct Env {
     pub holds_tracked_max: usize,
     pub sample_interval: Duration,
     pub fixed_ids: bool,
+    /// `(url, prefix)` of `--redis`: the journal must show the SKUs created.
+    pub redis: Option<(String, String)>,
     pub seed: u64,
     pub quiet: bool,
     /// Cancelled on Ctrl-C / SIGTERM.
@@ -92,6 +94,14 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
         host::create(&env.api, spec, start_unix_ms, env.fixed_ids)
             .await
             .with_context(|| format!("creating SKU {} through the admin API", spec.id))?;
+    }
+    if let (Some((url, prefix)), Some(first)) = (
+        &env.redis,
+        scenario.skus.iter().find(|k| k.create_at_s.is_none()),
+    ) {
+        crate::target::journal_has(url, prefix, &first.id)
+            .await
+            .context("pre-flight")?;
     }
 
     let progress: Arc<Mutex<Vec<Progress>>> =

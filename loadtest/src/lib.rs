@@ -25,6 +25,8 @@
 //! - [`capacity`]: the capacity search behind `--find-capacity`.
 //! - [`spawn`]: the gateway child process behind `--spawn`.
 //! - [`progress`]: the live progress bar.
+//! - [`target`]: what the gateway says about itself; pre-flight checks of
+//!   tokens, Redis and existing SKUs.
 
 pub mod audit;
 pub mod capacity;
@@ -39,6 +41,7 @@ pub mod roles;
 pub mod scenario;
 pub mod spawn;
 pub mod stats;
+pub mod target;
 pub mod threshold;
 pub mod worker;
 
@@ -46,7 +49,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::http::Api;
@@ -165,13 +167,29 @@ async fn run_with_target(
         admin,
         timeout,
     ));
-    match api.call(Method::GET, "/readyz", false, None).await {
-        Ok((200, _)) => {}
-        Ok((status, body)) => anyhow::bail!(
-            "{target_url} is not ready: GET /readyz answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        ),
-        Err(e) => anyhow::bail!("cannot reach {target_url}: {e}"),
+    let ready = target::readiness(&api, &target_url)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let findings = target::check(
+        &api,
+        &ready,
+        &target::Expect {
+            checkout_token: &checkout,
+            redis: cli.redis.as_deref().map(|u| (u, cli.redis_prefix.as_str())),
+            persistence: cli.persistence,
+            fixed_ids: cli.fixed_ids,
+            scenario: &scenario,
+        },
+    )
+    .await;
+    for n in &findings.notes {
+        eprintln!("pre-flight: note: {n}");
+    }
+    if !findings.errors.is_empty() {
+        anyhow::bail!(
+            "pre-flight: the target is not set up for this run:\n  - {}",
+            findings.errors.join("\n  - ")
+        );
     }
 
     // Pre-flight, for the largest load this invocation will run.
@@ -211,6 +229,7 @@ async fn run_with_target(
         holds_tracked_max: cli.holds_tracked_max,
         sample_interval: Duration::from_millis(cli.sample_interval_ms.max(50)),
         fixed_ids: cli.fixed_ids,
+        redis: cli.redis.clone().map(|u| (u, cli.redis_prefix.clone())),
         seed: cli.seed,
         quiet: cli.quiet,
         interrupt,
@@ -341,6 +360,12 @@ impl Judge<'_> {
             Some(self.decision.clone()),
             limits,
         );
+        // Read again after the run: a restarted gateway has a new table.
+        let holds_capacity = target::readiness(&self.env.api, self.target)
+            .await
+            .ok()
+            .map(|r| r.holds_capacity)
+            .filter(|&c| c > 0);
         report.audit = audit::run(audit::Input {
             scenario: &outcome.scenario,
             stats: &outcome.stats,
@@ -351,6 +376,7 @@ impl Judge<'_> {
             holds_max: cli.audit_holds_max,
             stream_max: cli.audit_stream_max,
             exclusive: !cli.fixed_ids,
+            holds_capacity,
         })
         .await;
         report.figures = report.compute_figures();

@@ -208,6 +208,10 @@ pub enum Outcome {
     Unknown,
     /// The hold expired before the commit (`hold_expired`).
     Expired,
+    /// The server answered a commit or release with `hold_not_found` for a
+    /// hold it had acknowledged: the hold was lost (an in-memory gateway
+    /// restarted, or state was rolled back).
+    Lost,
 }
 
 /// One acknowledged hold, for the audit.

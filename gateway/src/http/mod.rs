@@ -399,4 +399,3 @@ fn topic_stats(
 ) -> crate::protocol::Stats {
     s.ops.stats.of_skus(&s.ops.engine, topic, 0, skus)
 }
-

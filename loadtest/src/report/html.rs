@@ -144,14 +144,16 @@ pub fn render(r: &Report) -> String {
         ],
     );
     let verdict = if !r.audit.ok {
-        (
-            "bad",
-            format!("AUDIT FAILED: oversold {}", r.audit.oversold),
-        )
+        ("bad", r.audit.verdict.clone())
+    } else if let Some(why) = r.all_failed() {
+        ("bad", format!("RUN FAILED: {why}"))
     } else if !r.health.valid {
         (
             "warn",
-            "RESULTS INVALID: the generator was the bottleneck".to_string(),
+            format!(
+                "RESULTS INVALID: the generator was the bottleneck: {}",
+                r.health.reasons.join("; ")
+            ),
         )
     } else if r.thresholds.iter().any(|t| !t.ok) {
         ("bad", "THRESHOLD BREACHED".to_string())
@@ -214,9 +216,13 @@ td:first-child,th:first-child{{text-align:left}}pre{{background:#f7f7f7;padding:
         let _ = write!(
             h,
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td style=\"text-align:left\">{}</td></tr>",
-            if c.ok { "ok" } else { "bad" },
+            match c.status {
+                crate::audit::CheckStatus::Ok => "ok",
+                crate::audit::CheckStatus::Failed => "bad",
+                _ => "warn",
+            },
             escape(&c.name),
-            c.ok,
+            c.status.tag(),
             escape(&c.detail)
         );
     }

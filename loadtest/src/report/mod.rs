@@ -353,13 +353,72 @@ impl Report {
         f
     }
 
-    /// Process exit code: the audit first (an oversell is the server's
-    /// whatever the generator did), then validity, then thresholds.
+    /// Why the run failed as a whole, if it did: every request failed, or
+    /// no connection could be opened. Names the codes seen and, for 401 or
+    /// 403, which token to pass.
+    pub fn all_failed(&self) -> Option<String> {
+        let requests = self.count("reserve.ok")
+            + self.count("commit.ok")
+            + self.count("release.ok")
+            + self
+                .errors
+                .iter()
+                .filter(|(k, _)| !k.starts_with("connect."))
+                .map(|(_, v)| v)
+                .sum::<u64>();
+        let failures = self.figures.get("errors.count").copied().unwrap_or(0.0) as u64;
+        let conns_ok = self.count("connections.ok");
+        let conns_failed = self.sum_prefix("connections.failed.");
+        let every_request = requests > 0 && failures >= requests;
+        let every_connection = conns_ok == 0 && conns_failed > 0;
+        if !every_request && !every_connection {
+            return None;
+        }
+        let codes: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(k, _)| {
+                !k.ends_with(".sold_out")
+                    && !k.ends_with(".not_open")
+                    && !k.ends_with(".limit_exceeded")
+            })
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut why = format!(
+            "every {} failed ({})",
+            if every_request {
+                "request"
+            } else {
+                "connection"
+            },
+            codes.join(", ")
+        );
+        let auth = self.errors.keys().any(|k| {
+            k.ends_with("http_401")
+                || k.ends_with("http_403")
+                || k.ends_with(".unauthorized")
+                || k.ends_with(".forbidden")
+        });
+        if auth {
+            why.push_str(
+                ": the gateway refused the token; pass --checkout-token and --admin-token with the \
+                 gateway's values (`holdfast serve --demo` without tokens uses demo-checkout and demo-admin)",
+            );
+        }
+        Some(why)
+    }
+
+    /// Process exit code, in this order of precedence: interrupted (130);
+    /// the audit (4: an oversell or a loss is the server's whatever the
+    /// generator did); every request failed (1: nothing was measured);
+    /// generator invalid (5); a threshold breached (3); else 0.
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
         } else if !self.audit.ok {
             crate::EXIT_AUDIT
+        } else if self.all_failed().is_some() {
+            crate::EXIT_ERROR
         } else if !self.health.valid {
             crate::EXIT_INVALID
         } else if self.thresholds.iter().any(|t| !t.ok) {

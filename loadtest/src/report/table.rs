@@ -146,18 +146,19 @@ pub fn render(r: &Report) -> String {
     for why in &h.reasons {
         let _ = writeln!(s, "              invalid: {why}");
     }
-    let _ = writeln!(s, "\naudit         oversold: {}", r.audit.oversold);
+    let _ = writeln!(
+        s,
+        "\naudit         oversold: {}; {}",
+        r.audit.oversold, r.audit.verdict
+    );
     for c in &r.audit.checks {
-        let _ = writeln!(
-            s,
-            "  [{}] {}: {}",
-            if c.ok { "ok" } else { "FAIL" },
-            c.name,
-            c.detail
-        );
+        let _ = writeln!(s, "  [{}] {}: {}", c.status.tag(), c.name, c.detail);
     }
     for p in &r.audit.problems {
         let _ = writeln!(s, "  problem: {p}");
+    }
+    if let Some(why) = r.all_failed() {
+        let _ = writeln!(s, "\nRUN FAILED    {why}");
     }
     if !r.thresholds.is_empty() {
         let _ = writeln!(s, "\nthresholds");

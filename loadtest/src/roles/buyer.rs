@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_gateway::protocol::Reserved;
+use holdfast_protocol::{Code, Reserved};
 
 use crate::client::{CallError, Checkout, ReserveReq, Sent};
 use crate::plan::Rng;
@@ -196,10 +196,11 @@ impl Buyer {
                 Err(e) => {
                     s.add(&format!("commit.error.{}", e.code()), 1);
                     s.second(ctx.clock.second_of(due)).errors +=
-                        u64::from(e.code() != "hold_expired");
+                        u64::from(!e.is(Code::HoldExpired));
                     s.sample_error(format!("commit {}: {e}", r.hold));
                     match e {
-                        CallError::Refused(c) if c == "hold_expired" => Outcome::Expired,
+                        CallError::Refused(Code::HoldExpired) => Outcome::Expired,
+                        CallError::Refused(Code::HoldNotFound) => Outcome::Lost,
                         CallError::Refused(_) => Outcome::Abandoned,
                         _ => Outcome::Unknown,
                     }
@@ -234,7 +235,8 @@ impl Buyer {
                     s.add(&format!("release.error.{}", e.code()), 1);
                     s.sample_error(format!("release {}: {e}", r.hold));
                     match e {
-                        CallError::Refused(c) if c == "hold_expired" => Outcome::Expired,
+                        CallError::Refused(Code::HoldExpired) => Outcome::Expired,
+                        CallError::Refused(Code::HoldNotFound) => Outcome::Lost,
                         CallError::Refused(_) => Outcome::Abandoned,
                         _ => Outcome::Unknown,
                     }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
-use holdfast_gateway::protocol::{ClientMsg, ServerMsg, SkuState, Subscribe};
+use holdfast_protocol::{ClientMsg, ServerMsg, SkuState, Subscribe};
 
 use crate::client::ws::{decode, encode};
 use crate::worker::Ctx;
@@ -105,7 +105,7 @@ fn check(ctx: &Ctx, seen: &mut Seen, msg: ServerMsg) {
             topic_seq(ctx, seen, &f.topic, f.seq);
             ctx.recorder
                 .with(|s| s.record("fanout", now_us.saturating_sub(f.ts_ms * 1000)));
-            if f.event == holdfast_gateway::protocol::StockEventKind::SoldOut
+            if f.event == holdfast_protocol::StockEventKind::SoldOut
                 && let Some(&i) = ctx.sku_index.get(&f.sku)
             {
                 saw_sold_out(ctx, seen, i, f.ts_ms, now_us);

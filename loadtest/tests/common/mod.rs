@@ -20,7 +20,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use holdfast_gateway::protocol::*;
+use holdfast_protocol::*;
 
 fn now_ms() -> u64 {
     SystemTime::now()

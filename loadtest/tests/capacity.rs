@@ -1,8 +1,8 @@
-//! `--find-capacity` and `--baseline` end to end against the honest double.
+//! `--find-capacity` and `--baseline` end to end against the real gateway.
 
 mod common;
 
-use common::{LENIENT, Mode, run_loadtest, scenario, start_double};
+use common::{Gateway, LENIENT, run_loadtest, scenario};
 use holdfast_loadtest::report::Report;
 
 const SMALL: &str = r#"
@@ -27,10 +27,10 @@ sku = "a"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
-    let addr = start_double(Mode::Honest).await;
+    let gw = Gateway::memory().await;
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(&dir, "small.toml", SMALL);
-    let target = format!("http://{addr}");
+    let target = gw.target();
     let first = dir.path().join("first.json");
     let second = dir.path().join("second.json");
 
@@ -113,4 +113,5 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         burst.before >= burst.after,
         "the baseline ran twice the burst"
     );
+    gw.stop().await;
 }

@@ -39,6 +39,32 @@ pub enum Persistence {
     Async,
 }
 
+/// An inclusive range of TCP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// Parses `FIRST-LAST` (or one port).
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(s)?, port(s)?),
+    };
+    if first > last {
+        return Err(format!("{s}: the first port is above the last"));
+    }
+    Ok(PortRange { first, last })
+}
+
 /// Pre-event load tester for holdfast: drives viewers and buyers at a
 /// gateway, then audits the inventory.
 ///
@@ -72,6 +98,12 @@ pub struct Cli {
     /// for a self-contained run, and stop it at the end.
     #[arg(long, env = "HOLDFAST_LOADTEST_SPAWN")]
     pub spawn: bool,
+
+    /// Ports a spawned gateway may listen on, `FIRST-LAST` (e.g.
+    /// `18080-18089` where a firewall or a dashboard expects one); the first
+    /// free one is taken. Default: any free port.
+    #[arg(long, env = "HOLDFAST_LOADTEST_SPAWN_PORTS", value_parser = parse_port_range)]
+    pub spawn_ports: Option<PortRange>,
 
     /// Gateway binary for `--spawn`. Default: `holdfast` next to this
     /// executable (where cargo puts both).

@@ -15,6 +15,7 @@
 //!   addresses; `RLIMIT_NOFILE`.
 //! - [`plan`]: a worker's share, the shared clock, coordinator/worker messages.
 //! - [`coordinator`]: one run: SKUs, timeline, workers, sampler, progress.
+//! - [`ctx`]: what a worker's tasks share (the worker builds it, roles read it).
 //! - [`worker`]: one worker's viewers, bursts and arrivals, and its health probe.
 //! - [`roles`]: viewer, buyer and host behaviour.
 //! - [`client`]: TCP dialing over spread source addresses, websocket and HTTP clients.
@@ -33,6 +34,7 @@ pub mod capacity;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod ctx;
 pub mod plan;
 pub mod preflight;
 pub mod progress;

@@ -8,7 +8,6 @@
 //! schedule lag, CPU) and the end of the run. Never talks to the admin API:
 //! host actions are the coordinator's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use crate::client::net::Dialer;
 use crate::client::ws::{WsConnector, WsPool};
 use crate::client::{CallLimits, Checkout};
 use crate::config::Protocol;
+use crate::ctx::Ctx;
 use crate::plan::{Clock, Control, Progress, Report, Rng, WorkerPlan};
 use crate::roles::buyer::{Buyer, Origin};
 use crate::roles::viewer;
@@ -34,23 +34,6 @@ use crate::stats::{Recorder, Stats};
 const PROBE_PERIOD: Duration = Duration::from_millis(10);
 /// Progress reports per second to the coordinator.
 const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
-
-/// What every task of a worker shares.
-pub struct Ctx {
-    pub plan: WorkerPlan,
-    pub clock: Clock,
-    pub recorder: Recorder,
-    pub connector: Arc<WsConnector>,
-    pub dialer: Arc<Dialer>,
-    pub limits: CallLimits,
-    /// Cancelled when the run's duration is over (or on Stop).
-    pub end: CancellationToken,
-    /// SKU id → scenario index.
-    pub sku_index: HashMap<String, u16>,
-    pub frames: AtomicU64,
-    pub viewers_live: AtomicU64,
-    pub inflight: AtomicUsize,
-}
 
 /// Runs a worker's share; returns its stats when the run is over.
 pub async fn run(

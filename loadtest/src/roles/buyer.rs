@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use holdfast_protocol::{Code, Reserved};
 
 use crate::client::{CallError, Checkout, ReserveReq, Sent};
+use crate::ctx::Ctx;
 use crate::plan::Rng;
 use crate::stats::{HoldRecord, Outcome};
-use crate::worker::Ctx;
 
 /// Where a buyer came from, for the per-burst figures.
 #[derive(Debug, Clone, Copy)]

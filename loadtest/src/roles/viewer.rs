@@ -15,7 +15,7 @@ use futures_util::{SinkExt, StreamExt};
 use holdfast_protocol::{ClientMsg, ServerMsg, SkuState, Subscribe};
 
 use crate::client::ws::{decode, encode};
-use crate::worker::Ctx;
+use crate::ctx::Ctx;
 
 /// What one viewer remembers between frames.
 #[derive(Debug, Default)]

@@ -363,11 +363,16 @@ impl Judge<'_> {
             limits,
         );
         // Read again after the run: a restarted gateway has a new table.
-        let holds_capacity = target::readiness(&self.env.api, self.target)
-            .await
-            .ok()
-            .map(|r| r.holds_capacity)
-            .filter(|&c| c > 0);
+        let ready = target::readiness(&self.env.api, self.target).await.ok();
+        let holds_capacity = ready.as_ref().map(|r| r.holds_capacity).filter(|&c| c > 0);
+        report.provenance = report::Provenance {
+            scenario_toml: toml::to_string(&outcome.scenario).unwrap_or_default(),
+            seed: cli.seed,
+            command_line: std::env::args().collect(),
+            loadtest_version: env!("CARGO_PKG_VERSION").into(),
+            gateway_version: ready.as_ref().and_then(|r| r.version.clone()),
+            gateway_persistence: ready.map(|r| r.persistence).unwrap_or_default(),
+        };
         report.audit = audit::run(audit::Input {
             scenario: &outcome.scenario,
             stats: &outcome.stats,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// Largest latency recorded, in microseconds (one minute); anything longer
@@ -24,8 +24,10 @@ pub const SERIES_S_MAX: usize = 3_700;
 /// Error message samples kept per worker, for the operator to read.
 pub const ERROR_SAMPLES_MAX: usize = 20;
 
-/// A latency histogram in microseconds, 3 significant digits.
-#[derive(Debug, Clone)]
+/// A latency histogram in microseconds, 3 significant digits. In JSON it
+/// is HdrHistogram's compressed V2 interchange format in base64 (what the
+/// histogram log format and every HdrHistogram library read).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hist(pub Histogram<u64>);
 
 impl Default for Hist {
@@ -81,7 +83,7 @@ impl Hist {
 
     fn to_b64(&self) -> String {
         let mut buf = Vec::new();
-        V2Serializer::new()
+        V2DeflateSerializer::new()
             .serialize(&self.0, &mut buf)
             .expect("serialising to memory cannot fail");
         base64::engine::general_purpose::STANDARD.encode(buf)

@@ -197,8 +197,81 @@ async fn the_real_gateway_passes_across_two_worker_processes() {
         .sum();
     assert_eq!(b, 50);
     assert_eq!(report.bursts.iter().map(|b| b.buyers).sum::<u64>(), 50);
-    // 20 arrivals at 20/s over 1 s: every buyer's reserve measured once.
+    // 20 arrivals at 20/s over 1 s: every buyer's reserve measured once,
+    // as a hold, a sale refusal or a failure, each in its own histogram.
     assert_eq!(report.latency["reserve"].count, 70);
+    assert_eq!(report.figures["reserve.attempts"], 70.0);
+    let ok = report.latency["reserve_ok"].count;
+    let refused = report.latency.get("reserve_refused").map_or(0, |l| l.count);
+    assert_eq!(ok as f64, report.figures["reserve.count"]);
+    assert_eq!(
+        ok + refused
+            + report
+                .errors
+                .iter()
+                .filter(|(k, _)| k.starts_with("reserve.")
+                    && !k.ends_with("sold_out")
+                    && !k.ends_with("not_open")
+                    && !k.ends_with("limit_exceeded"))
+                .map(|(_, v)| v)
+                .sum::<u64>(),
+        70
+    );
+    assert!(report.latency["reserve"].p95 > 0.0);
+    let burst_ok: u64 = report
+        .bursts
+        .iter()
+        .filter_map(|b| b.ok.as_ref())
+        .map(|l| l.count)
+        .sum();
+    assert_eq!(
+        burst_ok,
+        report.bursts.iter().map(|b| b.reserved).sum::<u64>()
+    );
+    assert_eq!(
+        report
+            .skus
+            .iter()
+            .map(|k| k.sku.as_str())
+            .collect::<Vec<_>>()
+            .len(),
+        2
+    );
+    assert_eq!(
+        report.skus[0].opened_at_s,
+        Some(1.0),
+        "tee opens by the host at 1 s"
+    );
+    assert_eq!(report.skus[1].opened_at_s, Some(0.0), "cap is created open");
+    // What produced it, and the raw histograms, travel with the report.
+    assert_eq!(report.provenance.seed, 0x5eed);
+    assert!(
+        report
+            .provenance
+            .scenario_toml
+            .contains("name = \"honest\"")
+    );
+    assert!(
+        report
+            .provenance
+            .command_line
+            .iter()
+            .any(|a| a == "--workers")
+    );
+    assert_eq!(report.provenance.gateway_persistence, "memory");
+    assert_eq!(report.histograms["reserve"].count(), 70);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let b64 = v["histograms"]["reserve"].as_str().unwrap();
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!(
+        &raw[..4],
+        &[0x1c, 0x84, 0x93, 0x14],
+        "HdrHistogram's compressed V2 cookie"
+    );
     assert!(report.counts["idempotency.checked"] > 0);
     assert_eq!(
         report

@@ -76,6 +76,19 @@ impl Buyer {
                     "error"
                 }
             };
+            // A hold and a sold_out refusal cost the server different work:
+            // their latencies are kept apart, per phase and per SKU too.
+            if outcome != "error" {
+                let phase = match self.origin {
+                    Origin::Burst(b) => format!("burst.{b}"),
+                    Origin::Arrival => "arrivals".into(),
+                };
+                s.record(&format!("reserve_{outcome}"), latency_us);
+                s.record(&format!("{phase}.reserve_{outcome}"), latency_us);
+                for &i in &sku_idx {
+                    s.record(&format!("sku.{i}.reserve_{outcome}"), latency_us);
+                }
+            }
             if let Origin::Burst(b) = self.origin {
                 let bs = &mut s.bursts[b];
                 bs.first_send_us = Some(

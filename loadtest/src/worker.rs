@@ -199,7 +199,7 @@ async fn viewers(ctx: Arc<Ctx>, tasks: TaskTracker) {
             _ = ctx.end.cancelled() => return,
             _ = tokio::time::sleep_until(at.into()) => {}
         }
-        tasks.spawn(viewer::run(ctx.clone(), binary));
+        tasks.spawn(viewer::run(ctx.clone(), binary, v));
     }
 }
 

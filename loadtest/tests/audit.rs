@@ -401,13 +401,14 @@ total = 120
 [viewers]
 count = 2
 topics = ["sku:tee-black-m"]
+connect_over_s = 0.1
 
 [buyer]
 commit_probability = 1.0
 pay_delay_ms = [5, 20]
 
 [[burst]]
-at_s = 0.5
+at_s = 1
 buyers = 20
 sku = "tee-black-m"
 "#;
@@ -482,5 +483,20 @@ async fn a_gateway_restarted_mid_run_is_state_lost() {
     );
     assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_AUDIT));
     assert!(run.stdout.contains("state lost"), "{}", run.stdout);
+    // Issue 17.11: viewers reconnect as the overlay does, so the restart's
+    // recovery time is measured.
+    let lost = report.counts["viewers.disconnected"];
+    assert!(lost >= 1, "the restart cut viewers off");
+    assert_eq!(
+        report.latency["viewer_recovery"].count, lost,
+        "every viewer cut off came back"
+    );
+    assert!(!report.counts.contains_key("viewers.unrecovered"));
+    assert!(
+        run.stdout
+            .contains(&format!("{lost} recovered (loss to next snapshot")),
+        "{}",
+        run.stdout
+    );
     gw.stop().await;
 }

@@ -104,15 +104,26 @@ pub fn render(r: &Report) -> String {
         f("connections.ok"),
         f("connections.failed")
     );
-    let viewers = r.counts.get("viewer.frames").copied().unwrap_or(0);
+    let c = |k: &str| r.counts.get(k).copied().unwrap_or(0);
     let _ = writeln!(
         s,
-        "viewers       {} frames, {} updates, {} disconnected early, {} consistency violations",
-        viewers,
-        r.counts.get("viewer.updates").copied().unwrap_or(0),
-        r.counts.get("viewers.disconnected").copied().unwrap_or(0),
+        "viewers       {} frames, {} updates, {} connections lost, {} consistency violations",
+        c("viewer.frames"),
+        c("viewer.updates"),
+        c("viewers.disconnected"),
         f("viewer.violations")
     );
+    if let Some(l) = r.latency.get("viewer_recovery") {
+        let _ = writeln!(
+            s,
+            "              {} recovered (loss to next snapshot, with the overlay's back-off): p50 {}, p99 {}, max {}; {} never recovered",
+            l.count,
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max),
+            c("viewers.unrecovered")
+        );
+    }
     for so in r.soldout.iter().filter(|so| so.viewers_seen > 0) {
         let _ = writeln!(
             s,

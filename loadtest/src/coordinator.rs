@@ -157,7 +157,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
         env.sample_interval,
         stop.clone(),
     ));
-    let bar = Bar::new(env.quiet, scenario.duration_s);
+    let bar = Bar::new(env.quiet, &scenario);
 
     // Wait for the end, an interrupt, or a worker that died early.
     let mut interrupted = false;

@@ -78,10 +78,18 @@ pub struct Progress {
     pub viewers: u64,
     pub frames: u64,
     pub connect_failed: u64,
+    /// Reserve p99 (ms) of the last complete second, and the arrivals'
+    /// schedule lag p99 (ms) so far: merged as the worst worker's.
+    #[serde(default)]
+    pub reserve_p99_ms: f64,
+    #[serde(default)]
+    pub schedule_lag_p99_ms: f64,
 }
 
 impl Progress {
     pub fn add(&mut self, o: &Progress) {
+        self.reserve_p99_ms = self.reserve_p99_ms.max(o.reserve_p99_ms);
+        self.schedule_lag_p99_ms = self.schedule_lag_p99_ms.max(o.schedule_lag_p99_ms);
         self.reserve_ok += o.reserve_ok;
         self.reserve_refused += o.reserve_refused;
         self.errors += o.errors;

@@ -167,6 +167,14 @@ async fn report_progress(ctx: Arc<Ctx>, tx: mpsc::Sender<Progress>) {
             viewers: 0,
             frames: 0,
             connect_failed: s.sum_prefix("connections.failed."),
+            reserve_p99_ms: ctx
+                .clock
+                .second_of(Instant::now())
+                .checked_sub(1)
+                .and_then(|sec| s.series.get(sec as usize))
+                .and_then(|b| b.reserve.as_ref())
+                .map_or(0.0, |h| h.q_ms(0.99)),
+            schedule_lag_p99_ms: s.hist("schedule_lag").map_or(0.0, |h| h.q_ms(0.99)),
         });
         p.errors = ctx.recorder.with(|s| {
             s.sum_prefix("reserve.error.")

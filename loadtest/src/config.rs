@@ -81,13 +81,17 @@ pub struct Cli {
     pub scenario: Option<PathBuf>,
 
     /// Gateway to test, `http://host:port` (plain HTTP; websockets go to
-    /// `ws://host:port/ws`). Ignored with `--spawn`.
+    /// `ws://host:port/ws`). Repeat it (or give a comma list) for the nodes
+    /// of a multi-node deployment: viewers and buyers spread over them
+    /// round robin; the first takes the admin calls, the sampler and the
+    /// audit. Ignored with `--spawn`.
     #[arg(
-        long,
+        long = "target",
         env = "HOLDFAST_LOADTEST_TARGET",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:8080"
     )]
-    pub target: String,
+    pub targets: Vec<String>,
 
     /// Allow a target outside 127.0.0.0/8 and ::1. Off by default so that a
     /// typo never turns a rehearsal into a load test of someone else's server.

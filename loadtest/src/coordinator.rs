@@ -28,7 +28,8 @@ use crate::stats::Stats;
 /// Settings shared by every run of one invocation (capacity search runs
 /// several).
 pub struct Env {
-    pub target: Target,
+    /// Every gateway of the deployment; the first takes the admin calls.
+    pub targets: Vec<Target>,
     pub api: Arc<Api>,
     pub checkout_token: String,
     pub workers: u32,
@@ -112,7 +113,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
             index,
             count: env.workers,
             run_id: run_id.clone(),
-            target: env.target.clone(),
+            targets: env.targets.clone(),
             // Every worker rotates over every source address: ports are per
             // (source, destination), shared by all processes alike.
             sources: env.sources.clone(),

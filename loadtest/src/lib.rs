@@ -142,34 +142,54 @@ async fn run_with_target(
     gw: Option<&spawn::Gateway>,
     interrupt: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let (target_url, admin, checkout) = match gw {
+    let (target_urls, admin, checkout) = match gw {
         Some(g) => (
-            g.target.clone(),
+            vec![g.target.clone()],
             g.admin_token.clone(),
             g.checkout_token.clone(),
         ),
         None => (
-            cli.target.clone(),
+            cli.targets.clone(),
             cli.admin_token.clone(),
             cli.checkout_token.clone(),
         ),
     };
-    let target = Target::resolve(&target_url).await?;
-    if !target.is_loopback() && !cli.allow_remote {
-        return Err(UsageError(format!(
-            "target {} is not a loopback address; pass --allow-remote to load-test another machine",
-            target.addr
-        ))
-        .into());
+    let mut targets = Vec::with_capacity(target_urls.len());
+    for url in &target_urls {
+        let t = Target::resolve(url).await?;
+        if !t.is_loopback() && !cli.allow_remote {
+            return Err(UsageError(format!(
+                "target {} is not a loopback address; pass --allow-remote to load-test another machine",
+                t.addr
+            ))
+            .into());
+        }
+        targets.push(t);
     }
+    let Some(target) = targets.first().cloned() else {
+        return Err(UsageError("no --target given".into()).into());
+    };
+    let target_url = target_urls.join(",");
     let timeout = Duration::from_millis(cli.request_timeout_ms);
+    // Every node must be ready; the first answers for the deployment.
+    for (t, url) in targets.iter().zip(&target_urls).skip(1) {
+        let node = Api::new(
+            Dialer::new(t.addr, vec![]),
+            t.authority.clone(),
+            String::new(),
+            timeout,
+        );
+        target::readiness(&node, url)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let api = Arc::new(Api::new(
         Dialer::new(target.addr, vec![]),
         target.authority.clone(),
         admin,
         timeout,
     ));
-    let ready = target::readiness(&api, &target_url)
+    let ready = target::readiness(&api, &target_urls[0])
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let findings = target::check(
@@ -202,7 +222,7 @@ async fn run_with_target(
     } else {
         scenario.clone()
     };
-    let need = need_of(&top, target.is_loopback());
+    let need = need_of(&top, targets.iter().all(Target::is_loopback));
     let asked = preflight::Asked {
         workers: cli.workers,
         workers_max: cli.workers_max,
@@ -214,7 +234,7 @@ async fn run_with_target(
     eprintln!("{}", decision.describe(&need, &machine, Some(old_soft)));
 
     let env = Env {
-        target: target.clone(),
+        targets,
         api: api.clone(),
         checkout_token: checkout,
         workers: decision.workers,

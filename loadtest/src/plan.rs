@@ -21,7 +21,8 @@ pub struct WorkerPlan {
     pub count: u32,
     /// Unique per run; prefixes buyer and request ids.
     pub run_id: String,
-    pub target: Target,
+    /// Every `--target`; clients spread over them.
+    pub targets: Vec<Target>,
     /// Source addresses this worker dials from (empty: kernel's choice).
     pub sources: Vec<IpAddr>,
     pub checkout_token: String,

@@ -33,8 +33,8 @@ pub fn phase_at(s: &Scenario, t_s: f64) -> String {
         .bursts
         .iter()
         .enumerate()
-        .filter(|(_, b)| t_s >= b.at_s && t_s < b.at_s + BURST_LABEL_S)
-        .last()
+        .rev()
+        .find(|(_, b)| t_s >= b.at_s && t_s < b.at_s + BURST_LABEL_S)
     {
         return format!("burst {} @{}s", i + 1, b.at_s);
     }

@@ -22,7 +22,7 @@ use crate::client::net::Dialer;
 use crate::client::ws::{WsConnector, WsPool};
 use crate::client::{CallLimits, Checkout};
 use crate::config::Protocol;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Node};
 use crate::plan::{Clock, Control, Progress, Report, Rng, WorkerPlan};
 use crate::roles::buyer::{Buyer, Origin};
 use crate::roles::viewer;
@@ -47,17 +47,24 @@ pub async fn run(
         plan.scenario.bursts.len(),
         plan.scenario.skus.len(),
     ));
-    let dialer = Arc::new(Dialer::new(plan.target.addr, plan.sources.clone()));
     let limits = CallLimits {
         timeout: Duration::from_millis(plan.request_timeout_ms),
     };
-    let connector = Arc::new(WsConnector::new(
-        Dialer::new(plan.target.addr, plan.sources.clone()),
-        plan.target.clone(),
-        limits.timeout,
-        plan.connect_concurrency_max,
-        recorder.clone(),
-    ));
+    let nodes = plan
+        .targets
+        .iter()
+        .map(|t| Node {
+            target: t.clone(),
+            dialer: Arc::new(Dialer::new(t.addr, plan.sources.clone())),
+            connector: Arc::new(WsConnector::new(
+                Dialer::new(t.addr, plan.sources.clone()),
+                t.clone(),
+                limits.timeout,
+                plan.connect_concurrency_max,
+                recorder.clone(),
+            )),
+        })
+        .collect();
     let sku_index = plan
         .scenario
         .skus
@@ -69,8 +76,7 @@ pub async fn run(
         plan,
         clock,
         recorder: recorder.clone(),
-        connector,
-        dialer,
+        nodes,
         limits,
         end: CancellationToken::new(),
         sku_index,
@@ -235,7 +241,7 @@ fn bursts(ctx: &Arc<Ctx>, tasks: &TaskTracker) -> Vec<Arc<Barrier>> {
             // from 0), so request ids never collide.
             let number = (1 << 40) + ((b as u64) << 32) + j;
             tasks.spawn(async move {
-                let checkout = connect_checkout(&ctx, 1).await;
+                let checkout = connect_checkout(&ctx, ctx.node(j), 1).await;
                 barrier.wait().await;
                 let due = Instant::now();
                 if ctx.end.is_cancelled() {
@@ -264,15 +270,16 @@ fn bursts(ctx: &Arc<Ctx>, tasks: &TaskTracker) -> Vec<Arc<Barrier>> {
     barriers
 }
 
-/// A checkout client for the run's protocol: `size` connections, opened now.
-async fn connect_checkout(ctx: &Ctx, size: usize) -> Option<Checkout> {
+/// A checkout client of `node` for the run's protocol: `size`
+/// connections, opened now.
+async fn connect_checkout(ctx: &Ctx, node: &Node, size: usize) -> Option<Checkout> {
     let token = ctx.plan.checkout_token.clone();
     match ctx.plan.scenario.protocol() {
         Protocol::Http => {
             let pool = HttpPool::new(
                 size,
-                ctx.dialer.clone(),
-                ctx.plan.target.authority.clone(),
+                node.dialer.clone(),
+                node.target.authority.clone(),
                 token,
                 ctx.recorder.clone(),
             );
@@ -282,13 +289,13 @@ async fn connect_checkout(ctx: &Ctx, size: usize) -> Option<Checkout> {
         p @ (Protocol::WsJson | Protocol::WsBinary) => {
             let binary = p == Protocol::WsBinary;
             if size == 1 {
-                ctx.connector
+                node.connector
                     .session(&token, binary)
                     .await
                     .ok()
                     .map(Checkout::Ws)
             } else {
-                let pool = WsPool::new(size, ctx.connector.clone(), token, binary);
+                let pool = WsPool::new(size, node.connector.clone(), token, binary);
                 pool.warm().await;
                 Some(Checkout::WsPool(Arc::new(pool)))
             }
@@ -311,15 +318,19 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
     if s.arrivals.is_empty() {
         return;
     }
-    let Some(checkout) = connect_checkout(&ctx, ctx.plan.pool_size)
-        .await
-        .map(Arc::new)
-    else {
-        return;
-    };
+    // One pool per node, the pool size shared among them.
+    let per_node = ctx.plan.pool_size.div_ceil(ctx.nodes.len()).max(1);
+    let mut pools = Vec::with_capacity(ctx.nodes.len());
+    for node in &ctx.nodes {
+        match connect_checkout(&ctx, node, per_node).await {
+            Some(c) => pools.push(Arc::new(c)),
+            None => return,
+        }
+    }
+    let pools = Arc::new(pools);
     let mut schedulers = Vec::new();
     for (e, spec) in s.arrivals.iter().enumerate() {
-        let (ctx, checkout, tasks) = (ctx.clone(), checkout.clone(), tasks.clone());
+        let (ctx, pools, tasks) = (ctx.clone(), pools.clone(), tasks.clone());
         let spec = spec.clone();
         schedulers.push(tokio::spawn(async move {
             let mut rng = Rng::new(ctx.plan.seed ^ ((e as u64) << 48));
@@ -349,7 +360,10 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
                     .iter()
                     .map(|&i| (spec.skus[i].clone(), ctx.plan.scenario.buyer.qty))
                     .collect();
-                let (ctx2, checkout) = (ctx.clone(), checkout.clone());
+                let (ctx2, checkout) = (
+                    ctx.clone(),
+                    pools[(k % pools.len() as u64) as usize].clone(),
+                );
                 let number = ((e as u64) << 34) + k;
                 tasks.spawn(async move {
                     Buyer {
@@ -373,8 +387,12 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
     while ctx.inflight.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Ok(c) = Arc::try_unwrap(checkout) {
-        close_checkout(c).await;
+    if let Ok(pools) = Arc::try_unwrap(pools) {
+        for p in pools {
+            if let Ok(c) = Arc::try_unwrap(p) {
+                close_checkout(c).await;
+            }
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub async fn run(ctx: Arc<Ctx>, binary: bool, n: u64) {
     let mut lost_at: Option<Instant> = None;
     let mut frames = 0u64;
     loop {
-        if let Ok(ws) = ctx.connector.connect(None, binary).await {
+        if let Ok(ws) = ctx.node(n).connector.connect(None, binary).await {
             match session(
                 &ctx,
                 ws,

@@ -275,6 +275,12 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_LOADTEST_CAPACITY_MAX", default_value_t = 16.0)]
     pub capacity_max: f64,
 
+    /// Capacity search: runs of each level (default 3). A level holds only
+    /// if it held every time; the report gives the spread. One run is noise
+    /// on a shared machine.
+    #[arg(long, env = "HOLDFAST_LOADTEST_CAPACITY_REPEATS", default_value_t = 3)]
+    pub capacity_repeats: u32,
+
     /// Capacity search: bisection steps between the last level that held and
     /// the first that broke (default 2).
     #[arg(long, env = "HOLDFAST_LOADTEST_CAPACITY_REFINE", default_value_t = 2)]

@@ -265,78 +265,14 @@ async fn run_with_target(
     };
 
     let mut report = if cli.find_capacity {
-        let planned = planned_load(&scenario);
-        let mut search =
-            capacity::Search::new(cli.capacity_step, cli.capacity_max, cli.capacity_refine);
-        let mut best: Option<Report> = None;
-        let mut last: Option<Report> = None;
-        while let Some(f) = search.next_factor() {
-            eprintln!(
-                "capacity: running x{f:.2} ({})",
-                planned_load(&scenario.scaled(f))
-            );
-            let r = judge.once(&scenario.scaled(f), f).await?;
-            let breached: Vec<String> = r
-                .thresholds
-                .iter()
-                .filter(|t| !t.ok)
-                .map(|t| {
-                    format!(
-                        "{} = {}",
-                        t.expr,
-                        t.actual.map_or("missing".into(), |a| format!("{a:.2}"))
-                    )
-                })
-                .collect();
-            let held = r.audit.ok && r.health.valid && breached.is_empty();
-            let detail = if !r.audit.ok {
-                format!("audit failed, oversold {}", r.audit.oversold)
-            } else if !r.health.valid {
-                format!("generator limit: {}", r.health.reasons.join("; "))
-            } else if held {
-                format!(
-                    "reserve p99 {:.1} ms, errors {:.3}%",
-                    r.figures.get("reserve.p99").copied().unwrap_or(0.0),
-                    r.figures.get("errors.rate").copied().unwrap_or(0.0) * 100.0
-                )
-            } else {
-                breached.join(", ")
-            };
-            eprintln!(
-                "capacity: x{f:.2} {}: {detail}",
-                if held { "held" } else { "broke" }
-            );
-            search.record(capacity::Level {
-                factor: f,
-                held,
-                valid: r.health.valid,
-                oversold: r.audit.oversold,
-                detail,
-            });
-            let interrupted = r.interrupted;
-            if held && best.as_ref().is_none_or(|b| b.level < f) {
-                best = Some(r.clone());
-            }
-            last = Some(r);
-            if interrupted {
-                break;
-            }
-        }
-        let cap = search.finish(&planned);
-        let oversold = cap.oversold;
-        let mut r = if oversold {
-            last.expect("ran at least once")
-        } else {
-            best.or(last).expect("ran at least once")
-        };
-        r.capacity = Some(cap);
-        r
+        capacity_search(&judge, &scenario, cli).await?
     } else {
         judge.once(&scenario, 1.0).await?
     };
 
     if let Some(b) = &baseline {
         report.baseline = report::baseline::compare(&b.figures, &report.figures);
+        report.baseline_warnings = report::baseline::warnings(b, &report);
     }
     print!("{}", report::table::render(&report));
     if let Some(p) = &cli.out {
@@ -355,6 +291,128 @@ async fn run_with_target(
         None => report.exit_code(),
     };
     Ok(code)
+}
+
+/// `--find-capacity`: each level `--capacity-repeats` times; returns the
+/// report of the highest level that held (or of the oversold one).
+async fn capacity_search(
+    judge: &Judge<'_>,
+    scenario: &Scenario,
+    cli: &Cli,
+) -> anyhow::Result<Report> {
+    let planned = planned_load(scenario);
+    let mut search =
+        capacity::Search::new(cli.capacity_step, cli.capacity_max, cli.capacity_refine);
+    let mut best: Option<Report> = None;
+    let mut last: Option<Report> = None;
+    let repeats = cli.capacity_repeats.max(1);
+    while let Some(f) = search.next_factor() {
+        eprintln!(
+            "capacity: running x{f:.2} ({}), {repeats} time(s)",
+            planned_load(&scenario.scaled(f))
+        );
+        let mut samples = Vec::new();
+        let mut oversold = 0;
+        let mut detail = String::new();
+        let mut interrupted = false;
+        for _ in 0..repeats {
+            let r = judge.once(&scenario.scaled(f), f).await?;
+            if r.interrupted {
+                interrupted = true;
+                break;
+            }
+            let (held, why) = judge_level(&r);
+            samples.push(capacity::Sample {
+                held,
+                valid: r.health.valid,
+                reserve_p99_ms: r.figures.get("reserve.p99").copied().unwrap_or(0.0),
+                errors_rate: r.figures.get("errors.rate").copied().unwrap_or(0.0),
+            });
+            oversold = oversold.max(r.audit.oversold);
+            if !held && detail.is_empty() {
+                detail = why;
+            }
+            // The worst sample is the level's report: a level that held
+            // keeps its last run.
+            let stop = !held;
+            if held && best.as_ref().is_none_or(|b| b.level <= f) {
+                best = Some(r.clone());
+            }
+            last = Some(r);
+            if stop {
+                break;
+            }
+        }
+        let mut level = if samples.is_empty() {
+            capacity::Level::of(f, vec![], 0, String::new())
+        } else {
+            capacity::Level::of(f, samples, oversold, detail)
+        };
+        level.interrupted = interrupted;
+        if interrupted {
+            level.held = false;
+            level.valid = false;
+            level.detail = "interrupted: no verdict".into();
+        } else if level.held {
+            level.detail = level.spread_words();
+        } else {
+            level.detail = format!("{}; {}", level.detail, level.spread_words());
+        }
+        eprintln!(
+            "capacity: x{f:.2} {}: {}",
+            if interrupted {
+                "interrupted"
+            } else if level.held {
+                "held"
+            } else {
+                "broke"
+            },
+            level.detail
+        );
+        search.record(level);
+        if interrupted {
+            break;
+        }
+    }
+    let cap = search.finish(&planned);
+    let mut r = if cap.oversold { last } else { best.or(last) }.ok_or_else(|| {
+        anyhow::anyhow!("the capacity search was interrupted before any run ended")
+    })?;
+    r.capacity = Some(cap);
+    Ok(r)
+}
+
+/// Whether one run held, and if not, why (the audit, the generator, or
+/// the breached thresholds).
+fn judge_level(r: &Report) -> (bool, String) {
+    let breached: Vec<String> = r
+        .thresholds
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| {
+            format!(
+                "{} = {}",
+                t.expr,
+                t.actual
+                    .map_or("missing".into(), |a| threshold::with_unit(&t.metric, a))
+            )
+        })
+        .collect();
+    if !r.audit.ok {
+        (
+            false,
+            format!("audit failed, oversold {}", r.audit.oversold),
+        )
+    } else if !r.health.valid {
+        (
+            false,
+            format!("generator limit: {}", r.health.reasons.join("; ")),
+        )
+    } else if !breached.is_empty() {
+        (false, breached.join(", "))
+    } else {
+        (true, String::new())
+    }
 }
 
 /// Runs a scenario once and judges it: audit, health, thresholds.

@@ -45,6 +45,8 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         "2",
         "--capacity-max",
         "2",
+        "--capacity-repeats",
+        "2",
         "--threshold",
         "oversold==0",
         "--out",
@@ -60,6 +62,14 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         vec![1.0, 2.0]
     );
     assert_eq!(cap.held_max, Some(2.0));
+    // Each level ran twice, and says how far apart the runs were.
+    assert!(cap.levels.iter().all(|l| l.samples.len() == 2));
+    assert!(
+        cap.levels[0].detail.contains("over 2 runs")
+            && cap.levels[0].detail.contains("held 2 of 2"),
+        "{}",
+        cap.levels[0].detail
+    );
     assert!(
         cap.summary
             .starts_with("holds 2.00x the planned load (burst 8 buyers)"),
@@ -103,6 +113,13 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
     let run = run_loadtest(&args).await;
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("against baseline"));
+    // The baseline ran the doubled burst: the comparison says so.
+    assert!(
+        run.stdout
+            .contains("WARNING: different load: 16 burst buyers at x2.00"),
+        "{}",
+        run.stdout
+    );
     let r: Report = serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
     let burst = r
         .baseline

@@ -191,6 +191,10 @@ pub struct Report {
     /// Every named figure thresholds and baselines use.
     pub figures: BTreeMap<String, f64>,
     pub baseline: Vec<baseline::Change>,
+    /// Why the baseline comparison may mislead (another scenario or load,
+    /// an invalid run).
+    #[serde(default)]
+    pub baseline_warnings: Vec<String>,
     pub capacity: Option<crate::capacity::Capacity>,
     pub error_samples: Vec<String>,
     pub interrupted: bool,
@@ -334,6 +338,7 @@ impl Report {
             thresholds: Vec::new(),
             figures: BTreeMap::new(),
             baseline: Vec::new(),
+            baseline_warnings: Vec::new(),
             capacity: None,
             error_samples: s.error_samples.clone(),
             interrupted: o.interrupted,

@@ -248,15 +248,21 @@ pub fn render(r: &Report) -> String {
         }
     }
     if !r.baseline.is_empty() {
-        let _ = writeln!(s, "\nagainst baseline");
+        let _ = writeln!(
+            s,
+            "\nagainst baseline (worse first, then by the size of the change)"
+        );
+        for w in &r.baseline_warnings {
+            let _ = writeln!(s, "  WARNING: {w}");
+        }
         for c in r.baseline.iter().filter(|c| c.before != c.after) {
             let pct = c.change_pct.map_or("new".into(), |p| format!("{p:+.1}%"));
             let _ = writeln!(
                 s,
-                "  {:<26} {:>12.3} -> {:>12.3}  {:>9} {}",
+                "  {:<26} {:>12} -> {:>12}  {:>9} {}",
                 c.figure,
-                c.before,
-                c.after,
+                with_unit(&c.figure, c.before),
+                with_unit(&c.figure, c.after),
                 pct,
                 if c.worse { "worse" } else { "" }
             );

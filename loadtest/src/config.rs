@@ -258,6 +258,17 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_LOADTEST_HTML")]
     pub html: Option<PathBuf>,
 
+    /// Serve the tester's live figures as OpenMetrics on this address
+    /// (`GET /metrics`, e.g. `127.0.0.1:9464`) for Prometheus and Grafana
+    /// while the run goes. Default: off.
+    #[arg(long, env = "HOLDFAST_LOADTEST_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Write the per-second series (offered, holds, refusals, errors,
+    /// commits, releases, reserve p50/p99 in ms) here as CSV.
+    #[arg(long, env = "HOLDFAST_LOADTEST_CSV")]
+    pub csv: Option<PathBuf>,
+
     /// A previous `--out` report; the summary shows each figure's change.
     #[arg(long, env = "HOLDFAST_LOADTEST_BASELINE")]
     pub baseline: Option<PathBuf>,

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::http::Api;
 use crate::client::net::Target;
+use crate::openmetrics::Live;
 use crate::plan::{Clock, Control, Progress, Report as WorkerMsg, WorkerPlan, unix_us};
 use crate::progress::Bar;
 use crate::roles::host::{self, HostEvent, StockSeries};
@@ -48,6 +49,8 @@ pub struct Env {
     pub quiet: bool,
     /// Cancelled on Ctrl-C / SIGTERM.
     pub interrupt: CancellationToken,
+    /// What `--metrics-listen` serves, updated every tick.
+    pub live: Live,
 }
 
 /// What one run produced, before judging.
@@ -168,7 +171,14 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
             _ = env.interrupt.cancelled() => { interrupted = true; break }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let total = progress.lock().unwrap_or_else(|p| p.into_inner()).iter().fold(Progress::default(), |mut a, p| { a.add(p); a });
-                bar.update(Instant::now().saturating_duration_since(clock.start).as_secs_f64(), &total);
+                let t_s = Instant::now().saturating_duration_since(clock.start).as_secs_f64();
+                bar.update(t_s, &total);
+                {
+                    let mut live = env.live.lock().unwrap_or_else(|p| p.into_inner());
+                    live.progress = total;
+                    live.t_s = t_s;
+                    live.phase = crate::progress::phase_at(&scenario, t_s);
+                }
                 if handles.iter().any(|h| h.done.is_finished()) && Instant::now() < end {
                     tracing::error!("a worker stopped before the end of the run; stopping the others");
                     interrupted = true;
@@ -178,6 +188,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
         }
     }
     bar.finish();
+    env.live.lock().unwrap_or_else(|p| p.into_inner()).runs_done += 1;
     stop.cancel();
     for c in &controls {
         let _ = c.send(Control::Stop).await;

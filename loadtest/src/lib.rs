@@ -25,7 +25,8 @@
 //! - [`report`]: the report, its summary table, HTML page and baseline comparison.
 //! - [`capacity`]: the capacity search behind `--find-capacity`.
 //! - [`spawn`]: the gateway child process behind `--spawn`.
-//! - [`progress`]: the live progress bar.
+//! - [`progress`]: the live progress bar, or plain lines without a terminal.
+//! - [`openmetrics`]: `--metrics-listen` (live OpenMetrics) and `--csv`.
 //! - [`target`]: what the gateway says about itself; pre-flight checks of
 //!   tokens, Redis and existing SKUs.
 
@@ -35,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod ctx;
+pub mod openmetrics;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
@@ -255,7 +257,18 @@ async fn run_with_target(
         seed: cli.seed,
         quiet: cli.quiet,
         interrupt,
+        live: openmetrics::Live::default(),
     };
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    if let Some(addr) = cli.metrics_listen {
+        let listener = openmetrics::bind(addr).await?;
+        eprintln!(
+            "live metrics: http://{}/metrics (OpenMetrics)",
+            listener.local_addr()?
+        );
+        tokio::spawn(openmetrics::serve(listener, env.live.clone(), metrics_stop));
+    }
     let judge = Judge {
         cli,
         env: &env,
@@ -277,6 +290,10 @@ async fn run_with_target(
     print!("{}", report::table::render(&report));
     if let Some(p) = &cli.out {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &cli.csv {
+        std::fs::write(p, openmetrics::csv(&report.throughput))
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &cli.html {
@@ -427,6 +444,11 @@ struct Judge<'a> {
 impl Judge<'_> {
     async fn once(&self, scenario: &Scenario, level: f64) -> anyhow::Result<Report> {
         let cli = self.cli;
+        self.env
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .level = level;
         let outcome = coordinator::run_once(self.env, scenario).await?;
         let limits = HealthLimits {
             lag_max_ms: cli.health_lag_max_ms as f64,

@@ -157,7 +157,7 @@ pub async fn serve(listener: tokio::net::TcpListener, live: Live, stop: Cancella
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
                 let live = live.clone();
                 async move {
-                    let resp = if req.uri().path() == "/metrics" {
+                    if req.uri().path() == "/metrics" {
                         let state = live.lock().unwrap_or_else(|p| p.into_inner()).clone();
                         Response::builder()
                             .header("content-type", CONTENT_TYPE)
@@ -166,8 +166,7 @@ pub async fn serve(listener: tokio::net::TcpListener, live: Live, stop: Cancella
                         Response::builder()
                             .status(404)
                             .body(Full::new(Bytes::from_static(b"GET /metrics\n")))
-                    };
-                    resp
+                    }
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()

@@ -68,12 +68,18 @@ pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
 /// Pre-event load tester for holdfast: drives viewers and buyers at a
 /// gateway, then audits the inventory.
 ///
-/// Exit codes: 0 pass; 1 could not run (bad target, pre-flight refused);
-/// 2 bad usage; 3 a threshold was breached; 4 the audit failed (oversell or
-/// inconsistent counts); 5 the results are invalid because the load
-/// generator itself was the bottleneck; 130 interrupted.
+/// Latency is measured from each request's intended send time (the burst's
+/// release, the arrival's scheduled time), not from when it left: a
+/// stalled client cannot hide a slow server.
+///
+/// Exit codes, the first that applies: 2 bad usage (before any load);
+/// 1 could not run (target unreachable, pre-flight refused: tokens, Redis,
+/// sold-out SKUs); 130 interrupted; 4 the audit failed (oversell, lost
+/// state or inconsistent counts); 1 every request failed; 5 the results
+/// are invalid (the load generator was the bottleneck); 3 a threshold was
+/// breached; 0 pass. See docs/LOADTEST.md.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "holdfast-loadtest", version, about, long_about = None)]
+#[command(name = "holdfast-loadtest", version, about, long_about)]
 pub struct Cli {
     /// Scenario file (TOML). Without it, a single drop is built from
     /// `--viewers`, `--burst`, `--stock`, `--rate` and `--duration-s`.

@@ -22,7 +22,7 @@ use crate::stats::{Hist, Stats};
 use crate::threshold::ThresholdResult;
 
 /// Report format version, bumped on incompatible changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Percentiles of one latency, in ms, measured from the moment each
 /// request was due (its intended send time), not from when it was sent.

@@ -119,6 +119,100 @@ sku = "gone"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_sku_under_fixed_ids_is_refused() {
     let gw = Gateway::memory().await;
+    sell_out_gone(&gw).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(&dir, "again.toml", SOLD_OUT);
+    let target = gw.target();
+    let mut a = vec![
+        "--target",
+        &target,
+        "--scenario",
+        file.to_str().unwrap(),
+        "--fixed-ids",
+    ];
+    a.extend(LENIENT);
+    let run = run_loadtest(&a).await;
+    assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_ERROR));
+    assert!(
+        run.stderr
+            .contains("SKU gone already exists and is sold out (available 0, held 0, sold 1 of 1)"),
+        "{}",
+        run.stderr
+    );
+    gw.stop().await;
+}
+
+/// The same sold-out SKU, restocked by the scenario: allowed, and the
+/// sell-out measured is this run's, not the one before it (issue 17.4:
+/// `soldout.all_seen` was taken from the earlier run's snapshot).
+const RESTOCKED_AGAIN: &str = r#"
+name = "again-restocked"
+duration_s = 3
+
+[[sku]]
+id = "gone"
+total = 1
+
+[viewers]
+count = 2
+topics = ["sku:gone"]
+connect_over_s = 0.1
+
+[buyer]
+commit_probability = 1.0
+pay_delay_ms = [5, 10]
+
+[[host]]
+at_s = 1
+action = "restock"
+sku = "gone"
+qty = 2
+
+[[burst]]
+at_s = 1
+buyers = 5
+sku = "gone"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_sku_the_scenario_restocks_measures_this_runs_sell_out() {
+    let gw = Gateway::memory().await;
+    sell_out_gone(&gw).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = scenario(&dir, "again.toml", RESTOCKED_AGAIN);
+    let out = dir.path().join("report.json");
+    let target = gw.target();
+    let mut a = vec![
+        "--target",
+        &target,
+        "--scenario",
+        file.to_str().unwrap(),
+        "--fixed-ids",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    a.extend(LENIENT);
+    let run = run_loadtest(&a).await;
+    assert_eq!(run.code, 0, "restocked by the scenario: allowed");
+    assert!(
+        run.stderr.contains("SKU gone already exists"),
+        "noted: {}",
+        run.stderr
+    );
+    let report: holdfast_loadtest::report::Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let sku = &report.skus[0];
+    let after_open = sku.open_to_sold_out_ms.expect("sold out during the run");
+    assert!(
+        after_open >= 900.0,
+        "the sell-out after the restock at 1 s, not the earlier one: {after_open} ms"
+    );
+    assert_eq!(report.soldout[0].viewers_seen, 2);
+    gw.stop().await;
+}
+
+/// Creates SKU `gone` with one unit and sells it.
+async fn sell_out_gone(gw: &Gateway) {
     let _: SkuState = gw
         .api
         .admin(
@@ -151,24 +245,4 @@ async fn a_sold_out_sku_under_fixed_ids_is_refused() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "again.toml", SOLD_OUT);
-    let target = gw.target();
-    let mut a = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--fixed-ids",
-    ];
-    a.extend(LENIENT);
-    let run = run_loadtest(&a).await;
-    assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_ERROR));
-    assert!(
-        run.stderr
-            .contains("SKU gone already exists and is sold out (available 0, held 0, sold 1 of 1)"),
-        "{}",
-        run.stderr
-    );
-    gw.stop().await;
 }

@@ -168,7 +168,7 @@ fn check(ctx: &Ctx, seen: &mut Seen, msg: ServerMsg) {
     match msg {
         ServerMsg::Snapshot(f) => {
             let t = topic_seq(ctx, seen, &f.topic, f.seq);
-            skus(ctx, seen, t, f.ts_ms, now_us, &f.skus);
+            skus(ctx, seen, t, None, now_us, &f.skus);
         }
         ServerMsg::Update(f) => {
             let t = topic_seq(ctx, seen, &f.topic, f.seq);
@@ -176,7 +176,7 @@ fn check(ctx: &Ctx, seen: &mut Seen, msg: ServerMsg) {
                 s.add("viewer.updates", 1);
                 s.record("fanout", now_us.saturating_sub(f.ts_ms * 1000));
             });
-            skus(ctx, seen, t, f.ts_ms, now_us, &f.skus);
+            skus(ctx, seen, t, Some(f.ts_ms), now_us, &f.skus);
         }
         ServerMsg::StockEvent(f) => {
             topic_seq(ctx, seen, &f.topic, f.seq);
@@ -216,7 +216,16 @@ fn topic_seq(ctx: &Ctx, seen: &mut Seen, topic: &str, seq: u64) -> u16 {
     }
 }
 
-fn skus(ctx: &Ctx, seen: &mut Seen, topic: u16, ts_ms: u64, now_us: u64, skus: &[SkuState]) {
+/// Checks the SKU states of one frame; `ts_ms` is the server's time of a
+/// change (`None` for a snapshot).
+fn skus(
+    ctx: &Ctx,
+    seen: &mut Seen,
+    topic: u16,
+    ts_ms: Option<u64>,
+    now_us: u64,
+    skus: &[SkuState],
+) {
     for k in skus {
         if k.available as u64 + k.held as u64 + k.sold as u64 != k.total as u64 {
             ctx.recorder.with(|s| {
@@ -250,12 +259,18 @@ fn skus(ctx: &Ctx, seen: &mut Seen, topic: u16, ts_ms: u64, now_us: u64, skus: &
             }
             None => seen.sold.push((topic, i, k.sold)),
         }
-        if k.sold_out {
-            saw_sold_out(ctx, seen, i, ts_ms, now_us);
+        // Only a change frame shows a sell-out happening: a snapshot of a
+        // SKU that sold out before this viewer subscribed (in an earlier
+        // run, say) is not a propagation to measure.
+        if let Some(ts) = ts_ms
+            && k.sold_out
+        {
+            saw_sold_out(ctx, seen, i, ts, now_us);
         }
     }
 }
 
+/// This viewer saw SKU `i` sell out, in a frame the server sent at `ts_ms`.
 fn saw_sold_out(ctx: &Ctx, seen: &mut Seen, i: u16, ts_ms: u64, now_us: u64) {
     if seen.sold_out & (1 << i) != 0 {
         return;

@@ -43,88 +43,90 @@ pub struct LiveState {
 /// Shared between the coordinator (writer) and the endpoint (reader).
 pub type Live = Arc<Mutex<LiveState>>;
 
-/// The OpenMetrics text of `s`.
-pub fn render(s: &LiveState) -> String {
-    let p = &s.progress;
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-        let _ = writeln!(out, "# TYPE holdfast_loadtest_{name} {kind}");
-        let _ = writeln!(out, "# HELP holdfast_loadtest_{name} {help}");
-        let suffix = if kind == "counter" { "_total" } else { "" };
-        let _ = writeln!(out, "holdfast_loadtest_{name}{suffix} {value}");
-    };
-    metric(
+/// One metric family: name (after `holdfast_loadtest_`), type, help, value.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&LiveState) -> f64,
+);
+
+/// Every family the endpoint serves (besides the phase).
+const FAMILIES: [Family; 12] = [
+    (
         "reserves_ok",
         "counter",
         "Reservations that got a hold.",
-        p.reserve_ok.to_string(),
-    );
-    metric(
+        |s| s.progress.reserve_ok as f64,
+    ),
+    (
         "reserves_refused",
         "counter",
         "Reservations refused as a sale refusal (sold_out, limit_exceeded, not_open).",
-        p.reserve_refused.to_string(),
-    );
-    metric(
+        |s| s.progress.reserve_refused as f64,
+    ),
+    (
         "errors",
         "counter",
         "Requests that failed (not sale refusals).",
-        p.errors.to_string(),
-    );
-    metric(
-        "commits",
-        "counter",
-        "Commits acknowledged.",
-        p.commits.to_string(),
-    );
-    metric(
+        |s| s.progress.errors as f64,
+    ),
+    ("commits", "counter", "Commits acknowledged.", |s| {
+        s.progress.commits as f64
+    }),
+    (
         "frames",
         "counter",
         "Websocket frames viewers received.",
-        p.frames.to_string(),
-    );
-    metric(
+        |s| s.progress.frames as f64,
+    ),
+    (
         "connect_failures",
         "counter",
         "Connections that could not be opened.",
-        p.connect_failed.to_string(),
-    );
-    metric(
-        "viewers",
-        "gauge",
-        "Viewers connected now.",
-        p.viewers.to_string(),
-    );
-    metric(
+        |s| s.progress.connect_failed as f64,
+    ),
+    ("viewers", "gauge", "Viewers connected now.", |s| {
+        s.progress.viewers as f64
+    }),
+    (
         "reserve_p99_seconds",
         "gauge",
         "Reserve latency p99 of the last complete second, from the intended send time.",
-        (p.reserve_p99_ms / 1000.0).to_string(),
-    );
-    metric(
+        |s| s.progress.reserve_p99_ms / 1000.0,
+    ),
+    (
         "schedule_lag_p99_seconds",
         "gauge",
         "How late arrivals started, p99 so far.",
-        (p.schedule_lag_p99_ms / 1000.0).to_string(),
-    );
-    metric(
+        |s| s.progress.schedule_lag_p99_ms / 1000.0,
+    ),
+    (
         "run_elapsed_seconds",
         "gauge",
         "Seconds since the current run started.",
-        s.t_s.max(0.0).to_string(),
-    );
-    metric(
+        |s| s.t_s.max(0.0),
+    ),
+    (
         "load_factor",
         "gauge",
         "Load factor of the current run against the scenario.",
-        s.level.to_string(),
-    );
-    metric(
-        "runs",
-        "counter",
-        "Runs this invocation finished.",
-        s.runs_done.to_string(),
-    );
+        |s| s.level,
+    ),
+    ("runs", "counter", "Runs this invocation finished.", |s| {
+        s.runs_done as f64
+    }),
+];
+
+/// The OpenMetrics text of `s`.
+pub fn render(s: &LiveState) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in FAMILIES {
+        let suffix = if kind == "counter" { "_total" } else { "" };
+        let _ = writeln!(out, "# TYPE holdfast_loadtest_{name} {kind}");
+        let _ = writeln!(out, "# HELP holdfast_loadtest_{name} {help}");
+        let _ = writeln!(out, "holdfast_loadtest_{name}{suffix} {}", value(s));
+    }
     let _ = writeln!(out, "# TYPE holdfast_loadtest_phase info");
     let _ = writeln!(
         out,

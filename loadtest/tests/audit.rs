@@ -5,9 +5,8 @@
 
 mod common;
 
-use common::{Gateway, LENIENT, eventually, run_loadtest, run_loadtest_in_background, scenario};
+use common::{Gateway, Plan, eventually, run_loadtest, run_loadtest_in_background};
 use holdfast_loadtest::audit::CheckStatus;
-use holdfast_loadtest::report::Report;
 use holdfast_protocol::{QtyReq, SkuList, SkuState};
 
 /// 50 buyers fire at a drop of 10 units and all of them pay.
@@ -43,27 +42,11 @@ buyers = 50
 sku = "drop"
 "#;
 
-fn read_report(path: &std::path::Path) -> Report {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overselling_server_is_flagged_with_a_non_zero_exit() {
     let addr = common::double::start_overselling().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "drop.toml", DROP);
-    let out = dir.path().join("report.json");
-    let target = format!("http://{addr}");
-    let mut args = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(LENIENT);
-    let run = run_loadtest(&args).await;
+    let plan = Plan::new(DROP);
+    let run = run_loadtest(&plan.args(&format!("http://{addr}"), &[])).await;
     assert_eq!(
         run.code,
         i32::from(holdfast_loadtest::EXIT_AUDIT),
@@ -73,7 +56,7 @@ async fn an_overselling_server_is_flagged_with_a_non_zero_exit() {
         run.stdout.contains("OVERSOLD by 40"),
         "says exactly what is wrong"
     );
-    let report = read_report(&out);
+    let report = plan.report();
     assert_eq!(report.audit.oversold, 40);
     assert!(!report.audit.ok);
     assert_eq!(report.audit.verdict, "AUDIT FAILED: oversold 40");
@@ -156,28 +139,14 @@ skus = ["cap", "tee"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_gateway_passes_across_two_worker_processes() {
     let gw = Gateway::memory().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "honest.toml", HONEST);
-    let out = dir.path().join("report.json");
-    let html = dir.path().join("report.html");
-    let target = gw.target();
-    let mut args = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--html",
-        html.to_str().unwrap(),
-        "--workers",
-        "2",
-    ];
-    args.extend(LENIENT);
-    let run = run_loadtest(&args).await;
+    let plan = Plan::new(HONEST);
+    let html = plan.path("report.html");
+    let html_arg = html.display().to_string();
+    let run =
+        run_loadtest(&plan.args(&gw.target(), &["--html", &html_arg, "--workers", "2"])).await;
     assert_eq!(run.code, 0, "an honest server passes");
     assert!(run.stdout.contains("oversold: 0; audit passed"));
-    let report = read_report(&out);
+    let report = plan.report();
     assert!(report.audit.ok, "{:?}", report.audit.problems);
     assert!(
         report
@@ -260,7 +229,7 @@ async fn the_real_gateway_passes_across_two_worker_processes() {
     );
     assert_eq!(report.provenance.gateway_persistence, "memory");
     assert_eq!(report.histograms["reserve"].count(), 70);
-    let text = std::fs::read_to_string(&out).unwrap();
+    let text = std::fs::read_to_string(&plan.out).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let b64 = v["histograms"]["reserve"].as_str().unwrap();
     use base64::Engine as _;
@@ -336,21 +305,8 @@ async fn sku_of(api: &holdfast_loadtest::client::http::Api, id: &str) -> Option<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restock_outside_the_tester_is_not_an_oversell() {
     let gw = Gateway::memory().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "restocked.toml", RESTOCKED);
-    let out = dir.path().join("report.json");
-    let target = gw.target();
-    let mut args = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--fixed-ids",
-    ];
-    args.extend(LENIENT);
-    let tester = run_loadtest_in_background(&args);
+    let plan = Plan::new(RESTOCKED);
+    let tester = run_loadtest_in_background(plan.args(&gw.target(), &["--fixed-ids"]));
     // The host restocks +20 once the drop sold out.
     eventually("the drop selling out", || async {
         sku_of(&gw.api, "restock-me")
@@ -365,7 +321,7 @@ async fn a_restock_outside_the_tester_is_not_an_oversell() {
         .await
         .expect("restock");
     let run = tester.await.unwrap();
-    let report = read_report(&out);
+    let report = plan.report();
     let sku = &report.audit.skus[0];
     assert_eq!(sku.total, 50, "the restock landed");
     assert_eq!(sku.sold, 50, "and the arrivals bought the restocked units");
@@ -421,21 +377,8 @@ async fn a_gateway_restarted_mid_run_is_state_lost() {
     let mut args = Gateway::args();
     args.demo = true;
     let gw = Gateway::start(args.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "holders.toml", HOLDERS);
-    let out = dir.path().join("report.json");
-    let target = gw.target();
-    let mut cmd = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--fixed-ids",
-    ];
-    cmd.extend(LENIENT);
-    let tester = run_loadtest_in_background(&cmd);
+    let plan = Plan::new(HOLDERS);
+    let tester = run_loadtest_in_background(plan.args(&gw.target(), &["--fixed-ids"]));
     // Restart once the burst has been answered and some holds committed.
     eventually("the burst's sales", || async {
         sku_of(&gw.api, "tee-black-m")
@@ -448,7 +391,7 @@ async fn a_gateway_restarted_mid_run_is_state_lost() {
     gw.stop().await;
     let gw = Gateway::start(args).await;
     let run = tester.await.unwrap();
-    let report = read_report(&out);
+    let report = plan.report();
     assert!(report.audit.state_lost, "{:?}", report.audit);
     assert!(
         report

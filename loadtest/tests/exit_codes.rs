@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, LENIENT, run_loadtest, scenario};
+use common::{Gateway, LENIENT, Plan, run_loadtest, scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breached_threshold_exits_non_zero() {
@@ -77,12 +77,8 @@ sku = "big"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_every_request_failed_exits_non_zero() {
     let gw = Gateway::memory().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "all-fail.toml", EVERY_REQUEST_FAILS);
-    let target = gw.target();
-    let mut args = vec!["--target", &target, "--scenario", file.to_str().unwrap()];
-    args.extend(LENIENT);
-    let run = run_loadtest(&args).await;
+    let plan = Plan::new(EVERY_REQUEST_FAILS);
+    let run = run_loadtest(&plan.args(&gw.target(), &[])).await;
     assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_ERROR));
     assert!(
         run.stdout

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Gateway, LENIENT, api, eventually, free_port, run_loadtest_in_background, scenario};
+use common::{Gateway, Plan, api, eventually, free_port, run_loadtest_in_background};
 
 /// Arrivals for six seconds, so there is a run to watch.
 const WATCHED: &str = r#"
@@ -30,25 +30,21 @@ skus = ["w"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_openmetrics_csv_and_plain_progress_lines() {
     let gw = Gateway::memory().await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "watched.toml", WATCHED);
-    let csv = dir.path().join("series.csv");
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let target = gw.target();
-    let mut args = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--metrics-listen",
-        &listen,
-        "--csv",
-        csv.to_str().unwrap(),
-    ];
+    let plan = Plan::new(WATCHED);
+    let csv = plan.path("series.csv");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = plan.args(
+        &gw.target(),
+        &[
+            "--metrics-listen",
+            &listen,
+            "--csv",
+            &csv.display().to_string(),
+        ],
+    );
     // Not quiet: stderr is a pipe here, so progress comes as plain lines.
-    args.extend(&LENIENT[1..]);
-    let tester = run_loadtest_in_background(&args);
+    args.retain(|a| a != "--quiet");
+    let tester = run_loadtest_in_background(args);
     let scrape = api(listen.parse().unwrap(), "");
     let text = eventually("holds counted on /metrics", || async {
         let (status, body) = scrape

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{CHECKOUT, Gateway, LENIENT, Redis, run_loadtest, scenario};
+use common::{CHECKOUT, Gateway, LENIENT, Plan, Redis, run_loadtest};
 use holdfast_protocol::SkuState;
 
 /// A flag-built drop: enough to start a run if the pre-flight let it.
@@ -120,18 +120,8 @@ sku = "gone"
 async fn a_sold_out_sku_under_fixed_ids_is_refused() {
     let gw = Gateway::memory().await;
     sell_out_gone(&gw).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "again.toml", SOLD_OUT);
-    let target = gw.target();
-    let mut a = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--fixed-ids",
-    ];
-    a.extend(LENIENT);
-    let run = run_loadtest(&a).await;
+    let plan = Plan::new(SOLD_OUT);
+    let run = run_loadtest(&plan.args(&gw.target(), &["--fixed-ids"])).await;
     assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_ERROR));
     assert!(
         run.stderr
@@ -178,29 +168,15 @@ sku = "gone"
 async fn a_sold_out_sku_the_scenario_restocks_measures_this_runs_sell_out() {
     let gw = Gateway::memory().await;
     sell_out_gone(&gw).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "again.toml", RESTOCKED_AGAIN);
-    let out = dir.path().join("report.json");
-    let target = gw.target();
-    let mut a = vec![
-        "--target",
-        &target,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--fixed-ids",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    a.extend(LENIENT);
-    let run = run_loadtest(&a).await;
+    let plan = Plan::new(RESTOCKED_AGAIN);
+    let run = run_loadtest(&plan.args(&gw.target(), &["--fixed-ids"])).await;
     assert_eq!(run.code, 0, "restocked by the scenario: allowed");
     assert!(
         run.stderr.contains("SKU gone already exists"),
         "noted: {}",
         run.stderr
     );
-    let report: holdfast_loadtest::report::Report =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let report = plan.report();
     let sku = &report.skus[0];
     let after_open = sku.open_to_sold_out_ms.expect("sold out during the run");
     assert!(

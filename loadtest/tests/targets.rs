@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Gateway, LENIENT, run_loadtest, scenario};
+use common::{Gateway, Plan, run_loadtest};
 use holdfast_protocol::{SkuList, SkuState};
 
 const SPREAD: &str = r#"
@@ -44,18 +44,9 @@ async fn buyers_spread_over_every_target() {
             .await
             .unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
-    let file = scenario(&dir, "spread.toml", SPREAD);
+    let plan = Plan::new(SPREAD);
     let targets = format!("{},{}", a.target(), b.target());
-    let mut args = vec![
-        "--target",
-        &targets,
-        "--scenario",
-        file.to_str().unwrap(),
-        "--fixed-ids",
-    ];
-    args.extend(LENIENT);
-    let run = run_loadtest(&args).await;
+    let run = run_loadtest(&plan.args(&targets, &["--fixed-ids"])).await;
     assert!(
         run.stdout.contains("10 reserved"),
         "every buyer got a hold: {}",

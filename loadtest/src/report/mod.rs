@@ -351,6 +351,20 @@ impl Report {
         r
     }
 
+    /// Requests answered one way or another: acknowledged, refused or failed
+    /// (connection failures are not requests).
+    fn requests(&self) -> u64 {
+        self.count("reserve.ok")
+            + self.count("commit.ok")
+            + self.count("release.ok")
+            + self
+                .errors
+                .iter()
+                .filter(|(k, _)| !k.starts_with("connect."))
+                .map(|(_, v)| v)
+                .sum::<u64>()
+    }
+
     fn count(&self, k: &str) -> u64 {
         self.counts.get(k).copied().unwrap_or(0)
     }
@@ -421,15 +435,7 @@ impl Report {
             .sum::<u64>()
             - refusals
             - self.count("commit.error.hold_expired");
-        let requests = self.count("reserve.ok")
-            + self.count("commit.ok")
-            + self.count("release.ok")
-            + self
-                .errors
-                .iter()
-                .filter(|(k, _)| !k.starts_with("connect."))
-                .map(|(_, v)| v)
-                .sum::<u64>();
+        let requests = self.requests();
         let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
         f.insert("errors.count".into(), failures as f64);
         f.insert("errors.rate".into(), ratio(failures, requests));
@@ -470,15 +476,7 @@ impl Report {
     /// no connection could be opened. Names the codes seen and, for 401 or
     /// 403, which token to pass.
     pub fn all_failed(&self) -> Option<String> {
-        let requests = self.count("reserve.ok")
-            + self.count("commit.ok")
-            + self.count("release.ok")
-            + self
-                .errors
-                .iter()
-                .filter(|(k, _)| !k.starts_with("connect."))
-                .map(|(_, v)| v)
-                .sum::<u64>();
+        let requests = self.requests();
         let failures = self.figures.get("errors.count").copied().unwrap_or(0.0) as u64;
         let conns_ok = self.count("connections.ok");
         let conns_failed = self.sum_prefix("connections.failed.");

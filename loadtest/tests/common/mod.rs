@@ -250,7 +250,7 @@ pub struct Run {
 }
 
 /// Runs the binary with `args` (bounded by a generous timeout).
-pub async fn run_loadtest(args: &[&str]) -> Run {
+pub async fn run_loadtest<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Run {
     let mut cmd = tokio::process::Command::new(loadtest_bin());
     cmd.args(args).kill_on_drop(true);
     for (k, _) in std::env::vars() {
@@ -276,12 +276,55 @@ pub async fn run_loadtest(args: &[&str]) -> Run {
 
 /// [`run_loadtest`] in the background, for a test that acts on the
 /// gateway during the run.
-pub fn run_loadtest_in_background(args: &[&str]) -> tokio::task::JoinHandle<Run> {
-    let owned: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::spawn(async move {
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        run_loadtest(&args).await
-    })
+pub fn run_loadtest_in_background(args: Vec<String>) -> tokio::task::JoinHandle<Run> {
+    tokio::spawn(async move { run_loadtest(&args).await })
+}
+
+/// A scenario file in a temporary folder, with the report path of a run.
+pub struct Plan {
+    _dir: tempfile::TempDir,
+    pub file: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Plan {
+    /// Writes `text` as the scenario.
+    pub fn new(text: &str) -> Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let file = scenario(&dir, "scenario.toml", text);
+        let out = dir.path().join("report.json");
+        Plan {
+            _dir: dir,
+            file,
+            out,
+        }
+    }
+
+    /// A path in the plan's folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.file.with_file_name(name)
+    }
+
+    /// `--target <target> --scenario <file> --out <report>`, then `extra`,
+    /// then [`LENIENT`].
+    pub fn args(&self, target: &str, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--target".into(),
+            target.into(),
+            "--scenario".into(),
+            self.file.display().to_string(),
+            "--out".into(),
+            self.out.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(LENIENT.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// The run's JSON report.
+    pub fn report(&self) -> holdfast_loadtest::report::Report {
+        serde_json::from_str(&std::fs::read_to_string(&self.out).unwrap()).unwrap()
+    }
 }
 
 /// Writes a scenario file into `dir`.

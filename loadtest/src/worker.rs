@@ -408,28 +408,27 @@ fn pick(rng: &mut Rng, len: usize, n: usize) -> Vec<usize> {
     out
 }
 
-/// User + system CPU time of this process, in ms.
-pub fn cpu_ms() -> u64 {
+/// This process's resource usage.
+fn rusage() -> libc::rusage {
     // SAFETY: getrusage writes one rusage struct into the zeroed value we
     // own; RUSAGE_SELF is always valid.
-    let ru = unsafe {
+    unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
         ru
-    };
+    }
+}
+
+/// User + system CPU time of this process, in ms.
+pub fn cpu_ms() -> u64 {
+    let ru = rusage();
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
     ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
 /// Peak resident memory of this process, in bytes.
 pub fn rss_max_bytes() -> u64 {
-    // SAFETY: as in `cpu_ms`.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    ru.ru_maxrss as u64 * 1024
+    rusage().ru_maxrss as u64 * 1024
 }
 
 /// Entry point of a worker process: reads the plan (first stdin line) and

@@ -187,15 +187,15 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// The per-second series as CSV: one row per second of the run, by the
-/// second each reserve was due; latencies in ms.
+/// second each reserve was due; latencies in ms; viewers connected.
 pub fn csv(points: &[Point]) -> String {
     let mut out = String::from(
-        "t_s,offered,reserve_ok,reserve_refused,errors,commits,releases,reserve_p50_ms,reserve_p99_ms\n",
+        "t_s,offered,reserve_ok,reserve_refused,errors,commits,releases,reserve_p50_ms,reserve_p99_ms,viewers\n",
     );
     for p in points {
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{:.3},{:.3}",
+            "{},{},{},{},{},{},{},{:.3},{:.3},{}",
             p.t_s,
             p.offered,
             p.reserve_ok,
@@ -204,7 +204,8 @@ pub fn csv(points: &[Point]) -> String {
             p.commits,
             p.releases,
             p.reserve_p50_ms,
-            p.reserve_p99_ms
+            p.reserve_p99_ms,
+            p.viewers
         );
     }
     out
@@ -263,6 +264,6 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("t_s,offered,reserve_ok"));
-        assert_eq!(lines[1], "0,3,2,1,0,0,0,0.000,0.000");
+        assert_eq!(lines[1], "0,3,2,1,0,0,0,0.000,0.000,0");
     }
 }

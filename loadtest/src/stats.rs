@@ -125,6 +125,10 @@ pub struct Second {
     pub errors: u64,
     pub commit_ok: u64,
     pub release_ok: u64,
+    /// Viewers connected in this second (the most seen by the progress
+    /// probe; workers' add up).
+    #[serde(default)]
+    pub viewers: u64,
     /// Reserve latency of the requests that were due in this second
     /// (2 significant digits: enough for a chart, small on the wire).
     pub reserve: Option<Hist>,
@@ -327,6 +331,7 @@ impl Stats {
             a.errors += b.errors;
             a.commit_ok += b.commit_ok;
             a.release_ok += b.release_ok;
+            a.viewers += b.viewers;
             match (&mut a.reserve, &b.reserve) {
                 (Some(x), Some(y)) => x.merge(y),
                 (None, Some(y)) => a.reserve = Some(y.clone()),

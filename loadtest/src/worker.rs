@@ -189,6 +189,13 @@ async fn report_progress(ctx: Arc<Ctx>, tx: mpsc::Sender<Progress>) {
         }) - p.reserve_refused;
         // Relaxed: display-only counters.
         p.viewers = ctx.viewers_live.load(Ordering::Relaxed);
+        let second = ctx.clock.second_of(Instant::now());
+        if Instant::now() >= ctx.clock.start {
+            ctx.recorder.with(|s| {
+                let sec = s.second(second);
+                sec.viewers = sec.viewers.max(p.viewers);
+            });
+        }
         p.frames = ctx.frames.load(Ordering::Relaxed);
         if tx.try_send(p).is_err() || stop {
             // A full channel means the coordinator is busy; skip a report

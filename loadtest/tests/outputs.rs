@@ -76,5 +76,10 @@ async fn live_openmetrics_csv_and_plain_progress_lines() {
         .map(|r| r.split(',').nth(1).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(offered, 100, "20/s for 5 s, each in the second it was due");
+    let viewers_max = rows[1..]
+        .iter()
+        .map(|r| r.rsplit(',').next().unwrap().parse::<u64>().unwrap())
+        .max();
+    assert_eq!(viewers_max, Some(2), "both viewers connected");
     gw.stop().await;
 }

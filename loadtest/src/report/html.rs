@@ -285,6 +285,18 @@ pub fn render(r: &Report) -> String {
         &marks,
         false,
     );
+    let viewers = chart(
+        "Viewers connected (a dip is a loss; its width the recovery)",
+        "seconds",
+        "viewers",
+        &[series(
+            "viewers connected",
+            SKY,
+            tp.iter().map(|p| (t(p), p.viewers as f64)).collect(),
+        )],
+        &marks,
+        false,
+    );
     // One panel per SKU: a 5,000-unit SKU must not flatten a 150-unit drop.
     let mut stock = String::new();
     for s in &r.stock {
@@ -414,6 +426,7 @@ figure{{margin:1em 0}}svg{{width:100%;height:auto}}.legend{{list-style:none;padd
     h.push_str(&latency);
     h.push_str(&distribution(r));
     h.push_str(&throughput);
+    h.push_str(&viewers);
     h.push_str("<h2>Stock</h2>");
     h.push_str(&stock);
     if let Some(c) = &capacity {
@@ -511,8 +524,8 @@ mod tests {
         r.provenance.command_line = vec!["holdfast-loadtest".into(), "--seed".into(), "7".into()];
         r.provenance.scenario_toml = "name = \"x\"".into();
         let page = super::render(&r);
-        // Latency over time, distribution, throughput, one stock panel.
-        assert_eq!(page.matches("<svg").count(), 4, "{page}");
+        // Latency over time, distribution, throughput, viewers, one stock panel.
+        assert_eq!(page.matches("<svg").count(), 5, "{page}");
         assert!(page.contains("Stock of a"));
         assert!(page.contains("restock 5"), "event markers are labelled");
         assert!(page.contains("viewBox=\"0 0 820 300\""), "charts scale");

@@ -69,6 +69,9 @@ pub struct Point {
     pub releases: u64,
     pub reserve_p50_ms: f64,
     pub reserve_p99_ms: f64,
+    /// Viewers connected (the most seen in the second).
+    #[serde(default)]
+    pub viewers: u64,
 }
 
 /// One drop burst.
@@ -257,6 +260,7 @@ impl Report {
                 releases: b.release_ok,
                 reserve_p50_ms: b.reserve.as_ref().map_or(0.0, |h| h.q_ms(0.5)),
                 reserve_p99_ms: b.reserve.as_ref().map_or(0.0, |h| h.q_ms(0.99)),
+                viewers: b.viewers,
             })
             .collect();
         let bursts = sc

@@ -15,8 +15,8 @@ use crate::http::health::Health;
 use crate::http::{self, AppState};
 use crate::ids::Ids;
 use crate::journal::conn::Target;
-use crate::journal::open::Beside;
 use crate::journal::{self, ClusterWrites, Durability, Fenced};
+use crate::journal::open::Beside;
 use crate::ops::Ops;
 use crate::stats::Stats;
 use crate::ws::{WsCtx, hub::Hub};
@@ -309,7 +309,8 @@ async fn build_cluster_core(
         }),
     };
     let meta = beside.meta.clone();
-    let opened = journal::open::open(place, args, config, clock, beside, tracker, shutdown).await?;
+    let opened =
+        journal::open::open(place, args, config, clock, beside, tracker, shutdown).await?;
     let cluster = Cluster::new(&joined, opened.engine.clone(), meta, args, fenced);
     let skus = cluster.sync_catalog().await?;
     cluster.reconcile(&skus).await?;

@@ -399,3 +399,4 @@ fn topic_stats(
 ) -> crate::protocol::Stats {
     s.ops.stats.of_skus(&s.ops.engine, topic, 0, skus)
 }
+

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use holdfast_gateway::protocol::{HoldView, SkuState};
+use std::fmt::Write as _;
+
+use holdfast_protocol::{Code, HoldStatus, HoldView, SkuState};
 
 use crate::client::CallError;
 use crate::client::http::Api;
@@ -32,6 +34,7 @@ use crate::plan::unix_us;
 use crate::roles::host::{self, HostEvent};
 use crate::scenario::Scenario;
 use crate::stats::{HoldRecord, Outcome, Stats};
+use crate::target::redact;
 
 /// Grace after a deadline before a still-held hold is a problem: the
 /// expiry timer's tick and the clock's millisecond rounding.
@@ -53,6 +56,9 @@ pub struct Input<'a> {
     pub stream_max: usize,
     /// SKU ids are this run's alone, so server counts must equal client counts.
     pub exclusive: bool,
+    /// The server's hold table size (`/readyz` `holds_capacity`): finished
+    /// holds are reported until that many more reservations reuse slots.
+    pub holds_capacity: Option<u64>,
 }
 
 /// One SKU's figures.
@@ -73,11 +79,44 @@ pub struct SkuAudit {
     pub oversold: u64,
 }
 
-/// One named check.
+/// How one check came out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Checked and right.
+    #[default]
+    Ok,
+    /// Checked and wrong: the audit fails.
+    Failed,
+    /// Could not be checked (what it depends on is missing); the detail
+    /// says why. Not a pass: the verdict names the cause.
+    NotChecked,
+    /// Something to know that is not a fault (a catalog change made
+    /// outside the tester).
+    Note,
+}
+
+impl CheckStatus {
+    /// The tag printed before the check's name.
+    pub fn tag(self) -> &'static str {
+        match self {
+            CheckStatus::Ok => "ok",
+            CheckStatus::Failed => "FAIL",
+            CheckStatus::NotChecked => "not checked",
+            CheckStatus::Note => "note",
+        }
+    }
+}
+
+/// One named check. A failing check's detail states the finding (what the
+/// server showed), not what the check claims.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Check {
     pub name: String,
+    /// False only for [`CheckStatus::Failed`].
     pub ok: bool,
+    #[serde(default)]
+    pub status: CheckStatus,
     pub detail: String,
 }
 
@@ -86,6 +125,13 @@ pub struct Check {
 pub struct Audit {
     pub oversold: u64,
     pub ok: bool,
+    /// The server no longer knows SKUs or holds this run created: it lost
+    /// its state (an in-memory gateway restarted mid-run, or a rollback).
+    #[serde(default)]
+    pub state_lost: bool,
+    /// One line: what the audit found, worst first.
+    #[serde(default)]
+    pub verdict: String,
     pub skus: Vec<SkuAudit>,
     pub checks: Vec<Check>,
     pub problems: Vec<String>,
@@ -93,11 +139,43 @@ pub struct Audit {
 
 impl Audit {
     fn check(&mut self, name: &str, ok: bool, detail: String) {
+        let status = if ok {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Failed
+        };
+        self.check_as(name, status, detail);
+    }
+
+    fn check_as(&mut self, name: &str, status: CheckStatus, detail: String) {
         self.checks.push(Check {
             name: name.into(),
-            ok,
+            ok: status != CheckStatus::Failed,
+            status,
             detail,
         });
+    }
+
+    /// Sets `ok` and the one-line verdict from the checks and problems.
+    fn conclude(&mut self) {
+        let failed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Failed)
+            .map(|c| c.name.as_str())
+            .collect();
+        self.ok = failed.is_empty() && self.problems.is_empty() && !self.state_lost;
+        self.verdict = if self.state_lost {
+            "AUDIT FAILED: state lost — was the gateway restarted? The server no longer knows SKUs or holds this run created".into()
+        } else if self.oversold > 0 {
+            format!("AUDIT FAILED: oversold {}", self.oversold)
+        } else if !failed.is_empty() {
+            format!("AUDIT FAILED: {}", failed.join(", "))
+        } else if !self.problems.is_empty() {
+            "AUDIT FAILED: see the problems listed".into()
+        } else {
+            "audit passed".into()
+        }
     }
 
     fn problem(&mut self, p: String) {
@@ -144,7 +222,7 @@ fn live_interval(h: &HoldRecord, ttl_ms: u64) -> Option<(u64, Option<u64>)> {
         Outcome::Abandoned | Outcome::Expired => {
             Some((h.acked_ms, Some((h.sent_ms + ttl_ms).min(h.deadline_ms))))
         }
-        Outcome::Unknown => None,
+        Outcome::Unknown | Outcome::Lost => None,
     }
 }
 
@@ -187,7 +265,7 @@ pub async fn run(inp: Input<'_>) -> Audit {
     }
     let Some(finals) = last else {
         a.check("final counts", false, "GET /api/skus never answered".into());
-        a.ok = false;
+        a.conclude();
         return a;
     };
 
@@ -209,9 +287,10 @@ pub async fn run(inp: Input<'_>) -> Audit {
         }
     }
     let mut invariant_ok = true;
-    let mut totals_ok = true;
     let mut sold_match_ok = true;
     let mut held_ok = true;
+    let mut missing: Vec<&str> = Vec::new();
+    let mut outside: Vec<String> = Vec::new();
     for (i, spec) in s.skus.iter().enumerate() {
         let expected_total = expected_total(spec.total as u64, &spec.id, inp.host);
         let mut sa = SkuAudit {
@@ -225,8 +304,14 @@ pub async fn run(inp: Input<'_>) -> Audit {
             ..SkuAudit::default()
         };
         let Some(k) = &finals[i] else {
-            a.problem(format!("{}: missing from GET /api/skus", spec.id));
-            invariant_ok = false;
+            // Nothing the server says about this SKU can be compared; what
+            // clients were told can still prove an oversell.
+            missing.push(&spec.id);
+            sa.oversold = sa
+                .concurrent_max
+                .max(sa.committed_units)
+                .saturating_sub(sa.stock_ever);
+            a.oversold += sa.oversold;
             a.skus.push(sa);
             continue;
         };
@@ -239,17 +324,24 @@ pub async fn run(inp: Input<'_>) -> Audit {
                 k.id, k.available, k.held, k.sold, k.total
             ));
         }
-        if k.total as u64 != expected_total {
-            totals_ok = false;
-            a.problem(format!(
-                "{}: total is {}, the host made it {expected_total}",
+        // Units added outside the tester (a host's restock during the run)
+        // could be sold too; units removed are a change to report, not a
+        // fault.
+        let outside_delta = k.total as i64 - expected_total as i64;
+        if outside_delta != 0 {
+            outside.push(format!(
+                "{}: total is {}, the tester's actions make it {expected_total} ({outside_delta:+} changed outside the tester)",
                 k.id, k.total
             ));
         }
+        sa.stock_ever += outside_delta.max(0) as u64;
         let over = [
+            // The server's own books: more sold than it has.
+            (k.sold as u64).saturating_sub(k.total as u64),
+            // What clients were told: more held or sold at once, or
+            // committed, than ever existed.
             sa.concurrent_max.saturating_sub(sa.stock_ever),
             sa.committed_units.saturating_sub(sa.stock_ever),
-            (k.sold as u64).saturating_sub(sa.stock_ever.min(k.total as u64)),
         ];
         sa.oversold = over.into_iter().max().unwrap_or(0);
         if sa.oversold > 0 {
@@ -262,7 +354,9 @@ pub async fn run(inp: Input<'_>) -> Audit {
             if (k.sold as u64) < sa.committed_units {
                 sold_match_ok = false;
                 a.problem(format!("{}: clients were told {} units sold, the server counts {}: acknowledged sales lost", k.id, sa.committed_units, k.sold));
-            } else if k.sold as u64 > sa.committed_units + sa.unknown_units {
+            } else if k.sold as u64
+                > sa.committed_units + sa.unknown_units + outside_delta.max(0) as u64
+            {
                 sold_match_ok = false;
                 a.problem(format!("{}: the server counts {} sold, clients committed {} (+{} unanswered): sales nobody made", k.id, k.sold, sa.committed_units, sa.unknown_units));
             }
@@ -277,39 +371,105 @@ pub async fn run(inp: Input<'_>) -> Audit {
         a.oversold += sa.oversold;
         a.skus.push(sa);
     }
+    let n = s.skus.len();
+    let checked = n - missing.len();
+    if !missing.is_empty() {
+        a.state_lost = true;
+        a.check(
+            "skus present",
+            false,
+            format!(
+                "{} of {n} SKUs this run created are missing from GET /api/skus: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        );
+    }
+    // A check over SKUs of which some are missing says so; over none it is
+    // not checked at all.
+    let scope = |what: String| {
+        if missing.is_empty() {
+            what
+        } else {
+            format!("{what}; {} missing SKUs not checked", missing.len())
+        }
+    };
+    let server_check = |a: &mut Audit, name: &str, ok: bool, finding: String, fine: String| {
+        if checked == 0 {
+            a.check_as(
+                name,
+                CheckStatus::NotChecked,
+                "not checked: no SKU of this run is left on the server".into(),
+            );
+        } else {
+            a.check(name, ok, scope(if ok { fine } else { finding }));
+        }
+    };
     a.check(
         "oversold",
         a.oversold == 0,
         format!("oversold: {}", a.oversold),
     );
-    a.check(
+    server_check(
+        &mut a,
         "invariant",
         invariant_ok,
-        format!("available + held + sold == total for {} SKUs", s.skus.len()),
+        "available + held + sold != total on the server (see problems)".into(),
+        format!("available + held + sold == total for {checked} SKUs"),
     );
-    a.check(
-        "totals",
-        totals_ok,
-        "every total is what the host's actions made it".into(),
-    );
+    if outside.is_empty() {
+        server_check(
+            &mut a,
+            "totals",
+            true,
+            String::new(),
+            "every total is what the host's actions made it".into(),
+        );
+    } else {
+        a.check_as(
+            "totals",
+            CheckStatus::Note,
+            format!("catalog changed outside the tester: {}", outside.join("; ")),
+        );
+    }
     if inp.exclusive {
-        a.check(
+        server_check(
+            &mut a,
             "sold matches commits",
             sold_match_ok,
+            "the server's sold count differs from what clients were told (see problems)".into(),
             "server sold == units clients were told were sold (within unanswered requests)".into(),
         );
-        a.check(
-            "holds settled",
-            held_ok,
-            if waited_fully {
-                "no units held after the last deadline".into()
-            } else {
+        if waited_fully {
+            server_check(
+                &mut a,
+                "holds settled",
+                held_ok,
+                "units still held after the last deadline (see problems)".into(),
+                "no units held after the last deadline".into(),
+            );
+        } else {
+            a.check_as(
+                "holds settled",
+                CheckStatus::NotChecked,
                 format!(
                     "not checked: deadlines end after --audit-wait-max-s {}s",
                     inp.wait_max.as_secs()
-                )
-            },
-        );
+                ),
+            );
+        }
+    }
+    let lost = inp
+        .stats
+        .holds
+        .iter()
+        .filter(|h| h.outcome == Outcome::Lost)
+        .count();
+    if lost > 0 {
+        a.state_lost = true;
+        a.problem(format!(
+            "{lost} acknowledged holds were answered hold_not_found on commit or release during the run: lost"
+        ));
     }
 
     // 3. Client-side contract violations seen during the run.
@@ -360,7 +520,7 @@ pub async fn run(inp: Input<'_>) -> Audit {
             a.problem(format!("redis audit failed: {e}"));
         }
     }
-    a.ok = a.checks.iter().all(|c| c.ok) && a.problems.is_empty();
+    a.conclude();
     a
 }
 
@@ -381,62 +541,106 @@ async fn hold_lookups(a: &mut Audit, inp: &Input<'_>) {
     }
     let step = holds.len().div_ceil(inp.holds_max).max(1);
     let now_ms = unix_us() / 1000;
-    let (mut looked, mut bad, mut unsupported) = (0, 0, 0);
+    // The server reports finished holds until their slot is reused, a
+    // whole hold table's worth of reservations later: below that, an
+    // acknowledged hold it does not know was lost.
+    let reused = match inp.holds_capacity {
+        Some(cap) => inp.stats.count("reserve.ok") >= cap,
+        None => false,
+    };
+    let (mut looked, mut wrong, mut lost, mut forgotten, mut unsupported) = (0, 0, 0, 0, 0);
     for h in holds.iter().step_by(step) {
         let view: Result<HoldView, CallError> =
             inp.api.get_admin(&format!("/api/holds/{}", h.hold)).await;
         looked += 1;
         let state = match view {
             Ok(v) => v.state,
-            Err(CallError::Refused(c)) if c == "hold_not_found" => continue, // terminal and purged
-            Err(CallError::Refused(c))
-                if c == "not_found" || c == "http_404" || c == "http_405" =>
-            {
+            Err(e) if e.is(Code::HoldNotFound) && reused => {
+                forgotten += 1;
+                continue;
+            }
+            Err(e) if e.is(Code::HoldNotFound) => {
+                lost += 1;
+                a.problem(format!(
+                    "hold {}: the client was told it was {}, the server answers hold_not_found: lost",
+                    h.hold,
+                    told(h.outcome)
+                ));
+                continue;
+            }
+            Err(e) if matches!(e, CallError::Status(404 | 405)) || e.is(Code::NotFound) => {
                 unsupported += 1;
                 continue;
             }
             Err(e) => {
                 a.problem(format!("hold {}: look-up failed: {e}", h.hold));
-                bad += 1;
+                wrong += 1;
                 continue;
             }
         };
         let past_deadline = now_ms > h.deadline_ms + EXPIRY_GRACE_MS;
-        let wrong = match (h.outcome, state.as_str()) {
-            (_, "held") if past_deadline => Some(format!(
+        let finding = match (h.outcome, state) {
+            (_, HoldStatus::Held) if past_deadline => Some(format!(
                 "still held {} ms after its deadline",
                 now_ms - h.deadline_ms
             )),
-            (Outcome::Committed { .. }, s) if s != "committed" => {
-                Some(format!("client was told committed, server says {s}"))
-            }
-            (Outcome::Released, s) if s != "released" => {
-                Some(format!("client was told released, server says {s}"))
-            }
+            (Outcome::Committed { .. }, s) if s != HoldStatus::Committed => Some(format!(
+                "client was told committed, server says {}",
+                s.as_str()
+            )),
+            (Outcome::Released, s) if s != HoldStatus::Released => Some(format!(
+                "client was told released, server says {}",
+                s.as_str()
+            )),
             (Outcome::Abandoned | Outcome::Expired, s)
-                if past_deadline && s != "expired" && s != "released" =>
+                if past_deadline && s != HoldStatus::Expired && s != HoldStatus::Released =>
             {
-                Some(format!("left to expire, server says {s}"))
+                Some(format!("left to expire, server says {}", s.as_str()))
             }
             _ => None,
         };
-        if let Some(w) = wrong {
-            bad += 1;
+        if let Some(w) = finding {
+            wrong += 1;
             a.problem(format!("hold {}: {w}", h.hold));
         }
     }
-    let detail = if unsupported == looked {
-        "not checked: the server has no GET /api/holds/{hold}".to_string()
+    if lost > 0 {
+        a.state_lost = true;
+    }
+    let mut detail = format!("{looked} holds looked up");
+    if unsupported == looked {
+        a.check_as(
+            "holds ended as told",
+            CheckStatus::NotChecked,
+            "not checked: the server has no GET /api/holds/{hold}".into(),
+        );
+        return;
+    }
+    if lost + wrong == 0 {
+        detail.push_str(", every one ended as its client was told");
     } else {
-        format!("{looked} holds looked up, {bad} wrong")
-    };
-    a.check("holds ended as told", bad == 0, detail);
+        detail = format!(
+            "{looked} holds looked up: {lost} unknown to the server (hold_not_found), {wrong} ended otherwise than their client was told"
+        );
+    }
+    if forgotten > 0 {
+        let _ = write!(
+            detail,
+            "; {forgotten} forgotten (the run made more holds than the server's table keeps)"
+        );
+    }
+    a.check("holds ended as told", lost + wrong == 0, detail);
 }
 
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
+/// What the client was told about a hold, in words.
+fn told(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Committed { .. } => "committed",
+        Outcome::Released => "released",
+        Outcome::Abandoned => "held (left to expire)",
+        Outcome::Expired => "expired",
+        Outcome::Unknown => "held (its last answer was lost)",
+        Outcome::Lost => "held",
     }
 }
 
@@ -706,14 +910,5 @@ mod tests {
         ];
         assert_eq!(expected_total(10, "a", &host), 13);
         assert_eq!(expected_total(10, "b", &host), 10);
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("redis://:secret@127.0.0.1:6379"),
-            "redis://***@127.0.0.1:6379"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

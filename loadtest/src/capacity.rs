@@ -4,21 +4,79 @@
 //! against the planned event ("holds 1.5x the planned burst").
 //!
 //! Owns the search (a pure state machine, [`Search`], tested without a
-//! server) and the wording. An oversell at any level ends the search at
-//! once; a generator that becomes the bottleneck ends it too, and the
-//! report says the server's limit was not reached.
+//! server) and the wording. Each level runs `--capacity-repeats` times: it
+//! holds only if it held every time, and the report gives the spread of
+//! the samples (one sample is noise: 3.38x then 1.41x minutes later was
+//! seen). An oversell at any level ends the search at once; a generator
+//! that becomes the bottleneck ends it too, and the report says the
+//! server's limit was not reached. An interrupted level is no result,
+//! neither held nor broke.
 
 use serde::{Deserialize, Serialize};
 
-/// How one level went.
+/// How one level went, over its samples.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Level {
     pub factor: f64,
+    /// Held in every sample.
     pub held: bool,
-    /// The generator was healthy (otherwise the level proves nothing).
+    /// The generator was healthy in every sample (otherwise the level
+    /// proves nothing).
     pub valid: bool,
     pub oversold: u64,
     pub detail: String,
+    /// One entry per run of this level.
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    /// Stopped by Ctrl-C: no verdict.
+    #[serde(default)]
+    pub interrupted: bool,
+}
+
+/// One run of a level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub held: bool,
+    pub valid: bool,
+    pub reserve_p99_ms: f64,
+    pub errors_rate: f64,
+}
+
+impl Level {
+    /// A level from its samples (at least one).
+    pub fn of(factor: f64, samples: Vec<Sample>, oversold: u64, detail: String) -> Level {
+        Level {
+            factor,
+            held: samples.iter().all(|s| s.held),
+            valid: samples.iter().all(|s| s.valid),
+            oversold,
+            detail,
+            samples,
+            interrupted: false,
+        }
+    }
+
+    /// The spread of reserve p99 over the samples: `(min, max)`.
+    pub fn p99_spread_ms(&self) -> Option<(f64, f64)> {
+        let p = self.samples.iter().map(|s| s.reserve_p99_ms);
+        let min = p.clone().reduce(f64::min)?;
+        Some((min, p.reduce(f64::max)?))
+    }
+
+    /// Words for the spread: `reserve p99 12.1-15.3 ms over 3 runs (1.26x)`.
+    pub fn spread_words(&self) -> String {
+        match self.p99_spread_ms() {
+            Some((lo, hi)) if self.samples.len() > 1 => format!(
+                "reserve p99 {lo:.1}-{hi:.1} ms over {} runs ({:.2}x); held {} of {}",
+                self.samples.len(),
+                if lo > 0.0 { hi / lo } else { 1.0 },
+                self.samples.iter().filter(|s| s.held).count(),
+                self.samples.len()
+            ),
+            Some((lo, _)) => format!("reserve p99 {lo:.1} ms (1 run)"),
+            None => String::new(),
+        }
+    }
 }
 
 /// The search's result.
@@ -57,7 +115,7 @@ impl Search {
     fn held_max(&self) -> Option<f64> {
         self.levels
             .iter()
-            .filter(|l| l.held)
+            .filter(|l| l.held && !l.interrupted)
             .map(|l| l.factor)
             .reduce(f64::max)
     }
@@ -65,7 +123,7 @@ impl Search {
     fn broke_min(&self) -> Option<f64> {
         self.levels
             .iter()
-            .filter(|l| !l.held && l.valid)
+            .filter(|l| !l.held && l.valid && !l.interrupted)
             .map(|l| l.factor)
             .reduce(f64::min)
     }
@@ -75,7 +133,7 @@ impl Search {
         let Some(last) = self.levels.last() else {
             return Some(1.0);
         };
-        if last.oversold > 0 || !last.valid {
+        if last.oversold > 0 || last.interrupted || !last.valid {
             return None;
         }
         match (self.held_max(), self.broke_min()) {
@@ -107,11 +165,15 @@ impl Search {
         let held_max = self.held_max();
         let broke_at = self.broke_min();
         let oversold = self.levels.iter().any(|l| l.oversold > 0);
-        let generator_limited = self.levels.last().is_some_and(|l| !l.valid);
+        let interrupted = self.levels.last().filter(|l| l.interrupted);
+        let generator_limited = self
+            .levels
+            .last()
+            .is_some_and(|l| !l.valid && !l.interrupted);
         let breach = self
             .levels
             .iter()
-            .filter(|l| !l.held && l.valid)
+            .filter(|l| !l.held && l.valid && !l.interrupted)
             .min_by(|a, b| a.factor.total_cmp(&b.factor))
             .map(|l| format!("; x{:.2} broke: {}", l.factor, l.detail))
             .unwrap_or_default();
@@ -137,6 +199,13 @@ impl Search {
                 None => format!("does NOT hold the planned load ({planned}){breach}"),
             }
         };
+        let summary = match interrupted {
+            Some(l) => format!(
+                "{summary}; interrupted at x{:.2}, so the search is incomplete",
+                l.factor
+            ),
+            None => summary,
+        };
         Capacity {
             levels: self.levels,
             held_max,
@@ -152,18 +221,65 @@ impl Search {
 mod tests {
     use super::*;
 
-    fn level(factor: f64, held: bool) -> Level {
-        Level {
-            factor,
+    fn sample(held: bool, p99: f64) -> Sample {
+        Sample {
             held,
             valid: true,
-            oversold: 0,
-            detail: if held {
+            reserve_p99_ms: p99,
+            errors_rate: 0.0,
+        }
+    }
+
+    fn level(factor: f64, held: bool) -> Level {
+        Level::of(
+            factor,
+            vec![sample(held, 10.0)],
+            0,
+            if held {
                 "ok".into()
             } else {
                 "reserve.p99 = 80 (< 50)".into()
             },
-        }
+        )
+    }
+
+    #[test]
+    fn a_level_holds_only_if_every_sample_held_and_reports_the_spread() {
+        let l = Level::of(
+            2.0,
+            vec![sample(true, 10.0), sample(false, 33.8), sample(true, 14.1)],
+            0,
+            String::new(),
+        );
+        assert!(!l.held && l.valid);
+        assert_eq!(l.p99_spread_ms(), Some((10.0, 33.8)));
+        assert_eq!(
+            l.spread_words(),
+            "reserve p99 10.0-33.8 ms over 3 runs (3.38x); held 2 of 3"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_level_is_no_verdict() {
+        let mut s = Search::new(2.0, 16.0, 2);
+        s.next_factor();
+        s.record(level(1.0, true));
+        s.next_factor();
+        s.record(Level {
+            interrupted: true,
+            ..level(2.0, false)
+        });
+        assert_eq!(s.next_factor(), None, "the search stops");
+        let c = s.finish("x");
+        assert_eq!(c.held_max, Some(1.0));
+        assert_eq!(c.broke_at, None, "not counted as broken");
+        assert!(!c.generator_limited);
+        assert!(
+            c.summary
+                .contains("interrupted at x2.00, so the search is incomplete"),
+            "{}",
+            c.summary
+        );
     }
 
     /// Runs the search against a server that holds up to `limit`.

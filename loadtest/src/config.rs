@@ -39,15 +39,47 @@ pub enum Persistence {
     Async,
 }
 
+/// An inclusive range of TCP ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// Parses `FIRST-LAST` (or one port).
+pub fn parse_port_range(s: &str) -> Result<PortRange, String> {
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(s)?, port(s)?),
+    };
+    if first > last {
+        return Err(format!("{s}: the first port is above the last"));
+    }
+    Ok(PortRange { first, last })
+}
+
 /// Pre-event load tester for holdfast: drives viewers and buyers at a
 /// gateway, then audits the inventory.
 ///
-/// Exit codes: 0 pass; 1 could not run (bad target, pre-flight refused);
-/// 2 bad usage; 3 a threshold was breached; 4 the audit failed (oversell or
-/// inconsistent counts); 5 the results are invalid because the load
-/// generator itself was the bottleneck; 130 interrupted.
+/// Latency is measured from each request's intended send time (the burst's
+/// release, the arrival's scheduled time), not from when it left: a
+/// stalled client cannot hide a slow server.
+///
+/// Exit codes, the first that applies: 2 bad usage (before any load);
+/// 1 could not run (target unreachable, pre-flight refused: tokens, Redis,
+/// sold-out SKUs); 130 interrupted; 4 the audit failed (oversell, lost
+/// state or inconsistent counts); 1 every request failed; 5 the results
+/// are invalid (the load generator was the bottleneck); 3 a threshold was
+/// breached; 0 pass. See docs/LOADTEST.md.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "holdfast-loadtest", version, about, long_about = None)]
+#[command(name = "holdfast-loadtest", version, about, long_about)]
 pub struct Cli {
     /// Scenario file (TOML). Without it, a single drop is built from
     /// `--viewers`, `--burst`, `--stock`, `--rate` and `--duration-s`.
@@ -55,13 +87,17 @@ pub struct Cli {
     pub scenario: Option<PathBuf>,
 
     /// Gateway to test, `http://host:port` (plain HTTP; websockets go to
-    /// `ws://host:port/ws`). Ignored with `--spawn`.
+    /// `ws://host:port/ws`). Repeat it (or give a comma list) for the nodes
+    /// of a multi-node deployment: viewers and buyers spread over them
+    /// round robin; the first takes the admin calls, the sampler and the
+    /// audit. Ignored with `--spawn`.
     #[arg(
-        long,
+        long = "target",
         env = "HOLDFAST_LOADTEST_TARGET",
+        value_delimiter = ',',
         default_value = "http://127.0.0.1:8080"
     )]
-    pub target: String,
+    pub targets: Vec<String>,
 
     /// Allow a target outside 127.0.0.0/8 and ::1. Off by default so that a
     /// typo never turns a rehearsal into a load test of someone else's server.
@@ -72,6 +108,12 @@ pub struct Cli {
     /// for a self-contained run, and stop it at the end.
     #[arg(long, env = "HOLDFAST_LOADTEST_SPAWN")]
     pub spawn: bool,
+
+    /// Ports a spawned gateway may listen on, `FIRST-LAST` (e.g.
+    /// `18080-18089` where a firewall or a dashboard expects one); the first
+    /// free one is taken. Default: any free port.
+    #[arg(long, env = "HOLDFAST_LOADTEST_SPAWN_PORTS", value_parser = parse_port_range)]
+    pub spawn_ports: Option<PortRange>,
 
     /// Gateway binary for `--spawn`. Default: `holdfast` next to this
     /// executable (where cargo puts both).
@@ -100,20 +142,24 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_LOADTEST_REDIS_PREFIX", default_value = "hf")]
     pub redis_prefix: String,
 
-    /// Admin bearer token (creates SKUs, runs host actions). Generated for `--spawn`.
+    /// Admin bearer token (creates SKUs, runs host actions): the gateway's
+    /// `--admin-token`. Default: `demo-admin`, what `holdfast serve --demo`
+    /// uses when no token is set. Generated for `--spawn`.
     #[arg(
         long,
         env = "HOLDFAST_LOADTEST_ADMIN_TOKEN",
-        default_value = "admin-dev-token",
+        default_value = "demo-admin",
         hide_env_values = true
     )]
     pub admin_token: String,
 
-    /// Checkout bearer token (buyers). Generated for `--spawn`.
+    /// Checkout bearer token (buyers): the gateway's `--checkout-token`.
+    /// Default: `demo-checkout`, what `holdfast serve --demo` uses when no
+    /// token is set. Generated for `--spawn`.
     #[arg(
         long,
         env = "HOLDFAST_LOADTEST_CHECKOUT_TOKEN",
-        default_value = "checkout-dev-token",
+        default_value = "demo-checkout",
         hide_env_values = true
     )]
     pub checkout_token: String,
@@ -218,6 +264,17 @@ pub struct Cli {
     #[arg(long, env = "HOLDFAST_LOADTEST_HTML")]
     pub html: Option<PathBuf>,
 
+    /// Serve the tester's live figures as OpenMetrics on this address
+    /// (`GET /metrics`, e.g. `127.0.0.1:9464`) for Prometheus and Grafana
+    /// while the run goes. Default: off.
+    #[arg(long, env = "HOLDFAST_LOADTEST_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// Write the per-second series (offered, holds, refusals, errors,
+    /// commits, releases, reserve p50/p99 in ms) here as CSV.
+    #[arg(long, env = "HOLDFAST_LOADTEST_CSV")]
+    pub csv: Option<PathBuf>,
+
     /// A previous `--out` report; the summary shows each figure's change.
     #[arg(long, env = "HOLDFAST_LOADTEST_BASELINE")]
     pub baseline: Option<PathBuf>,
@@ -234,6 +291,12 @@ pub struct Cli {
     /// Capacity search: highest load factor tried (default 16x the plan).
     #[arg(long, env = "HOLDFAST_LOADTEST_CAPACITY_MAX", default_value_t = 16.0)]
     pub capacity_max: f64,
+
+    /// Capacity search: runs of each level (default 3). A level holds only
+    /// if it held every time; the report gives the spread. One run is noise
+    /// on a shared machine.
+    #[arg(long, env = "HOLDFAST_LOADTEST_CAPACITY_REPEATS", default_value_t = 3)]
+    pub capacity_repeats: u32,
 
     /// Capacity search: bisection steps between the last level that held and
     /// the first that broke (default 2).

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::http::Api;
 use crate::client::net::Target;
+use crate::openmetrics::Live;
 use crate::plan::{Clock, Control, Progress, Report as WorkerMsg, WorkerPlan, unix_us};
 use crate::progress::Bar;
 use crate::roles::host::{self, HostEvent, StockSeries};
@@ -28,7 +29,8 @@ use crate::stats::Stats;
 /// Settings shared by every run of one invocation (capacity search runs
 /// several).
 pub struct Env {
-    pub target: Target,
+    /// Every gateway of the deployment; the first takes the admin calls.
+    pub targets: Vec<Target>,
     pub api: Arc<Api>,
     pub checkout_token: String,
     pub workers: u32,
@@ -41,10 +43,14 @@ pub struct Env {
     pub holds_tracked_max: usize,
     pub sample_interval: Duration,
     pub fixed_ids: bool,
+    /// `(url, prefix)` of `--redis`: the journal must show the SKUs created.
+    pub redis: Option<(String, String)>,
     pub seed: u64,
     pub quiet: bool,
     /// Cancelled on Ctrl-C / SIGTERM.
     pub interrupt: CancellationToken,
+    /// What `--metrics-listen` serves, updated every tick.
+    pub live: Live,
 }
 
 /// What one run produced, before judging.
@@ -93,6 +99,14 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
             .await
             .with_context(|| format!("creating SKU {} through the admin API", spec.id))?;
     }
+    if let (Some((url, prefix)), Some(first)) = (
+        &env.redis,
+        scenario.skus.iter().find(|k| k.create_at_s.is_none()),
+    ) {
+        crate::target::journal_has(url, prefix, &first.id)
+            .await
+            .context("pre-flight")?;
+    }
 
     let progress: Arc<Mutex<Vec<Progress>>> =
         Arc::new(Mutex::new(vec![Progress::default(); env.workers as usize]));
@@ -102,7 +116,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
             index,
             count: env.workers,
             run_id: run_id.clone(),
-            target: env.target.clone(),
+            targets: env.targets.clone(),
             // Every worker rotates over every source address: ports are per
             // (source, destination), shared by all processes alike.
             sources: env.sources.clone(),
@@ -147,7 +161,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
         env.sample_interval,
         stop.clone(),
     ));
-    let bar = Bar::new(env.quiet, scenario.duration_s);
+    let bar = Bar::new(env.quiet, &scenario);
 
     // Wait for the end, an interrupt, or a worker that died early.
     let mut interrupted = false;
@@ -157,7 +171,14 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
             _ = env.interrupt.cancelled() => { interrupted = true; break }
             _ = tokio::time::sleep(Duration::from_millis(250)) => {
                 let total = progress.lock().unwrap_or_else(|p| p.into_inner()).iter().fold(Progress::default(), |mut a, p| { a.add(p); a });
-                bar.update(Instant::now().saturating_duration_since(clock.start).as_secs_f64(), &total);
+                let t_s = Instant::now().saturating_duration_since(clock.start).as_secs_f64();
+                bar.update(t_s, &total);
+                {
+                    let mut live = env.live.lock().unwrap_or_else(|p| p.into_inner());
+                    live.progress = total;
+                    live.t_s = t_s;
+                    live.phase = crate::progress::phase_at(&scenario, t_s);
+                }
                 if handles.iter().any(|h| h.done.is_finished()) && Instant::now() < end {
                     tracing::error!("a worker stopped before the end of the run; stopping the others");
                     interrupted = true;
@@ -167,6 +188,7 @@ pub async fn run_once(env: &Env, base: &Scenario) -> anyhow::Result<Outcome> {
         }
     }
     bar.finish();
+    env.live.lock().unwrap_or_else(|p| p.into_inner()).runs_done += 1;
     stop.cancel();
     for c in &controls {
         let _ = c.send(Control::Stop).await;

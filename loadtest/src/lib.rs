@@ -15,6 +15,7 @@
 //!   addresses; `RLIMIT_NOFILE`.
 //! - [`plan`]: a worker's share, the shared clock, coordinator/worker messages.
 //! - [`coordinator`]: one run: SKUs, timeline, workers, sampler, progress.
+//! - [`ctx`]: what a worker's tasks share (the worker builds it, roles read it).
 //! - [`worker`]: one worker's viewers, bursts and arrivals, and its health probe.
 //! - [`roles`]: viewer, buyer and host behaviour.
 //! - [`client`]: TCP dialing over spread source addresses, websocket and HTTP clients.
@@ -24,13 +25,18 @@
 //! - [`report`]: the report, its summary table, HTML page and baseline comparison.
 //! - [`capacity`]: the capacity search behind `--find-capacity`.
 //! - [`spawn`]: the gateway child process behind `--spawn`.
-//! - [`progress`]: the live progress bar.
+//! - [`progress`]: the live progress bar, or plain lines without a terminal.
+//! - [`openmetrics`]: `--metrics-listen` (live OpenMetrics) and `--csv`.
+//! - [`target`]: what the gateway says about itself; pre-flight checks of
+//!   tokens, Redis and existing SKUs.
 
 pub mod audit;
 pub mod capacity;
 pub mod client;
 pub mod config;
 pub mod coordinator;
+pub mod ctx;
+pub mod openmetrics;
 pub mod plan;
 pub mod preflight;
 pub mod progress;
@@ -39,6 +45,7 @@ pub mod roles;
 pub mod scenario;
 pub mod spawn;
 pub mod stats;
+pub mod target;
 pub mod threshold;
 pub mod worker;
 
@@ -46,7 +53,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::Method;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::http::Api;
@@ -138,40 +144,76 @@ async fn run_with_target(
     gw: Option<&spawn::Gateway>,
     interrupt: CancellationToken,
 ) -> anyhow::Result<u8> {
-    let (target_url, admin, checkout) = match gw {
+    let (target_urls, admin, checkout) = match gw {
         Some(g) => (
-            g.target.clone(),
+            vec![g.target.clone()],
             g.admin_token.clone(),
             g.checkout_token.clone(),
         ),
         None => (
-            cli.target.clone(),
+            cli.targets.clone(),
             cli.admin_token.clone(),
             cli.checkout_token.clone(),
         ),
     };
-    let target = Target::resolve(&target_url).await?;
-    if !target.is_loopback() && !cli.allow_remote {
-        return Err(UsageError(format!(
-            "target {} is not a loopback address; pass --allow-remote to load-test another machine",
-            target.addr
-        ))
-        .into());
+    let mut targets = Vec::with_capacity(target_urls.len());
+    for url in &target_urls {
+        let t = Target::resolve(url).await?;
+        if !t.is_loopback() && !cli.allow_remote {
+            return Err(UsageError(format!(
+                "target {} is not a loopback address; pass --allow-remote to load-test another machine",
+                t.addr
+            ))
+            .into());
+        }
+        targets.push(t);
     }
+    let Some(target) = targets.first().cloned() else {
+        return Err(UsageError("no --target given".into()).into());
+    };
+    let target_url = target_urls.join(",");
     let timeout = Duration::from_millis(cli.request_timeout_ms);
+    // Every node must be ready; the first answers for the deployment.
+    for (t, url) in targets.iter().zip(&target_urls).skip(1) {
+        let node = Api::new(
+            Dialer::new(t.addr, vec![]),
+            t.authority.clone(),
+            String::new(),
+            timeout,
+        );
+        target::readiness(&node, url)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
     let api = Arc::new(Api::new(
         Dialer::new(target.addr, vec![]),
         target.authority.clone(),
         admin,
         timeout,
     ));
-    match api.call(Method::GET, "/readyz", false, None).await {
-        Ok((200, _)) => {}
-        Ok((status, body)) => anyhow::bail!(
-            "{target_url} is not ready: GET /readyz answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        ),
-        Err(e) => anyhow::bail!("cannot reach {target_url}: {e}"),
+    let ready = target::readiness(&api, &target_urls[0])
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let findings = target::check(
+        &api,
+        &ready,
+        &target::Expect {
+            checkout_token: &checkout,
+            redis: cli.redis.as_deref().map(|u| (u, cli.redis_prefix.as_str())),
+            persistence: cli.persistence,
+            fixed_ids: cli.fixed_ids,
+            scenario: &scenario,
+        },
+    )
+    .await;
+    for n in &findings.notes {
+        eprintln!("pre-flight: note: {n}");
+    }
+    if !findings.errors.is_empty() {
+        anyhow::bail!(
+            "pre-flight: the target is not set up for this run:\n  - {}",
+            findings.errors.join("\n  - ")
+        );
     }
 
     // Pre-flight, for the largest load this invocation will run.
@@ -182,7 +224,7 @@ async fn run_with_target(
     } else {
         scenario.clone()
     };
-    let need = need_of(&top, target.is_loopback());
+    let need = need_of(&top, targets.iter().all(Target::is_loopback));
     let asked = preflight::Asked {
         workers: cli.workers,
         workers_max: cli.workers_max,
@@ -194,7 +236,7 @@ async fn run_with_target(
     eprintln!("{}", decision.describe(&need, &machine, Some(old_soft)));
 
     let env = Env {
-        target: target.clone(),
+        targets,
         api: api.clone(),
         checkout_token: checkout,
         workers: decision.workers,
@@ -211,10 +253,22 @@ async fn run_with_target(
         holds_tracked_max: cli.holds_tracked_max,
         sample_interval: Duration::from_millis(cli.sample_interval_ms.max(50)),
         fixed_ids: cli.fixed_ids,
+        redis: cli.redis.clone().map(|u| (u, cli.redis_prefix.clone())),
         seed: cli.seed,
         quiet: cli.quiet,
         interrupt,
+        live: openmetrics::Live::default(),
     };
+    let metrics_stop = CancellationToken::new();
+    let _metrics_stop = metrics_stop.clone().drop_guard();
+    if let Some(addr) = cli.metrics_listen {
+        let listener = openmetrics::bind(addr).await?;
+        eprintln!(
+            "live metrics: http://{}/metrics (OpenMetrics)",
+            listener.local_addr()?
+        );
+        tokio::spawn(openmetrics::serve(listener, env.live.clone(), metrics_stop));
+    }
     let judge = Judge {
         cli,
         env: &env,
@@ -224,82 +278,22 @@ async fn run_with_target(
     };
 
     let mut report = if cli.find_capacity {
-        let planned = planned_load(&scenario);
-        let mut search =
-            capacity::Search::new(cli.capacity_step, cli.capacity_max, cli.capacity_refine);
-        let mut best: Option<Report> = None;
-        let mut last: Option<Report> = None;
-        while let Some(f) = search.next_factor() {
-            eprintln!(
-                "capacity: running x{f:.2} ({})",
-                planned_load(&scenario.scaled(f))
-            );
-            let r = judge.once(&scenario.scaled(f), f).await?;
-            let breached: Vec<String> = r
-                .thresholds
-                .iter()
-                .filter(|t| !t.ok)
-                .map(|t| {
-                    format!(
-                        "{} = {}",
-                        t.expr,
-                        t.actual.map_or("missing".into(), |a| format!("{a:.2}"))
-                    )
-                })
-                .collect();
-            let held = r.audit.ok && r.health.valid && breached.is_empty();
-            let detail = if !r.audit.ok {
-                format!("audit failed, oversold {}", r.audit.oversold)
-            } else if !r.health.valid {
-                format!("generator limit: {}", r.health.reasons.join("; "))
-            } else if held {
-                format!(
-                    "reserve p99 {:.1} ms, errors {:.3}%",
-                    r.figures.get("reserve.p99").copied().unwrap_or(0.0),
-                    r.figures.get("errors.rate").copied().unwrap_or(0.0) * 100.0
-                )
-            } else {
-                breached.join(", ")
-            };
-            eprintln!(
-                "capacity: x{f:.2} {}: {detail}",
-                if held { "held" } else { "broke" }
-            );
-            search.record(capacity::Level {
-                factor: f,
-                held,
-                valid: r.health.valid,
-                oversold: r.audit.oversold,
-                detail,
-            });
-            let interrupted = r.interrupted;
-            if held && best.as_ref().is_none_or(|b| b.level < f) {
-                best = Some(r.clone());
-            }
-            last = Some(r);
-            if interrupted {
-                break;
-            }
-        }
-        let cap = search.finish(&planned);
-        let oversold = cap.oversold;
-        let mut r = if oversold {
-            last.expect("ran at least once")
-        } else {
-            best.or(last).expect("ran at least once")
-        };
-        r.capacity = Some(cap);
-        r
+        capacity_search(&judge, &scenario, cli).await?
     } else {
         judge.once(&scenario, 1.0).await?
     };
 
     if let Some(b) = &baseline {
         report.baseline = report::baseline::compare(&b.figures, &report.figures);
+        report.baseline_warnings = report::baseline::warnings(b, &report);
     }
     print!("{}", report::table::render(&report));
     if let Some(p) = &cli.out {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &cli.csv {
+        std::fs::write(p, openmetrics::csv(&report.throughput))
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &cli.html {
@@ -316,6 +310,128 @@ async fn run_with_target(
     Ok(code)
 }
 
+/// `--find-capacity`: each level `--capacity-repeats` times; returns the
+/// report of the highest level that held (or of the oversold one).
+async fn capacity_search(
+    judge: &Judge<'_>,
+    scenario: &Scenario,
+    cli: &Cli,
+) -> anyhow::Result<Report> {
+    let planned = planned_load(scenario);
+    let mut search =
+        capacity::Search::new(cli.capacity_step, cli.capacity_max, cli.capacity_refine);
+    let mut best: Option<Report> = None;
+    let mut last: Option<Report> = None;
+    let repeats = cli.capacity_repeats.max(1);
+    while let Some(f) = search.next_factor() {
+        eprintln!(
+            "capacity: running x{f:.2} ({}), {repeats} time(s)",
+            planned_load(&scenario.scaled(f))
+        );
+        let mut samples = Vec::new();
+        let mut oversold = 0;
+        let mut detail = String::new();
+        let mut interrupted = false;
+        for _ in 0..repeats {
+            let r = judge.once(&scenario.scaled(f), f).await?;
+            if r.interrupted {
+                interrupted = true;
+                break;
+            }
+            let (held, why) = judge_level(&r);
+            samples.push(capacity::Sample {
+                held,
+                valid: r.health.valid,
+                reserve_p99_ms: r.figures.get("reserve.p99").copied().unwrap_or(0.0),
+                errors_rate: r.figures.get("errors.rate").copied().unwrap_or(0.0),
+            });
+            oversold = oversold.max(r.audit.oversold);
+            if !held && detail.is_empty() {
+                detail = why;
+            }
+            // The worst sample is the level's report: a level that held
+            // keeps its last run.
+            let stop = !held;
+            if held && best.as_ref().is_none_or(|b| b.level <= f) {
+                best = Some(r.clone());
+            }
+            last = Some(r);
+            if stop {
+                break;
+            }
+        }
+        let mut level = if samples.is_empty() {
+            capacity::Level::of(f, vec![], 0, String::new())
+        } else {
+            capacity::Level::of(f, samples, oversold, detail)
+        };
+        level.interrupted = interrupted;
+        if interrupted {
+            level.held = false;
+            level.valid = false;
+            level.detail = "interrupted: no verdict".into();
+        } else if level.held {
+            level.detail = level.spread_words();
+        } else {
+            level.detail = format!("{}; {}", level.detail, level.spread_words());
+        }
+        eprintln!(
+            "capacity: x{f:.2} {}: {}",
+            if interrupted {
+                "interrupted"
+            } else if level.held {
+                "held"
+            } else {
+                "broke"
+            },
+            level.detail
+        );
+        search.record(level);
+        if interrupted {
+            break;
+        }
+    }
+    let cap = search.finish(&planned);
+    let mut r = if cap.oversold { last } else { best.or(last) }.ok_or_else(|| {
+        anyhow::anyhow!("the capacity search was interrupted before any run ended")
+    })?;
+    r.capacity = Some(cap);
+    Ok(r)
+}
+
+/// Whether one run held, and if not, why (the audit, the generator, or
+/// the breached thresholds).
+fn judge_level(r: &Report) -> (bool, String) {
+    let breached: Vec<String> = r
+        .thresholds
+        .iter()
+        .filter(|t| !t.ok)
+        .map(|t| {
+            format!(
+                "{} = {}",
+                t.expr,
+                t.actual
+                    .map_or("missing".into(), |a| threshold::with_unit(&t.metric, a))
+            )
+        })
+        .collect();
+    if !r.audit.ok {
+        (
+            false,
+            format!("audit failed, oversold {}", r.audit.oversold),
+        )
+    } else if !r.health.valid {
+        (
+            false,
+            format!("generator limit: {}", r.health.reasons.join("; ")),
+        )
+    } else if !breached.is_empty() {
+        (false, breached.join(", "))
+    } else {
+        (true, String::new())
+    }
+}
+
 /// Runs a scenario once and judges it: audit, health, thresholds.
 struct Judge<'a> {
     cli: &'a Cli,
@@ -328,6 +444,11 @@ struct Judge<'a> {
 impl Judge<'_> {
     async fn once(&self, scenario: &Scenario, level: f64) -> anyhow::Result<Report> {
         let cli = self.cli;
+        self.env
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .level = level;
         let outcome = coordinator::run_once(self.env, scenario).await?;
         let limits = HealthLimits {
             lag_max_ms: cli.health_lag_max_ms as f64,
@@ -341,6 +462,17 @@ impl Judge<'_> {
             Some(self.decision.clone()),
             limits,
         );
+        // Read again after the run: a restarted gateway has a new table.
+        let ready = target::readiness(&self.env.api, self.target).await.ok();
+        let holds_capacity = ready.as_ref().map(|r| r.holds_capacity).filter(|&c| c > 0);
+        report.provenance = report::Provenance {
+            scenario_toml: toml::to_string(&outcome.scenario).unwrap_or_default(),
+            seed: cli.seed,
+            command_line: std::env::args().collect(),
+            loadtest_version: env!("CARGO_PKG_VERSION").into(),
+            gateway_version: ready.as_ref().and_then(|r| r.version.clone()),
+            gateway_persistence: ready.map(|r| r.persistence).unwrap_or_default(),
+        };
         report.audit = audit::run(audit::Input {
             scenario: &outcome.scenario,
             stats: &outcome.stats,
@@ -351,6 +483,7 @@ impl Judge<'_> {
             holds_max: cli.audit_holds_max,
             stream_max: cli.audit_stream_max,
             exclusive: !cli.fixed_ids,
+            holds_capacity,
         })
         .await;
         report.figures = report.compute_figures();

@@ -21,7 +21,8 @@ pub struct WorkerPlan {
     pub count: u32,
     /// Unique per run; prefixes buyer and request ids.
     pub run_id: String,
-    pub target: Target,
+    /// Every `--target`; clients spread over them.
+    pub targets: Vec<Target>,
     /// Source addresses this worker dials from (empty: kernel's choice).
     pub sources: Vec<IpAddr>,
     pub checkout_token: String,
@@ -78,10 +79,18 @@ pub struct Progress {
     pub viewers: u64,
     pub frames: u64,
     pub connect_failed: u64,
+    /// Reserve p99 (ms) of the last complete second, and the arrivals'
+    /// schedule lag p99 (ms) so far: merged as the worst worker's.
+    #[serde(default)]
+    pub reserve_p99_ms: f64,
+    #[serde(default)]
+    pub schedule_lag_p99_ms: f64,
 }
 
 impl Progress {
     pub fn add(&mut self, o: &Progress) {
+        self.reserve_p99_ms = self.reserve_p99_ms.max(o.reserve_p99_ms);
+        self.schedule_lag_p99_ms = self.schedule_lag_p99_ms.max(o.schedule_lag_p99_ms);
         self.reserve_ok += o.reserve_ok;
         self.reserve_refused += o.reserve_refused;
         self.errors += o.errors;

@@ -529,6 +529,35 @@ impl Scenario {
         }
     }
 
+    /// How long one executor runs, in seconds from its `start_s`.
+    pub fn arrival_duration_s(a: &ArrivalSpec) -> f64 {
+        match a.executor.as_str() {
+            "constant" => a.duration_s.unwrap_or(0.0),
+            _ => a.stages.iter().map(|st| st.duration_s).sum(),
+        }
+    }
+
+    /// One executor's rate (arrivals/s) at `t_s` seconds after the run's
+    /// start; 0 outside its span.
+    pub fn arrival_rate_at(a: &ArrivalSpec, t_s: f64) -> f64 {
+        let mut at = t_s - a.start_s;
+        if at < 0.0 || at >= Scenario::arrival_duration_s(a) {
+            return 0.0;
+        }
+        if a.executor == "constant" {
+            return a.rate.unwrap_or(0.0);
+        }
+        let mut from = a.start_rate;
+        for st in &a.stages {
+            if at < st.duration_s {
+                return from + (st.target - from) * at / st.duration_s;
+            }
+            at -= st.duration_s;
+            from = st.target;
+        }
+        0.0
+    }
+
     /// Peak arrival rate of one executor.
     pub fn arrival_peak(a: &ArrivalSpec) -> f64 {
         match a.executor.as_str() {
@@ -738,6 +767,18 @@ impl Scenario {
             if a.start_s < 0.0 || a.start_s >= self.duration_s {
                 return Err(e(format!("start_s = {} is outside the run", a.start_s)));
             }
+            // Cutting an executor short would run less load than planned
+            // and report it as if it were the plan.
+            let end_s = a.start_s + Scenario::arrival_duration_s(a);
+            if end_s > self.duration_s + 1e-9 {
+                return Err(e(format!(
+                    "this executor runs until {end_s} s (start_s {} + {} s), past the run's duration_s = {}: \
+                     shorten it or lengthen the run",
+                    a.start_s,
+                    Scenario::arrival_duration_s(a),
+                    self.duration_s
+                )));
+            }
             arrivals += Scenario::arrival_count(a);
         }
         if arrivals > ARRIVALS_MAX {
@@ -926,6 +967,31 @@ skus = ["a", "b"]
                 .to_string();
             assert!(err.contains(needle), "{from} -> {to}: {err}");
         }
+    }
+
+    #[test]
+    fn an_executor_running_past_the_run_is_an_error_not_cut() {
+        let src = "name = \"x\"\nduration_s = 10\n[[sku]]\nid = \"a\"\ntotal = 5\n\n\
+                   [[arrival]]\nexecutor = \"constant\"\nstart_s = 8\nrate = 10\nduration_s = 5\nskus = [\"a\"]\n";
+        let err = Scenario::parse(src, "x.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("x.toml:7:"),
+            "names the [[arrival]] line: {err}"
+        );
+        assert!(err.contains("runs until 13 s"), "{err}");
+        assert!(err.contains("past the run's duration_s = 10"), "{err}");
+        // Ending exactly at the end is fine.
+        assert!(Scenario::parse(&src.replace("start_s = 8", "start_s = 5"), "x.toml").is_ok());
+        let ramp = src.replace("\"constant\"", "\"ramping\"").replace(
+            "rate = 10\nduration_s = 5",
+            "stages = [{ target = 10, duration_s = 1 }, { target = 0, duration_s = 2 }]",
+        );
+        assert!(
+            Scenario::parse(&ramp, "x.toml")
+                .unwrap_err()
+                .to_string()
+                .contains("runs until 11 s")
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use hyper::Method;
 
 use crate::client::http::Api;
 use crate::client::net::{Dialer, Target};
-use crate::config::{Cli, Persistence};
+use crate::config::{Cli, Persistence, PortRange};
 use crate::plan::{Rng, unix_us};
 
 /// Time allowed for a graceful shutdown (the journal flushes) before SIGKILL.
@@ -40,11 +40,19 @@ pub fn gateway_bin(cli: &Cli) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("binding 127.0.0.1:0 to find a free port")?;
-    Ok(l.local_addr()?.port())
+/// A port that was free a moment ago on 127.0.0.1: the first free one of
+/// `range`, or any.
+pub fn free_port(range: Option<PortRange>) -> anyhow::Result<u16> {
+    let Some(r) = range else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")
+            .context("binding 127.0.0.1:0 to find a free port")?;
+        return Ok(l.local_addr()?.port());
+    };
+    (r.first..=r.last)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .ok_or_else(|| {
+            anyhow::anyhow!("--spawn-ports {}-{}: every port is in use", r.first, r.last)
+        })
 }
 
 fn token(rng: &mut Rng) -> String {
@@ -56,11 +64,11 @@ pub async fn start(cli: &Cli) -> anyhow::Result<Gateway> {
     let bin = gateway_bin(cli)?;
     if !bin.exists() {
         anyhow::bail!(
-            "gateway binary not found at {}: build it (cargo build -p holdfast-gateway) or pass --gateway-bin",
+            "gateway binary not found at {}: build it (cargo build -p holdfast-gateway --bin holdfast) or pass --gateway-bin",
             bin.display()
         );
     }
-    let port = free_port()?;
+    let port = free_port(cli.spawn_ports)?;
     let mut rng = Rng::new(unix_us() ^ ((std::process::id() as u64) << 32));
     let (admin_token, checkout_token) = (token(&mut rng), token(&mut rng));
     let log = std::env::temp_dir().join(format!(
@@ -79,7 +87,10 @@ pub async fn start(cli: &Cli) -> anyhow::Result<Gateway> {
         .arg("--checkout-token")
         .arg(&checkout_token);
     if let Some(r) = &cli.redis {
-        cmd.arg("--redis").arg(r);
+        cmd.arg("--redis")
+            .arg(r)
+            .arg("--redis-prefix")
+            .arg(&cli.redis_prefix);
     }
     if let Some(p) = cli.persistence {
         cmd.arg("--persistence").arg(match p {
@@ -168,4 +179,40 @@ fn tail(path: &PathBuf) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_port_range;
+
+    #[test]
+    fn port_ranges_parse_and_pick_a_free_port() {
+        assert_eq!(
+            parse_port_range("18080-18089"),
+            Ok(PortRange {
+                first: 18080,
+                last: 18089
+            })
+        );
+        assert_eq!(
+            parse_port_range("9000"),
+            Ok(PortRange {
+                first: 9000,
+                last: 9000
+            })
+        );
+        assert!(parse_port_range("9-8").unwrap_err().contains("above"));
+        assert!(parse_port_range("0-8").is_err());
+        assert!(parse_port_range("a-b").is_err());
+        // A range whose only port is taken is refused, with the range named.
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = held.local_addr().unwrap().port();
+        let err = free_port(Some(PortRange { first: p, last: p }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("every port is in use"), "{err}");
+        drop(held);
+        assert_eq!(free_port(Some(PortRange { first: p, last: p })).unwrap(), p);
+    }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize, Serializer};
 
 /// Largest latency recorded, in microseconds (one minute); anything longer
@@ -24,8 +24,10 @@ pub const SERIES_S_MAX: usize = 3_700;
 /// Error message samples kept per worker, for the operator to read.
 pub const ERROR_SAMPLES_MAX: usize = 20;
 
-/// A latency histogram in microseconds, 3 significant digits.
-#[derive(Debug, Clone)]
+/// A latency histogram in microseconds, 3 significant digits. In JSON it
+/// is HdrHistogram's compressed V2 interchange format in base64 (what the
+/// histogram log format and every HdrHistogram library read).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Hist(pub Histogram<u64>);
 
 impl Default for Hist {
@@ -81,7 +83,7 @@ impl Hist {
 
     fn to_b64(&self) -> String {
         let mut buf = Vec::new();
-        V2Serializer::new()
+        V2DeflateSerializer::new()
             .serialize(&self.0, &mut buf)
             .expect("serialising to memory cannot fail");
         base64::engine::general_purpose::STANDARD.encode(buf)
@@ -123,6 +125,10 @@ pub struct Second {
     pub errors: u64,
     pub commit_ok: u64,
     pub release_ok: u64,
+    /// Viewers connected in this second (the most seen by the progress
+    /// probe; workers' add up).
+    #[serde(default)]
+    pub viewers: u64,
     /// Reserve latency of the requests that were due in this second
     /// (2 significant digits: enough for a chart, small on the wire).
     pub reserve: Option<Hist>,
@@ -208,6 +214,10 @@ pub enum Outcome {
     Unknown,
     /// The hold expired before the commit (`hold_expired`).
     Expired,
+    /// The server answered a commit or release with `hold_not_found` for a
+    /// hold it had acknowledged: the hold was lost (an in-memory gateway
+    /// restarted, or state was rolled back).
+    Lost,
 }
 
 /// One acknowledged hold, for the audit.
@@ -321,6 +331,7 @@ impl Stats {
             a.errors += b.errors;
             a.commit_ok += b.commit_ok;
             a.release_ok += b.release_ok;
+            a.viewers += b.viewers;
             match (&mut a.reserve, &b.reserve) {
                 (Some(x), Some(y)) => x.merge(y),
                 (None, Some(y)) => a.reserve = Some(y.clone()),

@@ -22,8 +22,19 @@ pub enum Kind {
     Number,
 }
 
-const LATENCIES: [&str; 5] = ["reserve", "commit", "release", "fanout", "connect"];
-const STATS: [&str; 6] = ["p50", "p90", "p99", "p99.9", "max", "mean"];
+/// Latencies a threshold may name: `reserve` is every reserve;
+/// `reserve_ok` those that got a hold, `reserve_refused` the sale
+/// refusals (sold_out, limit_exceeded, not_open).
+const LATENCIES: [&str; 7] = [
+    "reserve",
+    "reserve_ok",
+    "reserve_refused",
+    "commit",
+    "release",
+    "fanout",
+    "connect",
+];
+const STATS: [&str; 7] = ["p50", "p90", "p95", "p99", "p99.9", "max", "mean"];
 
 /// Every figure a threshold may name, with its kind and whether lower is
 /// better (for the baseline comparison).
@@ -38,6 +49,8 @@ pub fn known_figures() -> Vec<(String, Kind, bool)> {
         v.push((format!("{l}.count"), Kind::Number, false));
         v.push((format!("{l}.rate"), Kind::Number, false));
     }
+    v.push(("reserve.offered_rate".into(), Kind::Number, false));
+    v.push(("reserve.attempts".into(), Kind::Number, false));
     v.push(("errors.count".into(), Kind::Number, true));
     v.push(("errors.rate".into(), Kind::Ratio, true));
     v.push(("refusals.rate".into(), Kind::Ratio, true));
@@ -47,15 +60,31 @@ pub fn known_figures() -> Vec<(String, Kind, bool)> {
     v.push(("viewer.violations".into(), Kind::Number, true));
     v.push(("soldout.all_seen".into(), Kind::Time, true));
     v.push(("burst.spread".into(), Kind::Time, true));
+    v.push(("soldout.after_open".into(), Kind::Time, true));
     v.push(("oversold".into(), Kind::Number, true));
     v
 }
 
-fn kind_of(metric: &str) -> Option<Kind> {
+/// The kind of a known figure.
+pub fn kind_of(metric: &str) -> Option<Kind> {
     known_figures()
         .into_iter()
         .find(|(n, _, _)| n == metric)
         .map(|(_, k, _)| k)
+}
+
+/// A figure's value with its unit: `5.0 ms`, `1.250 s`, `0.120%`, `1921`,
+/// `31.5/s`. Unknown figures print as plain numbers.
+pub fn with_unit(metric: &str, v: f64) -> String {
+    match kind_of(metric) {
+        Some(Kind::Time) if v.abs() >= 1000.0 => format!("{:.3} s", v / 1000.0),
+        Some(Kind::Time) if v.abs() >= 10.0 => format!("{v:.1} ms"),
+        Some(Kind::Time) => format!("{v:.2} ms"),
+        Some(Kind::Ratio) => format!("{:.3}%", v * 100.0),
+        _ if metric.ends_with("rate") => format!("{v:.1}/s"),
+        _ if v.fract() == 0.0 => format!("{v:.0}"),
+        _ => format!("{v:.3}"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +229,13 @@ fn unit_hint(k: Kind) -> &'static str {
 
 impl fmt::Display for Threshold {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}{}", self.metric, self.op.symbol(), self.limit)
+        write!(
+            f,
+            "{} {} {}",
+            self.metric,
+            self.op.symbol(),
+            with_unit(&self.metric, self.limit)
+        )
     }
 }
 
@@ -236,6 +271,18 @@ mod tests {
         let t = Threshold::parse("reserve.rate>=1000/s").unwrap();
         assert_eq!((t.op, t.limit), (Op::Ge, 1000.0));
         assert_eq!(Threshold::parse("oversold==0").unwrap().op, Op::Eq);
+    }
+
+    #[test]
+    fn values_print_with_their_units() {
+        assert_eq!(with_unit("soldout.all_seen", 5.0), "5.00 ms");
+        assert_eq!(with_unit("reserve.p99", 42.25), "42.2 ms");
+        assert_eq!(with_unit("reserve.p99", 1500.0), "1.500 s");
+        assert_eq!(with_unit("errors.rate", 0.0012), "0.120%");
+        assert_eq!(with_unit("reserve.rate", 31.5), "31.5/s");
+        assert_eq!(with_unit("commit.count", 1921.0), "1921");
+        let t = Threshold::parse("soldout.all_seen<1s").unwrap();
+        assert_eq!(t.to_string(), "soldout.all_seen < 1.000 s");
     }
 
     #[test]

@@ -8,7 +8,6 @@
 //! schedule lag, CPU) and the end of the run. Never talks to the admin API:
 //! host actions are the coordinator's.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use crate::client::net::Dialer;
 use crate::client::ws::{WsConnector, WsPool};
 use crate::client::{CallLimits, Checkout};
 use crate::config::Protocol;
+use crate::ctx::{Ctx, Node};
 use crate::plan::{Clock, Control, Progress, Report, Rng, WorkerPlan};
 use crate::roles::buyer::{Buyer, Origin};
 use crate::roles::viewer;
@@ -34,23 +34,6 @@ use crate::stats::{Recorder, Stats};
 const PROBE_PERIOD: Duration = Duration::from_millis(10);
 /// Progress reports per second to the coordinator.
 const PROGRESS_PERIOD: Duration = Duration::from_millis(250);
-
-/// What every task of a worker shares.
-pub struct Ctx {
-    pub plan: WorkerPlan,
-    pub clock: Clock,
-    pub recorder: Recorder,
-    pub connector: Arc<WsConnector>,
-    pub dialer: Arc<Dialer>,
-    pub limits: CallLimits,
-    /// Cancelled when the run's duration is over (or on Stop).
-    pub end: CancellationToken,
-    /// SKU id → scenario index.
-    pub sku_index: HashMap<String, u16>,
-    pub frames: AtomicU64,
-    pub viewers_live: AtomicU64,
-    pub inflight: AtomicUsize,
-}
 
 /// Runs a worker's share; returns its stats when the run is over.
 pub async fn run(
@@ -64,17 +47,24 @@ pub async fn run(
         plan.scenario.bursts.len(),
         plan.scenario.skus.len(),
     ));
-    let dialer = Arc::new(Dialer::new(plan.target.addr, plan.sources.clone()));
     let limits = CallLimits {
         timeout: Duration::from_millis(plan.request_timeout_ms),
     };
-    let connector = Arc::new(WsConnector::new(
-        Dialer::new(plan.target.addr, plan.sources.clone()),
-        plan.target.clone(),
-        limits.timeout,
-        plan.connect_concurrency_max,
-        recorder.clone(),
-    ));
+    let nodes = plan
+        .targets
+        .iter()
+        .map(|t| Node {
+            target: t.clone(),
+            dialer: Arc::new(Dialer::new(t.addr, plan.sources.clone())),
+            connector: Arc::new(WsConnector::new(
+                Dialer::new(t.addr, plan.sources.clone()),
+                t.clone(),
+                limits.timeout,
+                plan.connect_concurrency_max,
+                recorder.clone(),
+            )),
+        })
+        .collect();
     let sku_index = plan
         .scenario
         .skus
@@ -86,8 +76,7 @@ pub async fn run(
         plan,
         clock,
         recorder: recorder.clone(),
-        connector,
-        dialer,
+        nodes,
         limits,
         end: CancellationToken::new(),
         sku_index,
@@ -184,6 +173,14 @@ async fn report_progress(ctx: Arc<Ctx>, tx: mpsc::Sender<Progress>) {
             viewers: 0,
             frames: 0,
             connect_failed: s.sum_prefix("connections.failed."),
+            reserve_p99_ms: ctx
+                .clock
+                .second_of(Instant::now())
+                .checked_sub(1)
+                .and_then(|sec| s.series.get(sec as usize))
+                .and_then(|b| b.reserve.as_ref())
+                .map_or(0.0, |h| h.q_ms(0.99)),
+            schedule_lag_p99_ms: s.hist("schedule_lag").map_or(0.0, |h| h.q_ms(0.99)),
         });
         p.errors = ctx.recorder.with(|s| {
             s.sum_prefix("reserve.error.")
@@ -192,6 +189,13 @@ async fn report_progress(ctx: Arc<Ctx>, tx: mpsc::Sender<Progress>) {
         }) - p.reserve_refused;
         // Relaxed: display-only counters.
         p.viewers = ctx.viewers_live.load(Ordering::Relaxed);
+        let second = ctx.clock.second_of(Instant::now());
+        if Instant::now() >= ctx.clock.start {
+            ctx.recorder.with(|s| {
+                let sec = s.second(second);
+                sec.viewers = sec.viewers.max(p.viewers);
+            });
+        }
         p.frames = ctx.frames.load(Ordering::Relaxed);
         if tx.try_send(p).is_err() || stop {
             // A full channel means the coordinator is busy; skip a report
@@ -216,7 +220,7 @@ async fn viewers(ctx: Arc<Ctx>, tasks: TaskTracker) {
             _ = ctx.end.cancelled() => return,
             _ = tokio::time::sleep_until(at.into()) => {}
         }
-        tasks.spawn(viewer::run(ctx.clone(), binary));
+        tasks.spawn(viewer::run(ctx.clone(), binary, v));
     }
 }
 
@@ -244,7 +248,7 @@ fn bursts(ctx: &Arc<Ctx>, tasks: &TaskTracker) -> Vec<Arc<Barrier>> {
             // from 0), so request ids never collide.
             let number = (1 << 40) + ((b as u64) << 32) + j;
             tasks.spawn(async move {
-                let checkout = connect_checkout(&ctx, 1).await;
+                let checkout = connect_checkout(&ctx, ctx.node(j), 1).await;
                 barrier.wait().await;
                 let due = Instant::now();
                 if ctx.end.is_cancelled() {
@@ -273,15 +277,16 @@ fn bursts(ctx: &Arc<Ctx>, tasks: &TaskTracker) -> Vec<Arc<Barrier>> {
     barriers
 }
 
-/// A checkout client for the run's protocol: `size` connections, opened now.
-async fn connect_checkout(ctx: &Ctx, size: usize) -> Option<Checkout> {
+/// A checkout client of `node` for the run's protocol: `size`
+/// connections, opened now.
+async fn connect_checkout(ctx: &Ctx, node: &Node, size: usize) -> Option<Checkout> {
     let token = ctx.plan.checkout_token.clone();
     match ctx.plan.scenario.protocol() {
         Protocol::Http => {
             let pool = HttpPool::new(
                 size,
-                ctx.dialer.clone(),
-                ctx.plan.target.authority.clone(),
+                node.dialer.clone(),
+                node.target.authority.clone(),
                 token,
                 ctx.recorder.clone(),
             );
@@ -291,13 +296,13 @@ async fn connect_checkout(ctx: &Ctx, size: usize) -> Option<Checkout> {
         p @ (Protocol::WsJson | Protocol::WsBinary) => {
             let binary = p == Protocol::WsBinary;
             if size == 1 {
-                ctx.connector
+                node.connector
                     .session(&token, binary)
                     .await
                     .ok()
                     .map(Checkout::Ws)
             } else {
-                let pool = WsPool::new(size, ctx.connector.clone(), token, binary);
+                let pool = WsPool::new(size, node.connector.clone(), token, binary);
                 pool.warm().await;
                 Some(Checkout::WsPool(Arc::new(pool)))
             }
@@ -320,15 +325,19 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
     if s.arrivals.is_empty() {
         return;
     }
-    let Some(checkout) = connect_checkout(&ctx, ctx.plan.pool_size)
-        .await
-        .map(Arc::new)
-    else {
-        return;
-    };
+    // One pool per node, the pool size shared among them.
+    let per_node = ctx.plan.pool_size.div_ceil(ctx.nodes.len()).max(1);
+    let mut pools = Vec::with_capacity(ctx.nodes.len());
+    for node in &ctx.nodes {
+        match connect_checkout(&ctx, node, per_node).await {
+            Some(c) => pools.push(Arc::new(c)),
+            None => return,
+        }
+    }
+    let pools = Arc::new(pools);
     let mut schedulers = Vec::new();
     for (e, spec) in s.arrivals.iter().enumerate() {
-        let (ctx, checkout, tasks) = (ctx.clone(), checkout.clone(), tasks.clone());
+        let (ctx, pools, tasks) = (ctx.clone(), pools.clone(), tasks.clone());
         let spec = spec.clone();
         schedulers.push(tokio::spawn(async move {
             let mut rng = Rng::new(ctx.plan.seed ^ ((e as u64) << 48));
@@ -358,7 +367,10 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
                     .iter()
                     .map(|&i| (spec.skus[i].clone(), ctx.plan.scenario.buyer.qty))
                     .collect();
-                let (ctx2, checkout) = (ctx.clone(), checkout.clone());
+                let (ctx2, checkout) = (
+                    ctx.clone(),
+                    pools[(k % pools.len() as u64) as usize].clone(),
+                );
                 let number = ((e as u64) << 34) + k;
                 tasks.spawn(async move {
                     Buyer {
@@ -382,8 +394,12 @@ async fn arrivals(ctx: Arc<Ctx>, tasks: TaskTracker) {
     while ctx.inflight.load(Ordering::Relaxed) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    if let Ok(c) = Arc::try_unwrap(checkout) {
-        close_checkout(c).await;
+    if let Ok(pools) = Arc::try_unwrap(pools) {
+        for p in pools {
+            if let Ok(c) = Arc::try_unwrap(p) {
+                close_checkout(c).await;
+            }
+        }
     }
 }
 
@@ -399,28 +415,27 @@ fn pick(rng: &mut Rng, len: usize, n: usize) -> Vec<usize> {
     out
 }
 
-/// User + system CPU time of this process, in ms.
-pub fn cpu_ms() -> u64 {
+/// This process's resource usage.
+fn rusage() -> libc::rusage {
     // SAFETY: getrusage writes one rusage struct into the zeroed value we
     // own; RUSAGE_SELF is always valid.
-    let ru = unsafe {
+    unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut ru);
         ru
-    };
+    }
+}
+
+/// User + system CPU time of this process, in ms.
+pub fn cpu_ms() -> u64 {
+    let ru = rusage();
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
     ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
 /// Peak resident memory of this process, in bytes.
 pub fn rss_max_bytes() -> u64 {
-    // SAFETY: as in `cpu_ms`.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    ru.ru_maxrss as u64 * 1024
+    rusage().ru_maxrss as u64 * 1024
 }
 
 /// Entry point of a worker process: reads the plan (first stdin line) and

@@ -1,8 +1,8 @@
-//! `--find-capacity` and `--baseline` end to end against the honest double.
+//! `--find-capacity` and `--baseline` end to end against the real gateway.
 
 mod common;
 
-use common::{LENIENT, Mode, run_loadtest, scenario, start_double};
+use common::{Gateway, LENIENT, run_loadtest, scenario};
 use holdfast_loadtest::report::Report;
 
 const SMALL: &str = r#"
@@ -27,10 +27,10 @@ sku = "a"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
-    let addr = start_double(Mode::Honest).await;
+    let gw = Gateway::memory().await;
     let dir = tempfile::tempdir().unwrap();
     let file = scenario(&dir, "small.toml", SMALL);
-    let target = format!("http://{addr}");
+    let target = gw.target();
     let first = dir.path().join("first.json");
     let second = dir.path().join("second.json");
 
@@ -44,6 +44,8 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         "--capacity-step",
         "2",
         "--capacity-max",
+        "2",
+        "--capacity-repeats",
         "2",
         "--threshold",
         "oversold==0",
@@ -60,6 +62,14 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         vec![1.0, 2.0]
     );
     assert_eq!(cap.held_max, Some(2.0));
+    // Each level ran twice, and says how far apart the runs were.
+    assert!(cap.levels.iter().all(|l| l.samples.len() == 2));
+    assert!(
+        cap.levels[0].detail.contains("over 2 runs")
+            && cap.levels[0].detail.contains("held 2 of 2"),
+        "{}",
+        cap.levels[0].detail
+    );
     assert!(
         cap.summary
             .starts_with("holds 2.00x the planned load (burst 8 buyers)"),
@@ -103,6 +113,13 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
     let run = run_loadtest(&args).await;
     assert_eq!(run.code, 0);
     assert!(run.stdout.contains("against baseline"));
+    // The baseline ran the doubled burst: the comparison says so.
+    assert!(
+        run.stdout
+            .contains("WARNING: different load: 16 burst buyers at x2.00"),
+        "{}",
+        run.stdout
+    );
     let r: Report = serde_json::from_str(&std::fs::read_to_string(&second).unwrap()).unwrap();
     let burst = r
         .baseline
@@ -113,4 +130,5 @@ async fn capacity_search_reports_headroom_and_baseline_shows_changes() {
         burst.before >= burst.after,
         "the baseline ran twice the burst"
     );
+    gw.stop().await;
 }

@@ -1,14 +1,14 @@
 //! Exit codes an operator gates a deployment on: a breached threshold, a
-//! malformed scenario, a refused target.
+//! run whose every request failed, a malformed scenario, a refused target.
 
 mod common;
 
-use common::{LENIENT, Mode, run_loadtest, scenario, start_double};
+use common::{Gateway, LENIENT, Plan, run_loadtest, scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breached_threshold_exits_non_zero() {
-    let addr = start_double(Mode::Honest).await;
-    let target = format!("http://{addr}");
+    let gw = Gateway::memory().await;
+    let target = gw.target();
     // Flag-built drop: 5 viewers, 20 buyers on 10 units, over 2 s.
     let mut args = vec![
         "--target",
@@ -51,6 +51,42 @@ async fn a_breached_threshold_exits_non_zero() {
     ];
     args.extend(LENIENT);
     assert_eq!(run_loadtest(&args).await.code, 0);
+    gw.stop().await;
+}
+
+/// Every buyer asks for more units than one order may take: every request
+/// is refused with `qty_above_max`, which is a failure, not a sale
+/// refusal. Issue 17.3: such a run exited 0.
+const EVERY_REQUEST_FAILS: &str = r#"
+name = "all-fail"
+duration_s = 2
+
+[[sku]]
+id = "big"
+total = 5000
+
+[buyer]
+qty = 1001
+
+[[burst]]
+at_s = 0.5
+buyers = 10
+sku = "big"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_every_request_failed_exits_non_zero() {
+    let gw = Gateway::memory().await;
+    let plan = Plan::new(EVERY_REQUEST_FAILS);
+    let run = run_loadtest(&plan.args(&gw.target(), &[])).await;
+    assert_eq!(run.code, i32::from(holdfast_loadtest::EXIT_ERROR));
+    assert!(
+        run.stdout
+            .contains("RUN FAILED    every request failed (reserve.qty_above_max 10)"),
+        "{}",
+        run.stdout
+    );
+    gw.stop().await;
 }
 
 #[tokio::test]

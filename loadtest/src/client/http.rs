@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 
-use holdfast_gateway::protocol::{Committed, ErrorMsg, Released, Reserved};
+use holdfast_protocol::{Committed, ErrorMsg, Released, Reserved};
 
 use super::net::{Dialer, is_local_exhaustion};
 use super::{CallError, CallLimits, ReserveReq, Sent};
@@ -109,8 +109,8 @@ pub fn typed<T: DeserializeOwned>(r: Result<(u16, Bytes), CallError>) -> Result<
             .map_err(|e| CallError::Transport(format!("bad body from {status}: {e}")))
     } else {
         match serde_json::from_slice::<ErrorMsg>(&body) {
-            Ok(e) => Err(CallError::Refused(e.error.as_str().to_owned())),
-            Err(_) => Err(CallError::Refused(format!("http_{status}"))),
+            Ok(e) => Err(CallError::Refused(e.error)),
+            Err(_) => Err(CallError::Status(status)),
         }
     }
 }
@@ -289,6 +289,18 @@ impl Api {
         admin: bool,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), CallError> {
+        let token = admin.then_some(self.admin_token.as_str());
+        self.call_as(method, path, token, body).await
+    }
+
+    /// [`Api::call`] with any bearer token (or none).
+    pub async fn call_as(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), CallError> {
         let mut last = CallError::Transport("not tried".into());
         for _ in 0..2 {
             let mut g = self.conn.lock().await;
@@ -300,7 +312,6 @@ impl Api {
                 );
             }
             let conn = g.as_mut().expect("just set");
-            let token = admin.then_some(self.admin_token.as_str());
             match tokio::time::timeout(
                 self.timeout,
                 conn.request(method.clone(), path, token, body.clone()),
@@ -329,6 +340,15 @@ impl Api {
     /// /api/holds/{hold}` accept it too).
     pub async fn get_admin<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
         typed(self.call(Method::GET, path, true, None).await)
+    }
+
+    /// A GET with `token` as the bearer token.
+    pub async fn get_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<T, CallError> {
+        typed(self.call_as(Method::GET, path, Some(token), None).await)
     }
 
     pub async fn admin<T: DeserializeOwned>(

@@ -10,14 +10,21 @@ pub mod ws;
 
 use std::time::Duration;
 
-use holdfast_gateway::protocol::{Committed, Released, Reserved};
+use holdfast_protocol::{Code, Committed, Released, Reserved};
 
 /// Why a request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The server refused with a stable error code (`sold_out`, ...).
     #[error("refused: {0}")]
-    Refused(String),
+    Refused(Code),
+    /// An HTTP error status without a holdfast error body (a proxy, or a
+    /// route the server does not have).
+    #[error("HTTP {0} without an error code")]
+    Status(u16),
+    /// A request this client cannot make (an unknown host action).
+    #[error("{0}")]
+    Unsupported(String),
     /// The connection failed or closed, or the answer did not parse.
     #[error("transport: {0}")]
     Transport(String),
@@ -27,13 +34,29 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The error's name in counters and reports.
-    pub fn code(&self) -> &str {
+    /// The error's name in counters and reports: the server's code, or
+    /// `http_<status>`, `unsupported`, `transport`, `timeout`.
+    pub fn code(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            CallError::Refused(c) => c,
-            CallError::Transport(_) => "transport",
-            CallError::Timeout => "timeout",
+            CallError::Refused(c) => c.as_str().into(),
+            CallError::Status(s) => format!("http_{s}").into(),
+            CallError::Unsupported(_) => "unsupported".into(),
+            CallError::Transport(_) => "transport".into(),
+            CallError::Timeout => "timeout".into(),
         }
+    }
+
+    /// Whether the server refused with exactly `code`.
+    pub fn is(&self, code: Code) -> bool {
+        matches!(self, CallError::Refused(c) if *c == code)
+    }
+
+    /// Whether the server said the credentials are wrong (bad token).
+    pub fn is_auth(&self) -> bool {
+        matches!(
+            self,
+            CallError::Refused(Code::Unauthorized | Code::Forbidden) | CallError::Status(401 | 403)
+        )
     }
 
     /// Whether a retry with the same request id is the right reaction:
@@ -41,14 +64,16 @@ impl CallError {
     pub fn retryable(&self) -> bool {
         match self {
             CallError::Refused(c) => matches!(
-                c.as_str(),
-                "overloaded"
-                    | "capacity"
-                    | "unavailable"
-                    | "in_progress"
-                    | "rate_limited"
-                    | "not_ready"
+                c,
+                Code::Overloaded
+                    | Code::Capacity
+                    | Code::Unavailable
+                    | Code::InProgress
+                    | Code::RateLimited
+                    | Code::NotReady
             ),
+            CallError::Status(s) => matches!(s, 502..=504),
+            CallError::Unsupported(_) => false,
             CallError::Transport(_) | CallError::Timeout => true,
         }
     }
@@ -56,7 +81,10 @@ impl CallError {
     /// Business refusals are the server doing its job (the drop sold out),
     /// not failures; they do not count in `errors.rate`.
     pub fn is_business_refusal(&self) -> bool {
-        matches!(self, CallError::Refused(c) if matches!(c.as_str(), "sold_out" | "limit_exceeded" | "not_open"))
+        matches!(
+            self,
+            CallError::Refused(Code::SoldOut | Code::LimitExceeded | Code::NotOpen)
+        )
     }
 }
 

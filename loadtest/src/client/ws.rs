@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use holdfast_gateway::protocol::{
-    self, ClientMsg, Committed, LineReq, Released, Reserved, ServerMsg,
+use holdfast_protocol::{
+    self as protocol, ClientMsg, Committed, LineReq, Released, Reserved, ServerMsg,
 };
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, oneshot};
@@ -279,7 +279,7 @@ impl WsSession {
         }
         let left = lim.timeout.saturating_sub(started.elapsed());
         let answer = match tokio::time::timeout(left, rx).await {
-            Ok(Ok(ServerMsg::Error(e))) => Err(CallError::Refused(e.error.as_str().to_owned())),
+            Ok(Ok(ServerMsg::Error(e))) => Err(CallError::Refused(e.error)),
             Ok(Ok(m)) => Ok(m),
             Ok(Err(_)) => Err(CallError::Transport(
                 "connection closed before the answer".into(),

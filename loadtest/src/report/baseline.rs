@@ -1,5 +1,7 @@
 //! Comparison with a previous report (`--baseline previous.json`): each
-//! figure's change, and whether it got worse.
+//! figure's change, whether it got worse, sorted by impact; and a warning
+//! when the two runs are not comparable (another scenario, another load,
+//! one of them invalid).
 //!
 //! Owns the direction of "better" per figure (lower latency is better,
 //! higher throughput is better). Never fails a run by itself: thresholds do.
@@ -8,7 +10,59 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Report;
 use crate::threshold::known_figures;
+
+/// Why two reports may not be compared figure by figure.
+pub fn warnings(before: &Report, after: &Report) -> Vec<String> {
+    let mut w = Vec::new();
+    if before.scenario != after.scenario {
+        w.push(format!(
+            "different scenarios: {:?} then {:?}",
+            before.scenario, after.scenario
+        ));
+    } else if !before.provenance.scenario_toml.is_empty()
+        && strip_ids(&before.provenance.scenario_toml) != strip_ids(&after.provenance.scenario_toml)
+    {
+        w.push(format!(
+            "scenario {:?} was edited between the runs",
+            after.scenario
+        ));
+    }
+    let load = |r: &Report| {
+        (
+            r.bursts.iter().map(|b| b.buyers).sum::<u64>(),
+            r.level,
+            r.protocol.clone(),
+        )
+    };
+    let (b, a) = (load(before), load(after));
+    if b != a {
+        w.push(format!(
+            "different load: {} burst buyers at x{:.2} over {} then {} at x{:.2} over {}",
+            b.0, b.1, b.2, a.0, a.1, a.2
+        ));
+    }
+    for (r, when) in [(before, "the baseline"), (after, "this run")] {
+        if !r.health.valid {
+            w.push(format!(
+                "{when} is invalid (the generator was the bottleneck): its figures prove nothing"
+            ));
+        }
+        if r.interrupted {
+            w.push(format!("{when} was interrupted: its figures are partial"));
+        }
+    }
+    w
+}
+
+/// Scenario text without the per-run id suffixes (`-a1b2c3`).
+fn strip_ids(toml: &str) -> String {
+    toml.lines()
+        .filter(|l| !l.trim_start().starts_with("id ="))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// One figure before and after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,8 +75,21 @@ pub struct Change {
     pub worse: bool,
 }
 
-/// Changes of every figure both reports have, in name order.
+/// Changes of every figure both reports have, by impact: worse first,
+/// then by the size of the change (a figure that appeared from 0 first).
 pub fn compare(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<Change> {
+    let mut changes = changes(before, after);
+    let size = |c: &Change| c.change_pct.map_or(f64::INFINITY, f64::abs);
+    changes.sort_by(|x, y| {
+        y.worse
+            .cmp(&x.worse)
+            .then(size(y).total_cmp(&size(x)))
+            .then(x.figure.cmp(&y.figure))
+    });
+    changes
+}
+
+fn changes(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Vec<Change> {
     let lower_better: BTreeMap<String, bool> = known_figures()
         .into_iter()
         .map(|(n, _, l)| (n, l))
@@ -81,6 +148,9 @@ mod tests {
         ]);
         let c = compare(&before, &after);
         assert_eq!(c.len(), 3);
+        // Worse first, the larger change first.
+        let order: Vec<&str> = c.iter().map(|x| x.figure.as_str()).collect();
+        assert_eq!(order, ["oversold", "reserve.p99", "reserve.rate"]);
         let get = |n: &str| c.iter().find(|x| x.figure == n).unwrap().clone();
         assert_eq!(get("reserve.p99").change_pct, Some(50.0));
         assert!(get("reserve.p99").worse);
@@ -88,5 +158,25 @@ mod tests {
         assert!((get("reserve.rate").change_pct.unwrap() - 20.0).abs() < 1e-9);
         let o = get("oversold");
         assert!(o.worse && o.change_pct.is_none());
+    }
+}
+
+#[cfg(test)]
+mod warning_tests {
+    use super::*;
+
+    #[test]
+    fn different_scenarios_loads_and_invalid_runs_are_named() {
+        let base = crate::report::tests::sample();
+        assert!(warnings(&base, &base).is_empty());
+        let mut other = base.clone();
+        other.scenario = "other".into();
+        other.bursts[0].buyers = 40;
+        other.health.valid = false;
+        let w = warnings(&base, &other);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("different scenarios"), "{w:?}");
+        assert!(w[1].starts_with("different load: 4 burst buyers"), "{w:?}");
+        assert!(w[2].starts_with("this run is invalid"), "{w:?}");
     }
 }

@@ -22,14 +22,17 @@ use crate::stats::{Hist, Stats};
 use crate::threshold::ThresholdResult;
 
 /// Report format version, bumped on incompatible changes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
-/// Percentiles of one latency, in ms.
+/// Percentiles of one latency, in ms, measured from the moment each
+/// request was due (its intended send time), not from when it was sent.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub p50: f64,
     pub p90: f64,
+    #[serde(default)]
+    pub p95: f64,
     pub p99: f64,
     #[serde(rename = "p99.9")]
     pub p999: f64,
@@ -43,6 +46,7 @@ impl Latency {
             count: h.count(),
             p50: h.q_ms(0.5),
             p90: h.q_ms(0.9),
+            p95: h.q_ms(0.95),
             p99: h.q_ms(0.99),
             p999: h.q_ms(0.999),
             max: h.max_ms(),
@@ -51,10 +55,13 @@ impl Latency {
     }
 }
 
-/// One second of the run.
+/// One second of the run (by the second each request was due).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
     pub t_s: u64,
+    /// Reserves due in this second, whatever their answer: the offered load.
+    #[serde(default)]
+    pub offered: u64,
     pub reserve_ok: u64,
     pub reserve_refused: u64,
     pub errors: u64,
@@ -62,6 +69,9 @@ pub struct Point {
     pub releases: u64,
     pub reserve_p50_ms: f64,
     pub reserve_p99_ms: f64,
+    /// Viewers connected (the most seen in the second).
+    #[serde(default)]
+    pub viewers: u64,
 }
 
 /// One drop burst.
@@ -76,6 +86,43 @@ pub struct Burst {
     pub reserved: u64,
     pub refused: u64,
     pub errors: u64,
+    /// Fired buyers over the send spread: the rate the burst offered, per
+    /// second (a 300-buyer burst over 6 ms offers 50,000/s; the per-second
+    /// series cannot show it).
+    #[serde(default)]
+    pub offered_per_s: Option<f64>,
+    /// Latency of the reserves that got a hold, and of the refused ones.
+    #[serde(default)]
+    pub ok: Option<Latency>,
+    #[serde(default)]
+    pub refused_latency: Option<Latency>,
+}
+
+/// One SKU's figures: latencies by answer, and when it sold out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkuFigures {
+    pub sku: String,
+    pub ok: Option<Latency>,
+    pub refused: Option<Latency>,
+    /// Seconds after the start when it opened: created open (0 or its
+    /// `create_at_s`) or the host's `open` action.
+    pub opened_at_s: Option<f64>,
+    /// From opening to the server's first sold-out frame, in ms.
+    pub open_to_sold_out_ms: Option<f64>,
+}
+
+/// What produced the report: enough to run it again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The scenario as run (command-line overrides applied), as TOML.
+    pub scenario_toml: String,
+    pub seed: u64,
+    pub command_line: Vec<String>,
+    pub loadtest_version: String,
+    /// From the gateway's `/readyz`, when it reports one.
+    pub gateway_version: Option<String>,
+    /// The gateway's persistence mode (`memory`, `durable`, `async`).
+    pub gateway_persistence: String,
 }
 
 /// Sold-out propagation of one SKU.
@@ -93,6 +140,10 @@ pub struct SoldOut {
 pub struct Health {
     pub valid: bool,
     pub reasons: Vec<String>,
+    /// Measures within [`BORDERLINE_FRACTION`] of their limit: the run is
+    /// valid, but barely; a rerun may not be.
+    #[serde(default)]
+    pub borderline: Vec<String>,
     pub loop_lag_p99_ms: f64,
     pub loop_lag_max_ms: f64,
     pub schedule_lag_p99_ms: f64,
@@ -103,6 +154,9 @@ pub struct Health {
     pub rss_bytes: u64,
     pub bytes_per_connection: Option<u64>,
 }
+
+/// A health measure at or above this fraction of its limit is borderline.
+pub const BORDERLINE_FRACTION: f64 = 0.9;
 
 /// Limits the health verdict applies.
 #[derive(Debug, Clone, Copy)]
@@ -140,9 +194,22 @@ pub struct Report {
     /// Every named figure thresholds and baselines use.
     pub figures: BTreeMap<String, f64>,
     pub baseline: Vec<baseline::Change>,
+    /// Why the baseline comparison may mislead (another scenario or load,
+    /// an invalid run).
+    #[serde(default)]
+    pub baseline_warnings: Vec<String>,
     pub capacity: Option<crate::capacity::Capacity>,
     pub error_samples: Vec<String>,
     pub interrupted: bool,
+    #[serde(default)]
+    pub skus: Vec<SkuFigures>,
+    /// Every latency histogram of the run, raw: HdrHistogram's compressed
+    /// V2 interchange format, base64 (decode with any HdrHistogram
+    /// library's `decodeFromCompressedByteBuffer`), values in microseconds.
+    #[serde(default)]
+    pub histograms: BTreeMap<String, Hist>,
+    #[serde(default)]
+    pub provenance: Provenance,
 }
 
 impl Report {
@@ -185,6 +252,7 @@ impl Report {
             .enumerate()
             .map(|(t, b)| Point {
                 t_s: t as u64,
+                offered: b.reserve.as_ref().map_or(0, Hist::count),
                 reserve_ok: b.reserve_ok,
                 reserve_refused: b.reserve_refused,
                 errors: b.errors,
@@ -192,13 +260,15 @@ impl Report {
                 releases: b.release_ok,
                 reserve_p50_ms: b.reserve.as_ref().map_or(0.0, |h| h.q_ms(0.5)),
                 reserve_p99_ms: b.reserve.as_ref().map_or(0.0, |h| h.q_ms(0.99)),
+                viewers: b.viewers,
             })
             .collect();
         let bursts = sc
             .bursts
             .iter()
             .zip(&s.bursts)
-            .map(|(spec, b)| Burst {
+            .enumerate()
+            .map(|(i, (spec, b))| Burst {
                 at_s: spec.at_s,
                 skus: sc.burst_lines(spec),
                 buyers: b.buyers,
@@ -207,6 +277,35 @@ impl Report {
                 reserved: b.reserved,
                 refused: b.refused,
                 errors: b.errors,
+                offered_per_s: b
+                    .spread_ms()
+                    .filter(|&ms| ms > 0.0)
+                    .map(|ms| b.fired as f64 * 1000.0 / ms),
+                ok: latency.get(&format!("burst.{i}.reserve_ok")).cloned(),
+                refused_latency: latency.get(&format!("burst.{i}.reserve_refused")).cloned(),
+            })
+            .collect();
+        let skus = sc
+            .skus
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let opened_at_s = opened_at_s(sc, i);
+                let sold_out_s = s
+                    .soldout
+                    .get(i)
+                    .and_then(|so| so.first_server_ms)
+                    .map(|ms| (ms as f64 - o.started_unix_ms as f64) / 1000.0);
+                SkuFigures {
+                    sku: k.id.clone(),
+                    ok: latency.get(&format!("sku.{i}.reserve_ok")).cloned(),
+                    refused: latency.get(&format!("sku.{i}.reserve_refused")).cloned(),
+                    opened_at_s,
+                    open_to_sold_out_ms: match (opened_at_s, sold_out_s) {
+                        (Some(o), Some(so)) if so >= o => Some((so - o) * 1000.0),
+                        _ => None,
+                    },
+                }
             })
             .collect();
         let soldout = sc
@@ -243,13 +342,31 @@ impl Report {
             thresholds: Vec::new(),
             figures: BTreeMap::new(),
             baseline: Vec::new(),
+            baseline_warnings: Vec::new(),
             capacity: None,
             error_samples: s.error_samples.clone(),
             interrupted: o.interrupted,
+            skus,
+            histograms: s.hist.clone(),
+            provenance: Provenance::default(),
         };
         r.health = health(s, &r, limits, sc.viewers.count as u64);
         r.figures = r.compute_figures();
         r
+    }
+
+    /// Requests answered one way or another: acknowledged, refused or failed
+    /// (connection failures are not requests).
+    fn requests(&self) -> u64 {
+        self.count("reserve.ok")
+            + self.count("commit.ok")
+            + self.count("release.ok")
+            + self
+                .errors
+                .iter()
+                .filter(|(k, _)| !k.starts_with("connect."))
+                .map(|(_, v)| v)
+                .sum::<u64>()
     }
 
     fn count(&self, k: &str) -> u64 {
@@ -271,6 +388,7 @@ impl Report {
             for (stat, v) in [
                 ("p50", l.p50),
                 ("p90", l.p90),
+                ("p95", l.p95),
                 ("p99", l.p99),
                 ("p99.9", l.p999),
                 ("max", l.max),
@@ -296,6 +414,11 @@ impl Report {
         f.insert("commit.count".into(), self.count("commit.ok") as f64);
         f.insert("release.count".into(), self.count("release.ok") as f64);
         f.insert("reserve.rate".into(), active(|p| p.reserve_ok));
+        f.insert("reserve.offered_rate".into(), active(|p| p.offered));
+        f.insert(
+            "reserve.attempts".into(),
+            self.latency.get("reserve").map_or(0, |l| l.count) as f64,
+        );
         f.insert("commit.rate".into(), active(|p| p.commits));
         f.insert("release.rate".into(), active(|p| p.releases));
         let refusals: u64 = self
@@ -316,15 +439,7 @@ impl Report {
             .sum::<u64>()
             - refusals
             - self.count("commit.error.hold_expired");
-        let requests = self.count("reserve.ok")
-            + self.count("commit.ok")
-            + self.count("release.ok")
-            + self
-                .errors
-                .iter()
-                .filter(|(k, _)| !k.starts_with("connect."))
-                .map(|(_, v)| v)
-                .sum::<u64>();
+        let requests = self.requests();
         let ratio = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
         f.insert("errors.count".into(), failures as f64);
         f.insert("errors.rate".into(), ratio(failures, requests));
@@ -349,17 +464,76 @@ impl Report {
         {
             f.insert("burst.spread".into(), ms);
         }
+        if let Some(ms) = self
+            .skus
+            .iter()
+            .filter_map(|k| k.open_to_sold_out_ms)
+            .reduce(f64::max)
+        {
+            f.insert("soldout.after_open".into(), ms);
+        }
         f.insert("oversold".into(), self.audit.oversold as f64);
         f
     }
 
-    /// Process exit code: the audit first (an oversell is the server's
-    /// whatever the generator did), then validity, then thresholds.
+    /// Why the run failed as a whole, if it did: every request failed, or
+    /// no connection could be opened. Names the codes seen and, for 401 or
+    /// 403, which token to pass.
+    pub fn all_failed(&self) -> Option<String> {
+        let requests = self.requests();
+        let failures = self.figures.get("errors.count").copied().unwrap_or(0.0) as u64;
+        let conns_ok = self.count("connections.ok");
+        let conns_failed = self.sum_prefix("connections.failed.");
+        let every_request = requests > 0 && failures >= requests;
+        let every_connection = conns_ok == 0 && conns_failed > 0;
+        if !every_request && !every_connection {
+            return None;
+        }
+        let codes: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(k, _)| {
+                !k.ends_with(".sold_out")
+                    && !k.ends_with(".not_open")
+                    && !k.ends_with(".limit_exceeded")
+            })
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let mut why = format!(
+            "every {} failed ({})",
+            if every_request {
+                "request"
+            } else {
+                "connection"
+            },
+            codes.join(", ")
+        );
+        let auth = self.errors.keys().any(|k| {
+            k.ends_with("http_401")
+                || k.ends_with("http_403")
+                || k.ends_with(".unauthorized")
+                || k.ends_with(".forbidden")
+        });
+        if auth {
+            why.push_str(
+                ": the gateway refused the token; pass --checkout-token and --admin-token with the \
+                 gateway's values (`holdfast serve --demo` without tokens uses demo-checkout and demo-admin)",
+            );
+        }
+        Some(why)
+    }
+
+    /// Process exit code, in this order of precedence: interrupted (130);
+    /// the audit (4: an oversell or a loss is the server's whatever the
+    /// generator did); every request failed (1: nothing was measured);
+    /// generator invalid (5); a threshold breached (3); else 0.
     pub fn exit_code(&self) -> u8 {
         if self.interrupted {
             130
         } else if !self.audit.ok {
             crate::EXIT_AUDIT
+        } else if self.all_failed().is_some() {
+            crate::EXIT_ERROR
         } else if !self.health.valid {
             crate::EXIT_INVALID
         } else if self.thresholds.iter().any(|t| !t.ok) {
@@ -367,6 +541,23 @@ impl Report {
         } else {
             0
         }
+    }
+}
+
+/// When SKU `i` opened, in seconds after the start: created open, or the
+/// first `open` action; `None` if it never opened during the run.
+fn opened_at_s(sc: &crate::scenario::Scenario, i: usize) -> Option<f64> {
+    let k = &sc.skus[i];
+    let created = k.create_at_s.unwrap_or(0.0);
+    match k.window.as_str() {
+        "open" => Some(created),
+        "scheduled" => k.opens_at_s,
+        _ => sc
+            .host
+            .iter()
+            .filter(|h| h.sku == k.id && h.action == "open")
+            .map(|h| h.at_s)
+            .reduce(f64::min),
     }
 }
 
@@ -389,7 +580,32 @@ fn health(s: &Stats, r: &Report, lim: HealthLimits, viewers: u64) -> Health {
         socket_exhaustion: s.count("generator.socket_exhaustion"),
         rss_bytes: s.rss_bytes,
         bytes_per_connection: None,
+        borderline: Vec::new(),
     };
+    // Valid but within 10% of a limit: said, so a pass is not read as
+    // comfortable.
+    let mut near = Vec::new();
+    let mut borderline = |what: &str, actual: f64, limit: f64, unit: &str| {
+        if actual <= limit && actual >= limit * BORDERLINE_FRACTION && limit > 0.0 {
+            near.push(format!(
+                "{what} {actual:.1} {unit} against a {limit} {unit} limit"
+            ));
+        }
+    };
+    borderline("event-loop lag p99", lag.p99, lim.lag_max_ms, "ms");
+    borderline("schedule lag p99", sched.p99, lim.lag_max_ms, "ms");
+    borderline("CPU per thread", cpu * 100.0, lim.cpu_max * 100.0, "%");
+    for b in &r.bursts {
+        if let Some(sp) = b.spread_ms {
+            borderline(
+                &format!("burst at {}s send spread", b.at_s),
+                sp,
+                lim.burst_spread_max_ms,
+                "ms",
+            );
+        }
+    }
+    h.borderline = near;
     let conns = s.count("connections.ok");
     if conns > 0 && viewers > 0 {
         h.bytes_per_connection = Some(s.rss_bytes / conns);
@@ -523,6 +739,53 @@ mod tests {
         let mut slow = r.clone();
         slow.health.valid = false;
         assert_eq!(slow.exit_code(), crate::EXIT_INVALID);
+    }
+
+    #[test]
+    fn a_measure_just_under_its_limit_is_borderline() {
+        let r = sample();
+        let mut s = Stats::new(1, 1);
+        s.record("loop_lag", 24_900);
+        let lim = HealthLimits {
+            lag_max_ms: 25.0,
+            cpu_max: 0.95,
+            burst_spread_max_ms: 50.0,
+        };
+        let h = health(&s, &r, lim, 0);
+        assert!(h.valid, "{:?}", h.reasons);
+        assert_eq!(h.borderline.len(), 1, "{:?}", h.borderline);
+        assert!(
+            h.borderline[0].starts_with("event-loop lag p99 24.9 ms against a 25 ms limit"),
+            "{:?}",
+            h.borderline
+        );
+        let mut r = r;
+        r.health = h;
+        assert!(super::table::render(&r).contains("BORDERLINE (valid, near a limit)"));
+        assert_eq!(r.exit_code(), 0, "borderline is said, not failed");
+        // Well under the limit: nothing said.
+        let mut s = Stats::new(1, 1);
+        s.record("loop_lag", 2_000);
+        assert!(health(&s, &r, lim, 0).borderline.is_empty());
+    }
+
+    #[test]
+    fn every_request_failing_fails_the_run_with_a_token_hint() {
+        let mut r = sample();
+        r.counts.clear();
+        r.errors = BTreeMap::from([("reserve.http_401".to_string(), 10)]);
+        r.figures = r.compute_figures();
+        let why = r.all_failed().expect("a failed run");
+        assert!(
+            why.starts_with("every request failed (reserve.http_401 10)"),
+            "{why}"
+        );
+        assert!(why.contains("--checkout-token"), "{why}");
+        assert_eq!(r.exit_code(), crate::EXIT_ERROR);
+        // Sale refusals alone are the server doing its job, not a failure.
+        r.errors = BTreeMap::from([("reserve.sold_out".to_string(), 10)]);
+        r.figures = r.compute_figures();
+        assert_eq!(r.all_failed(), None);
     }
 
     #[test]

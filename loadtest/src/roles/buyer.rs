@@ -10,12 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use holdfast_gateway::protocol::Reserved;
+use holdfast_protocol::{Code, Reserved};
 
 use crate::client::{CallError, Checkout, ReserveReq, Sent};
+use crate::ctx::Ctx;
 use crate::plan::Rng;
 use crate::stats::{HoldRecord, Outcome};
-use crate::worker::Ctx;
 
 /// Where a buyer came from, for the per-burst figures.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +76,19 @@ impl Buyer {
                     "error"
                 }
             };
+            // A hold and a sold_out refusal cost the server different work:
+            // their latencies are kept apart, per phase and per SKU too.
+            if outcome != "error" {
+                let phase = match self.origin {
+                    Origin::Burst(b) => format!("burst.{b}"),
+                    Origin::Arrival => "arrivals".into(),
+                };
+                s.record(&format!("reserve_{outcome}"), latency_us);
+                s.record(&format!("{phase}.reserve_{outcome}"), latency_us);
+                for &i in &sku_idx {
+                    s.record(&format!("sku.{i}.reserve_{outcome}"), latency_us);
+                }
+            }
             if let Origin::Burst(b) = self.origin {
                 let bs = &mut s.bursts[b];
                 bs.first_send_us = Some(
@@ -196,10 +209,11 @@ impl Buyer {
                 Err(e) => {
                     s.add(&format!("commit.error.{}", e.code()), 1);
                     s.second(ctx.clock.second_of(due)).errors +=
-                        u64::from(e.code() != "hold_expired");
+                        u64::from(!e.is(Code::HoldExpired));
                     s.sample_error(format!("commit {}: {e}", r.hold));
                     match e {
-                        CallError::Refused(c) if c == "hold_expired" => Outcome::Expired,
+                        CallError::Refused(Code::HoldExpired) => Outcome::Expired,
+                        CallError::Refused(Code::HoldNotFound) => Outcome::Lost,
                         CallError::Refused(_) => Outcome::Abandoned,
                         _ => Outcome::Unknown,
                     }
@@ -234,7 +248,8 @@ impl Buyer {
                     s.add(&format!("release.error.{}", e.code()), 1);
                     s.sample_error(format!("release {}: {e}", r.hold));
                     match e {
-                        CallError::Refused(c) if c == "hold_expired" => Outcome::Expired,
+                        CallError::Refused(Code::HoldExpired) => Outcome::Expired,
+                        CallError::Refused(Code::HoldNotFound) => Outcome::Lost,
                         CallError::Refused(_) => Outcome::Abandoned,
                         _ => Outcome::Unknown,
                     }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use holdfast_gateway::protocol::{QtyReq, SaleState, SkuDef, SkuList, SkuState, WindowReq};
+use holdfast_protocol::{Code, QtyReq, SaleState, SkuDef, SkuList, SkuState, WindowReq};
 
 use crate::client::CallError;
 use crate::client::http::Api;
@@ -67,7 +67,7 @@ pub async fn create(
         .await
     {
         Ok(_) => Ok(()),
-        Err(CallError::Refused(c)) if c == "already_exists" && fixed_ids => Ok(()),
+        Err(e) if e.is(Code::AlreadyExists) && fixed_ids => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -101,7 +101,9 @@ pub async fn act(api: &Api, a: &HostAction) -> Result<(), CallError> {
             )
             .await
             .map(drop),
-        other => Err(CallError::Refused(format!("unknown host action {other}"))),
+        other => Err(CallError::Unsupported(format!(
+            "unknown host action {other}"
+        ))),
     }
 }
 

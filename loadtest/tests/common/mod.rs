@@ -1,478 +1,228 @@
-//! Shared helpers for the load tester's integration tests: a small test
-//! double of the gateway (HTTP API and websocket protocol, JSON and
-//! postcard) that is either honest or oversells on purpose, and a runner
-//! for the real `holdfast-loadtest` binary.
-//!
-//! The double binds 127.0.0.1:0 and lives as long as the test's runtime.
+//! Shared helpers for the load tester's integration tests: the real
+//! gateway started in this process on a free port ([`Gateway`]), a private
+//! `redis-server` ([`Redis`]), a runner for the real `holdfast-loadtest`
+//! binary ([`run_loadtest`]), the one poll-until-deadline helper
+//! ([`eventually`]), and the overselling double ([`double`]), kept only
+//! for the test that proves the audit catches an oversell.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+pub mod double;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use holdfast_gateway::protocol::*;
+use holdfast_gateway::config::ServeArgs;
+use holdfast_loadtest::client::http::Api;
+use holdfast_loadtest::client::net::Dialer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+/// The gateway's demo tokens, which `ServeArgs::for_tests` sets and the
+/// load tester uses by default.
+pub const ADMIN: &str = "demo-admin";
+pub const CHECKOUT: &str = "demo-checkout";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Keeps available + held + sold == total and refuses when sold out.
-    Honest,
-    /// Says yes to every reservation: sells stock it does not have.
-    Oversell,
-}
+/// Upper bound for waiting on something that must happen; generous so a
+/// slow, shared machine never fails a test, never used as a sleep.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
-struct Hold {
-    lines: Vec<LineReq>,
-    deadline_ms: u64,
-    state: &'static str,
-}
-
-struct Inner {
-    mode: Mode,
-    skus: Vec<SkuState>,
-    ttl: HashMap<String, u64>,
-    holds: HashMap<String, Hold>,
-    requests: HashMap<String, Reserved>,
-    next_hold: u64,
-    version: u64,
-}
-
-#[derive(Clone)]
-pub struct Double(Arc<Mutex<Inner>>);
-
-fn err(status: StatusCode, code: &str) -> Response {
-    (
-        status,
-        Json(ErrorMsg {
-            id: None,
-            error: Code::parse(code).unwrap_or(Code::Invalid),
-            message: code.replace('_', " "),
-        }),
-    )
-        .into_response()
-}
-
-impl Double {
-    fn reserve(&self, r: &Reserve) -> Result<Reserved, &'static str> {
-        let mut g = self.0.lock().unwrap();
-        if let Some(rid) = &r.request_id
-            && let Some(prev) = g.requests.get(rid)
-        {
-            let mut p = prev.clone();
-            p.replayed = true;
-            p.id = r.id;
-            return Ok(p);
-        }
-        let lines = match (&r.sku, r.qty, &r.lines) {
-            (Some(s), Some(q), None) => vec![LineReq {
-                sku: s.clone(),
-                qty: q,
-            }],
-            (None, None, Some(l)) if !l.is_empty() => l.clone(),
-            _ => return Err("invalid"),
-        };
-        let mode = g.mode;
-        for l in &lines {
-            let Some(k) = g.skus.iter().find(|k| k.id == l.sku) else {
-                return Err("unknown_sku");
-            };
-            if mode == Mode::Honest {
-                if k.state != SaleState::Open {
-                    return Err("not_open");
-                }
-                if k.available < l.qty {
-                    return Err("sold_out");
-                }
-            }
-        }
-        let ttl = lines
-            .iter()
-            .map(|l| g.ttl.get(&l.sku).copied().unwrap_or(10_000))
-            .min()
-            .unwrap();
-        for l in &lines {
-            let k = g.skus.iter_mut().find(|k| k.id == l.sku).unwrap();
-            if mode == Mode::Honest {
-                k.available -= l.qty;
-            }
-            k.held += l.qty;
-            k.sold_out = k.available == 0;
-        }
-        g.next_hold += 1;
-        let hold = format!("{:013x}", g.next_hold);
-        let deadline_ms = now_ms() + ttl;
-        g.holds.insert(
-            hold.clone(),
-            Hold {
-                lines: lines.clone(),
-                deadline_ms,
-                state: "held",
-            },
-        );
-        g.version += 1;
-        let units = lines.iter().map(|l| l.qty).sum();
-        let out = Reserved {
-            id: r.id,
-            hold,
-            deadline_ms,
-            units,
-            lines,
-            replayed: false,
-        };
-        if let Some(rid) = &r.request_id {
-            g.requests.insert(rid.clone(), out.clone());
-        }
-        Ok(out)
-    }
-
-    fn finish(&self, hold: &str, commit: bool) -> Result<u32, &'static str> {
-        let mut g = self.0.lock().unwrap();
-        let Some(h) = g.holds.get_mut(hold) else {
-            return Err("hold_not_found");
-        };
-        match h.state {
-            "held" => {}
-            "expired" => return Err("hold_expired"),
-            "committed" if commit => return Ok(h.lines.iter().map(|l| l.qty).sum()),
-            "released" if !commit => return Ok(0),
-            "committed" => return Err("already_committed"),
-            _ => return Err("already_released"),
-        }
-        h.state = if commit { "committed" } else { "released" };
-        let lines = h.lines.clone();
-        let mode = g.mode;
-        for l in &lines {
-            let k = g.skus.iter_mut().find(|k| k.id == l.sku).unwrap();
-            k.held -= l.qty;
-            if commit {
-                k.sold += l.qty;
-            } else if mode == Mode::Honest {
-                k.available += l.qty;
-            }
-            k.sold_out = k.available == 0;
-        }
-        g.version += 1;
-        Ok(lines.iter().map(|l| l.qty).sum())
-    }
-
-    fn expire(&self) {
-        let mut g = self.0.lock().unwrap();
-        let now = now_ms();
-        let due: Vec<String> = g
-            .holds
-            .iter()
-            .filter(|(_, h)| h.state == "held" && h.deadline_ms <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for id in due {
-            let h = g.holds.get_mut(&id).unwrap();
-            h.state = "expired";
-            let lines = h.lines.clone();
-            for l in &lines {
-                let k = g.skus.iter_mut().find(|k| k.id == l.sku).unwrap();
-                k.held -= l.qty;
-                k.available += l.qty;
-                k.sold_out = k.available == 0;
-            }
-            g.version += 1;
-        }
-    }
-
-    fn answer(&self, msg: ClientMsg) -> Option<ServerMsg> {
-        let e = |id: u64, code: &str| {
-            ServerMsg::Error(ErrorMsg {
-                id: Some(id),
-                error: Code::parse(code).unwrap_or(Code::Invalid),
-                message: code.into(),
-            })
-        };
-        Some(match msg {
-            ClientMsg::Reserve(r) => match self.reserve(&r) {
-                Ok(x) => ServerMsg::Reserved(x),
-                Err(c) => e(r.id, c),
-            },
-            ClientMsg::Commit(c) => match self.finish(&c.hold, true) {
-                Ok(sold) => ServerMsg::Committed(Committed {
-                    id: c.id,
-                    hold: c.hold,
-                    sold,
-                    returned: 0,
-                    replayed: false,
-                }),
-                Err(code) => e(c.id, code),
-            },
-            ClientMsg::Release(r) => match self.finish(&r.hold, false) {
-                Ok(_) => ServerMsg::Released(Released {
-                    id: r.id,
-                    hold: r.hold,
-                }),
-                Err(code) => e(r.id, code),
-            },
-            ClientMsg::Ping(p) => ServerMsg::Pong(Pong {
-                id: p.id,
-                ts_ms: now_ms(),
-            }),
-            _ => return None,
-        })
-    }
-}
-
-/// Starts the double on 127.0.0.1:0; returns its address.
-pub async fn start_double(mode: Mode) -> SocketAddr {
-    let d = Double(Arc::new(Mutex::new(Inner {
-        mode,
-        skus: vec![],
-        ttl: HashMap::new(),
-        holds: HashMap::new(),
-        requests: HashMap::new(),
-        next_hold: 0,
-        version: 0,
-    })));
-    let expirer = d.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            expirer.expire();
-        }
-    });
-    let app = Router::new()
-        .route(
-            "/readyz",
-            get(|| async { Json(serde_json::json!({"status":"ready"})) }),
-        )
-        .route("/api/skus", get(list))
-        .route("/api/admin/skus", post(create))
-        .route("/api/admin/skus/{id}/window", post(window))
-        .route("/api/admin/skus/{id}/restock", post(restock))
-        .route("/api/reservations", post(http_reserve))
-        .route("/api/holds/{hold}", get(hold_view))
-        .route("/api/holds/{hold}/commit", post(http_commit))
-        .route("/api/holds/{hold}/release", post(http_release))
-        .route("/ws", get(ws))
-        .with_state(d);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-async fn list(State(d): State<Double>) -> Json<SkuList> {
-    Json(SkuList {
-        ts_ms: now_ms(),
-        skus: d.0.lock().unwrap().skus.clone(),
-    })
-}
-
-async fn create(State(d): State<Double>, Json(def): Json<SkuDef>) -> Response {
-    let mut g = d.0.lock().unwrap();
-    if g.skus.iter().any(|k| k.id == def.id) {
-        return err(StatusCode::CONFLICT, "already_exists");
-    }
-    let state = def.window.as_ref().map_or(SaleState::Open, |w| w.state);
-    let k = SkuState {
-        id: def.id.clone(),
-        available: def.total,
-        held: 0,
-        sold: 0,
-        total: def.total,
-        state,
-        opens_at_ms: None,
-        sold_out: def.total == 0,
-        all_in_carts: false,
-        buyer_limit: def.buyer_limit,
-        meta: None,
-        channels: Vec::new(),
-    };
-    g.ttl
-        .insert(def.id.clone(), def.hold_ttl_ms.unwrap_or(300_000));
-    g.skus.push(k.clone());
-    (StatusCode::CREATED, Json(k)).into_response()
-}
-
-async fn window(
-    State(d): State<Double>,
-    Path(id): Path<String>,
-    Json(w): Json<WindowReq>,
-) -> Response {
-    let mut g = d.0.lock().unwrap();
-    g.version += 1;
-    match g.skus.iter_mut().find(|k| k.id == id) {
-        Some(k) => {
-            k.state = w.state;
-            Json(k.clone()).into_response()
-        }
-        None => err(StatusCode::NOT_FOUND, "unknown_sku"),
-    }
-}
-
-async fn restock(
-    State(d): State<Double>,
-    Path(id): Path<String>,
-    Json(q): Json<QtyReq>,
-) -> Response {
-    let mut g = d.0.lock().unwrap();
-    g.version += 1;
-    match g.skus.iter_mut().find(|k| k.id == id) {
-        Some(k) => {
-            k.total += q.qty;
-            k.available += q.qty;
-            k.sold_out = k.available == 0;
-            Json(k.clone()).into_response()
-        }
-        None => err(StatusCode::NOT_FOUND, "unknown_sku"),
-    }
-}
-
-fn status_of(code: &str) -> StatusCode {
-    match code {
-        "unknown_sku" | "hold_not_found" => StatusCode::NOT_FOUND,
-        "invalid" => StatusCode::BAD_REQUEST,
-        _ => StatusCode::CONFLICT,
-    }
-}
-
-async fn http_reserve(State(d): State<Double>, Json(r): Json<Reserve>) -> Response {
-    match d.reserve(&r) {
-        Ok(x) => (
-            if x.replayed {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            },
-            Json(x),
-        )
-            .into_response(),
-        Err(c) => err(status_of(c), c),
-    }
-}
-
-async fn http_commit(State(d): State<Double>, Path(hold): Path<String>) -> Response {
-    match d.finish(&hold, true) {
-        Ok(sold) => Json(Committed {
-            id: 0,
-            hold,
-            sold,
-            returned: 0,
-            replayed: false,
-        })
-        .into_response(),
-        Err(c) => err(status_of(c), c),
-    }
-}
-
-async fn http_release(State(d): State<Double>, Path(hold): Path<String>) -> Response {
-    match d.finish(&hold, false) {
-        Ok(_) => Json(Released { id: 0, hold }).into_response(),
-        Err(c) => err(status_of(c), c),
-    }
-}
-
-async fn hold_view(State(d): State<Double>, Path(hold): Path<String>) -> Response {
-    let g = d.0.lock().unwrap();
-    match g.holds.get(&hold) {
-        Some(h) => Json(HoldView {
-            hold,
-            state: serde_json::from_value(serde_json::json!(h.state)).expect("a hold state"),
-            deadline_ms: h.deadline_ms,
-            lines: h
-                .lines
-                .iter()
-                .map(|l| HoldLineView {
-                    sku: l.sku.clone(),
-                    qty: l.qty,
-                    sold: 0,
-                })
-                .collect(),
-        })
-        .into_response(),
-        None => err(StatusCode::NOT_FOUND, "hold_not_found"),
-    }
-}
-
-async fn ws(State(d): State<Double>, up: WebSocketUpgrade) -> Response {
-    up.protocols([SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON])
-        .on_upgrade(move |socket| session(d, socket))
-}
-
-async fn session(d: Double, mut socket: WebSocket) {
-    let binary = socket
-        .protocol()
-        .is_some_and(|p| p.as_bytes() == SUBPROTOCOL_BINARY.as_bytes());
-    let enc = |m: ServerMsg| {
-        if binary {
-            Message::Binary(m.to_postcard().into())
-        } else {
-            Message::Text(m.to_json().into())
-        }
-    };
-    let hello = ServerMsg::Hello(Hello {
-        server: "double".into(),
-        role: Role::Checkout,
-        subscriptions_max: 64,
-        frame_bytes_max: 4096,
-        messages_per_sec_max: 50,
-        broadcast_interval_ms: 100,
-    });
-    if socket.send(enc(hello)).await.is_err() {
-        return;
-    }
-    let mut topics: Vec<String> = Vec::new();
-    let mut seq = 0u64;
-    let mut seen_version = u64::MAX;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+/// Polls `probe` until it returns `Some`, at most [`PATIENCE`]; panics
+/// naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        tokio::select! {
-            m = socket.recv() => {
-                let Some(Ok(m)) = m else { return };
-                let msg = match &m {
-                    Message::Text(t) => ClientMsg::from_json(t.as_str()).ok(),
-                    Message::Binary(b) => ClientMsg::from_postcard(b).ok(),
-                    Message::Close(_) => return,
-                    _ => None,
-                };
-                let Some(msg) = msg else { continue };
-                if let ClientMsg::Subscribe(s) = &msg {
-                    topics = s.topics.clone();
-                    if socket.send(enc(ServerMsg::Subscribed(Subscribed { id: s.id, topics: topics.clone() }))).await.is_err() { return; }
-                    let skus = d.0.lock().unwrap().skus.clone();
-                    seq += 1;
-                    seen_version = d.0.lock().unwrap().version;
-                    for t in &topics {
-                        if socket.send(enc(ServerMsg::Snapshot(Snapshot { topic: t.clone(), seq, ts_ms: now_ms(), skus: skus.clone() }))).await.is_err() { return; }
-                    }
-                    continue;
-                }
-                if let Some(a) = d.answer(msg)
-                    && socket.send(enc(a)).await.is_err() { return; }
-            }
-            _ = tick.tick() => {
-                if topics.is_empty() { continue; }
-                let (v, skus) = { let g = d.0.lock().unwrap(); (g.version, g.skus.clone()) };
-                if v == seen_version { continue; }
-                seen_version = v;
-                seq += 1;
-                for t in &topics {
-                    if socket.send(enc(ServerMsg::Update(Update { topic: t.clone(), seq, ts_ms: now_ms(), skus: skus.clone() }))).await.is_err() { return; }
-                }
-            }
+        if let Some(t) = probe().await {
+            return t;
         }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not happen within {PATIENCE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The opt-out for local runs on a machine without a tool (never set in
+/// CI): with it, a test that lacks its tool is skipped with a message;
+/// without it, the test fails.
+pub const ALLOW_SKIP_ENV: &str = "HOLDFAST_TEST_ALLOW_SKIP";
+
+/// Whether `tool` can run. A missing tool fails the test unless
+/// [`ALLOW_SKIP_ENV`]`=1`, which skips it (returns `false`) with a message.
+pub fn require_tool(tool: &str, for_what: &str) -> bool {
+    if std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok()
+    {
+        return true;
+    }
+    skip_or_fail(&format!(
+        "`{tool}` is needed for {for_what} and is not on PATH"
+    ))
+}
+
+/// Fails with `why`, unless [`ALLOW_SKIP_ENV`]`=1` (then returns `false`).
+pub fn skip_or_fail(why: &str) -> bool {
+    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1");
+    assert!(
+        allowed,
+        "{why}; set {ALLOW_SKIP_ENV}=1 to skip this test locally"
+    );
+    eprintln!("SKIPPED ({ALLOW_SKIP_ENV}=1): {why}");
+    false
+}
+
+/// The real gateway, in this process, on 127.0.0.1.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+    pub api: Api,
+}
+
+impl Gateway {
+    /// In memory, the demo tokens, fast broadcasts, no catalog.
+    pub fn args() -> ServeArgs {
+        let mut args = ServeArgs::for_tests();
+        args.broadcast_interval_ms = 20;
+        args
+    }
+
+    pub async fn memory() -> Self {
+        Self::start(Self::args()).await
+    }
+
+    /// Starts on `args.listen` (port 0 picks a free one) and waits for
+    /// `/readyz`.
+    pub async fn start(args: ServeArgs) -> Self {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .expect("bind the gateway's port");
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(holdfast_gateway::server::run(
+            listener,
+            args,
+            shutdown.clone(),
+        ));
+        let api = api(addr, ADMIN);
+        let gw = Self {
+            addr,
+            shutdown,
+            handle,
+            api,
+        };
+        eventually("the gateway's /readyz", || async {
+            assert!(
+                !gw.handle.is_finished(),
+                "the gateway exited during start-up"
+            );
+            match gw
+                .api
+                .call(hyper::Method::GET, "/readyz", false, None)
+                .await
+            {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+        gw
+    }
+
+    /// `--target` for the load tester.
+    pub fn target(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the gateway and waits for it (its port is free afterwards).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("gateway task")
+            .expect("gateway result");
+    }
+}
+
+/// An API client of `addr` with `admin_token`.
+pub fn api(addr: SocketAddr, admin_token: &str) -> Api {
+    Api::new(
+        Dialer::new(addr, vec![]),
+        addr.to_string(),
+        admin_token.into(),
+        Duration::from_secs(10),
+    )
+}
+
+/// A private redis-server on a free port, killed on drop. `None` only
+/// when redis-server is missing and skipping was asked for.
+pub struct Redis {
+    pub port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Option<Self> {
+        if !require_tool("redis-server", "the Redis pre-flight tests") {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let r = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on {port} never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The `holdfast-loadtest` binary under test.
@@ -500,7 +250,7 @@ pub struct Run {
 }
 
 /// Runs the binary with `args` (bounded by a generous timeout).
-pub async fn run_loadtest(args: &[&str]) -> Run {
+pub async fn run_loadtest<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> Run {
     let mut cmd = tokio::process::Command::new(loadtest_bin());
     cmd.args(args).kill_on_drop(true);
     for (k, _) in std::env::vars() {
@@ -522,6 +272,59 @@ pub async fn run_loadtest(args: &[&str]) -> Run {
         run.code, run.stdout, run.stderr
     );
     run
+}
+
+/// [`run_loadtest`] in the background, for a test that acts on the
+/// gateway during the run.
+pub fn run_loadtest_in_background(args: Vec<String>) -> tokio::task::JoinHandle<Run> {
+    tokio::spawn(async move { run_loadtest(&args).await })
+}
+
+/// A scenario file in a temporary folder, with the report path of a run.
+pub struct Plan {
+    _dir: tempfile::TempDir,
+    pub file: PathBuf,
+    pub out: PathBuf,
+}
+
+impl Plan {
+    /// Writes `text` as the scenario.
+    pub fn new(text: &str) -> Plan {
+        let dir = tempfile::tempdir().unwrap();
+        let file = scenario(&dir, "scenario.toml", text);
+        let out = dir.path().join("report.json");
+        Plan {
+            _dir: dir,
+            file,
+            out,
+        }
+    }
+
+    /// A path in the plan's folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.file.with_file_name(name)
+    }
+
+    /// `--target <target> --scenario <file> --out <report>`, then `extra`,
+    /// then [`LENIENT`].
+    pub fn args(&self, target: &str, extra: &[&str]) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--target".into(),
+            target.into(),
+            "--scenario".into(),
+            self.file.display().to_string(),
+            "--out".into(),
+            self.out.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a.extend(LENIENT.iter().map(|s| s.to_string()));
+        a
+    }
+
+    /// The run's JSON report.
+    pub fn report(&self) -> holdfast_loadtest::report::Report {
+        serde_json::from_str(&std::fs::read_to_string(&self.out).unwrap()).unwrap()
+    }
 }
 
 /// Writes a scenario file into `dir`.

@@ -1,0 +1,58 @@
+//! Several `--target`s (issue 17.11): viewers and buyers spread over the
+//! nodes of a deployment, round robin.
+
+mod common;
+
+use common::{Gateway, Plan, run_loadtest};
+use holdfast_protocol::{SkuList, SkuState};
+
+const SPREAD: &str = r#"
+name = "two-nodes"
+duration_s = 2
+
+[[sku]]
+id = "shared"
+total = 100
+
+[buyer]
+commit_probability = 1.0
+pay_delay_ms = [5, 10]
+
+[[burst]]
+at_s = 0.5
+buyers = 10
+sku = "shared"
+"#;
+
+async fn sold(gw: &Gateway) -> u32 {
+    let list: SkuList = gw.api.get("/api/skus").await.unwrap();
+    list.skus.iter().find(|k| k.id == "shared").unwrap().sold
+}
+
+/// Two independent in-memory gateways stand in for two nodes: each gets
+/// the SKU, and each must see half the burst's sales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buyers_spread_over_every_target() {
+    let (a, b) = (Gateway::memory().await, Gateway::memory().await);
+    for gw in [&a, &b] {
+        let _: SkuState = gw
+            .api
+            .admin(
+                "/api/admin/skus",
+                &serde_json::json!({"id": "shared", "total": 100}),
+            )
+            .await
+            .unwrap();
+    }
+    let plan = Plan::new(SPREAD);
+    let targets = format!("{},{}", a.target(), b.target());
+    let run = run_loadtest(&plan.args(&targets, &["--fixed-ids"])).await;
+    assert!(
+        run.stdout.contains("10 reserved"),
+        "every buyer got a hold: {}",
+        run.stdout
+    );
+    assert_eq!((sold(&a).await, sold(&b).await), (5, 5), "round robin");
+    a.stop().await;
+    b.stop().await;
+}

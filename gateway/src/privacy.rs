@@ -8,7 +8,8 @@
 //! This module never logs, prints or formats a key: [`BuyerIdKey`]'s
 //! `Debug` says `redacted`.
 
-use ring::hmac;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use std::fmt;
 use std::sync::Arc;
 
@@ -71,8 +72,8 @@ impl BuyerIdKey {
 /// What holdfast stores for a buyer id it was given.
 #[derive(Clone)]
 pub enum BuyerNames {
-    /// `hex(HMAC-SHA256(key, id))`.
-    Pseudonyms(hmac::Key),
+    /// `hex(HMAC-SHA256(key, id))`, from this keyed state.
+    Pseudonyms(Hmac<Sha256>),
     /// The id as given (`--buyer-ids-in-clear`).
     Clear,
 }
@@ -88,7 +89,7 @@ impl fmt::Debug for BuyerNames {
 
 impl BuyerNames {
     pub fn pseudonyms(key: &BuyerIdKey) -> Self {
-        Self::Pseudonyms(hmac::Key::new(hmac::HMAC_SHA256, &key.0))
+        Self::Pseudonyms(Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes any key length"))
     }
 
     /// The stored name of buyer id `id`.
@@ -96,9 +97,11 @@ impl BuyerNames {
         match self {
             Self::Clear => Arc::from(id),
             Self::Pseudonyms(key) => {
-                let tag = hmac::sign(key, id.as_bytes());
+                let mut mac = key.clone();
+                mac.update(id.as_bytes());
+                let tag = mac.finalize().into_bytes();
                 let mut hex = String::with_capacity(PSEUDONYM_HEX_LEN);
-                for b in tag.as_ref() {
+                for b in tag.iter().copied() {
                     hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
                     hex.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
                 }
@@ -161,7 +164,7 @@ mod tests {
     /// computes it (RFC 4231 test case 2: key "Jefe").
     #[test]
     fn a_pseudonym_is_the_hmac_the_shop_computes() {
-        let names = BuyerNames::Pseudonyms(hmac::Key::new(hmac::HMAC_SHA256, b"Jefe"));
+        let names = BuyerNames::Pseudonyms(Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap());
         assert_eq!(
             &*names.name("what do ya want for nothing?"),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"

@@ -95,6 +95,15 @@ async fn metrics_can_move_to_their_own_port() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+    let (status, cluster) = gw
+        .call("GET", "/api/admin/cluster", Some(ADMIN), None)
+        .await;
+    assert_eq!(status, 200, "{cluster}");
+    assert_eq!(
+        cluster["nodes"],
+        serde_json::json!([]),
+        "a single node lists none"
+    );
     let report: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(
         report["version"],

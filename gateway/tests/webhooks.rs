@@ -216,9 +216,26 @@ async fn receiver_in(mode: Mode) -> (Receiver, SocketAddr) {
     (receiver, addr)
 }
 
+/// The buyer-id pseudonym key the shop shares with the gateway (hex).
+const BUYER_ID_KEY: &str = "00112233445566778899aabbccddeeff";
+
+/// The pseudonym the shop computes for buyer `id`: hex(HMAC-SHA256(key, id)).
+fn pseudonym(id: &str) -> String {
+    let key: Vec<u8> = (0..BUYER_ID_KEY.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&BUYER_ID_KEY[i..i + 2], 16).unwrap())
+        .collect();
+    hmac_sha256(&key, id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 fn args() -> ServeArgs {
     let mut a = common::demo_args();
     a.demo = false;
+    a.privacy.buyer_id_key =
+        Some(holdfast_gateway::privacy::BuyerIdKey::parse(BUYER_ID_KEY).unwrap());
     a.webhooks.enabled = true;
     a.webhooks.backoff_ms = 20;
     a.webhooks.backoff_max_ms = 100;
@@ -327,7 +344,8 @@ async fn every_event_kind_arrives_signed() {
         })
         .await;
     assert_eq!(order["data"]["channel"], "tiktok");
-    assert_eq!(order["data"]["buyer"], "viewer-7");
+    // Buyer ids leave holdfast only as pseudonyms the shop can map back.
+    assert_eq!(order["data"]["buyer"], pseudonym("viewer-7"));
     assert_eq!(
         order["data"]["lines"],
         json!([{"sku": "tee", "qty": 1, "returned": 0}])

@@ -915,18 +915,18 @@ function renderNodes(view) {
 }
 
 /** Polls the deployment's nodes while signed in and online; a gateway that
- * is a single node (404) hides the panel for good. */
+ * is a single node (no nodes listed) hides the panel for good. */
 async function pollNodes() {
   if (!signedIn() || !online) return;
   try {
     const r = await fetch("/api/admin/cluster", { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
-    if (r.status === 404) {
+    if (!r.ok) return;
+    const view = await r.json();
+    if (view.nodes.length === 0) {
       nodesWanted = false;
       $("nodes").hidden = true;
       return;
     }
-    if (!r.ok) return;
-    const view = await r.json();
     $("nodes").hidden = false;
     renderNodes(view);
   } catch {

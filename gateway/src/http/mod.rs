@@ -359,17 +359,19 @@ async fn extend(
     Ok(Json(s.ops.extend(&req).await?))
 }
 
-/// `GET /api/admin/cluster`: the nodes and each SKU's pool and leases
-/// (multi-node mode; 404 on a single node).
+/// `GET /api/admin/cluster`: the nodes and each SKU's pool and leases in
+/// multi-node mode; on a single node `{"node": null, "nodes": [], "skus": []}`
+/// (the dashboard then shows no nodes panel).
 async fn cluster_overview(
     State(s): State<AppState>,
     _: Admin,
 ) -> Result<impl IntoResponse, ApiError> {
-    let cluster =
-        s.ops.cluster.as_ref().ok_or_else(|| {
-            ApiError::not_found("not a multi-node deployment (no --redis-cluster)")
-        })?;
-    Ok(Json(cluster.overview().await?))
+    match s.ops.cluster.as_ref() {
+        Some(cluster) => Ok(Json(cluster.overview().await?)),
+        None => Ok(Json(
+            serde_json::json!({"node": null, "nodes": [], "skus": []}),
+        )),
+    }
 }
 
 async fn create_sku(

@@ -551,7 +551,10 @@ async fn dashboard_says_it_is_offline_and_disables_actions_until_the_gateway_is_
     let addr = gw.addr;
     gw.stop().await;
     let banner = dash
-        .wait_text("#offline", "t.includes('cannot be reached')")
+        .wait_text(
+            "#offline",
+            "!document.getElementById('offline').hidden && t.includes('cannot be reached since')",
+        )
         .await;
     assert!(banner.contains("actions are disabled"), "{banner}");
     assert_eq!(

@@ -438,34 +438,53 @@ impl<'c> Adopted<'c> {
         Ok(())
     }
 
-    /// The node's unsold units of every SKU go back to the pools.
+    /// The node's unsold units of every SKU go back to the pools: what the
+    /// SKU's lease ledger says the node holds, less what its journal says
+    /// it holds in carts or sold. (The journal's own `available` can lag
+    /// the ledger: a grant lands in the SKU's slot first and in the node's
+    /// journal with its next batch, so a node stopped in between would
+    /// strand the granted units.) The node is fenced, so its ledger entry
+    /// no longer moves but for our own operations.
     async fn reclaim(&self) -> Result<(), ApiError> {
         let mut me = Adopted::new(self.cluster, self.node, self.epoch)
             .await
             .map_err(redis_error)?;
         for sku in me.skus().await.map_err(redis_error)? {
             for _ in 0..TXN_RETRIES_MAX {
-                let sku_key = me.keys.sku(&sku);
-                let journal = me.keys.journal().to_string();
-                let (_, epoch, available): ((), Option<u64>, Option<u32>) = redis::pipe()
-                    .cmd("WATCH")
-                    .arg(&journal)
-                    .arg(&sku_key)
-                    .cmd("HGET")
-                    .arg(&journal)
-                    .arg("epoch")
-                    .cmd("HGET")
-                    .arg(&sku_key)
-                    .arg("available")
+                let (granted, returned): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                    .arg(me.cluster.keys.lease(&sku))
+                    .arg(format!("{}:g", me.node))
+                    .arg(format!("{}:r", me.node))
                     .query_async(&mut me.conn)
                     .await
                     .map_err(redis_error)?;
+                let leased = granted.unwrap_or(0) - returned.unwrap_or(0);
+                let sku_key = me.keys.sku(&sku);
+                let journal = me.keys.journal().to_string();
+                let (_, epoch, held, sold): ((), Option<u64>, Option<i64>, Option<i64>) =
+                    redis::pipe()
+                        .cmd("WATCH")
+                        .arg(&journal)
+                        .arg(&sku_key)
+                        .cmd("HGET")
+                        .arg(&journal)
+                        .arg("epoch")
+                        .cmd("HGET")
+                        .arg(&sku_key)
+                        .arg("held")
+                        .cmd("HGET")
+                        .arg(&sku_key)
+                        .arg("sold")
+                        .query_async(&mut me.conn)
+                        .await
+                        .map_err(redis_error)?;
                 if epoch != Some(me.epoch) {
                     let _: redis::RedisResult<()> =
                         redis::cmd("UNWATCH").query_async(&mut me.conn).await;
                     return Err(node_back(me.node));
                 }
-                let available = available.unwrap_or(0);
+                let kept = held.unwrap_or(0) + sold.unwrap_or(0);
+                let available = u32::try_from(leased - kept).unwrap_or(0);
                 if available == 0 {
                     let _: redis::RedisResult<()> =
                         redis::cmd("UNWATCH").query_async(&mut me.conn).await;
@@ -474,15 +493,12 @@ impl<'c> Adopted<'c> {
                 let op = me.cluster.next_op(me.epoch);
                 let done: Option<()> = redis::pipe()
                     .atomic()
-                    .cmd("HINCRBY")
+                    .cmd("HSET")
                     .arg(&sku_key)
                     .arg("available")
-                    .arg(-i64::from(available))
-                    .ignore()
-                    .cmd("HINCRBY")
-                    .arg(&sku_key)
+                    .arg(0)
                     .arg("total")
-                    .arg(-i64::from(available))
+                    .arg(kept)
                     .ignore()
                     .cmd("HSET")
                     .arg(me.cluster.keys.transfers(me.node))

@@ -723,6 +723,37 @@ fn send_signal(pid: u32, signal: libc::c_int) {
         "kill({pid}, {signal}): {}",
         std::io::Error::last_os_error()
     );
+    if signal == libc::SIGSTOP {
+        wait_all_threads_stopped(pid);
+    }
+}
+
+/// How long a SIGSTOPped process may take to show every thread stopped.
+const STOP_SETTLE_MAX: Duration = Duration::from_secs(10);
+
+/// kill(2) returns before the target's threads have stopped: one running on
+/// the other core may still answer a request sent right after. Waits until
+/// every thread of `pid` reads state `T` in /proc, so "stopped" means it.
+fn wait_all_threads_stopped(pid: libc::pid_t) {
+    let deadline = Instant::now() + STOP_SETTLE_MAX;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+        let all_stopped = tasks.filter_map(Result::ok).all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| {
+                    matches!(rest.as_bytes().first(), Some(b'T' | b't' | b'Z'))
+                })
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid}: not every thread stopped within {STOP_SETTLE_MAX:?} of SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 type SpawnJob = (Command, mpsc::SyncSender<std::io::Result<Child>>);

@@ -10,6 +10,7 @@
 //! | SKU | `p\|pool\|version` | the pool changed (a grant or return) |
 //! | SKU | `w\|node\|units` | a node could not lease that many: give idle units back |
 //! | SKU | `d\|version\|pool` | the definition changed (host): reload it |
+//! | SKU | `f\|rebuild` | a rebuild asks every node for its claim ([`super::rebuild`]) |
 //! | catalog | `n\|sku` | a SKU was created |
 //! | inbox, reply | JSON | see [`super::forward`] |
 //!
@@ -286,6 +287,11 @@ async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
             }
         }
         Some("w") if num(1) != Some(u64::from(cluster.node)) => cluster.demanded(sku),
+        Some("f") => {
+            if let Some(rid) = f.get(1) {
+                tokio::spawn(cluster.clone().rebuild_requested(sku, (*rid).to_string()));
+            }
+        }
         Some("d") => {
             if let Err(e) = cluster.load_def(id).await {
                 tracing::warn!(sku = id, error = %e, "cannot reload a SKU's definition");

@@ -84,6 +84,12 @@ impl Lease {
         self.stats.lock().expect("lease stats").active_ms = now_ms;
     }
 
+    /// Drops the operation whose outcome is unknown (a rebuild makes the
+    /// ledger agree with the engine, whatever it did).
+    pub fn forget_pending(&self) {
+        *self.pending.lock().expect("pending lock") = None;
+    }
+
     fn new(id: Arc<str>) -> Self {
         Self {
             id,
@@ -222,6 +228,8 @@ impl Cluster {
         units: u32,
         least: u32,
     ) -> Result<Moved, ApiError> {
+        // A frozen SKU's ledger is being rebuilt (or cannot be trusted).
+        self.check_frozen(sku)?;
         self.settle_pending(sku, lease).await?;
         let op = PendingOp {
             op: self.next_op(self.epoch),
@@ -327,6 +335,7 @@ impl Cluster {
     /// back to the pool.
     pub async fn give_back(&self, sku: SkuIdx, lease: &Lease, units: u32) -> Result<u32, ApiError> {
         let _one = lease.op.lock().await;
+        self.check_frozen(sku)?;
         self.settle_pending(sku, lease).await?;
         let units = units.min(self.local_available(sku));
         if units == 0 {
@@ -356,6 +365,9 @@ impl Cluster {
             .map(|e| (*e.key(), e.value().clone()))
             .collect();
         for (sku, lease) in leases {
+            if self.is_frozen(sku) {
+                continue;
+            }
             let Some(snap) = self.engine.snapshot(sku) else {
                 continue;
             };

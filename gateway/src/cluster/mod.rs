@@ -30,6 +30,7 @@
 //! - [`forward`]: hold operations across nodes.
 //! - [`adopt`]: finding silent nodes and ending their state.
 //! - [`bus`]: the push-message loop (sharded pub/sub) and publishing.
+//! - [`rebuild`]: a SKU's pool and ledger rebuilt from what the nodes hold.
 
 pub mod adopt;
 pub mod bus;
@@ -39,6 +40,7 @@ pub mod keys;
 pub mod lease;
 pub mod ops;
 pub mod owner;
+pub mod rebuild;
 pub mod scripts;
 
 use crate::catalog::{self, Meta};
@@ -106,6 +108,8 @@ pub struct Cluster {
     versions: DashMap<SkuIdx, u64>,
     /// SKUs that stopped selling here after a rollback.
     frozen: DashMap<SkuIdx, ()>,
+    /// The rebuild this node last claimed for, per SKU ([`rebuild`]).
+    claimed_for: DashMap<SkuIdx, String>,
     /// Pings this node sent to its own inbox, and the last that came back
     /// (a lost subscription shows as a ping that does not).
     inbox_pings: (AtomicU64, AtomicU64),
@@ -327,6 +331,7 @@ impl Cluster {
             adopted: DashMap::new(),
             versions: DashMap::new(),
             frozen: DashMap::new(),
+            claimed_for: DashMap::new(),
             inbox_pings: (AtomicU64::new(0), AtomicU64::new(0)),
             replicas: joined.replicas.clone(),
             starting_keeper: joined.starting_keeper.clone(),
@@ -496,13 +501,18 @@ impl Cluster {
         self.frozen.insert(sku, ());
     }
 
+    /// Whether a SKU is frozen here.
+    pub fn is_frozen(&self, sku: SkuIdx) -> bool {
+        self.frozen.contains_key(&sku)
+    }
+
     /// Refuses a frozen SKU.
     pub fn check_frozen(&self, sku: SkuIdx) -> Result<(), ApiError> {
         if self.frozen.contains_key(&sku) {
             return Err(ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 Code::Unavailable,
-                "this SKU is frozen: a Redis failover lost some of its stock records; it sells again once rebuilt",
+                "this SKU is frozen: a Redis failover lost some of its stock records (or a rebuild runs); it sells again once rebuilt (POST /api/admin/skus/{id}/rebuild)",
             ));
         }
         Ok(())
@@ -747,39 +757,21 @@ impl Cluster {
     /// What the host's dashboard shows of the deployment: every node (alive
     /// or not, adopted by whom) and every SKU's pool and leases.
     pub async fn overview(&self) -> Result<serde_json::Value, ApiError> {
+        let nodes: Vec<serde_json::Value> = self
+            .node_states()
+            .await?
+            .into_iter()
+            .map(|n| {
+                serde_json::json!({
+                    "id": n.id,
+                    "alive": n.alive,
+                    "adopted_by": n.adopted_by,
+                    "lease_left_ms": n.lease_left_ms,
+                    "this": n.id == self.node,
+                })
+            })
+            .collect();
         let mut conn = self.conn();
-        let registry: HashMap<u8, String> = redis::cmd("HGETALL")
-            .arg(self.keys.registry())
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let t: (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_error)?;
-        let now_ms = t.0 * 1000 + t.1 / 1000;
-        let mut ids: Vec<u8> = registry.keys().copied().collect();
-        ids.sort_unstable();
-        let mut nodes = Vec::new();
-        for id in ids {
-            let owner: HashMap<String, String> = redis::cmd("HGETALL")
-                .arg(self.keys.owner(id))
-                .query_async(&mut conn)
-                .await
-                .map_err(redis_error)?;
-            let until: u64 = owner
-                .get("until_ms")
-                .and_then(|u| u.parse().ok())
-                .unwrap_or(0);
-            let adopted_by = owner.get("adopted_by").and_then(|a| a.parse::<u8>().ok());
-            nodes.push(serde_json::json!({
-                "id": id,
-                "alive": until > now_ms && adopted_by.is_none(),
-                "adopted_by": adopted_by,
-                "lease_left_ms": until.saturating_sub(now_ms),
-                "this": id == self.node,
-            }));
-        }
         let mut skus = Vec::new();
         for snap in self.engine.snapshots() {
             // Numbers (`n:g`, `n:r`) beside each node's last operation and

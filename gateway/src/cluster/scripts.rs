@@ -163,3 +163,49 @@ redis.call('SPUBLISH', ARGV[3], 'd|' .. v .. '|' .. pool)
 return {'ok', total, pool, v}",
     )
 });
+
+/// Rebuilds a SKU's pool and lease ledger from what the nodes hold (see
+/// [`super::rebuild`]). KEYS: def, lease. ARGV: rebuild id, channel, the
+/// highest version any answering node saw, then `node, units` pairs: each
+/// answering node's local stock (available + held + sold). A node not
+/// listed keeps its ledger (granted − returned). Every listed node's claim
+/// must still carry this rebuild id (`stale` otherwise: a newer rebuild
+/// runs). Sets each listed node's granted to returned + units, the pool to
+/// total − every node's units (0 and `oversold` > 0 if the nodes hold more
+/// than the total), a version above every one seen, and `rebuilt` = the
+/// id; publishes the pool. Answers `{ok, pool, version, oversold}`,
+/// `{stale}` or `{nosku}`.
+pub static REBUILD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local d = redis.call('HMGET', KEYS[1], 'total', 'version')
+if not d[1] then return {'nosku'} end
+local total, v = tonumber(d[1]), math.max(tonumber(d[2]), tonumber(ARGV[3])) + 1
+local listed, held = {}, 0
+for i = 4, #ARGV, 2 do
+  local node, units = ARGV[i], tonumber(ARGV[i + 1])
+  local claim = redis.call('HGET', KEYS[2], node .. ':claim') or ''
+  if string.sub(claim, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {'stale'} end
+  listed[node] = units
+end
+local l = redis.call('HGETALL', KEYS[2])
+local g, r = {}, {}
+for i = 1, #l, 2 do
+  local node, kind = string.match(l[i], '^(%d+):(%a+)$')
+  if kind == 'g' then g[node] = tonumber(l[i + 1]) end
+  if kind == 'r' then r[node] = tonumber(l[i + 1]) end
+end
+for node, granted in pairs(g) do
+  if not listed[node] then held = held + granted - (r[node] or 0) end
+end
+for node, units in pairs(listed) do
+  held = held + units
+  redis.call('HSET', KEYS[2], node .. ':g', (r[node] or 0) + units)
+  redis.call('HDEL', KEYS[2], node .. ':claim')
+end
+local pool, oversold = total - held, 0
+if pool < 0 then oversold, pool = -pool, 0 end
+redis.call('HSET', KEYS[1], 'pool', pool, 'version', v, 'rebuilt', ARGV[1])
+redis.call('SPUBLISH', ARGV[2], 'p|' .. pool .. '|' .. v)
+return {'ok', pool, v, oversold}",
+    )
+});

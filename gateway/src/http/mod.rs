@@ -147,6 +147,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
         .route("/api/admin/skus/{id}/restock", post(restock))
         .route("/api/admin/skus/{id}/adjust", post(adjust))
         .route("/api/admin/skus/{id}/window", post(window))
+        .route("/api/admin/skus/{id}/rebuild", post(rebuild))
         .route("/api/admin/cluster", get(cluster_overview))
         .route("/api/admin/stats", get(stats_all))
         .route("/api/admin/shows/{id}/stats", get(stats_show))
@@ -372,6 +373,24 @@ async fn cluster_overview(
             serde_json::json!({"node": null, "nodes": [], "skus": []}),
         )),
     }
+}
+
+/// `POST /api/admin/skus/{id}/rebuild`: multi-node only. Rebuilds a SKU's
+/// pool and lease ledger from what every live node holds (after a failover
+/// lost writes froze it); answers what it found.
+async fn rebuild(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(cluster) = s.ops.cluster.as_ref() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            Code::Invalid,
+            "rebuild is for multi-node mode (--redis-cluster); a single node rebuilds its stock from its journal at start",
+        ));
+    };
+    Ok(Json(cluster.rebuild(&id).await?))
 }
 
 async fn create_sku(

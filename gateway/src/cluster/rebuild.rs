@@ -10,8 +10,10 @@
 //! 1. publishes `f|<rebuild id>` on the SKU's channel: every node freezes
 //!    the SKU (no reservations, no lease operations), forgets a lease
 //!    operation whose outcome is unknown (its local stock is what counts
-//!    now) and writes its claim `<node>:claim = <id>:<units>:<version seen>`
-//!    into the SKU's lease ledger;
+//!    now) and writes its claim `<node>:claim = <id>:<units>:<version
+//!    seen>:<op>` into the SKU's lease ledger, `op` an operation id above
+//!    every one it sent (one still on its way lands as a repeat afterwards,
+//!    not applied twice);
 //! 2. waits until every live node claimed (a node that does not answer in
 //!    [`ANSWER_MAX`] fails the rebuild: the SKU stays frozen, fail closed);
 //! 3. runs [`scripts::REBUILD`] in the SKU's slot: each claiming node's
@@ -98,15 +100,15 @@ impl Cluster {
             }
             tokio::time::sleep(POLL_EVERY).await;
         };
-        let seen = claims.values().map(|c| c.1).max().unwrap_or(0);
+        let seen = claims.values().map(|c| c.seen).max().unwrap_or(0);
         let mut invocation = scripts::REBUILD.key(self.keys.def(id));
         invocation
             .key(self.keys.lease(id))
             .arg(&rid)
             .arg(self.keys.channel(id))
             .arg(seen);
-        for (node, (units, _)) in &claims {
-            invocation.arg(node).arg(units);
+        for (node, c) in &claims {
+            invocation.arg(node).arg(c.units).arg(c.op);
         }
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut self.conn())
@@ -130,7 +132,7 @@ impl Cluster {
             rebuild: rid,
             pool: value(&reply[1])?,
             version: value(&reply[2])?,
-            nodes: claims.into_iter().map(|(n, (u, _))| (n, u)).collect(),
+            nodes: claims.into_iter().map(|(n, c)| (n, c.units)).collect(),
             oversold: value(&reply[3])?,
         };
         metrics::counter!("holdfast_cluster_rebuilds_total").increment(1);
@@ -146,8 +148,8 @@ impl Cluster {
         Ok(out)
     }
 
-    /// The claims written for rebuild `rid`: node → (units, version seen).
-    async fn claims(&self, id: &str, rid: &str) -> Result<HashMap<u8, (u64, u64)>, ApiError> {
+    /// The claims written for rebuild `rid`, per node.
+    async fn claims(&self, id: &str, rid: &str) -> Result<HashMap<u8, Claim>, ApiError> {
         let ledger: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(self.keys.lease(id))
             .query_async(&mut self.conn())
@@ -159,7 +161,15 @@ impl Cluster {
                 let node = field.strip_suffix(":claim")?.parse().ok()?;
                 let mut p = v.split(':');
                 (p.next()? == rid).then_some(())?;
-                Some((node, (p.next()?.parse().ok()?, p.next()?.parse().ok()?)))
+                let mut num = || p.next()?.parse().ok();
+                Some((
+                    node,
+                    Claim {
+                        units: num()?,
+                        seen: num()?,
+                        op: num()?,
+                    },
+                ))
             })
             .collect())
     }
@@ -188,10 +198,11 @@ impl Cluster {
                 .snapshot(sku)
                 .map_or(0, |s| u64::from(s.counts.total()));
             let seen = self.versions.get(&sku).map_or(0, |v| *v);
+            let op = self.next_op(self.epoch);
             redis::cmd("HSET")
                 .arg(self.keys.lease(&lease.id))
                 .arg(format!("{}:claim", self.node))
-                .arg(format!("{rid}:{units}:{seen}"))
+                .arg(format!("{rid}:{units}:{seen}:{op}"))
                 .query_async::<i64>(&mut self.conn())
                 .await
         };
@@ -229,6 +240,17 @@ impl Cluster {
             "a rebuild did not land: the SKU stays frozen here until a host rebuilds it again"
         );
     }
+}
+
+/// A node's answer to a rebuild.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
+    /// Its engine's stock of the SKU (available + held + sold).
+    units: u64,
+    /// The highest version of the SKU it saw.
+    seen: u64,
+    /// An operation id above every one it sent.
+    op: u64,
 }
 
 /// One node of the deployment as its ownership record says.

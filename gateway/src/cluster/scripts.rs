@@ -166,11 +166,14 @@ return {'ok', total, pool, v}",
 
 /// Rebuilds a SKU's pool and lease ledger from what the nodes hold (see
 /// [`super::rebuild`]). KEYS: def, lease. ARGV: rebuild id, channel, the
-/// highest version any answering node saw, then `node, units` pairs: each
-/// answering node's local stock (available + held + sold). A node not
-/// listed keeps its ledger (granted − returned). Every listed node's claim
-/// must still carry this rebuild id (`stale` otherwise: a newer rebuild
-/// runs). Sets each listed node's granted to returned + units, the pool to
+/// highest version any answering node saw, then `node, units, op` triples:
+/// each answering node's local stock (available + held + sold) and an
+/// operation id above every one it sent before. A node not listed keeps
+/// its ledger (granted − returned). Every listed node's claim must still
+/// carry this rebuild id (`stale` otherwise: a newer rebuild runs). Sets
+/// each listed node's granted to returned + units and its last operation
+/// to `op` (an older operation still on its way then lands as a repeat, not
+/// applied: its effect is in the claim already), the pool to
 /// total − every node's units (0 and `oversold` > 0 if the nodes hold more
 /// than the total), a version above every one seen, and `rebuilt` = the
 /// id; publishes the pool. Answers `{ok, pool, version, oversold}`,
@@ -181,11 +184,13 @@ pub static REBUILD: LazyLock<Script> = LazyLock::new(|| {
 if not d[1] then return {'nosku'} end
 local total, v = tonumber(d[1]), math.max(tonumber(d[2]), tonumber(ARGV[3])) + 1
 local listed, held = {}, 0
-for i = 4, #ARGV, 2 do
+local ops = {}
+for i = 4, #ARGV, 3 do
   local node, units = ARGV[i], tonumber(ARGV[i + 1])
   local claim = redis.call('HGET', KEYS[2], node .. ':claim') or ''
   if string.sub(claim, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {'stale'} end
   listed[node] = units
+  ops[node] = tonumber(ARGV[i + 2])
 end
 local l = redis.call('HGETALL', KEYS[2])
 local g, r = {}, {}
@@ -199,7 +204,8 @@ for node, granted in pairs(g) do
 end
 for node, units in pairs(listed) do
   held = held + units
-  redis.call('HSET', KEYS[2], node .. ':g', (r[node] or 0) + units)
+  local last = tonumber(redis.call('HGET', KEYS[2], node .. ':op') or '-1')
+  redis.call('HSET', KEYS[2], node .. ':g', (r[node] or 0) + units, node .. ':op', math.max(last, ops[node]))
   redis.call('HDEL', KEYS[2], node .. ':claim')
 end
 local pool, oversold = total - held, 0

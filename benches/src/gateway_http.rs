@@ -44,7 +44,7 @@ impl HttpClient {
     }
 
     /// One POST with a JSON body; the status and the body.
-    async fn post(&mut self, path: &str, body: String) -> Result<(StatusCode, Bytes)> {
+    pub async fn post(&mut self, path: &str, body: String) -> Result<(StatusCode, Bytes)> {
         let request = Request::post(path)
             .header("host", &self.host)
             .header("authorization", &self.authorization)

@@ -138,6 +138,13 @@ pub struct Audit {
 }
 
 impl Audit {
+    /// Adds a check made outside this module (e.g. [`crate::nodes`]) and
+    /// judges again.
+    pub fn add(&mut self, check: Check) {
+        self.checks.push(check);
+        self.conclude();
+    }
+
     fn check(&mut self, name: &str, ok: bool, detail: String) {
         let status = if ok {
             CheckStatus::Ok

@@ -36,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod ctx;
+pub mod nodes;
 pub mod openmetrics;
 pub mod plan;
 pub mod preflight;
@@ -486,6 +487,30 @@ impl Judge<'_> {
             holds_capacity,
         })
         .await;
+        let node_apis: Vec<(String, Api)> = self
+            .target
+            .split(',')
+            .zip(&self.env.targets)
+            .map(|(url, t)| {
+                let api = Api::new(
+                    Dialer::new(t.addr, vec![]),
+                    t.authority.clone(),
+                    String::new(),
+                    Duration::from_millis(cli.request_timeout_ms),
+                );
+                (url.to_string(), api)
+            })
+            .collect();
+        let ids: Vec<String> = outcome.scenario.skus.iter().map(|k| k.id.clone()).collect();
+        if let Some(check) = nodes::check(
+            &node_apis,
+            &ids,
+            Duration::from_secs(cli.audit_wait_max_s).min(nodes::CONVERGE_MAX),
+        )
+        .await
+        {
+            report.audit.add(check);
+        }
         report.figures = report.compute_figures();
         report.thresholds = self
             .thresholds

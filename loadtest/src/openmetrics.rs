@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::Progress;
-use crate::report::Point;
+use crate::stats::Point;
 
 /// OpenMetrics' content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -488,3 +488,22 @@ mod tests {
         assert!(h.max_ms() >= 59_000.0);
     }
 }
+
+/// One second of the run (by the second each request was due).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub t_s: u64,
+    /// Reserves due in this second, whatever their answer: the offered load.
+    #[serde(default)]
+    pub offered: u64,
+    pub reserve_ok: u64,
+    pub reserve_refused: u64,
+    pub errors: u64,
+    pub commits: u64,
+    pub releases: u64,
+    pub reserve_p50_ms: f64,
+    pub reserve_p99_ms: f64,
+    /// Viewers connected (the most seen in the second).
+    #[serde(default)]
+    pub viewers: u64,
+}

@@ -28,6 +28,7 @@ pub mod channels;
 pub mod cors;
 pub mod health;
 pub mod privacy;
+pub mod webhooks;
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -160,7 +161,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
     let images = state.ops.meta.images();
     let mut api = api
         .merge(assets::routes(images))
-        .merge(crate::webhooks::admin::routes())
+        .merge(webhooks::routes())
         .merge(channels::routes())
         .merge(privacy::routes())
         .layer(middleware::from_fn(timing))

@@ -16,12 +16,11 @@
 //!   and always (the hub's broadcast rounds);
 //! - [`stream`]: with Redis, the order stream as the source and a durable
 //!   stream per endpoint;
-//! - [`admin`]: the admin API.
+//! - the admin API is `crate::http::webhooks` (routes live with the HTTP layer).
 //!
 //! Nothing here is on the reservation path: events are read after the
 //! fact from the engine's event stream and from the broadcaster.
 
-pub mod admin;
 pub mod config;
 pub mod deliver;
 pub mod event;

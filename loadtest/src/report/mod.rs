@@ -18,6 +18,7 @@ use crate::audit::Audit;
 use crate::coordinator::Outcome;
 use crate::preflight::Decision;
 use crate::roles::host::{HostEvent, StockSeries};
+pub use crate::stats::Point;
 use crate::stats::{Hist, Stats};
 use crate::threshold::ThresholdResult;
 
@@ -53,25 +54,6 @@ impl Latency {
             mean: h.mean_ms(),
         }
     }
-}
-
-/// One second of the run (by the second each request was due).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Point {
-    pub t_s: u64,
-    /// Reserves due in this second, whatever their answer: the offered load.
-    #[serde(default)]
-    pub offered: u64,
-    pub reserve_ok: u64,
-    pub reserve_refused: u64,
-    pub errors: u64,
-    pub commits: u64,
-    pub releases: u64,
-    pub reserve_p50_ms: f64,
-    pub reserve_p99_ms: f64,
-    /// Viewers connected (the most seen in the second).
-    #[serde(default)]
-    pub viewers: u64,
 }
 
 /// One drop burst.

@@ -2,12 +2,12 @@
 //! in the answer that creates one), their dead letters, replays, and the
 //! low-stock thresholds. Endpoints from `--webhooks-file` are read-only.
 
-use super::Webhooks;
-use super::config::{EndpointSpec, FieldError};
-use super::queue::Replay;
+use super::{Admin, ApiJson, AppState};
 use crate::error::ApiError;
-use crate::http::{Admin, ApiJson, AppState};
 use crate::protocol::Code;
+use crate::webhooks::Webhooks;
+use crate::webhooks::config::{EndpointSpec, FieldError};
+use crate::webhooks::queue::Replay;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -34,7 +34,7 @@ fn hooks(s: &AppState) -> Result<&Arc<Webhooks>, ApiError> {
         .ok_or_else(|| ApiError::not_found("webhooks are off (start with --webhooks)"))
 }
 
-fn endpoint(s: &AppState, id: &str) -> Result<Arc<super::Endpoint>, ApiError> {
+fn endpoint(s: &AppState, id: &str) -> Result<Arc<crate::webhooks::Endpoint>, ApiError> {
     hooks(s)?.endpoint(id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -267,6 +267,10 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("no free port"), "{err:#}");
-        assert_eq!(ping(taken).unwrap(), "+PONG\r\n", "the first one is untouched");
+        assert_eq!(
+            ping(taken).unwrap(),
+            "+PONG\r\n",
+            "the first one is untouched"
+        );
     }
 }

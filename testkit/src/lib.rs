@@ -72,14 +72,23 @@ pub fn skip_allowed() -> bool {
     std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1")
 }
 
-/// Fails the test with `why`, unless [`ALLOW_SKIP_ENV`]`=1`: then prints
-/// `SKIPPED` with `why` and returns `false` (the caller returns early).
+/// Fails the test with `why`, unless [`ALLOW_SKIP_ENV`]`=1`: then writes
+/// `SKIPPED` with `why` where libtest does not hide it, and returns
+/// `false` (the caller returns early; libtest counts the test as passed,
+/// the `SKIPPED` line says it was not run).
 pub fn skip_or_fail(why: &str) -> bool {
     assert!(
         skip_allowed(),
         "{why}; set {ALLOW_SKIP_ENV}=1 to skip this test locally"
     );
-    eprintln!("SKIPPED ({ALLOW_SKIP_ENV}=1): {why}");
+    // Straight to the process's stderr, not through `eprintln!`: libtest
+    // captures the macros' output of a passing test and would hide the
+    // skip; a direct write shows in every run's output.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED ({ALLOW_SKIP_ENV}=1): {why}"
+    );
     false
 }
 

@@ -253,17 +253,10 @@ async fn holds_that_expired_during_downtime_expire_on_restart() {
         .unwrap();
 
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if gw.sku("tee-black-m").await["held"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the overdue hold never expired"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the overdue hold expiring", || async {
+        (gw.sku("tee-black-m").await["held"] == 0).then_some(())
+    })
+    .await;
     let (_, view) = gw
         .call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
         .await;
@@ -312,18 +305,11 @@ async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
     );
 
     redis.start_again(); // empty: no persistence
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let recovered = loop {
+    let recovered = eventually("a reservation after Redis came back", || async {
         let (status, body) = reserve(&gw, "cap-olive", "back").await;
-        if status == 201 {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never recovered: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        (status == 201).then_some(body)
+    })
+    .await;
     assert_eq!(recovered["units"], 1);
     assert_eq!(gw.get("/readyz").await.0, 200);
     // Redis came back empty: the journal re-wrote everything it had.
@@ -505,11 +491,10 @@ async fn a_paused_redis_is_waited_for_not_skipped() {
     let (status, body) = reserve(&gw, "tote-canvas", "p1").await;
     assert_eq!(status, 503, "{body}");
     signal(pid, "CONT");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while reserve(&gw, "tote-canvas", "p2").await.0 != 201 {
-        assert!(tokio::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("a reservation after Redis resumed", || async {
+        (reserve(&gw, "tote-canvas", "p2").await.0 == 201).then_some(())
+    })
+    .await;
     let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
@@ -768,21 +753,12 @@ async fn ended_holds_are_findable_after_a_restart() {
     assert_eq!(hold_action(&gw, paid, "commit").await, 200);
     assert_eq!(hold_action(&gw, released, "release").await, 200);
     // The third expires (its own short TTL): wait for the observable end.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw
-        .call(
-            "GET",
-            &format!("/api/holds/{expired}"),
-            Some(CHECKOUT),
-            None,
-        )
-        .await
-        .1["state"]
-        != "expired"
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never expired");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("the short-TTL hold expiring", || async {
+        let path = format!("/api/holds/{expired}");
+        let (_, view) = gw.call("GET", &path, Some(CHECKOUT), None).await;
+        (view["state"] == "expired").then_some(())
+    })
+    .await;
     let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     gw.stop().await;
@@ -848,14 +824,10 @@ async fn ended_holds_are_findable_after_a_restart() {
 
 /// Polls the gateway's own counts until `sku` holds `held` units.
 async fn wait_held(gw: &Gateway, sku: &str, held: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw.sku(sku).await["held"].as_u64() != Some(held) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sku} never held {held}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually(&format!("{sku} holding {held}"), || async {
+        (gw.sku(sku).await["held"].as_u64() == Some(held)).then_some(())
+    })
+    .await;
 }
 
 /// A retried reservation (same request id) is never acknowledged before
@@ -1012,14 +984,10 @@ async fn a_commit_replay_waits_for_the_commit_to_land() {
     };
     // The commit is applied in memory and waits for Redis; the client's
     // retry arrives meanwhile and must wait too.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw.sku("tote-canvas").await["sold"].as_u64() != Some(sold_before + 1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the commit never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("the commit applied in memory", || async {
+        (gw.sku("tote-canvas").await["sold"].as_u64() == Some(sold_before + 1)).then_some(())
+    })
+    .await;
     let (status, again) = gw
         .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
         .await;

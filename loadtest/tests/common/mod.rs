@@ -102,6 +102,13 @@ impl Gateway {
         gw
     }
 
+    /// SKU `id` as `/api/skus` lists it (`None` when absent, or when the
+    /// gateway does not answer: a probe for [`eventually`]).
+    pub async fn sku(&self, id: &str) -> Option<holdfast_protocol::SkuState> {
+        let list: holdfast_protocol::SkuList = self.api.get("/api/skus").await.ok()?;
+        list.skus.into_iter().find(|k| k.id == id)
+    }
+
     /// `--target` for the load tester.
     pub fn target(&self) -> String {
         format!("http://{}", self.addr)

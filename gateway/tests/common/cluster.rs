@@ -907,8 +907,7 @@ impl HoldfastNode {
 impl Drop for HoldfastNode {
     fn drop(&mut self) {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
+        holdfast_testkit::stop_child(child, Duration::ZERO);
     }
 }
 

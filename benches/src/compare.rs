@@ -19,15 +19,14 @@
 use crate::gateway_ws::{Backend, GatewayWs, Transport};
 use crate::harness::{Bench, Drops, TEND_EVERY_PAIRS, Worker, XorShift, bench_config, pin_to_cpu};
 use crate::measure::{
-    Measurement, Percentiles, Phase, Phases, format_ns, format_rate, latency_histogram,
-    process_cpu_s, record,
+    Measurement, Percentiles, Phase, Phases, format_ns, format_rate, latency_histogram, record,
 };
 use crate::redis_lua::{self, Mode, RedisRun};
-use crate::redis_server::RedisServer;
 use anyhow::Result;
 use holdfast_engine::BuyerId;
 use holdfast_engine::HoldId;
 use holdfast_engine::limits::SKUS_MAX;
+use holdfast_testkit::RedisServer;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -281,7 +280,7 @@ impl Target for BareCas {
                     })
                 })
                 .collect();
-            let interval = phases.drive(w.warmup, w.duration, &process_cpu_s);
+            let interval = phases.drive(w.warmup, w.duration, &holdfast_sys::process_cpu_seconds);
             (
                 interval,
                 handles
@@ -365,7 +364,7 @@ impl Target for EngineInProcess {
                     })
                 })
                 .collect();
-            let interval = phases.drive(w.warmup, w.duration, &process_cpu_s);
+            let interval = phases.drive(w.warmup, w.duration, &holdfast_sys::process_cpu_seconds);
             (
                 interval,
                 handles

@@ -290,7 +290,8 @@ impl ChangeDriver {
 /// through a `watch` channel, latest value only). No hub, no limits, no
 /// metrics, no tungstenite: what is left is tokio and the kernel.
 pub fn run_floor_server(listen: SocketAddr, topic: &str) -> Result<()> {
-    crate::gateway_proc::raise_nofile_limit();
+    // Best effort: a lower limit shows as failed connections in the row.
+    let _ = holdfast_sys::raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -508,7 +509,8 @@ type Stats = Rc<RefCell<WorkerStats>>;
 /// coordinator's commands until `quit` or end of input. Single-threaded on
 /// purpose: one core's worth of client at most per worker process.
 pub fn run_worker(cfg: &WorkerConfig) -> Result<()> {
-    crate::gateway_proc::raise_nofile_limit();
+    // Best effort: a lower limit shows as failed connections in the row.
+    let _ = holdfast_sys::raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -667,13 +669,14 @@ async fn open(
     source: Option<Ipv4Addr>,
     topic: &str,
 ) -> Result<(TcpStream, Vec<u8>, u64)> {
-    let socket = TcpSocket::new_v4()?;
-    if let Some(ip) = source {
-        bind_no_port(&socket)?;
-        socket.bind(SocketAddr::from((ip, 0)))?;
-    }
-    let mut stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
+    let mut stream = match source {
+        Some(ip) => holdfast_sys::connect_from(ip.into(), addr).await?,
+        None => {
+            let stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            stream
+        }
+    };
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {HANDSHAKE_KEY}\r\nSec-WebSocket-Version: 13\r\n\
@@ -737,28 +740,6 @@ async fn open(
         }
         read_more(&mut stream, &mut buf).await?;
     }
-}
-
-/// Lets many sockets share a source address's ports: the port is chosen at
-/// connect time per destination (`IP_BIND_ADDRESS_NO_PORT`), not at bind.
-fn bind_no_port(socket: &TcpSocket) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: the fd belongs to `socket`, open for this call; setsockopt
-    // reads size_of::<c_int>() bytes from `&one`, which lives on our stack.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -11,7 +11,7 @@
 
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,7 +88,7 @@ impl GatewayProcess {
         }
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS_MAX {
-            match Self::start_on(spec, free_port()?) {
+            match Self::start_on(spec, holdfast_testkit::try_free_port()?) {
                 Ok(gateway) => return Ok(gateway),
                 Err(e) => last_error = Some(e),
             }
@@ -214,25 +214,11 @@ impl GatewayProcess {
 
 impl Drop for GatewayProcess {
     fn drop(&mut self) {
-        // Our own child, by its pid: SIGTERM for a graceful stop (the
+        // Our own child, by its handle: SIGTERM for a graceful stop (the
         // gateway closes its websockets and flushes the journal), then
         // SIGKILL if it has not stopped in time.
-        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
-            // SAFETY: kill only sends a signal to the process we spawned,
-            // which we have not waited for yet, so the pid is still ours.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        holdfast_testkit::process::terminate(&mut self.child);
+        holdfast_testkit::stop_child(&mut self.child, STOP_GRACE);
     }
 }
 
@@ -282,16 +268,6 @@ pub fn rss_kib(pid: u32) -> Result<u64> {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .context("no VmRSS line")
-}
-
-/// Raises the open-file soft limit to the hard limit (the gateway's own
-/// helper: one copy of the system call in the workspace).
-pub use holdfast_gateway::sys::raise_nofile_limit;
-
-/// A loopback port nobody is listening on right now.
-pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-    Ok(listener.local_addr()?.port())
 }
 
 /// Sums the samples of metric `name` (any labels) in Prometheus text.

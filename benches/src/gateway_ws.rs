@@ -27,11 +27,8 @@
 use crate::clients::{ClientResult, ERRORS_MAX, REPLY_TIMEOUT, Shared};
 use crate::gateway_http::HttpClient;
 use crate::gateway_proc::{GatewayProcess, GatewaySpec, PerfRecord};
-use crate::measure::{
-    Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, process_cpu_s, record,
-};
+use crate::measure::{Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, record};
 use crate::redis_cluster::RedisCluster;
-use crate::redis_server::RedisServer;
 use crate::target::{Target, Workload};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -39,6 +36,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use holdfast_gateway::protocol::{
     BinClientMsg, BinServerMsg, Commit, Reserve, SUBPROTOCOL_BINARY, SkuList,
 };
+use holdfast_testkit::RedisServer;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -306,7 +304,7 @@ async fn drive(
     let samples: Mutex<Vec<[f64; 3]>> = Mutex::default();
     let cpu = || {
         let parts = [
-            process_cpu_s(),
+            holdfast_sys::process_cpu_seconds(),
             other_process_cpu_s(gw_pid).unwrap_or(0.0),
             redis_pids
                 .iter()
@@ -605,7 +603,7 @@ mod tests {
     #[test]
     fn a_tiny_row_runs_end_to_end_and_passes_its_audit() {
         let bin = default_gateway_bin();
-        if !crate::require_tool(&bin.display().to_string()) {
+        if !holdfast_testkit::require_tool(&bin.display().to_string(), "the gateway rows' test") {
             return;
         }
         let w = Workload {

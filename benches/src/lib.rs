@@ -11,7 +11,6 @@
 //! - [`harness`]: an engine with full bookkeeping (events drained, expirer
 //!   running), rotating drops, the reserve→commit pair.
 //! - [`measure`]: warm-up / measure / stop phases, latency histograms.
-//! - [`redis_server`]: a private, throw-away `redis-server` on a free port.
 //! - [`redis_cluster`]: a private Redis Cluster (the operator's scripts).
 //! - [`redis_lua`]: the Redis-Lua baseline (EVALSHA, C connections,
 //!   unpipelined or pipelined).
@@ -37,28 +36,4 @@ pub mod harness;
 pub mod measure;
 pub mod redis_cluster;
 pub mod redis_lua;
-pub mod redis_server;
 pub mod target;
-
-/// Whether `tool` can run, for tests that need it. A missing tool fails
-/// the test unless `HOLDFAST_TEST_ALLOW_SKIP=1` is set (local runs only),
-/// which skips it with a message: never a silent pass.
-#[cfg(test)]
-pub(crate) fn require_tool(tool: &str) -> bool {
-    if std::process::Command::new(tool)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return true;
-    }
-    assert!(
-        std::env::var("HOLDFAST_TEST_ALLOW_SKIP").is_ok_and(|v| v == "1"),
-        "`{tool}` is needed and is not on PATH: install it (./scripts/test-all does), \
-         or set HOLDFAST_TEST_ALLOW_SKIP=1 to skip locally"
-    );
-    eprintln!("SKIPPED (HOLDFAST_TEST_ALLOW_SKIP=1): `{tool}` not found");
-    false
-}

@@ -103,21 +103,6 @@ pub struct Interval {
     pub cpu_s: f64,
 }
 
-/// CPU seconds (user + system) this process has used, all threads.
-pub fn process_cpu_s() -> f64 {
-    // SAFETY: `usage` is a plain struct owned by this frame that getrusage
-    // fills in; RUSAGE_SELF reads only our own process's counters.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
-            return 0.0;
-        }
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
 /// CPU seconds (user + system) another process has used, from
 /// `/proc/PID/stat`; `None` if it cannot be read (not Linux, or gone).
 pub fn other_process_cpu_s(pid: u32) -> Option<f64> {
@@ -231,7 +216,7 @@ mod tests {
 
     #[test]
     fn cpu_time_of_this_process_is_readable_both_ways() {
-        let own = process_cpu_s();
+        let own = holdfast_sys::process_cpu_seconds();
         assert!(own > 0.0);
         if cfg!(target_os = "linux") {
             let via_proc = other_process_cpu_s(std::process::id()).unwrap();
@@ -243,7 +228,11 @@ mod tests {
     fn phases_end_in_stop() {
         let phases = Phases::default();
         assert_eq!(phases.get(), Phase::WarmUp);
-        let interval = phases.drive(Duration::ZERO, Duration::ZERO, &process_cpu_s);
+        let interval = phases.drive(
+            Duration::ZERO,
+            Duration::ZERO,
+            &holdfast_sys::process_cpu_seconds,
+        );
         assert!(interval.cpu_s >= 0.0);
         assert_eq!(phases.get(), Phase::Stop);
     }

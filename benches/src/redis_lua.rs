@@ -12,11 +12,9 @@
 //! The baseline does less than the engine: no hold record, no deadline, no
 //! expiry, no events, no buyer limit. A ratio against it is therefore an
 //! under-claim for holdfast, never an over-claim. This module only ever
-//! talks to the private server it is given (see [`crate::redis_server`]).
+//! talks to the private server it is given (`holdfast_testkit::RedisServer`).
 
-use crate::measure::{
-    Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, process_cpu_s, record,
-};
+use crate::measure::{Measurement, Phase, Phases, latency_histogram, other_process_cpu_s, record};
 use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use redis::aio::MultiplexedConnection;
@@ -138,7 +136,10 @@ async fn run_async(run: &RedisRun) -> Result<Measurement> {
             client_loop(con, &run, &shas, &phases).await
         }));
     }
-    let cpu_s = || process_cpu_s() + run.server_pid.and_then(other_process_cpu_s).unwrap_or(0.0);
+    let cpu_s = || {
+        holdfast_sys::process_cpu_seconds()
+            + run.server_pid.and_then(other_process_cpu_s).unwrap_or(0.0)
+    };
     let interval = phases.drive_async(run.warmup, run.duration, &cpu_s).await;
 
     let mut pairs = 0;
@@ -266,14 +267,13 @@ async fn client_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis_server::RedisServer;
+    use holdfast_testkit::RedisServer;
 
     #[test]
     fn scripts_never_oversell_and_settle_every_hold() {
-        if !crate::require_tool("redis-server") {
+        let Some(server) = RedisServer::for_test("the Redis-Lua baseline test") else {
             return;
-        }
-        let server = RedisServer::start("redis-server").unwrap();
+        };
         for mode in [Mode::Unpipelined, Mode::Pipelined(8)] {
             let run = RedisRun {
                 url: server.url(),

@@ -388,7 +388,7 @@ pub async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         if limits.socket_send_buffer_bytes > 0 {
-            crate::sys::set_send_buffer(&stream, limits.socket_send_buffer_bytes);
+            holdfast_sys::set_send_buffer(&stream, limits.socket_send_buffer_bytes);
         }
         let watch = ConnWatch::new();
         let io = WatchedIo {

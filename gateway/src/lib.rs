@@ -20,8 +20,9 @@
 //!   erasure; [`journal::erase`]: its Redis side.
 //! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
 //! - [`webhooks`]: signed webhooks to the shop (endpoints, queues, delivery).
-//! - [`auth`], [`ids`], [`error`], [`metrics`], [`sys`]: roles and tokens, keyed
-//!   ids, the error type, metric names, the few system calls.
+//! - [`auth`], [`ids`], [`error`], [`metrics`]: roles and tokens, keyed
+//!   ids, the error type, metric names (the few system calls are the
+//!   workspace's `holdfast-sys` crate).
 
 pub mod accept;
 pub mod auth;
@@ -39,7 +40,6 @@ pub mod privacy;
 pub mod protocol;
 pub mod server;
 pub mod stats;
-pub mod sys;
 pub mod webhooks;
 pub mod ws;
 

@@ -92,7 +92,15 @@ pub async fn run(
         ),
         None => None,
     };
-    let nofile = crate::sys::raise_nofile_limit();
+    // The limit in force: raised to the hard limit, or left as it was (the
+    // start-up line shows it either way).
+    let nofile = match holdfast_sys::raise_nofile() {
+        Ok(raise) => raise.now,
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit: {e}");
+            holdfast_sys::nofile_limit().map_or(0, |l| l.soft)
+        }
+    };
     let metrics = crate::metrics::install();
     let limits = args.limits.clone();
     let images =

@@ -363,14 +363,7 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
             })
         })
         .collect();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while acks.load(Ordering::Relaxed) < 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the burst never got going"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    wait_for_count("20 acknowledged reservations", &acks, 20).await;
     first.kill9();
     let mut acked = Vec::new();
     for c in clients {
@@ -414,21 +407,12 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
         );
     }
     // Attribution: each channel's sales are its order-stream entries.
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let stream: redis::streams::StreamRangeReply =
-        redis::AsyncCommands::xrange_all(&mut con, "hf:orders")
-            .await
-            .unwrap();
+    let orders = order_stream(&mut redis.con().await).await;
     for (id, c) in [("live", live), ("web", web)] {
-        let entries = stream
-            .ids
+        let entries = orders
             .iter()
-            .filter(|e| e.get::<String>("event").as_deref() == Some("committed"))
-            .filter(|e| e.get::<String>("channel").as_deref() == Some(id))
+            .filter(|o| o.get("event").map(String::as_str) == Some("committed"))
+            .filter(|o| o.get("channel").map(String::as_str) == Some(id))
             .count() as u64;
         assert_eq!(entries, n(c, "sold"), "{id}: {sku}");
     }

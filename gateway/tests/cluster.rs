@@ -54,22 +54,6 @@ fn counts(v: &Value) -> (u64, u64, u64, u64) {
     (n("available"), n("held"), n("sold"), n("total"))
 }
 
-/// Polls `check` until it returns `Some`, bounded by `PATIENCE`.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 /// The pool and every node's lease of a SKU, from Redis: `(pool, Σ granted
 /// - returned, total)`.
 fn ledger(cluster: &RedisCluster, sku: &str) -> (u64, u64, u64) {

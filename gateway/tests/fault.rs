@@ -21,52 +21,45 @@ struct Proc {
 /// A failed assertion must not leave a gateway running.
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Ok(mut child) = self.child.lock() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        holdfast_testkit::stop_child(child, std::time::Duration::ZERO);
     }
 }
 
 impl Proc {
     async fn start(redis: &Redis) -> Self {
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfast"))
-            .args([
-                "serve",
-                "--demo",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--redis",
-                &redis.url(),
-            ])
-            .args(["--persistence", "durable"])
-            // One async worker: the flag builds the runtime it names, and
-            // the crash-recovery guarantees hold on any worker count.
-            .args(["--workers", "1"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start holdfast");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_holdfast"));
+        cmd.args([
+            "serve",
+            "--demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--redis",
+            &redis.url(),
+        ])
+        .args(["--persistence", "durable"])
+        // One async worker: the flag builds the runtime it names, and
+        // the crash-recovery guarantees hold on any worker count.
+        .args(["--workers", "1"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        // Dies with this test process however it ends.
+        let child = holdfast_testkit::spawn_owned(cmd).expect("start holdfast");
         let p = Self {
             child: std::sync::Mutex::new(child),
             base: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
         };
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(r) = p.http.get(format!("{}/readyz", p.base)).send().await
-                && r.status() == 200
-            {
-                return p;
+        eventually("holdfast's /readyz", || async {
+            match p.http.get(format!("{}/readyz", p.base)).send().await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "holdfast did not become ready"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        })
+        .await;
+        p
     }
 
     async fn post(&self, path: &str, body: Value) -> Result<(u16, Value), reqwest::Error> {
@@ -146,14 +139,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_reservation() {
         .collect();
     // Kill it mid-burst: once a few hundred acknowledgements are out and
     // the clients are still firing.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while acks.load(Ordering::Relaxed) < 300 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the burst never got going"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_for_count("300 acknowledged reservations", &acks, 300).await;
     first.kill();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -165,21 +151,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_reservation() {
     let second = Proc::start(&redis).await;
     // Committed holds are in the order stream (the engine keeps only live
     // holds across a restart).
-    let mut con = redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let stream: redis::streams::StreamRangeReply =
-        redis::AsyncCommands::xrange_all(&mut con, "hf:orders")
-            .await
-            .unwrap();
-    let ordered: std::collections::HashSet<String> = stream
-        .ids
-        .iter()
-        .filter(|e| e.get::<String>("event").as_deref() == Some("committed"))
-        .filter_map(|e| e.get::<String>("hold"))
-        .collect();
+    let ordered = committed_holds(&mut redis.con().await).await;
     for hold in &seen.committed {
         assert!(
             ordered.contains(hold),

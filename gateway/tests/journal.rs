@@ -38,14 +38,6 @@ async fn start_error(args: ServeArgs) -> String {
     format!("{err:#}")
 }
 
-async fn con(redis: &Redis) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn reserve(gw: &Gateway, sku: &str, buyer: &str) -> (u16, Value) {
     gw.call(
         "POST",
@@ -83,20 +75,6 @@ async fn redis_holds(
     let h: HashMap<String, Vec<u8>> = c.hgetall(format!("hf:{{{sku}}}:holds")).await.unwrap();
     h.into_iter()
         .map(|(k, v)| (k, HoldRecord::decode(&v).unwrap()))
-        .collect()
-}
-
-async fn order_stream(c: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
-    let reply: redis::streams::StreamRangeReply = c.xrange_all("hf:orders").await.unwrap();
-    reply
-        .ids
-        .into_iter()
-        .map(|id| {
-            id.map
-                .into_iter()
-                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
-                .collect()
-        })
         .collect()
 }
 
@@ -146,7 +124,7 @@ async fn wait_persisted(gw: &Gateway, c: &mut redis::aio::MultiplexedConnection)
 async fn durable_acks_are_already_in_redis() {
     let Some(redis) = Redis::start() else { return };
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     for i in 0..20 {
         let (status, body) = reserve(&gw, "tote-canvas", &format!("b{i}")).await;
         assert_eq!(status, 201, "{body}");
@@ -243,7 +221,7 @@ async fn a_restart_recovers_counts_holds_limits_and_ids() {
     );
     // The restored hold commits, and lands in the order stream.
     assert_eq!(hold_action(&gw, hold, "commit").await, 200);
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let orders = order_stream(&mut c).await;
     assert_eq!(
         orders
@@ -264,7 +242,7 @@ async fn holds_that_expired_during_downtime_expire_on_restart() {
     let hold = r["hold"].as_str().unwrap().to_string();
     gw.stop().await;
     // Time passes while holdfast is down: the deadline is now in the past.
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let field = format!("{hold}:0");
     let bytes: Vec<u8> = c.hget("hf:{tee-black-m}:holds", &field).await.unwrap();
     let mut record = HoldRecord::decode(&bytes).unwrap();
@@ -275,17 +253,10 @@ async fn holds_that_expired_during_downtime_expire_on_restart() {
         .unwrap();
 
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if gw.sku("tee-black-m").await["held"] == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the overdue hold never expired"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    eventually("the overdue hold expiring", || async {
+        (gw.sku("tee-black-m").await["held"] == 0).then_some(())
+    })
+    .await;
     let (_, view) = gw
         .call("GET", &format!("/api/holds/{hold}"), Some(CHECKOUT), None)
         .await;
@@ -334,22 +305,15 @@ async fn durable_refuses_while_redis_is_down_and_recovers_by_itself() {
     );
 
     redis.start_again(); // empty: no persistence
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let recovered = loop {
+    let recovered = eventually("a reservation after Redis came back", || async {
         let (status, body) = reserve(&gw, "cap-olive", "back").await;
-        if status == 201 {
-            break body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never recovered: {body}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        (status == 201).then_some(body)
+    })
+    .await;
     assert_eq!(recovered["units"], 1);
     assert_eq!(gw.get("/readyz").await.0, 200);
     // Redis came back empty: the journal re-wrote everything it had.
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     let holds = redis_holds(&mut c, "cap-olive").await;
     for hold in &acked {
@@ -376,7 +340,7 @@ async fn durable_websocket_answers_wait_for_redis_and_refuse_when_it_stalls() {
     args.limits.ping_interval_ms = 600_000;
     args.limits.idle_timeout_ms = 1_800_000;
     let gw = Gateway::start(args).await;
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let mut ws = Ws::connect(&gw, Some(CHECKOUT)).await;
     let reserve = |id: u64, buyer: String| {
         ClientMsg::Reserve(Reserve {
@@ -527,12 +491,11 @@ async fn a_paused_redis_is_waited_for_not_skipped() {
     let (status, body) = reserve(&gw, "tote-canvas", "p1").await;
     assert_eq!(status, 503, "{body}");
     signal(pid, "CONT");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while reserve(&gw, "tote-canvas", "p2").await.0 != 201 {
-        assert!(tokio::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let mut c = con(&redis).await;
+    eventually("a reservation after Redis resumed", || async {
+        (reserve(&gw, "tote-canvas", "p2").await.0 == 201).then_some(())
+    })
+    .await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
     gw.stop().await;
@@ -566,7 +529,7 @@ async fn async_mode_bounds_its_backlog_and_drains_it() {
     );
     assert!(refused > 0, "refused past the bound");
     redis.start_again();
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
     assert_eq!(gw.sku("tote-canvas").await["held"], ok);
@@ -583,7 +546,7 @@ async fn redis_restarted_empty_while_idle_is_rewritten() {
         assert_eq!(reserve(&gw, "hoodie-sand", &format!("e{i}")).await.0, 201);
     }
     redis.start_again();
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     assert_redis_matches(&gw, &mut c).await;
     let journal: HashMap<String, String> = c.hgetall("hf:journal").await.unwrap();
@@ -601,7 +564,7 @@ async fn an_inconsistent_redis_is_refused_with_a_report() {
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
     assert_eq!(reserve(&gw, "hoodie-sand", "x").await.0, 201);
     gw.stop().await;
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let _: () = c.hset("hf:{hoodie-sand}:sku", "held", 7).await.unwrap();
     let _: () = c
         .hset("hf:{hoodie-sand}:sku", "available", 33)
@@ -659,7 +622,7 @@ async fn data_lost_under_a_live_connection_is_rewritten_on_the_next_batch() {
     // Someone wipes Redis while the journal's connection stays up: the next
     // batch (a commit) lands on nothing, sees it, and re-writes the whole
     // state. Its order was in that batch: it must be in the stream once.
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let _: () = redis::cmd("FLUSHALL").query_async(&mut c).await.unwrap();
     assert_eq!(hold_action(&gw, &holds[0], "commit").await, 200);
     assert_eq!(reserve(&gw, "hoodie-sand", "after").await.0, 201);
@@ -685,7 +648,7 @@ async fn redis_rolled_back_to_an_older_copy_is_rewritten_without_stale_holds() {
     let gw = Gateway::start(redis_args(&redis, Persistence::Durable)).await;
     let (_, first) = reserve(&gw, "tee-black-m", "old-1").await;
     assert_eq!(reserve(&gw, "tee-black-m", "old-2").await.0, 201);
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     // A copy of Redis as it is now: two live holds, journal at this seq.
     let keys = [
@@ -737,7 +700,7 @@ async fn redis_rolled_back_to_an_older_copy_is_rewritten_without_stale_holds() {
 #[tokio::test]
 async fn the_order_stream_is_capped_near_orders_maxlen() {
     let Some(redis) = Redis::start() else { return };
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     // Small stream nodes, so approximate trimming (whole nodes) shows on a
     // few dozen entries.
     let _: () = redis::cmd("CONFIG")
@@ -790,22 +753,13 @@ async fn ended_holds_are_findable_after_a_restart() {
     assert_eq!(hold_action(&gw, paid, "commit").await, 200);
     assert_eq!(hold_action(&gw, released, "release").await, 200);
     // The third expires (its own short TTL): wait for the observable end.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw
-        .call(
-            "GET",
-            &format!("/api/holds/{expired}"),
-            Some(CHECKOUT),
-            None,
-        )
-        .await
-        .1["state"]
-        != "expired"
-    {
-        assert!(tokio::time::Instant::now() < deadline, "never expired");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let mut c = con(&redis).await;
+    eventually("the short-TTL hold expiring", || async {
+        let path = format!("/api/holds/{expired}");
+        let (_, view) = gw.call("GET", &path, Some(CHECKOUT), None).await;
+        (view["state"] == "expired").then_some(())
+    })
+    .await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     gw.stop().await;
 
@@ -870,14 +824,10 @@ async fn ended_holds_are_findable_after_a_restart() {
 
 /// Polls the gateway's own counts until `sku` holds `held` units.
 async fn wait_held(gw: &Gateway, sku: &str, held: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw.sku(sku).await["held"].as_u64() != Some(held) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{sku} never held {held}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually(&format!("{sku} holding {held}"), || async {
+        (gw.sku(sku).await["held"].as_u64() == Some(held)).then_some(())
+    })
+    .await;
 }
 
 /// A retried reservation (same request id) is never acknowledged before
@@ -930,7 +880,7 @@ async fn a_replay_waits_for_its_original_and_fails_with_it() {
         "the refused reservation was undone"
     );
     signal(redis.pid(), "CONT");
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     wait_persisted(&gw, &mut c).await;
     gw.stop().await;
 
@@ -1034,14 +984,10 @@ async fn a_commit_replay_waits_for_the_commit_to_land() {
     };
     // The commit is applied in memory and waits for Redis; the client's
     // retry arrives meanwhile and must wait too.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while gw.sku("tote-canvas").await["sold"].as_u64() != Some(sold_before + 1) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the commit never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("the commit applied in memory", || async {
+        (gw.sku("tote-canvas").await["sold"].as_u64() == Some(sold_before + 1)).then_some(())
+    })
+    .await;
     let (status, again) = gw
         .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
         .await;
@@ -1051,7 +997,7 @@ async fn a_commit_replay_waits_for_the_commit_to_land() {
     );
     assert_eq!(first.await.unwrap(), 503);
     signal(redis.pid(), "CONT");
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (status, done) = gw

@@ -789,8 +789,7 @@ struct Child(std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        holdfast_testkit::stop_child(&mut self.0, std::time::Duration::ZERO);
     }
 }
 

@@ -285,42 +285,22 @@ impl Decision {
     }
 }
 
-/// Current (soft, hard) open-file limits.
+/// Current (soft, hard) open-file limits; 1024 each if they cannot be
+/// read (the usual default, so pre-flight errs on the careful side).
 pub fn nofile() -> (u64, u64) {
-    // SAFETY: getrlimit writes one rlimit into the value we own.
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    if rc != 0 {
-        return (1024, 1024);
-    }
-    // rlim_t is u64 on Linux but not everywhere.
-    #[allow(clippy::unnecessary_cast)]
-    (r.rlim_cur as u64, r.rlim_max as u64)
+    holdfast_sys::nofile_limit().map_or((1024, 1024), |l| (l.soft, l.hard))
 }
 
 /// Raises the soft open-file limit to the hard limit; returns the old soft
 /// limit. Child processes inherit the raised limit.
 pub fn raise_nofile() -> u64 {
-    let (soft, hard) = nofile();
-    if soft < hard {
-        let r = libc::rlimit {
-            rlim_cur: hard as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
-        // SAFETY: setrlimit reads one rlimit from a value we own; raising
-        // the soft limit up to the hard one needs no privilege.
-        let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
-        if rc != 0 {
-            tracing::warn!(
-                "could not raise the open-file limit to {hard}: {}",
-                std::io::Error::last_os_error()
-            );
+    match holdfast_sys::raise_nofile() {
+        Ok(raise) => raise.before,
+        Err(e) => {
+            tracing::warn!("could not raise the open-file limit: {e}");
+            nofile().0
         }
     }
-    soft
 }
 
 #[cfg(test)]

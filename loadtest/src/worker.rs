@@ -415,27 +415,14 @@ fn pick(rng: &mut Rng, len: usize, n: usize) -> Vec<usize> {
     out
 }
 
-/// This process's resource usage.
-fn rusage() -> libc::rusage {
-    // SAFETY: getrusage writes one rusage struct into the zeroed value we
-    // own; RUSAGE_SELF is always valid.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    }
-}
-
 /// User + system CPU time of this process, in ms.
 pub fn cpu_ms() -> u64 {
-    let ru = rusage();
-    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
-    ms(ru.ru_utime) + ms(ru.ru_stime)
+    u64::try_from(holdfast_sys::process_usage().cpu.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Peak resident memory of this process, in bytes.
 pub fn rss_max_bytes() -> u64 {
-    rusage().ru_maxrss as u64 * 1024
+    holdfast_sys::process_usage().rss_max_bytes
 }
 
 /// Entry point of a worker process: reads the plan (first stdin line) and

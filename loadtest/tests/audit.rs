@@ -7,7 +7,7 @@ mod common;
 
 use common::{Gateway, Plan, eventually, run_loadtest, run_loadtest_in_background};
 use holdfast_loadtest::audit::CheckStatus;
-use holdfast_protocol::{QtyReq, SkuList, SkuState};
+use holdfast_protocol::{QtyReq, SkuState};
 
 /// 50 buyers fire at a drop of 10 units and all of them pay.
 const DROP: &str = r#"
@@ -295,11 +295,6 @@ duration_s = 5
 skus = ["restock-me"]
 "#;
 
-async fn sku_of(api: &holdfast_loadtest::client::http::Api, id: &str) -> Option<SkuState> {
-    let list: SkuList = api.get("/api/skus").await.ok()?;
-    list.skus.into_iter().find(|k| k.id == id)
-}
-
 /// Issue 17.1: a restock through the admin API during the run is a
 /// catalog change made outside the tester, not an oversell.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,7 +304,7 @@ async fn a_restock_outside_the_tester_is_not_an_oversell() {
     let tester = run_loadtest_in_background(plan.args(&gw.target(), &["--fixed-ids"]));
     // The host restocks +20 once the drop sold out.
     eventually("the drop selling out", || async {
-        sku_of(&gw.api, "restock-me")
+        gw.sku("restock-me")
             .await
             .filter(|k| k.sold == 30)
             .map(drop)
@@ -381,7 +376,7 @@ async fn a_gateway_restarted_mid_run_is_state_lost() {
     let tester = run_loadtest_in_background(plan.args(&gw.target(), &["--fixed-ids"]));
     // Restart once the burst has been answered and some holds committed.
     eventually("the burst's sales", || async {
-        sku_of(&gw.api, "tee-black-m")
+        gw.sku("tee-black-m")
             .await
             .filter(|k| k.sold > 0 && k.held == 0)
             .map(drop)

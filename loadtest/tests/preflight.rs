@@ -5,8 +5,9 @@
 
 mod common;
 
-use common::{CHECKOUT, Gateway, LENIENT, Plan, Redis, run_loadtest};
+use common::{CHECKOUT, Gateway, LENIENT, Plan, run_loadtest};
 use holdfast_protocol::SkuState;
+use holdfast_testkit::RedisServer;
 
 /// A flag-built drop: enough to start a run if the pre-flight let it.
 fn args<'a>(target: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -77,7 +78,9 @@ async fn redis_given_for_an_in_memory_gateway_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_redis_prefix_is_found_before_the_load() {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::for_test("the Redis pre-flight tests") else {
+        return;
+    };
     let mut gw_args = Gateway::args();
     gw_args.redis = Some(redis.url());
     let gw = Gateway::start(gw_args).await;

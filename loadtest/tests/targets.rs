@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Gateway, Plan, run_loadtest};
-use holdfast_protocol::{SkuList, SkuState};
+use holdfast_protocol::SkuState;
 
 const SPREAD: &str = r#"
 name = "two-nodes"
@@ -25,8 +25,7 @@ sku = "shared"
 "#;
 
 async fn sold(gw: &Gateway) -> u32 {
-    let list: SkuList = gw.api.get("/api/skus").await.unwrap();
-    list.skus.iter().find(|k| k.id == "shared").unwrap().sold
+    gw.sku("shared").await.expect("SKU shared listed").sold
 }
 
 /// Two independent in-memory gateways stand in for two nodes: each gets

@@ -9,8 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use holdfast_benches::fanout::{self, ChangeDriver, PhaseReport, WorkerConfig, WorkerLine};
 use holdfast_benches::gateway_proc::{
-    GatewayProcess, GatewaySpec, PerfRecord, default_gateway_bin, free_port, raise_nofile_limit,
-    rss_kib,
+    GatewayProcess, GatewaySpec, PerfRecord, default_gateway_bin, rss_kib,
 };
 use holdfast_benches::measure::{
     format_ns, format_rate, latency_histogram, other_process_cpu_split,
@@ -259,15 +258,7 @@ impl Drop for Worker {
     fn drop(&mut self) {
         // `quit`, then our own child by its handle if it lingers.
         let _ = self.send("quit");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        holdfast_testkit::stop_child(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -373,7 +364,7 @@ struct FloorProcess {
 
 impl FloorProcess {
     fn start() -> Result<Self> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, holdfast_testkit::try_free_port()?));
         let mut child = Command::new(std::env::current_exe()?)
             .args(["--floor-server", "--worker-addr", &addr.to_string()])
             .stdin(Stdio::piped())
@@ -414,16 +405,7 @@ impl Drop for FloorProcess {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit");
         let _ = self.stdin.flush();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_)) | Err(_)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Our own child, by its handle.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        holdfast_testkit::stop_child(&mut self.child, Duration::from_secs(5));
     }
 }
 
@@ -460,7 +442,7 @@ fn run(args: &Args) -> Result<()> {
         (0.0..=60.0).contains(&args.settle_s),
         "--settle-s must be 0..=60"
     );
-    raise_nofile_limit();
+    let _ = holdfast_sys::raise_nofile();
     let viewers = args.viewers as usize;
     let workers_n = match args.workers as usize {
         0 => viewers.div_ceil(VIEWERS_PER_WORKER_MAX),

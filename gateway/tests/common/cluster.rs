@@ -15,13 +15,13 @@
 //! polls the state.
 
 use super::{PATIENCE, free_port, require_tool};
+pub use holdfast_testkit::spawn_owned;
+use holdfast_testkit::{POLL, RedisServer};
 use std::collections::BTreeSet;
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `cluster-node-timeout` in ms: a master silent this long is failed over
@@ -38,9 +38,6 @@ pub const REPLICAS_MAX: usize = 2;
 /// How long one `redis-cli` call may take before it counts as no answer:
 /// a paused (SIGSTOPped) server accepts the connection and never replies.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Interval between two looks at a state being waited for.
-const POLL: Duration = Duration::from_millis(20);
 
 /// Start-up attempts of one process whose port was taken between
 /// [`free_port`] and its own bind (another test, another helper).
@@ -78,7 +75,7 @@ pub struct ClusterNode {
 
 struct Server {
     port: u16,
-    child: Child,
+    redis: RedisServer,
     state: ProcessState,
 }
 
@@ -86,7 +83,6 @@ struct Server {
 /// each a child process of the test, killed on drop.
 pub struct RedisCluster {
     servers: Mutex<Vec<Server>>,
-    _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -118,20 +114,12 @@ impl RedisCluster {
         {
             return None;
         }
-        let dir = tempfile::Builder::new()
-            .prefix("holdfast-cluster-test")
-            .tempdir()
-            .expect("a temp dir for the cluster");
         let total = masters * (1 + replicas);
         let mut cluster = Self {
             servers: Mutex::new(Vec::with_capacity(total)),
-            _dir: dir,
         };
-        for i in 0..total {
-            let server = start_server(
-                &cluster._dir.path().join(format!("server-{i}")),
-                node_timeout_ms,
-            );
+        for _ in 0..total {
+            let server = start_server(node_timeout_ms);
             cluster.servers.get_mut().unwrap().push(server);
         }
         let ports = cluster.ports();
@@ -212,7 +200,7 @@ impl RedisCluster {
                     .unwrap_or_else(|| panic!("127.0.0.1:{} not in CLUSTER NODES", s.port));
                 ClusterNode {
                     port: s.port,
-                    pid: s.child.id(),
+                    pid: s.redis.pid(),
                     role: if line.is_master() {
                         Role::Master
                     } else {
@@ -248,8 +236,7 @@ impl RedisCluster {
         let server = servers.iter_mut().find(|s| s.port == port).unwrap();
         // std's Child::kill is SIGKILL on Unix; wait reaps it, so the port
         // is free and the pid is never signalled again.
-        server.child.kill().expect("SIGKILL redis-server");
-        server.child.wait().expect("reap redis-server");
+        server.redis.kill();
         server.state = ProcessState::Killed;
         port
     }
@@ -291,7 +278,7 @@ impl RedisCluster {
             ProcessState::Killed,
             "127.0.0.1:{port} was killed"
         );
-        send_signal(server.child.id(), signal);
+        send_signal(server.redis.pid(), signal);
         server.state = then;
     }
 
@@ -321,11 +308,6 @@ impl RedisCluster {
         try_cli(port, args)
     }
 
-    /// The servers' directory (each server's log is `server-<i>/redis.log`).
-    pub fn dir(&self) -> &Path {
-        self._dir.path()
-    }
-
     fn view(&self) -> View {
         let servers = self.servers.lock().unwrap();
         View {
@@ -342,10 +324,9 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         let servers = self.servers.get_mut().unwrap_or_else(|e| e.into_inner());
+        // SIGKILL ends a stopped process too; nothing is kept on disk.
         for s in servers.iter_mut() {
-            // SIGKILL ends a stopped process too; nothing is kept on disk.
-            let _ = s.child.kill();
-            let _ = s.child.wait();
+            s.redis.kill();
         }
     }
 }
@@ -580,76 +561,39 @@ fn server_ready(port: u16, total: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts one cluster-enabled server in `dir`, retrying on fresh ports when
-/// its port or bus port was taken meanwhile.
-fn start_server(dir: &Path, node_timeout_ms: u64) -> Server {
-    std::fs::create_dir_all(dir).expect("server dir");
-    let log = dir.join("redis.log");
-    for _ in 0..PORT_ATTEMPTS_MAX {
-        let port = free_port();
+/// Starts one cluster-enabled server (the testkit's launcher, which moves
+/// to fresh ports when its port or bus port was taken meanwhile).
+fn start_server(node_timeout_ms: u64) -> Server {
+    let redis = RedisServer::start_with("redis-server", &|port| {
         let bus_port = loop {
             let p = free_port();
             if p != port {
                 break p;
             }
         };
-        let _ = std::fs::remove_file(dir.join("nodes.conf"));
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
+        [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
             "nodes.conf",
-        ])
-        .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
-        .args(["--port", &port.to_string()])
-        .args(["--cluster-port", &bus_port.to_string()])
-        .args(["--bind", "127.0.0.1", "--appendonly", "no", "--save", ""])
-        // A replica's first sync starts at once, not after Redis's
-        // default 5 s wait for more replicas.
-        .args(["--repl-diskless-sync-delay", "0"])
-        .arg("--dir")
-        .arg(dir)
-        .arg("--logfile")
-        .arg(&log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut child = spawn_owned(cmd).expect("start redis-server");
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = child.try_wait().expect("redis-server status") {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.contains("Failed listening on port") {
-                    break; // taken meanwhile: another port
-                }
-                panic!("redis-server on port {port} exited ({status}):\n{text}");
-            }
-            // Up, and the server answering there is ours (not another
-            // process that took the port).
-            if let Ok(info) = try_cli(port, &["INFO", "server"])
-                && info
-                    .lines()
-                    .any(|l| l.trim() == format!("process_id:{}", child.id()))
-            {
-                return Server {
-                    port,
-                    child,
-                    state: ProcessState::Running,
-                };
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "redis-server on port {port} not up after {PATIENCE:?}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
+            "--cluster-node-timeout",
+            &node_timeout_ms.to_string(),
+            "--cluster-port",
+            &bus_port.to_string(),
+            // A replica's first sync starts at once, not after Redis's
+            // default 5 s wait for more replicas.
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .map(Into::into)
+        .to_vec()
+    })
+    .expect("start a cluster-enabled redis-server");
+    Server {
+        port: redis.port(),
+        redis,
+        state: ProcessState::Running,
     }
-    panic!("redis-server found no free port in {PORT_ATTEMPTS_MAX} attempts")
 }
 
 fn try_cli(port: u16, args: &[&str]) -> Result<String, String> {
@@ -754,60 +698,6 @@ fn wait_all_threads_stopped(pid: libc::pid_t) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-type SpawnJob = (Command, mpsc::SyncSender<std::io::Result<Child>>);
-
-/// Spawns `cmd` so that the child is SIGKILLed when this test process dies,
-/// however it dies (a panic unwinds into our `Drop`s, but an abort, a
-/// harness timeout or a SIGKILL does not).
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits,
-/// not the process; a test may create a cluster on a thread that ends early
-/// (a `spawn_blocking` thread exits after 10 s idle), so every long-lived
-/// child is forked by one spawner thread that lives as long as the process.
-pub fn spawn_owned(cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnJob>();
-        std::thread::Builder::new()
-            .name("test-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(spawn_with_parent_death_signal(&mut cmd));
-                }
-            })
-            .expect("spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-    spawner
-        .lock()
-        .unwrap()
-        .send((cmd, reply_tx))
-        .expect("spawner thread alive");
-    reply_rx.recv().expect("spawner thread answered")
-}
-
-fn spawn_with_parent_death_signal(cmd: &mut Command) -> std::io::Result<Child> {
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls (prctl, getppid); it allocates
-    // nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent died between fork and prctl: nobody would kill us.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("parent exited during spawn"));
-            }
-            Ok(())
-        })
-    };
-    cmd.spawn()
 }
 
 /// A real `holdfast` process, listening on a fresh port of 127.0.0.1, its
@@ -1017,8 +907,7 @@ impl HoldfastNode {
 impl Drop for HoldfastNode {
     fn drop(&mut self) {
         let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = child.kill();
-        let _ = child.wait();
+        holdfast_testkit::stop_child(child, Duration::ZERO);
     }
 }
 

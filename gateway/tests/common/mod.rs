@@ -1,6 +1,9 @@
 //! Shared helpers for the gateway's integration tests: start a gateway on
 //! port 0 in this process, talk to it over real HTTP and real websockets,
-//! and start a private `redis-server`.
+//! and start a private `redis-server`. What every test tree shares (the
+//! tool check, free ports, the redis-server launcher, waiting for a
+//! condition, children that die with the test) is `holdfast-testkit`;
+//! this module adds what is the gateway's own.
 #![allow(dead_code)]
 
 pub mod cluster;
@@ -76,22 +79,14 @@ impl Gateway {
     }
 
     pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
+        eventually("the gateway's /readyz", || async {
+            assert!(!self.handle.is_finished(), "gateway exited during start-up");
+            match self.http.get(self.url("/readyz")).send().await {
+                Ok(r) if r.status() == 200 => Some(()),
+                _ => None,
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gateway never became ready"
-            );
-            if self.handle.is_finished() {
-                panic!("gateway exited during start-up");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -291,70 +286,68 @@ impl Ws {
     }
 }
 
-/// The opt-out for local runs on a machine without a tool (never set in
-/// CI): with it, a test that lacks its tool is skipped with a message;
-/// without it, the test fails.
-pub const ALLOW_SKIP_ENV: &str = "HOLDFAST_TEST_ALLOW_SKIP";
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use holdfast_testkit::{free_port, require_tool};
 
-/// Whether `tool` can run. A missing tool fails the test, unless
-/// [`ALLOW_SKIP_ENV`]`=1` is set, which skips it (returns `false`) with a
-/// message: a skip is an explicit choice, never a silent pass.
-pub fn require_tool(tool: &str, for_what: &str) -> bool {
-    if std::process::Command::new(tool)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return true;
-    }
-    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1");
-    assert!(
-        allowed,
-        "`{tool}` is needed for {for_what} and is not on PATH: install it \
-         (./scripts/test-all does), or set {ALLOW_SKIP_ENV}=1 to skip these tests locally"
-    );
-    eprintln!("SKIPPED ({ALLOW_SKIP_ENV}=1): `{tool}` not found, {for_what} not run");
-    false
+/// Polls `probe` until it returns `Some`, at most [`PATIENCE`]; fails the
+/// test naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    holdfast_testkit::eventually(what, PATIENCE, probe).await
 }
 
-/// A private redis-server on a free port, stopped on drop. `None` only when
-/// redis-server is missing and skipping was asked for ([`require_tool`]).
+/// A private redis-server on a free port (the testkit's launcher: stopped
+/// on drop, dies with a killed test process), optionally with a password
+/// or TLS only. `None` only when redis-server is missing and skipping was
+/// asked for ([`require_tool`]).
 pub struct Redis {
     pub port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
+    server: holdfast_testkit::RedisServer,
     password: Option<String>,
-    /// TLS only (`rediss://`): the PEM of the CA that signed its certificate.
+    /// TLS only (`rediss://`): the PEM of the CA that signed its
+    /// certificate, in a folder of its own that outlives the server.
     pub tls_ca: Option<std::path::PathBuf>,
+    _tls_dir: Option<tempfile::TempDir>,
 }
 
+const FOR_WHAT: &str = "the Redis tests";
+
 impl Redis {
+    pub fn start() -> Option<Self> {
+        Some(Self::from(holdfast_testkit::RedisServer::for_test(
+            FOR_WHAT,
+        )?))
+    }
+
+    fn from(server: holdfast_testkit::RedisServer) -> Self {
+        Self {
+            port: server.port(),
+            server,
+            password: None,
+            tls_ca: None,
+            _tls_dir: None,
+        }
+    }
+
     /// A server that requires `password` (AUTH).
     pub fn start_with_password(password: &str) -> Option<Self> {
-        let mut r = Self::start()?;
-        let status = std::process::Command::new("redis-cli")
-            .args([
-                "-p",
-                &r.port.to_string(),
-                "CONFIG",
-                "SET",
-                "requirepass",
-                password,
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .expect("redis-cli");
-        assert!(status.success());
-        r.password = Some(password.to_string());
-        Some(r)
+        let server = holdfast_testkit::RedisServer::for_test_with(FOR_WHAT, &|_| {
+            vec!["--requirepass".into(), password.into()]
+        })?;
+        Some(Self {
+            password: Some(password.to_string()),
+            ..Self::from(server)
+        })
     }
 
     /// A server that speaks TLS only, with a certificate for 127.0.0.1
     /// signed by a CA made for this test (`tls_ca`).
     pub fn start_tls() -> Option<Self> {
-        if !Self::installed() {
+        if !require_tool("redis-server", FOR_WHAT) {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -372,75 +365,30 @@ impl Redis {
         std::fs::write(path("ca.pem"), ca.pem()).unwrap();
         std::fs::write(path("redis.pem"), cert.pem()).unwrap();
         std::fs::write(path("redis.key"), key.serialize_pem()).unwrap();
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--tls-cert-file")
-            .arg(path("redis.pem"))
-            .arg("--tls-key-file")
-            .arg(path("redis.key"))
-            .arg("--tls-ca-cert-file")
-            .arg(path("ca.pem"))
-            .args(["--tls-auth-clients", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server with TLS");
-        let r = Self {
-            port,
-            child,
+        // The chosen port carries TLS; plain TCP is off (`--port 0`).
+        let server = holdfast_testkit::RedisServer::start_with("redis-server", &|port| {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string().into(),
+            ];
+            for (flag, file) in [
+                ("--tls-cert-file", "redis.pem"),
+                ("--tls-key-file", "redis.key"),
+                ("--tls-ca-cert-file", "ca.pem"),
+            ] {
+                args.extend([flag.into(), path(file).into()]);
+            }
+            args.extend(["--tls-auth-clients".into(), "no".into()]);
+            args
+        })
+        .expect("start redis-server with TLS");
+        Some(Self {
             tls_ca: Some(path("ca.pem")),
-            _dir: dir,
-            password: None,
-        };
-        r.wait_up();
-        Some(r)
-    }
-
-    fn installed() -> bool {
-        require_tool("redis-server", "the Redis tests")
-    }
-
-    pub fn start() -> Option<Self> {
-        if !Self::installed() {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        Some(Self::spawn(port, dir))
-    }
-
-    fn spawn(port: u16, dir: tempfile::TempDir) -> Self {
-        let r = Self {
-            port,
-            child: Self::spawn_child(port, &dir),
-            _dir: dir,
-            password: None,
-            tls_ca: None,
-        };
-        r.wait_up();
-        r
-    }
-
-    fn spawn_child(port: u16, dir: &tempfile::TempDir) -> std::process::Child {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server")
+            _tls_dir: Some(dir),
+            ..Self::from(server)
+        })
     }
 
     pub fn url(&self) -> String {
@@ -454,46 +402,69 @@ impl Redis {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.server.pid()
     }
 
-    fn wait_up(&self) {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+    /// A connection of the test's own (not the gateway's), to look at or
+    /// change what is stored.
+    pub async fn con(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// Kills the server with SIGKILL (it keeps nothing on disk).
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.kill();
     }
 
     /// Starts a fresh, empty server on the same port (after `kill`).
     pub fn start_again(&mut self) {
-        self.kill();
-        self._dir = tempfile::tempdir().unwrap();
-        self.child = Self::spawn_child(self.port, &self._dir);
-        self.wait_up();
+        self.server
+            .restart_empty()
+            .expect("restart redis-server on its port");
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Every entry of the order stream (`hf:orders`), oldest first, as field →
+/// value.
+pub async fn order_stream(
+    c: &mut redis::aio::MultiplexedConnection,
+) -> Vec<std::collections::HashMap<String, String>> {
+    let reply: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(c, "hf:orders")
+        .await
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .map(|id| {
+            id.map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                .collect()
+        })
+        .collect()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The holds of the `committed` entries of the order stream.
+pub async fn committed_holds(
+    c: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashSet<String> {
+    order_stream(c)
+        .await
+        .into_iter()
+        .filter(|o| o.get("event").map(String::as_str) == Some("committed"))
+        .filter_map(|mut o| o.remove("hold"))
+        .collect()
+}
+
+/// Waits until `counter` (acknowledgements a load has seen) reaches `n`:
+/// the moment to inject a fault mid-burst.
+pub async fn wait_for_count(what: &str, counter: &std::sync::atomic::AtomicUsize, n: usize) {
+    eventually(what, || async {
+        (counter.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(())
+    })
+    .await
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// Where the gateway listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,54 +80,16 @@ impl Dialer {
     }
 
     pub async fn connect(&self) -> io::Result<TcpStream> {
-        let stream = if self.sources.is_empty() {
-            TcpStream::connect(self.target).await?
-        } else {
-            // Relaxed: the counter only spreads load; any interleaving is fine.
-            let src = self.sources[self.next.fetch_add(1, Ordering::Relaxed) % self.sources.len()];
-            let socket = if src.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            bind_address_no_port(&socket);
-            socket.bind(SocketAddr::new(src, 0))?;
-            socket.connect(self.target).await?
-        };
-        // Requests are small and latency is what we measure: no Nagle delay.
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
-
-/// Asks the kernel to pick the source port at `connect` (knowing the
-/// destination) instead of at `bind`, so a source address's port range is
-/// shared per destination rather than used up globally.
-fn bind_address_no_port(socket: &TcpSocket) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let one: libc::c_int = 1;
-        // SAFETY: the fd is a live socket owned by `socket` for the whole
-        // call; the option value points to a c_int of the length given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            tracing::debug!(
-                "IP_BIND_ADDRESS_NO_PORT not set: {}",
-                io::Error::last_os_error()
-            );
+        if self.sources.is_empty() {
+            let stream = TcpStream::connect(self.target).await?;
+            // Requests are small and latency is what we measure: no Nagle delay.
+            stream.set_nodelay(true)?;
+            return Ok(stream);
         }
+        // Relaxed: the counter only spreads load; any interleaving is fine.
+        let src = self.sources[self.next.fetch_add(1, Ordering::Relaxed) % self.sources.len()];
+        holdfast_sys::connect_from(src, self.target).await
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = socket;
 }
 
 /// True when an error means this machine ran out of sockets or ports: the

@@ -1,9 +1,10 @@
 //! Shared helpers for the load tester's integration tests: the real
 //! gateway started in this process on a free port ([`Gateway`]), a private
-//! `redis-server` ([`Redis`]), a runner for the real `holdfast-loadtest`
-//! binary ([`run_loadtest`]), the one poll-until-deadline helper
-//! ([`eventually`]), and the overselling double ([`double`]), kept only
-//! for the test that proves the audit catches an oversell.
+//! `redis-server` (`holdfast_testkit::RedisServer`), a runner for the real `holdfast-loadtest`
+//! binary ([`run_loadtest`]), and the overselling double ([`double`]), kept
+//! only for the test that proves the audit catches an oversell. The tool
+//! check, free ports, the launcher and [`eventually`] are
+//! `holdfast-testkit`'s, shared with the gateway's tests and the benches.
 
 #![allow(dead_code)]
 
@@ -29,57 +30,18 @@ pub const CHECKOUT: &str = "demo-checkout";
 /// slow, shared machine never fails a test, never used as a sleep.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Polls `probe` until it returns `Some`, at most [`PATIENCE`]; panics
-/// naming `what` otherwise.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+// Each test file uses some of these.
+#[allow(unused_imports)]
+pub use holdfast_testkit::{free_port, skip_or_fail};
+
+/// Polls `probe` until it returns `Some`, at most [`PATIENCE`]; fails the
+/// test naming `what` otherwise.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(t) = probe().await {
-            return t;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what} did not happen within {PATIENCE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The opt-out for local runs on a machine without a tool (never set in
-/// CI): with it, a test that lacks its tool is skipped with a message;
-/// without it, the test fails.
-pub const ALLOW_SKIP_ENV: &str = "HOLDFAST_TEST_ALLOW_SKIP";
-
-/// Whether `tool` can run. A missing tool fails the test unless
-/// [`ALLOW_SKIP_ENV`]`=1`, which skips it (returns `false`) with a message.
-pub fn require_tool(tool: &str, for_what: &str) -> bool {
-    if std::process::Command::new(tool)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok()
-    {
-        return true;
-    }
-    skip_or_fail(&format!(
-        "`{tool}` is needed for {for_what} and is not on PATH"
-    ))
-}
-
-/// Fails with `why`, unless [`ALLOW_SKIP_ENV`]`=1` (then returns `false`).
-pub fn skip_or_fail(why: &str) -> bool {
-    let allowed = std::env::var(ALLOW_SKIP_ENV).is_ok_and(|v| v == "1");
-    assert!(
-        allowed,
-        "{why}; set {ALLOW_SKIP_ENV}=1 to skip this test locally"
-    );
-    eprintln!("SKIPPED ({ALLOW_SKIP_ENV}=1): {why}");
-    false
+    holdfast_testkit::eventually(what, PATIENCE, probe).await
 }
 
 /// The real gateway, in this process, on 127.0.0.1.
@@ -140,6 +102,13 @@ impl Gateway {
         gw
     }
 
+    /// SKU `id` as `/api/skus` lists it (`None` when absent, or when the
+    /// gateway does not answer: a probe for [`eventually`]).
+    pub async fn sku(&self, id: &str) -> Option<holdfast_protocol::SkuState> {
+        let list: holdfast_protocol::SkuList = self.api.get("/api/skus").await.ok()?;
+        list.skus.into_iter().find(|k| k.id == id)
+    }
+
     /// `--target` for the load tester.
     pub fn target(&self) -> String {
         format!("http://{}", self.addr)
@@ -163,66 +132,6 @@ pub fn api(addr: SocketAddr, admin_token: &str) -> Api {
         admin_token.into(),
         Duration::from_secs(10),
     )
-}
-
-/// A private redis-server on a free port, killed on drop. `None` only
-/// when redis-server is missing and skipping was asked for.
-pub struct Redis {
-    pub port: u16,
-    child: std::process::Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub fn start() -> Option<Self> {
-        if !require_tool("redis-server", "the Redis pre-flight tests") {
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let r = Self {
-            port,
-            child,
-            _dir: dir,
-        };
-        let deadline = std::time::Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server on {port} never accepted"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(r)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `holdfast-loadtest` binary under test.

@@ -60,18 +60,6 @@ fn def_field(cluster: &RedisCluster, field: &str) -> i64 {
     out.trim().parse().unwrap_or(-1)
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_sku_is_rebuilt_from_what_the_nodes_hold_and_never_oversells() {
     let Some(cluster) = RedisCluster::start(3, 1) else {
@@ -191,7 +179,9 @@ async fn a_frozen_sku_is_rebuilt_from_what_the_nodes_hold_and_never_oversells() 
     for node in [&n1, &n2] {
         eventually("both nodes show every unit held", || async {
             let s = sku(&http, node).await;
-            [&s["available"], &s["held"], &s["total"]] == [&json!(0), &json!(TOTAL), &json!(TOTAL)]
+            ([&s["available"], &s["held"], &s["total"]]
+                == [&json!(0), &json!(TOTAL), &json!(TOTAL)])
+            .then_some(())
         })
         .await;
     }

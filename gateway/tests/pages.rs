@@ -17,12 +17,15 @@
 //! - `pages/cdp.rs`: the DevTools client.
 //! - `pages/server.rs`: HTTP and websocket behaviour the pages rely on.
 //! - `pages/overlay.rs`, `pages/dashboard.rs`: each page as its users live it.
+//! - `pages/buy.rs`: the overlay's Buy button, from token to outcome.
 //! - `pages/a11y.rs`: axe-core in both themes, touch targets, focus, skip
 //!   link, layout shift.
 //! - `pages/screenshots.rs`: the pictures of `docs/PAGES.md`.
 
 #[path = "pages/a11y.rs"]
 mod a11y;
+#[path = "pages/buy.rs"]
+mod buy;
 #[path = "pages/cdp.rs"]
 mod cdp;
 mod common;

@@ -59,6 +59,7 @@ const FILES: &[(&str, &[u8])] = &[
         "pages/overlay.js",
         include_bytes!("../../assets/pages/overlay.js"),
     ),
+    ("pages/buy.js", include_bytes!("../../assets/pages/buy.js")),
     (
         "pages/live.js",
         include_bytes!("../../assets/pages/live.js"),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod assets;
+pub mod buy;
 pub mod channels;
 pub mod cors;
 pub mod health;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub health: health::Health,
     /// With `--webhooks` (or `--webhooks-file`).
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// The Buy button's checkout hand-off and embedding origins.
+    pub buy: Arc<buy::Checkout>,
 }
 
 impl axum::extract::FromRef<AppState> for health::Health {
@@ -162,6 +165,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
         .merge(crate::webhooks::admin::routes())
         .merge(channels::routes())
         .merge(privacy::routes())
+        .merge(buy::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)

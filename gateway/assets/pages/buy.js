@@ -96,9 +96,13 @@ export class TokenSource {
       // Only the frame that embeds us, only from an allowed origin: any
       // other page could otherwise make this one act for its buyer.
       if (ev.source !== window.parent || window.parent === window) return;
-      if (!this.allowed.has(ev.origin)) return;
       const data = ev.data;
       if (!data || data.type !== "holdfast:token" || typeof data.token !== "string") return;
+      if (!this.allowed.has(ev.origin)) {
+        // Tells the shop's developer why nothing happens (no secret in it).
+        ev.source.postMessage({ type: "holdfast:origin_refused", origin: ev.origin }, ev.origin);
+        return;
+      }
       this.parentOrigin = ev.origin;
       this.accept(data.token);
     });

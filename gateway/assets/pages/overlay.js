@@ -72,7 +72,8 @@ const config = {
   scale: sizeParam(),
   price: flagParam("price", true),
   image: flagParam("image", true),
-  buy: flagParam("buy", false),
+  // The embeddable buy button (/buy-button) is this page in button mode.
+  buy: document.getElementById("overlay").dataset.mode === "button" || flagParam("buy", false),
   colors: {
     "--text": colorParam("text"),
     "--card": colorParam("card"),
@@ -323,6 +324,7 @@ function onAuth(answer) {
   authRefusal = answer.type === "authed" && answer.role === "buyer" ? null : answer.error || "unauthorized";
   root.dataset.auth = authRefusal ? `refused:${authRefusal}` : "buyer";
   if (!authRefusal) buy.each((p) => p.renewed());
+  tokens.notify({ type: authRefusal ? "holdfast:refused" : "holdfast:authed", error: authRefusal });
   for (const [id] of cards) {
     const s = live.skus.get(id);
     if (s) render(s);

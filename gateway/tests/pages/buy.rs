@@ -427,3 +427,91 @@ async fn buying_works_by_keyboard_at_phone_width_and_axe_finds_nothing_serious()
     browser.close().await;
     gw.stop().await;
 }
+
+/// A shop page that embeds `/buy-button` in an iframe and hands it the
+/// token by `postMessage` once the button says it is ready; it records
+/// every message the button sends back.
+fn shop_html(gw: &Gateway, token: &str) -> String {
+    let gw_origin = gw.url("");
+    format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>shop</title></head><body>
+<iframe id="f" title="Buy" src="{gw_origin}/buy-button?sku=embed-tee&lang=en" width="380" height="220"></iframe>
+<script>
+window.__got = [];
+const f = document.getElementById('f');
+window.addEventListener('message', (ev) => {{
+  if (ev.source !== f.contentWindow || ev.origin !== {gw_origin:?}) return;
+  window.__got.push(ev.data.type);
+  if (ev.data.type === 'holdfast:ready') f.contentWindow.postMessage({{type: 'holdfast:token', token: {token:?}}}, {gw_origin:?});
+  if (ev.data.type === 'holdfast:checkout') window.__checkout = ev.data.url;
+}});
+</script></body></html>"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_buy_button_takes_a_token_only_from_an_allowed_origin() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let clock = Clock::new();
+    // The shop's server first: its origin goes into --embed-origin.
+    let shop = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = shop.local_addr().unwrap().port();
+    let mut args = demo_args();
+    args.buyer_tokens.keys = vec![format!("hs1:HS256:{SECRET}")];
+    args.buy.checkout_url_template = Some(CHECKOUT_TEMPLATE.into());
+    args.buy.checkout_url_key = Some(CHECKOUT_KEY.into());
+    args.buy.embed_origins = vec![format!("http://127.0.0.1:{port}")];
+    let gw = Gateway::start(args).await;
+    gw.create_sku(json!({"id": "embed-tee", "title": "Embedded tee", "total": 3}))
+        .await;
+    let html = shop_html(&gw, &token(&clock, "shopper-1"));
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let html = html.clone();
+                async move { axum::response::Html(html) }
+            }),
+        );
+        axum::serve(shop, app).await.unwrap();
+    });
+
+    // The allowed origin: the button takes the token, Tab and Enter buy,
+    // and the shop page hears about the hand-off.
+    let page = browser.new_page().await;
+    page.goto(&format!("http://127.0.0.1:{port}/")).await;
+    page.wait_for(
+        "the button to accept the token",
+        "window.__got.includes('holdfast:authed')",
+    )
+    .await;
+    page.press("Tab").await;
+    page.press("Enter").await;
+    let url = page
+        .wait_for("the checkout hand-off", "window.__checkout")
+        .await;
+    assert!(url.as_str().unwrap().contains("sku=embed-tee"), "{url}");
+    assert_eq!(gw.sku("embed-tee").await["held"], 1);
+
+    // The same page on another origin (localhost is not 127.0.0.1): the
+    // token is refused, and nothing is reserved.
+    let other = browser.new_page().await;
+    other.goto(&format!("http://localhost:{port}/")).await;
+    other
+        .wait_for(
+            "the button to refuse the origin",
+            "window.__got.includes('holdfast:origin_refused')",
+        )
+        .await;
+    assert_eq!(
+        other.eval("window.__got.includes('holdfast:authed')").await,
+        false
+    );
+    assert_eq!(gw.sku("embed-tee").await["held"], 1);
+    page.assert_clean_log(&[]);
+    server.abort();
+    browser.close().await;
+    gw.stop().await;
+}

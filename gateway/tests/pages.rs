@@ -18,6 +18,8 @@
 //! - `pages/server.rs`: HTTP and websocket behaviour the pages rely on.
 //! - `pages/overlay.rs`, `pages/dashboard.rs`: each page as its users live it.
 //! - `pages/buy.rs`: the overlay's Buy button, from token to outcome.
+//! - `pages/webhooks.rs`: the dashboard's webhooks panel and replays
+//!   against a real receiver.
 //! - `pages/a11y.rs`: axe-core in both themes, touch targets, focus, skip
 //!   link, layout shift.
 //! - `pages/screenshots.rs`: the pictures of `docs/PAGES.md`.
@@ -37,6 +39,8 @@ mod overlay;
 mod screenshots;
 #[path = "pages/server.rs"]
 mod server;
+#[path = "pages/webhooks.rs"]
+mod webhooks;
 
 use cdp::{Browser, Page};
 use common::*;

@@ -20,6 +20,7 @@
 //! - `pages/buy.rs`: the overlay's Buy button, from token to outcome.
 //! - `pages/webhooks.rs`: the dashboard's webhooks panel and replays
 //!   against a real receiver.
+//! - `pages/channels.rs`: the dashboard's per-channel columns.
 //! - `pages/a11y.rs`: axe-core in both themes, touch targets, focus, skip
 //!   link, layout shift.
 //! - `pages/screenshots.rs`: the pictures of `docs/PAGES.md`.
@@ -30,6 +31,8 @@ mod a11y;
 mod buy;
 #[path = "pages/cdp.rs"]
 mod cdp;
+#[path = "pages/channels.rs"]
+mod channels;
 mod common;
 #[path = "pages/dashboard.rs"]
 mod dashboard;

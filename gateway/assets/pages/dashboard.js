@@ -852,12 +852,97 @@ function onSnapshot(states) {
   for (const s of states) renderRow(s, false);
   syncManage(first);
   renderCounts();
+  renderChannels();
 }
 
 function onUpdate(changes) {
   for (const { next } of changes) renderRow(next, true);
   renderCounts();
   syncManage(false);
+  renderChannels();
+}
+
+// ----- sales channels ----------------------------------------------------------------
+
+/** Most channel columns: a SKU has at most 8 channels (CHANNELS_MAX); a
+ * show's SKUs may name more between them. */
+const CHANNEL_COLUMNS_MAX = 16;
+
+/** Per-channel columns for the SKUs with channels (counts from the
+ * gateway's SkuState.channels, docs/CHANNELS.md), and a totals row: units
+ * in carts and sold per channel, and its share of the channel's units
+ * reserved and still held or sold. Hidden while no SKU has a channel. */
+function renderChannels() {
+  const withChannels = [...live.skus.values()].filter((s) => Array.isArray(s.channels) && s.channels.length);
+  $("channels").hidden = withChannels.length === 0;
+  if (!withChannels.length) return;
+  const ids = [...new Set(withChannels.flatMap((s) => s.channels.map((c) => c.id)))].sort().slice(0, CHANNEL_COLUMNS_MAX);
+  const key = ids.join(",");
+  const head = $("channels-head");
+  if (head.dataset.key !== key) {
+    head.dataset.key = key;
+    const top = document.createElement("tr");
+    const sub = document.createElement("tr");
+    const th = (row, text, attrs) => {
+      const el = document.createElement("th");
+      el.textContent = text;
+      Object.assign(el, attrs);
+      row.append(el);
+      return el;
+    };
+    th(top, "Product", { scope: "col", rowSpan: 2 });
+    for (const id of ids) th(top, id, { scope: "colgroup", colSpan: 3, className: "ch-group" });
+    for (const id of ids) {
+      for (const [label, sr] of [["Avail.", "available"], ["Carts", "in carts"], ["Sold", "sold"]]) {
+        const el = th(sub, label, { scope: "col", className: "num" });
+        el.setAttribute("aria-label", `${id}: ${sr}`);
+      }
+    }
+    head.replaceChildren(top, sub);
+  }
+  const cell = (row, text, attrs) => {
+    const td = document.createElement("td");
+    td.className = "num";
+    td.textContent = text;
+    Object.assign(td.dataset, attrs);
+    row.append(td);
+  };
+  const totals = new Map(ids.map((id) => [id, { held: 0, sold: 0 }]));
+  const rowsOut = withChannels
+    .sort((a, b) => a.id.localeCompare(b.id))
+    .map((s) => {
+      const tr = document.createElement("tr");
+      tr.dataset.sku = s.id;
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.textContent = s.meta ? s.meta.title : s.id;
+      tr.append(name);
+      for (const id of ids) {
+        const c = s.channels.find((x) => x.id === id);
+        if (c) {
+          totals.get(id).held += c.held;
+          totals.get(id).sold += c.sold;
+        }
+        for (const col of ["available", "held", "sold"]) {
+          cell(tr, c ? fmt.count(locale, c[col]) : dash, { channel: id, col });
+        }
+      }
+      return tr;
+    });
+  $("channels-body").replaceChildren(...rowsOut);
+  const foot = document.createElement("tr");
+  const label = document.createElement("th");
+  label.scope = "row";
+  label.textContent = "All (sold of held + sold)";
+  foot.append(label);
+  for (const id of ids) {
+    const t = totals.get(id);
+    cell(foot, "", { channel: id, col: "available" });
+    cell(foot, fmt.count(locale, t.held), { channel: id, col: "held" });
+    const share = t.held + t.sold ? ` (${Math.round((100 * t.sold) / (t.held + t.sold))} %)` : "";
+    cell(foot, `${fmt.count(locale, t.sold)}${share}`, { channel: id, col: "sold" });
+  }
+  $("channels-foot").replaceChildren(foot);
 }
 
 function onStockEvent(sku, event, tsMs) {

@@ -55,14 +55,15 @@ static REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// Reserves through the HTTP API and returns the hold id.
 pub async fn reserve(gw: &Gateway, sku: &str, qty: u32) -> String {
+    reserve_with(gw, json!({"sku": sku, "qty": qty})).await
+}
+
+/// Reserves `body` (a fresh buyer added) and returns the hold id.
+pub async fn reserve_with(gw: &Gateway, mut body: Value) -> String {
     let n = REQUEST.fetch_add(1, Ordering::Relaxed);
+    body["buyer"] = json!(format!("buyer-{n}"));
     let (status, body) = gw
-        .call(
-            "POST",
-            "/api/reservations",
-            Some(CHECKOUT),
-            Some(json!({"sku": sku, "qty": qty, "buyer": format!("buyer-{n}")})),
-        )
+        .call("POST", "/api/reservations", Some(CHECKOUT), Some(body))
         .await;
     assert_eq!(status, 201, "{body}");
     body["hold"].as_str().unwrap().to_owned()

@@ -86,7 +86,7 @@ export class TokenSource {
     }
     if (fromHash) this.accept(fromHash);
     try {
-      const r = await fetch("/api/buy/config");
+      const r = await fetch("/api/pages/config");
       const config = r.ok ? await r.json() : {};
       this.allowed = new Set(config.embed_origins || []);
     } catch {

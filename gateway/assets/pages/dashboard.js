@@ -1029,6 +1029,8 @@ const WEBHOOKS_EVERY_MS = 2000;
  * `--webhook-dead-letters-max`, 1 000 by default). */
 const DEAD_SHOWN_MAX = 200;
 let webhooksWanted = true;
+/** Whether `/metrics` is served on this port (not `--metrics-listen`). */
+let metricsHere = true;
 /** The endpoint whose dead letters are open, or null. */
 let deadOf = null;
 
@@ -1037,8 +1039,10 @@ let deadOf = null;
  * map when `/metrics` is served elsewhere (`--metrics-listen`). */
 async function deliveryCounts() {
   const out = new Map();
+  if (!metricsHere) return out;
   try {
     const r = await fetch("/metrics", { cache: "no-store" });
+    if (r.status === 404) metricsHere = false; // --metrics-listen: not asked again
     if (!r.ok) return out;
     for (const line of (await r.text()).split("\n")) {
       if (!line.startsWith("holdfast_webhook_deliveries_total{")) continue;
@@ -1251,7 +1255,17 @@ function main() {
     if (!webhooksWanted) return;
     pollWebhooks().finally(() => setTimeout(webhooksLoop, WEBHOOKS_EVERY_MS));
   };
-  webhooksLoop();
+  // Only a gateway with webhooks has the panel (asking one without would
+  // be a 404 in the console every 2 s).
+  const askConfig = () =>
+    fetch("/api/pages/config", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : { webhooks: false }))
+      .then((c) => {
+        webhooksWanted = Boolean(c.webhooks);
+        webhooksLoop();
+      })
+      .catch(() => setTimeout(askConfig, WEBHOOKS_EVERY_MS)); // offline: later
+  askConfig();
 }
 
 main();

@@ -2,8 +2,8 @@
 //! embeddable `/buy-button`): which origins may hand a page a buyer token
 //! by `postMessage`, and the signed hand-off to the shop's checkout.
 //!
-//! `GET /api/buy/config` tells a page the embedding origins it may accept a
-//! token from and whether a checkout hand-off exists. `POST
+//! `GET /api/pages/config` tells a page the embedding origins it may accept a
+//! token from, whether a checkout hand-off exists and whether webhooks run. `POST
 //! /api/holds/{hold}/checkout` (the buyer's own hold, or the checkout
 //! token) fills `--checkout-url-template` with the hold and an HMAC the
 //! shop verifies; the key never leaves the gateway, so a page cannot forge
@@ -125,14 +125,17 @@ fn is_origin(o: &str) -> bool {
 /// The Buy button's routes, merged into the API router.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/api/buy/config", get(config))
+        .route("/api/pages/config", get(config))
         .route("/api/holds/{hold}/checkout", post(checkout))
 }
 
+/// What the pages need to know before they ask anything that might not
+/// exist (a 404 would be an error in the browser's console).
 async fn config(State(s): State<AppState>) -> impl IntoResponse {
     Json(json!({
         "embed_origins": s.buy.embed_origins,
         "checkout": s.buy.template.is_some(),
+        "webhooks": s.webhooks.is_some(),
     }))
 }
 

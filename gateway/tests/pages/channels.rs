@@ -5,19 +5,7 @@
 use super::*;
 
 async fn reserve_on(gw: &Gateway, sku: &str, channel: &str) -> String {
-    let n = REQUEST.fetch_add(1, Ordering::Relaxed);
-    let (status, body) = gw
-        .call(
-            "POST",
-            "/api/reservations",
-            Some(CHECKOUT),
-            Some(
-                json!({"sku": sku, "qty": 1, "buyer": format!("ch-buyer-{n}"), "channel": channel}),
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    body["hold"].as_str().unwrap().to_owned()
+    reserve_with(gw, json!({"sku": sku, "qty": 1, "channel": channel})).await
 }
 
 fn ch_cell(sku: &str, channel: &str, col: &str) -> String {

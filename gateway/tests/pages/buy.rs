@@ -255,10 +255,26 @@ async fn an_expired_hold_gives_its_unit_back_and_the_overlay_says_so() {
         "{said:?}"
     );
     assert_eq!(said.last(), Some(&"Reservation ended — back on sale"));
-    // Buy again after the expiry: a new hold.
+    // Buy again after the expiry: a new hold, which the shop releases
+    // (payment failed) before it runs out.
+    admin(
+        &gw,
+        "PATCH",
+        "/api/admin/skus/short",
+        json!({"hold_ttl_ms": 300000}),
+    )
+    .await;
     page.click(&buy_btn("short")).await;
-    page.wait_text(&status("short"), "t.startsWith('Reserved for you')")
+    page.wait_text(
+        &status("short"),
+        "/^Reserved for you — (5:00|4:5\\d)$/.test(t)",
+    )
+    .await;
+    let hold = page.eval(&data(&panel("short"), "hold")).await;
+    hold_action(&gw, hold.as_str().unwrap(), "release").await;
+    page.wait_text(&status("short"), "t === 'Reservation released'")
         .await;
+    assert_eq!(page.eval(&data(&panel("short"), "state")).await, "released");
     page.assert_clean_log(&[]);
     browser.close().await;
     gw.stop().await;

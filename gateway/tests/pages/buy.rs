@@ -2,7 +2,8 @@
 //! the fragment (gone from the address bar, never in a request URL),
 //! Buy → "Reserved for you — 4:59" → the shop's signed checkout link → the
 //! shop commits server-to-server → "Bought"; a hold that expires gives its
-//! unit back; every refusal in words; a token expiring mid-session
+//! unit back; the countdown on the server clock when the viewer's is 10
+//! minutes fast; every refusal in words; a token expiring mid-session
 //! (injected token clock); keyboard, axe-core and phone width.
 
 use super::*;
@@ -203,6 +204,42 @@ async fn buy_counts_down_hands_off_signed_and_shows_bought_when_the_shop_commits
     page.wait_text(&left("drop-tee"), "t === 'Only 4 left!'")
         .await;
     assert_token_never_in_a_url(&page, &t).await;
+    page.assert_clean_log(&[]);
+    browser.close().await;
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_countdown_follows_the_servers_clock_not_a_wrong_local_one() {
+    let Some(browser) = Browser::launch().await else {
+        return;
+    };
+    let clock = Clock::new();
+    let gw = buy_gateway(&clock).await;
+    gw.create_sku(json!({"id": "skew", "title": "Skew", "total": 2}))
+        .await;
+    // The viewer's clock is 10 minutes fast: uncorrected, a 5-minute hold
+    // would read as long gone.
+    let page = browser.new_page().await;
+    page.on_new_document("{ const real = Date.now.bind(Date); Date.now = () => real() + 600000; }")
+        .await;
+    page.goto(&gw.url(&format!(
+        "/overlay?sku=skew&lang=en&buy=1#token={}",
+        token(&clock, "viewer-6")
+    )))
+    .await;
+    page.wait_for(
+        "the Buy button",
+        "document.getElementById('overlay').dataset.auth === 'buyer'",
+    )
+    .await;
+    page.click(&buy_btn("skew")).await;
+    page.wait_text(
+        &status("skew"),
+        "/^Reserved for you — (5:00|4:5\\d)$/.test(t)",
+    )
+    .await;
+    assert_eq!(page.eval(&data(&panel("skew"), "state")).await, "reserved");
     page.assert_clean_log(&[]);
     browser.close().await;
     gw.stop().await;

@@ -566,6 +566,16 @@ impl Page {
             .expect("screenshot is base64")
     }
 
+    /// Runs `js` in every document this page loads from now on, before
+    /// the page's own scripts (to fake a wrong clock, say).
+    pub async fn on_new_document(&self, js: &str) {
+        self.cmd(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": js}),
+        )
+        .await;
+    }
+
     /// Starts recording the URL of every request the page makes (HTTP,
     /// websocket, navigation) for [`Page::request_urls`].
     pub async fn record_requests(&self) {

@@ -10,7 +10,7 @@
 //! a hand-off for another hold, SKU, quantity or deadline. The scheme is
 //! documented in docs/INTEGRATION.md and must not change without it.
 
-use super::{AppState, Shopper, buyers};
+use super::{AppState, Shopper};
 use crate::config::BuyArgs;
 use crate::error::ApiError;
 use crate::protocol::Code;
@@ -141,12 +141,10 @@ async fn config(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn checkout(
     State(s): State<AppState>,
-    Shopper(buyer): Shopper,
+    buyer: Shopper,
     Path(hold): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(t) = &buyer {
-        buyers(&s)?.own_hold(&s.ops, t, &hold)?;
-    }
+    buyer.may_touch(&s, &hold)?;
     let Some(template) = &s.buy.template else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -109,6 +109,17 @@ impl FromRequestParts<AppState> for Shopper {
     }
 }
 
+impl Shopper {
+    /// A buyer may touch only its own holds (anyone else's reads as
+    /// `hold_not_found`); the checkout token any.
+    fn may_touch(&self, s: &AppState, hold: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(t) => buyers(s)?.own_hold(&s.ops, t, hold),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The buyer-token side of the state (present whenever a buyer token was
 /// accepted).
 fn buyers(s: &AppState) -> Result<&BuyerAuth, ApiError> {
@@ -267,12 +278,10 @@ async fn reserve(
 
 async fn hold(
     State(s): State<AppState>,
-    Shopper(buyer): Shopper,
+    buyer: Shopper,
     Path(hold): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(t) = &buyer {
-        buyers(&s)?.own_hold(&s.ops, t, &hold)?;
-    }
+    buyer.may_touch(&s, &hold)?;
     Ok(Json(s.ops.hold(&hold).await?))
 }
 

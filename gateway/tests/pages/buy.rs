@@ -8,38 +8,21 @@
 
 use super::*;
 use hmac::{Hmac, KeyInit, Mac};
-use holdfast_gateway::auth::jwt::{LEEWAY_MS, TokenClock};
+use holdfast_gateway::auth::jwt::LEEWAY_MS;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use sha2::Sha256;
-use std::sync::Arc;
+
+use common::TokenTestClock as Clock;
 
 const SECRET: &str = "shop-secret-0123456789abcdef-0123456789";
 const CHECKOUT_KEY: &str = "checkout-key-0123456789abcdef-0123456789";
 const CHECKOUT_TEMPLATE: &str =
     "http://127.0.0.1:9/checkout?hold={hold}&sku={sku}&qty={qty}&until={deadline_ms}&sig={sig}";
 
-/// The token clock the gateway reads, driven by the test.
-#[derive(Clone)]
-struct Clock(Arc<AtomicU64>);
-
-impl Clock {
-    fn new() -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        Self(Arc::new(AtomicU64::new(now)))
-    }
-    fn now_s(&self) -> u64 {
-        self.0.load(Ordering::Relaxed) / 1000
-    }
-}
-
 async fn buy_gateway(clock: &Clock) -> Gateway {
     let mut args = demo_args();
     args.buyer_tokens.keys = vec![format!("hs1:HS256:{SECRET}")];
-    let c = clock.0.clone();
-    args.buyer_tokens.clock = TokenClock::from_fn(move || c.load(Ordering::Relaxed));
+    args.buyer_tokens.clock = clock.token_clock();
     args.buy.checkout_url_template = Some(CHECKOUT_TEMPLATE.into());
     args.buy.checkout_url_key = Some(CHECKOUT_KEY.into());
     Gateway::start(args).await
@@ -379,10 +362,7 @@ async fn every_refusal_is_shown_in_words_and_in_the_viewers_language() {
 
     // The token runs out mid-session (the gateway's token clock moves past
     // exp and its leeway): the next tap says so.
-    clock.0.store(
-        (clock.now_s() + 300) * 1000 + LEEWAY_MS + 1,
-        Ordering::Relaxed,
-    );
+    clock.set_ms((clock.now_s() + 300) * 1000 + LEEWAY_MS + 1);
     gw.create_sku(json!({"id": "fresh", "title": "fresh", "total": 5, "show": "refusals"}))
         .await;
     page.wait_for(

@@ -191,7 +191,42 @@ pub struct ServeArgs {
     pub webhooks: crate::webhooks::config::WebhookArgs,
 
     #[command(flatten)]
+    pub buy: BuyArgs,
+
+    #[command(flatten)]
     pub privacy: PrivacyArgs,
+}
+
+/// The overlay's Buy button and the embeddable buy button
+/// (docs/INTEGRATION.md, "Buying from the overlay"). Checked by
+/// `crate::http::buy::Checkout::from_args` at start.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BuyArgs {
+    /// Where a Buy button hands the buyer off after reserving: the shop's
+    /// checkout URL with `{hold}`, `{sku}`, `{qty}`, `{deadline_ms}` and
+    /// `{sig}` (required) filled in, e.g.
+    /// `https://shop.example/checkout?hold={hold}&sku={sku}&qty={qty}&until={deadline_ms}&sig={sig}`.
+    /// https, or http to a loopback host. Default: none (the Buy button
+    /// reserves and counts down, with no checkout link).
+    #[arg(long, env = "HOLDFAST_CHECKOUT_URL_TEMPLATE")]
+    pub checkout_url_template: Option<String>,
+
+    /// Key of `{sig}`: hex(HMAC-SHA256(key, "hold.sku.qty.deadline_ms")),
+    /// which the shop recomputes to trust the hand-off. At least 32 bytes;
+    /// required with `--checkout-url-template`.
+    #[arg(long, env = "HOLDFAST_CHECKOUT_URL_KEY", hide_env_values = true)]
+    pub checkout_url_key: Option<String>,
+
+    /// An origin (`https://shop.example`) whose pages may hand the overlay
+    /// or the buy button a buyer token by `postMessage` (repeat the flag,
+    /// or a comma list in the env var). Default: none (a token only
+    /// arrives in the URL fragment).
+    #[arg(
+        long = "embed-origin",
+        env = "HOLDFAST_EMBED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub embed_origins: Vec<String>,
 }
 
 /// How buyer data is kept (docs/PRIVACY.md).

@@ -185,6 +185,7 @@ pub async fn run(
         tokens,
         health: health.clone(),
         webhooks,
+        buy: Arc::new(http::buy::Checkout::from_args(&args.buy).map_err(|e| anyhow::anyhow!(e))?),
     };
     let router = http::router(
         state,

@@ -17,14 +17,22 @@
 //! - `pages/cdp.rs`: the DevTools client.
 //! - `pages/server.rs`: HTTP and websocket behaviour the pages rely on.
 //! - `pages/overlay.rs`, `pages/dashboard.rs`: each page as its users live it.
+//! - `pages/buy.rs`: the overlay's Buy button, from token to outcome.
+//! - `pages/webhooks.rs`: the dashboard's webhooks panel and replays
+//!   against a real receiver.
+//! - `pages/channels.rs`: the dashboard's per-channel columns.
 //! - `pages/a11y.rs`: axe-core in both themes, touch targets, focus, skip
 //!   link, layout shift.
 //! - `pages/screenshots.rs`: the pictures of `docs/PAGES.md`.
 
 #[path = "pages/a11y.rs"]
 mod a11y;
+#[path = "pages/buy.rs"]
+mod buy;
 #[path = "pages/cdp.rs"]
 mod cdp;
+#[path = "pages/channels.rs"]
+mod channels;
 mod common;
 #[path = "pages/dashboard.rs"]
 mod dashboard;
@@ -34,6 +42,8 @@ mod overlay;
 mod screenshots;
 #[path = "pages/server.rs"]
 mod server;
+#[path = "pages/webhooks.rs"]
+mod webhooks;
 
 use cdp::{Browser, Page};
 use common::*;
@@ -45,14 +55,15 @@ static REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// Reserves through the HTTP API and returns the hold id.
 pub async fn reserve(gw: &Gateway, sku: &str, qty: u32) -> String {
+    reserve_with(gw, json!({"sku": sku, "qty": qty})).await
+}
+
+/// Reserves `body` (a fresh buyer added) and returns the hold id.
+pub async fn reserve_with(gw: &Gateway, mut body: Value) -> String {
     let n = REQUEST.fetch_add(1, Ordering::Relaxed);
+    body["buyer"] = json!(format!("buyer-{n}"));
     let (status, body) = gw
-        .call(
-            "POST",
-            "/api/reservations",
-            Some(CHECKOUT),
-            Some(json!({"sku": sku, "qty": qty, "buyer": format!("buyer-{n}")})),
-        )
+        .call("POST", "/api/reservations", Some(CHECKOUT), Some(body))
         .await;
     assert_eq!(status, 201, "{body}");
     body["hold"].as_str().unwrap().to_owned()

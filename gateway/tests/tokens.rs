@@ -9,42 +9,16 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{CHECKOUT, Gateway, Ws};
-use holdfast_gateway::auth::jwt::{LEEWAY_MS, TokenClock};
+use common::{CHECKOUT, Gateway, TokenTestClock as Clock, Ws};
+use holdfast_gateway::auth::jwt::LEEWAY_MS;
 use holdfast_gateway::config::ServeArgs;
 use holdfast_gateway::protocol::{Auth, ClientMsg, Commit, LineReq, Reserve, ServerMsg};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &str = "shop-secret-0123456789abcdef-0123456789";
 const SECRET_NEW: &str = "shop-secret-new-0123456789abcdef-012345";
-
-/// The token clock the gateway reads, driven by the test.
-#[derive(Clone)]
-struct Clock(Arc<AtomicU64>);
-
-impl Clock {
-    fn new() -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        Self(Arc::new(AtomicU64::new(now)))
-    }
-    fn now_s(&self) -> u64 {
-        self.0.load(Ordering::Relaxed) / 1000
-    }
-    fn set_ms(&self, ms: u64) {
-        self.0.store(ms, Ordering::Relaxed);
-    }
-    fn token_clock(&self) -> TokenClock {
-        let c = self.0.clone();
-        TokenClock::from_fn(move || c.load(Ordering::Relaxed))
-    }
-}
 
 fn args(clock: &Clock, keys: &[String]) -> ServeArgs {
     let mut a = common::demo_args();

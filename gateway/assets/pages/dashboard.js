@@ -852,12 +852,97 @@ function onSnapshot(states) {
   for (const s of states) renderRow(s, false);
   syncManage(first);
   renderCounts();
+  renderChannels();
 }
 
 function onUpdate(changes) {
   for (const { next } of changes) renderRow(next, true);
   renderCounts();
   syncManage(false);
+  renderChannels();
+}
+
+// ----- sales channels ----------------------------------------------------------------
+
+/** Most channel columns: a SKU has at most 8 channels (CHANNELS_MAX); a
+ * show's SKUs may name more between them. */
+const CHANNEL_COLUMNS_MAX = 16;
+
+/** Per-channel columns for the SKUs with channels (counts from the
+ * gateway's SkuState.channels, docs/CHANNELS.md), and a totals row: units
+ * in carts and sold per channel, and its share of the channel's units
+ * reserved and still held or sold. Hidden while no SKU has a channel. */
+function renderChannels() {
+  const withChannels = [...live.skus.values()].filter((s) => Array.isArray(s.channels) && s.channels.length);
+  $("channels").hidden = withChannels.length === 0;
+  if (!withChannels.length) return;
+  const ids = [...new Set(withChannels.flatMap((s) => s.channels.map((c) => c.id)))].sort().slice(0, CHANNEL_COLUMNS_MAX);
+  const key = ids.join(",");
+  const head = $("channels-head");
+  if (head.dataset.key !== key) {
+    head.dataset.key = key;
+    const top = document.createElement("tr");
+    const sub = document.createElement("tr");
+    const th = (row, text, attrs) => {
+      const el = document.createElement("th");
+      el.textContent = text;
+      Object.assign(el, attrs);
+      row.append(el);
+      return el;
+    };
+    th(top, "Product", { scope: "col", rowSpan: 2 });
+    for (const id of ids) th(top, id, { scope: "colgroup", colSpan: 3, className: "ch-group" });
+    for (const id of ids) {
+      for (const [label, sr] of [["Avail.", "available"], ["Carts", "in carts"], ["Sold", "sold"]]) {
+        const el = th(sub, label, { scope: "col", className: "num" });
+        el.setAttribute("aria-label", `${id}: ${sr}`);
+      }
+    }
+    head.replaceChildren(top, sub);
+  }
+  const cell = (row, text, attrs) => {
+    const td = document.createElement("td");
+    td.className = "num";
+    td.textContent = text;
+    Object.assign(td.dataset, attrs);
+    row.append(td);
+  };
+  const totals = new Map(ids.map((id) => [id, { held: 0, sold: 0 }]));
+  const rowsOut = withChannels
+    .sort((a, b) => a.id.localeCompare(b.id))
+    .map((s) => {
+      const tr = document.createElement("tr");
+      tr.dataset.sku = s.id;
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.textContent = s.meta ? s.meta.title : s.id;
+      tr.append(name);
+      for (const id of ids) {
+        const c = s.channels.find((x) => x.id === id);
+        if (c) {
+          totals.get(id).held += c.held;
+          totals.get(id).sold += c.sold;
+        }
+        for (const col of ["available", "held", "sold"]) {
+          cell(tr, c ? fmt.count(locale, c[col]) : dash, { channel: id, col });
+        }
+      }
+      return tr;
+    });
+  $("channels-body").replaceChildren(...rowsOut);
+  const foot = document.createElement("tr");
+  const label = document.createElement("th");
+  label.scope = "row";
+  label.textContent = "All (sold of held + sold)";
+  foot.append(label);
+  for (const id of ids) {
+    const t = totals.get(id);
+    cell(foot, "", { channel: id, col: "available" });
+    cell(foot, fmt.count(locale, t.held), { channel: id, col: "held" });
+    const share = t.held + t.sold ? ` (${Math.round((100 * t.sold) / (t.held + t.sold))} %)` : "";
+    cell(foot, `${fmt.count(locale, t.sold)}${share}`, { channel: id, col: "sold" });
+  }
+  $("channels-foot").replaceChildren(foot);
 }
 
 function onStockEvent(sku, event, tsMs) {
@@ -936,6 +1021,192 @@ async function pollNodes() {
 
 let nodesWanted = true;
 
+// ----- webhooks --------------------------------------------------------------------
+
+/** How often the webhooks panel asks `/api/admin/webhooks` while signed in. */
+const WEBHOOKS_EVERY_MS = 2000;
+/** Most dead letters listed (the gateway keeps at most
+ * `--webhook-dead-letters-max`, 1 000 by default). */
+const DEAD_SHOWN_MAX = 200;
+let webhooksWanted = true;
+/** Whether `/metrics` is served on this port (not `--metrics-listen`). */
+let metricsHere = true;
+/** The endpoint whose dead letters are open, or null. */
+let deadOf = null;
+
+/** Delivered and failed tries per endpoint, from the gateway's Prometheus
+ * text (`holdfast_webhook_deliveries_total{endpoint,outcome}`), or an empty
+ * map when `/metrics` is served elsewhere (`--metrics-listen`). */
+async function deliveryCounts() {
+  const out = new Map();
+  if (!metricsHere) return out;
+  try {
+    const r = await fetch("/metrics", { cache: "no-store" });
+    if (r.status === 404) metricsHere = false; // --metrics-listen: not asked again
+    if (!r.ok) return out;
+    for (const line of (await r.text()).split("\n")) {
+      if (!line.startsWith("holdfast_webhook_deliveries_total{")) continue;
+      const ep = /endpoint="([^"]*)"/.exec(line);
+      const outcome = /outcome="([^"]*)"/.exec(line);
+      const n = Number(line.slice(line.lastIndexOf(" ") + 1));
+      if (!ep || !outcome || !Number.isFinite(n)) continue;
+      const entry = out.get(ep[1]) || {};
+      entry[outcome[1]] = (entry[outcome[1]] || 0) + n;
+      out.set(ep[1], entry);
+    }
+  } catch {
+    // No metrics: the columns say "—".
+  }
+  return out;
+}
+
+function renderWebhooks(endpoints, delivered) {
+  const body = $("webhooks-body");
+  const keep = new Set(endpoints.map((e) => e.id));
+  for (const tr of [...body.children]) if (!keep.has(tr.dataset.endpoint)) tr.remove();
+  for (const ep of endpoints) {
+    let tr = body.querySelector(`tr[data-endpoint="${CSS.escape(ep.id)}"]`);
+    if (!tr) {
+      tr = document.createElement("tr");
+      tr.dataset.endpoint = ep.id;
+      const name = document.createElement("th");
+      name.scope = "row";
+      name.dataset.col = "endpoint";
+      const strong = document.createElement("strong");
+      strong.textContent = ep.id;
+      const url = document.createElement("div");
+      url.className = "sub url";
+      name.append(strong, url);
+      tr.append(name);
+      for (const col of ["queued", "retrying", "in_flight", "delivered", "failed", "dead_letters"]) {
+        const td = document.createElement("td");
+        td.className = "num";
+        td.dataset.col = col;
+        tr.append(td);
+      }
+      const actions = document.createElement("td");
+      actions.className = "actions";
+      actions.append(
+        button("Dead letters", `Show the dead letters of ${ep.id}`, () => openDead(ep.id), "quiet show-dead"),
+        button("Replay dead letters", `Replay the dead letters of ${ep.id}`, () => replayDead(ep.id), "replay-dead"),
+      );
+      tr.append(actions);
+      body.append(tr);
+    }
+    tr.querySelector(".url").textContent = ep.url;
+    // Metrics appear with an endpoint's first try; none yet is 0, no
+    // metrics at all (`--metrics-listen`) is "—".
+    const d = delivered.get(ep.id) || (delivered.size ? {} : null);
+    const cells = {
+      queued: ep.queue.queued,
+      retrying: ep.queue.retrying,
+      in_flight: ep.queue.in_flight,
+      delivered: d ? d.delivered || 0 : undefined,
+      // A try that failed is counted as `failed`, or `dead_letter` when
+      // it was the last one.
+      failed: d ? (d.failed || 0) + (d.dead_letter || 0) : undefined,
+      dead_letters: ep.queue.dead_letters,
+    };
+    for (const [col, v] of Object.entries(cells)) {
+      setText(tr.querySelector(`[data-col="${col}"]`), v === undefined ? dash : fmt.count(locale, v));
+    }
+    tr.classList.toggle("has-dead", ep.queue.dead_letters > 0);
+  }
+  $("webhooks-note").textContent = `${endpoints.length} endpoint${endpoints.length === 1 ? "" : "s"}`;
+}
+
+/** Polls the endpoints while signed in and online; a gateway without
+ * webhooks (404) hides the panel for good. */
+async function pollWebhooks() {
+  if (!signedIn() || !online) return;
+  try {
+    const r = await fetch("/api/admin/webhooks", { headers: { Authorization: `Bearer ${token()}` }, cache: "no-store" });
+    if (r.status === 404) {
+      webhooksWanted = false;
+      $("webhooks").hidden = true;
+      return;
+    }
+    if (!r.ok) return;
+    const view = await r.json();
+    $("webhooks").hidden = false;
+    renderWebhooks(view.endpoints, await deliveryCounts());
+    if (deadOf) await loadDead(deadOf);
+  } catch {
+    // Offline: the banner says so; the next poll tries again.
+  }
+}
+
+/** A `datetime-local` value (local time, whole seconds). */
+function localInput(ms) {
+  const d = new Date(ms);
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+async function openDead(id) {
+  if (deadOf !== id) {
+    // The last hour, to the second: the usual "replay what the outage lost".
+    $("replay-from").value = localInput(Date.now() - 3600 * 1000);
+    $("replay-to").value = localInput(Date.now());
+  }
+  deadOf = id;
+  $("dead-ep").textContent = id;
+  $("dead").hidden = false;
+  await loadDead(id);
+  $("dead-h").focus();
+}
+
+async function loadDead(id) {
+  const r = await fetch(`/api/admin/webhooks/${encodeURIComponent(id)}/dead-letters`, {
+    headers: { Authorization: `Bearer ${token()}` },
+    cache: "no-store",
+  });
+  if (!r.ok || deadOf !== id) return;
+  const { dead_letters: dead } = await r.json();
+  const list = $("dead-list");
+  const items = dead.slice(0, DEAD_SHOWN_MAX).map((d) => {
+    const li = document.createElement("li");
+    li.dataset.event = d.event.id;
+    const what = document.createElement("span");
+    what.textContent = `${d.event.type} · ${time(d.event.ts_ms)} · ${d.tries} tries · ${d.error}`;
+    li.append(
+      what,
+      button("Replay", `Replay event ${d.event.type} of ${time(d.event.ts_ms)}`, () => replayOne(id, d.event), "quiet replay-one"),
+    );
+    return li;
+  });
+  // Redrawn only when the list changed: a focused Replay button stays.
+  const ids = dead.slice(0, DEAD_SHOWN_MAX).map((d) => d.event.id).join(",");
+  if (list.dataset.ids !== ids) {
+    list.replaceChildren(...items);
+    list.dataset.ids = ids;
+  }
+  $("dead-empty").hidden = dead.length > 0;
+}
+
+async function replay(id, body, what) {
+  const ok = await confirmAction(`Replay ${what}?`, `The endpoint ${id} gets ${what} again, with the same webhook-id (receivers dedupe by it).`, "Replay");
+  if (!ok) return;
+  const answer = await call("webhook-result", "POST", `/api/admin/webhooks/${encodeURIComponent(id)}/replay`, body);
+  if (answer) report("webhook-result", true, `${id}: ${fmt.count(locale, answer.replayed)} replayed (${what})`);
+  await pollWebhooks();
+}
+
+const replayDead = (id) => replay(id, { dead_letters: true }, "its dead letters");
+const replayOne = (id, event) => replay(id, { event_ids: [event.id] }, `event ${event.type} of ${time(event.ts_ms)}`);
+
+function onReplayRange(ev) {
+  ev.preventDefault();
+  const from = Date.parse($("replay-from").value);
+  const to = Date.parse($("replay-to").value);
+  if (!deadOf || !Number.isFinite(from) || !Number.isFinite(to) || from > to) {
+    report("webhook-result", false, "Give a time range whose start is not after its end.");
+    return;
+  }
+  // The inputs have whole seconds: the end covers its whole second.
+  replay(deadOf, { from_ms: from, to_ms: to + 999 }, `the events from ${time(from)} to ${time(to)}`);
+}
+
 function main() {
   if (show) {
     $("scope").textContent = `show ${show}`;
@@ -968,6 +1239,7 @@ function main() {
   $("schedule-form").addEventListener("submit", onSchedule);
   $("edit-form").addEventListener("submit", onEdit);
   $("create-form").addEventListener("submit", onCreate);
+  $("replay-range-form").addEventListener("submit", onReplayRange);
   $("manage-sku").addEventListener("change", () => syncManage(true));
   for (const b of document.querySelectorAll("[data-window]")) {
     b.addEventListener("click", () => guarded(() => windowAction(selectedSku(), b.dataset.window)));
@@ -979,6 +1251,21 @@ function main() {
     pollNodes().finally(() => setTimeout(nodesLoop, NODES_EVERY_MS));
   };
   nodesLoop();
+  const webhooksLoop = () => {
+    if (!webhooksWanted) return;
+    pollWebhooks().finally(() => setTimeout(webhooksLoop, WEBHOOKS_EVERY_MS));
+  };
+  // Only a gateway with webhooks has the panel (asking one without would
+  // be a 404 in the console every 2 s).
+  const askConfig = () =>
+    fetch("/api/pages/config", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : { webhooks: false }))
+      .then((c) => {
+        webhooksWanted = Boolean(c.webhooks);
+        webhooksLoop();
+      })
+      .catch(() => setTimeout(askConfig, WEBHOOKS_EVERY_MS)); // offline: later
+  askConfig();
 }
 
 main();

@@ -5,11 +5,13 @@
 // a countdown to the drop), in the language of `?lang=`. Every query
 // parameter is validated here and an invalid one falls back to its default
 // (an OBS source must never show a broken page because of a typo). The
-// parameters are documented in docs/PAGES.md.
+// parameters are documented in docs/PAGES.md. With `?buy=1` and a buyer
+// token each card also gets a Buy button (buy.js).
 
 import { Live } from "./live.js";
 import * as fmt from "./format.js";
 import { resolve, fill } from "./i18n.js";
+import { BuyPanels, TokenSource, refusalText } from "./buy.js";
 
 /** How long the back-in-stock badge stays after stock returns. */
 const BACK_IN_STOCK_MS = 10000;
@@ -70,6 +72,8 @@ const config = {
   scale: sizeParam(),
   price: flagParam("price", true),
   image: flagParam("image", true),
+  // The embeddable buy button (/buy-button) is this page in button mode.
+  buy: document.getElementById("overlay").dataset.mode === "button" || flagParam("buy", false),
   colors: {
     "--text": colorParam("text"),
     "--card": colorParam("card"),
@@ -250,10 +254,20 @@ function render(s) {
   entry.card.dataset.level = lvl;
   entry.card.dataset.available = String(s.available);
   entry.shown = { available: s.available, level: lvl };
+  renderBuy(entry, s);
   if (!entry.badge.dataset.back) {
     entry.badge.textContent = note;
     entry.badge.hidden = !note;
   }
+}
+
+/** The Buy panel of a card, once a buyer token is here. */
+function renderBuy(entry, s) {
+  if (!buy || !tokens.token) return;
+  const panel = buy.get(s.id, () => title(live.skus.get(s.id) || s));
+  if (!panel) return;
+  if (panel.el.parentNode !== entry.card) entry.card.append(panel.el);
+  if (authRefusal) panel.refused(authRefusal, refusalText(strings, authRefusal));
 }
 
 function backInStock(entry) {
@@ -300,6 +314,31 @@ function tick() {
 }
 
 let live;
+/** With `?buy=1`: the token's source and the Buy panels. */
+let tokens = null;
+let buy = null;
+/** The code the gateway refused the token's `auth` with, or null. */
+let authRefusal = null;
+
+function onAuth(answer) {
+  authRefusal = answer.type === "authed" && answer.role === "buyer" ? null : answer.error || "unauthorized";
+  root.dataset.auth = authRefusal ? `refused:${authRefusal}` : "buyer";
+  if (!authRefusal) buy.each((p) => p.renewed());
+  tokens.notify({ type: authRefusal ? "holdfast:refused" : "holdfast:authed", error: authRefusal });
+  for (const [id] of cards) {
+    const s = live.skus.get(id);
+    if (s) render(s);
+  }
+}
+
+/** Reads the token (fragment or postMessage) and presents each new one. */
+function startBuying() {
+  tokens = new TokenSource(() => {
+    if (live && live.connected) live.request({ op: "auth", token: tokens.token }).then(onAuth, onAuth);
+  });
+  buy = new BuyPanels({ live, tokens, strings, announce });
+  tokens.start();
+}
 
 function main() {
   applyLook();
@@ -336,7 +375,10 @@ function main() {
       if (buyable && event === "back_in_stock" && !entry.badge.dataset.back) backInStock(entry);
     },
     onTopicError: () => message(strings.unknown),
+    token: () => (tokens ? tokens.token : null),
+    onAuth: (answer) => onAuth(answer),
   });
+  if (config.buy) startBuying();
   live.start();
   setInterval(tick, TICK_MS);
 }

@@ -1,5 +1,6 @@
 //! Static assets embedded in the binary (no CDN, no files at run time): the
-//! host dashboard (`/`, `/dashboard`), the viewer overlay (`/overlay`), their
+//! host dashboard (`/`, `/dashboard`), the viewer overlay (`/overlay`), the
+//! embeddable buy button (`/buy-button`, the overlay in button mode), their
 //! scripts and styles, and the demo catalog's product images, all under
 //! `/assets/`. The pages themselves live in `gateway/assets/pages/` and are
 //! described in `docs/PAGES.md`.
@@ -59,6 +60,11 @@ const FILES: &[(&str, &[u8])] = &[
         "pages/overlay.js",
         include_bytes!("../../assets/pages/overlay.js"),
     ),
+    ("pages/buy.js", include_bytes!("../../assets/pages/buy.js")),
+    (
+        "pages/buy-button.html",
+        include_bytes!("../../assets/pages/buy-button.html"),
+    ),
     (
         "pages/live.js",
         include_bytes!("../../assets/pages/live.js"),
@@ -109,6 +115,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(images: &ImageOrigins) -> Router
     let header = |csp: String| HeaderValue::from_str(&csp).expect("origins are header-safe");
     let dashboard = header(csp_dashboard(images));
     let overlay = header(csp_overlay(images));
+    let buy_button = overlay.clone();
     let dashboard_page = move || {
         let csp = dashboard.clone();
         async move { page("pages/dashboard.html", csp) }
@@ -121,6 +128,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>(images: &ImageOrigins) -> Router
             get(move || {
                 let csp = overlay.clone();
                 async move { page("pages/overlay.html", csp) }
+            }),
+        )
+        .route(
+            "/buy-button",
+            get(move || {
+                let csp = buy_button.clone();
+                async move { page("pages/buy-button.html", csp) }
             }),
         )
         .route("/assets/{*path}", get(asset))

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod assets;
+pub mod buy;
 pub mod channels;
 pub mod cors;
 pub mod health;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub health: health::Health,
     /// With `--webhooks` (or `--webhooks-file`).
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// The Buy button's checkout hand-off and embedding origins.
+    pub buy: Arc<buy::Checkout>,
 }
 
 impl axum::extract::FromRef<AppState> for health::Health {
@@ -107,6 +110,17 @@ impl FromRequestParts<AppState> for Shopper {
     }
 }
 
+impl Shopper {
+    /// A buyer may touch only its own holds (anyone else's reads as
+    /// `hold_not_found`); the checkout token any.
+    fn may_touch(&self, s: &AppState, hold: &str) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(t) => buyers(s)?.own_hold(&s.ops, t, hold),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The buyer-token side of the state (present whenever a buyer token was
 /// accepted).
 fn buyers(s: &AppState) -> Result<&BuyerAuth, ApiError> {
@@ -164,6 +178,7 @@ pub fn router(state: AppState, ws_ctx: Arc<WsCtx>, options: &RouterOptions) -> R
         .merge(webhooks::routes())
         .merge(channels::routes())
         .merge(privacy::routes())
+        .merge(buy::routes())
         .layer(middleware::from_fn(timing))
         .layer(axum::extract::DefaultBodyLimit::max(options.body_bytes_max))
         .fallback(not_found)
@@ -265,12 +280,10 @@ async fn reserve(
 
 async fn hold(
     State(s): State<AppState>,
-    Shopper(buyer): Shopper,
+    buyer: Shopper,
     Path(hold): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if let Some(t) = &buyer {
-        buyers(&s)?.own_hold(&s.ops, t, &hold)?;
-    }
+    buyer.may_touch(&s, &hold)?;
     Ok(Json(s.ops.hold(&hold).await?))
 }
 

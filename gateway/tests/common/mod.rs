@@ -468,3 +468,34 @@ pub async fn wait_for_count(what: &str, counter: &std::sync::atomic::AtomicUsize
     })
     .await
 }
+
+/// The buyer-token clock a gateway reads (`BuyerTokenArgs::clock`), driven
+/// by the test: a token expires when the test says so, not after a sleep.
+#[derive(Clone)]
+pub struct TokenTestClock(pub std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl TokenTestClock {
+    /// Starts at the real time now.
+    pub fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        Self(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(now)))
+    }
+
+    pub fn now_s(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed) / 1000
+    }
+
+    pub fn set_ms(&self, ms: u64) {
+        self.0.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn token_clock(&self) -> holdfast_gateway::auth::jwt::TokenClock {
+        let c = self.0.clone();
+        holdfast_gateway::auth::jwt::TokenClock::from_fn(move || {
+            c.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+}

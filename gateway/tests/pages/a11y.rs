@@ -13,7 +13,7 @@ const AXE_JS: &str = include_str!("vendor/axe-core-4.14.1.min.js");
 
 /// Runs axe-core on the page and returns its serious and critical
 /// violations (rule, impact, the first nodes and why).
-async fn axe_violations(page: &Page) -> Value {
+pub async fn axe_violations(page: &Page) -> Value {
     page.eval(&format!("{AXE_JS}\n;true")).await;
     page.eval(
         "(async () => { \

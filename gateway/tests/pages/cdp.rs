@@ -65,6 +65,9 @@ struct Conn {
     pending: Mutex<HashMap<u64, Reply>>,
     /// (session id, log line) of everything the pages reported.
     log: Mutex<VecDeque<(String, String)>>,
+    /// (session id, URL) of every request and websocket a page with
+    /// [`Page::record_requests`] opened, the latest LOG_MAX.
+    requests: Mutex<VecDeque<(String, String)>>,
 }
 
 impl Conn {
@@ -106,6 +109,19 @@ impl Conn {
         }
         let session = msg["sessionId"].as_str().unwrap_or_default().to_owned();
         let p = &msg["params"];
+        let url = match msg["method"].as_str().unwrap_or_default() {
+            "Network.requestWillBeSent" => p["request"]["url"].as_str(),
+            "Network.webSocketCreated" => p["url"].as_str(),
+            _ => None,
+        };
+        if let Some(url) = url {
+            let mut requests = self.requests.lock().unwrap();
+            if requests.len() == LOG_MAX {
+                requests.pop_front();
+            }
+            requests.push_back((session, url.to_owned()));
+            return;
+        }
         let line = match msg["method"].as_str().unwrap_or_default() {
             "Runtime.exceptionThrown" => {
                 let d = &p["exceptionDetails"];
@@ -204,6 +220,7 @@ impl Browser {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             log: Mutex::new(VecDeque::new()),
+            requests: Mutex::new(VecDeque::new()),
         });
         let reader_conn = conn.clone();
         let reader = tokio::spawn(async move {
@@ -547,6 +564,34 @@ impl Page {
         base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().expect("screenshot data"))
             .expect("screenshot is base64")
+    }
+
+    /// Runs `js` in every document this page loads from now on, before
+    /// the page's own scripts (to fake a wrong clock, say).
+    pub async fn on_new_document(&self, js: &str) {
+        self.cmd(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": js}),
+        )
+        .await;
+    }
+
+    /// Starts recording the URL of every request the page makes (HTTP,
+    /// websocket, navigation) for [`Page::request_urls`].
+    pub async fn record_requests(&self) {
+        self.cmd("Network.enable", json!({})).await;
+    }
+
+    /// The URLs this page requested since [`Page::record_requests`].
+    pub fn request_urls(&self) -> Vec<String> {
+        self.conn
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| *s == self.session)
+            .map(|(_, u)| u.clone())
+            .collect()
     }
 
     /// Everything this page reported as an error or warning so far.

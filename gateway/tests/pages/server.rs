@@ -10,7 +10,12 @@ use holdfast_gateway::protocol::{ClientMsg, ServerMsg, Stats};
 #[tokio::test]
 async fn pages_are_served_with_their_types_and_a_strict_policy() {
     let gw = Gateway::demo().await;
-    for (path, frame_ancestors) in [("/", true), ("/dashboard", true), ("/overlay", false)] {
+    for (path, frame_ancestors) in [
+        ("/", true),
+        ("/dashboard", true),
+        ("/overlay", false),
+        ("/buy-button", false),
+    ] {
         let r = gw.http.get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let h = r.headers();

@@ -132,8 +132,12 @@ async fn quotas_caps_and_moves_over_http() {
     .await;
     assert_eq!(
         (status, r["error"].as_str()),
-        (404, Some("unknown_channel")),
+        (400, Some("unknown_channel")),
         "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap().starts_with("channel: "),
+        "names the field: {r}"
     );
     let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 6, "buyer": "c"})).await;
     assert_eq!(
@@ -169,8 +173,12 @@ async fn quotas_caps_and_moves_over_http() {
     let (status, r) = mv(1, "tiktok").await;
     assert_eq!(
         (status, r["error"].as_str()),
-        (404, Some("unknown_channel")),
+        (400, Some("unknown_channel")),
         "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap().starts_with("{channel}: "),
+        "names the path field: {r}"
     );
     let (status, r) = mv(3, "live").await;
     assert_eq!(status, 200, "{r}");

@@ -218,6 +218,18 @@ impl Engine {
         Ok(self.stock_change(sku, change))
     }
 
+    /// Whether a SKU has sales channels: two atomic loads, no allocation
+    /// (the reservation path asks it to decide whether a buyer token's
+    /// channel claim sells from a channel or only attributes the sale).
+    /// False for an unknown SKU.
+    #[inline]
+    pub fn has_channels(&self, sku: SkuIdx) -> bool {
+        self.catalog
+            .get(sku)
+            .and_then(|e| e.channels.get())
+            .is_some_and(|set| !set.is_empty())
+    }
+
     /// The sales channel `id` of a SKU.
     pub fn channel(&self, sku: SkuIdx, id: &str) -> Option<ChannelIdx> {
         self.catalog.get(sku)?.channels.get()?.find(id)

@@ -312,3 +312,81 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     assert!(!all.contains(&pseudonym(ALICE)), "{all}");
     gw.stop().await;
 }
+
+/// The `buyer` field of every order-stream entry, oldest first.
+async fn order_buyers(c: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let r: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(c, "hf:orders")
+        .await
+        .unwrap();
+    r.ids
+        .iter()
+        .map(|e| e.get::<String>("buyer").expect("a buyer field"))
+        .collect()
+}
+
+/// Without `--buyer-id-key` the generated key is kept with the journal:
+/// a restart on the same Redis makes the same pseudonym (stored buyer
+/// names and order entries still match), and a full re-write of the
+/// journal record keeps the key.
+#[tokio::test]
+async fn a_generated_key_survives_a_restart_so_pseudonyms_stay_the_same() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = args(&redis);
+    a.privacy.buyer_id_key = None;
+    let mut c = con(&redis).await;
+
+    let gw = Gateway::start(a.clone()).await;
+    let hold = buy(&gw, ALICE, "r1").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let key: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
+        .await
+        .unwrap();
+    let key = key.expect("the generated key is in the journal record");
+    let first = order_buyers(&mut c).await;
+    assert_eq!(first.len(), 1);
+    assert_ne!(first[0], pseudonym(ALICE), "not the test's configured key");
+    assert_eq!(
+        first[0],
+        BuyerNames::pseudonyms(&BuyerIdKey::parse(&key).unwrap())
+            .name(ALICE)
+            .to_string(),
+        "the stored key is the one pseudonyms are made with"
+    );
+
+    // Redis loses the journal record (restarted empty): the writer's full
+    // re-write puts it back, key included.
+    let _: () = redis::AsyncCommands::del(&mut c, "hf:journal")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let back: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
+            .await
+            .unwrap();
+        let seq: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "seq")
+            .await
+            .unwrap();
+        if seq.is_some() {
+            assert_eq!(
+                back.as_deref(),
+                Some(key.as_str()),
+                "re-written with the key"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal record was never re-written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+
+    let gw = Gateway::start(a).await;
+    let hold = buy(&gw, ALICE, "r2").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let both = order_buyers(&mut c).await;
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], both[1], "the same pseudonym after a restart");
+    gw.stop().await;
+}

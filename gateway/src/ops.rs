@@ -830,6 +830,7 @@ impl Ops {
             ));
         }
         let memory_names = u64::from(self.ids.forget_buyer(buyer));
+        let memory_limit_records = u64::from(self.engine.erase_buyer(buyer));
         let redis = match &self.durability {
             Durability::Memory => Default::default(),
             Durability::Redis(j) => {
@@ -842,6 +843,7 @@ impl Ops {
         Ok(BuyerErased {
             buyer: stored.to_string(),
             memory_names,
+            memory_limit_records,
             redis_names: redis.names,
             redis_limit_records: redis.limit_records,
             order_entries: redis.order_entries,

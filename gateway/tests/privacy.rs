@@ -243,8 +243,8 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(
         r,
-        json!({"buyer": pseudonym(ALICE), "memory_names": 1, "redis_names": 1,
-               "redis_limit_records": 1, "order_entries": 2})
+        json!({"buyer": pseudonym(ALICE), "memory_names": 1, "memory_limit_records": 1,
+               "redis_names": 1, "redis_limit_records": 1, "order_entries": 2})
     );
 
     let mut c = con(&redis).await;
@@ -388,5 +388,65 @@ async fn a_generated_key_survives_a_restart_so_pseudonyms_stay_the_same() {
     let both = order_buyers(&mut c).await;
     assert_eq!(both.len(), 2);
     assert_eq!(both[0], both[1], "the same pseudonym after a restart");
+    gw.stop().await;
+}
+
+/// Erasure blanks the buyer in memory too: the engine's per-buyer limit
+/// table no longer counts (or names) them, so the limit counts afresh at
+/// once, as it does after a restart once Redis forgot the records.
+#[tokio::test]
+async fn erasure_forgets_the_buyer_in_memory_too() {
+    let gw = Gateway::demo().await;
+    // tee-black-m: at most 4 per buyer.
+    for i in 0..4 {
+        let hold = buy(&gw, ALICE, &format!("a{i}")).await;
+        assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    }
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": ALICE})),
+        )
+        .await;
+    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    let bob = buy(&gw, BOB, "b").await;
+    assert_eq!(hold_op(&gw, &bob, "commit").await.0, 200);
+
+    let (status, r) = gw
+        .call(
+            "POST",
+            &format!("/api/admin/buyers/{}/erase", ALICE.replace('@', "%40")),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (
+            r["memory_names"].as_u64(),
+            r["memory_limit_records"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    // Nothing in memory remembers Alice's four: she counts afresh.
+    for i in 0..4 {
+        buy(&gw, ALICE, &format!("again{i}")).await;
+    }
+    // Bob is untouched: his one unit still counts.
+    for i in 0..3 {
+        buy(&gw, BOB, &format!("b{i}")).await;
+    }
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": BOB})),
+        )
+        .await;
+    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
     gw.stop().await;
 }

@@ -131,6 +131,8 @@ pub struct BuyerErased {
     pub buyer: String,
     /// Stored names forgotten in memory (0 or 1).
     pub memory_names: u64,
+    /// Per-SKU limit records of the engine's memory zeroed and blanked.
+    pub memory_limit_records: u64,
     /// `hf:buyers` fields deleted (0 or 1).
     pub redis_names: u64,
     /// Per-SKU limit records deleted in Redis.

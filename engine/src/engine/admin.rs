@@ -420,6 +420,17 @@ impl Engine {
         }
     }
 
+    /// Erases `buyer` from the per-buyer limit table (docs/PRIVACY.md): its
+    /// counts on every SKU go to zero (it counts afresh) and no entry
+    /// names it any more. Call only when the buyer has no live hold (the
+    /// gateway refuses the erasure otherwise); a reservation racing it is
+    /// counted as a new purchase, and a hold from before it that ends
+    /// later never takes a count below zero. Scans the whole table.
+    /// Returns the limit records that counted units.
+    pub fn erase_buyer(&self, buyer: BuyerId) -> u32 {
+        self.buyers.forget(buyer)
+    }
+
     /// Units counted against `buyer`'s limit on `sku` (live holds + sales).
     pub fn buyer_units(&self, sku: SkuIdx, buyer: BuyerId) -> u32 {
         self.buyers.units(sku, buyer)

@@ -12,6 +12,9 @@
 //!   that were lost);
 //! - no hold is still held past its deadline, and each sampled hold ended as
 //!   the client saw it end;
+//! - per sales channel ([`crate::audit_channels`]): the channels' counts add
+//!   up to the SKU's, none past its quota or cap, each channel sold what
+//!   clients bought on it;
 //! - with Redis: the SKU hashes match, no terminal hold is still listed
 //!   live, and every hold the clients saw committed is in the order stream
 //!   (and no released or expired one is).
@@ -77,6 +80,10 @@ pub struct SkuAudit {
     /// Most units certainly held or sold at one moment, client side.
     pub concurrent_max: u64,
     pub oversold: u64,
+    /// Per-channel figures, for a SKU with sales channels
+    /// ([`crate::audit_channels`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::audit_channels::ChannelAudit>,
 }
 
 /// How one check came out.
@@ -138,7 +145,7 @@ pub struct Audit {
 }
 
 impl Audit {
-    fn check(&mut self, name: &str, ok: bool, detail: String) {
+    pub(crate) fn check(&mut self, name: &str, ok: bool, detail: String) {
         let status = if ok {
             CheckStatus::Ok
         } else {
@@ -147,7 +154,7 @@ impl Audit {
         self.check_as(name, status, detail);
     }
 
-    fn check_as(&mut self, name: &str, status: CheckStatus, detail: String) {
+    pub(crate) fn check_as(&mut self, name: &str, status: CheckStatus, detail: String) {
         self.checks.push(Check {
             name: name.into(),
             ok: status != CheckStatus::Failed,
@@ -178,7 +185,7 @@ impl Audit {
         }
     }
 
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         if self.problems.len() < PROBLEMS_MAX {
             self.problems.push(p);
         } else if self.problems.len() == PROBLEMS_MAX {
@@ -459,6 +466,7 @@ pub async fn run(inp: Input<'_>) -> Audit {
             );
         }
     }
+    crate::audit_channels::check(&mut a, s, inp.stats, &finals, inp.exclusive);
     let lost = inp
         .stats
         .holds

@@ -847,6 +847,9 @@ impl Ops {
             redis_names: redis.names,
             redis_limit_records: redis.limit_records,
             order_entries: redis.order_entries,
+            // The HTTP handler adds the webhooks' (they sit beside Ops).
+            webhook_events: 0,
+            webhook_stream_entries: 0,
         })
     }
 

@@ -244,7 +244,8 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     assert_eq!(
         r,
         json!({"buyer": pseudonym(ALICE), "memory_names": 1, "memory_limit_records": 1,
-               "redis_names": 1, "redis_limit_records": 1, "order_entries": 2})
+               "redis_names": 1, "redis_limit_records": 1, "order_entries": 2,
+               "webhook_events": 0, "webhook_stream_entries": 0})
     );
 
     let mut c = con(&redis).await;
@@ -448,5 +449,114 @@ async fn erasure_forgets_the_buyer_in_memory_too() {
         )
         .await;
     assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    gw.stop().await;
+}
+
+/// Webhook events kept in memory name the buyer (their pseudonym) until
+/// delivered, or as dead letters and history: erasure blanks them there.
+/// Webhook events name the buyer (their pseudonym) until delivered, and
+/// as dead letters and history: erasure blanks them in memory and, with
+/// Redis, in the webhook streams (read afterwards key by key).
+#[tokio::test]
+async fn erasure_blanks_the_buyer_in_webhook_events() {
+    let Some(redis) = Redis::start() else { return };
+    for with_redis in [false, true] {
+        let mut a = demo_args();
+        if with_redis {
+            a.redis = Some(redis.url());
+            a.persistence = Persistence::Durable;
+        }
+        a.privacy.buyer_id_key = Some(BuyerIdKey::parse(KEY).unwrap());
+        a.webhooks.enabled = true;
+        a.webhooks.tries_max = 1;
+        erase_from_webhooks(a, with_redis.then_some(&redis)).await;
+    }
+}
+
+async fn erase_from_webhooks(a: ServeArgs, redis: Option<&Redis>) {
+    let gw = Gateway::start(a).await;
+    // Nothing listens on a port just freed: every delivery fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/admin/webhooks",
+            Some(ADMIN),
+            Some(json!({"id": "shop", "url": format!("http://{closed}/hook"),
+                        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                        "events": ["order.committed"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let hold = buy(&gw, ALICE, "a").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let dead_letters = || async {
+        let (_, body) = gw
+            .call(
+                "GET",
+                "/api/admin/webhooks/shop/dead-letters",
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        body["dead_letters"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let dead = loop {
+        let dead = dead_letters().await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(dead[0]["event"]["data"]["buyer"], pseudonym(ALICE));
+    if let Some(redis) = redis {
+        // The dead letter is written to its stream after the memory list.
+        let mut c = con(redis).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while redis::AsyncCommands::xlen::<_, usize>(&mut c, "hf:webhooks:shop:dead")
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no dead-letter entry"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    let (status, r) = gw
+        .call(
+            "POST",
+            &format!("/api/admin/buyers/{}/erase", ALICE.replace('@', "%40")),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["webhook_events"].as_u64(), Some(1), "{r}");
+    if let Some(redis) = redis {
+        assert_eq!(
+            r["webhook_stream_entries"].as_u64(),
+            Some(1),
+            "the dead letter: {r}"
+        );
+        let all = everything(&mut con(redis).await).await;
+        assert!(!all.contains(&pseudonym(ALICE)), "{all}");
+    }
+    let dead = dead_letters().await;
+    assert_eq!(dead.len(), 1, "the event stays, without its buyer");
+    assert_eq!(dead[0]["event"]["data"]["buyer"], Value::Null, "{dead:?}");
+    assert!(
+        !serde_json::to_string(&dead)
+            .unwrap()
+            .contains(&pseudonym(ALICE))
+    );
     gw.stop().await;
 }

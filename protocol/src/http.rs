@@ -139,6 +139,14 @@ pub struct BuyerErased {
     pub redis_limit_records: u64,
     /// Order-stream entries naming the buyer, deleted.
     pub order_entries: u64,
+    /// Webhook events kept in memory (queued, retrying, dead letters,
+    /// delivery history) whose `buyer` was blanked.
+    #[serde(default)]
+    pub webhook_events: u64,
+    /// Entries of the webhook streams in Redis (`<prefix>:webhooks:<id>`
+    /// and `:dead`) naming the buyer, replaced by a copy without it.
+    #[serde(default)]
+    pub webhook_stream_entries: u64,
 }
 
 /// `POST /api/admin/skus/{id}/restock` and `/adjust`.

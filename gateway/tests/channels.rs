@@ -405,6 +405,19 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
     assert!(n(web, "held") + n(web, "sold") <= 15, "cap kept: {sku}");
     assert!(n(live, "held") + n(web, "held") <= n(&sku, "held"), "{sku}");
     assert!(n(live, "sold") + n(web, "sold") <= n(&sku, "sold"), "{sku}");
+    // The quota's units are where the channel's holds and sales say: its
+    // used part is no more than what the channel holds and sold, and its
+    // unsold part is still on sale.
+    let quota_used = n(live, "quota") - n(live, "quota_available");
+    assert!(quota_used <= n(live, "held") + n(live, "sold"), "{sku}");
+    assert!(n(live, "quota_available") <= n(&sku, "available"), "{sku}");
+    for c in [live, web] {
+        assert!(n(c, "available") <= n(&sku, "available"), "{sku}");
+    }
+    assert!(
+        n(web, "available") + n(web, "held") + n(web, "sold") <= 15,
+        "the cap bounds what web offers: {sku}"
+    );
     for (hold, committed) in &acked {
         let view: Value = http
             .get(second.url(&format!("/api/holds/{hold}")))

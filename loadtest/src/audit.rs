@@ -145,7 +145,7 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub(crate) fn check(&mut self, name: &str, ok: bool, detail: String) {
+    fn check(&mut self, name: &str, ok: bool, detail: String) {
         let status = if ok {
             CheckStatus::Ok
         } else {
@@ -154,7 +154,7 @@ impl Audit {
         self.check_as(name, status, detail);
     }
 
-    pub(crate) fn check_as(&mut self, name: &str, status: CheckStatus, detail: String) {
+    fn check_as(&mut self, name: &str, status: CheckStatus, detail: String) {
         self.checks.push(Check {
             name: name.into(),
             ok: status != CheckStatus::Failed,
@@ -185,7 +185,7 @@ impl Audit {
         }
     }
 
-    pub(crate) fn problem(&mut self, p: String) {
+    fn problem(&mut self, p: String) {
         if self.problems.len() < PROBLEMS_MAX {
             self.problems.push(p);
         } else if self.problems.len() == PROBLEMS_MAX {
@@ -466,7 +466,10 @@ pub async fn run(inp: Input<'_>) -> Audit {
             );
         }
     }
-    crate::audit_channels::check(&mut a, s, inp.stats, &finals, inp.exclusive);
+    for v in crate::audit_channels::check(&mut a.skus, s, inp.stats, &finals, inp.exclusive) {
+        a.check(v.name, v.ok, v.detail);
+        v.problems.into_iter().for_each(|p| a.problem(p));
+    }
     let lost = inp
         .stats
         .holds

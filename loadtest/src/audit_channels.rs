@@ -10,7 +10,7 @@
 use holdfast_protocol::SkuState;
 use serde::{Deserialize, Serialize};
 
-use crate::audit::Audit;
+use crate::audit::SkuAudit;
 use crate::roles::buyer::channel_counter;
 use crate::scenario::Scenario;
 use crate::stats::Stats;
@@ -83,19 +83,29 @@ pub fn findings(sku: &SkuState) -> Vec<String> {
     out
 }
 
+/// One check's outcome, for [`Audit`](crate::audit::Audit) to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub name: &'static str,
+    pub ok: bool,
+    /// The finding when it failed, what it proved when it passed.
+    pub detail: String,
+    /// One line per fault found.
+    pub problems: Vec<String>,
+}
+
 /// Runs the per-channel checks over the final counts (`finals`, in the
 /// scenario's SKU order) and adds each SKU's channel figures to its
-/// [`crate::audit::SkuAudit`]. Nothing is added for a scenario without
-/// channels.
+/// [`SkuAudit`] in `skus`. No checks for a scenario without channels.
 pub fn check(
-    a: &mut Audit,
+    skus: &mut [SkuAudit],
     scenario: &Scenario,
     stats: &Stats,
     finals: &[Option<SkuState>],
     exclusive: bool,
-) {
+) -> Vec<Verdict> {
     if scenario.skus.iter().all(|k| k.channels.is_empty()) {
-        return;
+        return Vec::new();
     }
     let mut add_up: Vec<String> = Vec::new();
     let mut sales: Vec<String> = Vec::new();
@@ -147,41 +157,35 @@ pub fn check(
             }
             figures.push(ca);
         }
-        if let Some(sa) = a.skus.iter_mut().find(|s| s.id == spec.id) {
+        if let Some(sa) = skus.iter_mut().find(|s| s.id == spec.id) {
             sa.channels = figures;
         }
     }
-    let fine = format!(
-        "per-channel counts add up to the sku's, none past its quota or cap, for {checked} SKUs with channels"
-    );
-    let ok = add_up.is_empty();
-    a.check(
-        "channels",
-        ok,
-        if ok {
-            fine
+    let mut verdicts = vec![Verdict {
+        name: "channels",
+        ok: add_up.is_empty(),
+        detail: if add_up.is_empty() {
+            format!(
+                "per-channel counts add up to the sku's, none past its quota or cap, for {checked} SKUs with channels"
+            )
         } else {
             "per-channel counts do not add up (see problems)".into()
         },
-    );
-    for p in add_up {
-        a.problem(p);
-    }
+        problems: add_up,
+    }];
     if exclusive {
-        let ok = sales.is_empty();
-        a.check(
-            "channel sales match commits",
-            ok,
-            if ok {
+        verdicts.push(Verdict {
+            name: "channel sales match commits",
+            ok: sales.is_empty(),
+            detail: if sales.is_empty() {
                 "each channel's sold == units clients were told were sold on it (within unanswered requests)".into()
             } else {
                 "a channel's sold count differs from what clients were told (see problems)".into()
             },
-        );
-        for p in sales {
-            a.problem(p);
-        }
+            problems: sales,
+        });
     }
+    verdicts
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! Entries are claimed with one CAS on an empty key and never removed (a
 //! buyer's purchases count for the life of the engine), so a key, once in a
 //! position, stays there, and two threads inserting the same key always
-//! meet at the same position. A key that finds no room in its probe window
+//! meet at the same position. An erasure ([`BuyerTable::forget`]) zeroes a
+//! buyer's counts and blanks the pair its entries list, but leaves the
+//! positions claimed. A key that finds no room in its probe window
 //! is refused as `Capacity`, never silently unlimited.
 
 use crate::catalog::SkuIdx;
@@ -170,9 +172,44 @@ impl BuyerTable {
         let entry = self
             .find(Self::key(sku, buyer), false)
             .expect("release of a buyer entry that was never acquired");
-        // Relaxed: see `acquire`.
-        let before = entry.units.fetch_sub(units, Ordering::Relaxed);
-        assert!(before >= units, "buyer units underflow: {before} - {units}");
+        // Relaxed: see `acquire`. Saturating, not an underflow check: an
+        // erasure racing a reservation of the same buyer may have zeroed
+        // the count while this hold lived (`forget`); the buyer then counts
+        // afresh, which is what erasing means (docs/PRIVACY.md).
+        let _ = entry
+            .units
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(units))
+            });
+    }
+
+    /// Erases `buyer` from the table: zeroes its count on every SKU and
+    /// blanks the buyer an entry lists, so [`Self::list`] and a journal
+    /// resync never name it again. The positions stay claimed (a lock-free
+    /// open-addressed table never frees one: a later probe for another key
+    /// must still walk past them). A full scan: erasure is an admin action,
+    /// never on the reservation path. Returns the entries that counted
+    /// units for the buyer.
+    pub(crate) fn forget(&self, buyer: BuyerId) -> u32 {
+        let mut forgotten = 0;
+        for entry in self.entries.iter() {
+            // Relaxed: as `list`; validated by recomputing the key. A
+            // reservation racing the erasure may count units again right
+            // after (and set the buyer back): it is a new purchase.
+            let key = entry.key.load(Ordering::Relaxed);
+            let sku = SkuIdx(entry.sku.load(Ordering::Relaxed));
+            if key == 0
+                || entry.buyer.load(Ordering::Relaxed) != buyer.0
+                || Self::key(sku, buyer) != key
+            {
+                continue;
+            }
+            if entry.units.swap(0, Ordering::Relaxed) > 0 {
+                forgotten += 1;
+            }
+            entry.buyer.store(0, Ordering::Relaxed);
+        }
+        forgotten
     }
 
     /// Every pair with units counted, as `(sku, buyer, units)`.
@@ -222,6 +259,23 @@ mod tests {
             Ok(3),
             "limits are per sku"
         );
+    }
+
+    #[test]
+    fn an_erased_buyer_counts_afresh_and_is_never_listed() {
+        let t = BuyerTable::new(64);
+        let (b, other) = (BuyerId(9), BuyerId(10));
+        assert_eq!(t.acquire(SkuIdx(1), b, 3, 3, 3), Ok(3));
+        assert_eq!(t.acquire(SkuIdx(2), b, 1, 1, 3), Ok(1));
+        assert_eq!(t.acquire(SkuIdx(1), other, 2, 2, 3), Ok(2));
+        assert_eq!(t.forget(b), 2);
+        assert_eq!(t.list(), vec![(SkuIdx(1), other, 2)]);
+        assert_eq!(t.units(SkuIdx(1), b), 0);
+        assert_eq!(t.acquire(SkuIdx(1), b, 3, 3, 3), Ok(3), "counts afresh");
+        // A hold from before the erasure ending now gives back what it can.
+        t.release(SkuIdx(2), b, 1);
+        assert_eq!(t.units(SkuIdx(2), b), 0, "never below zero");
+        assert_eq!(t.forget(BuyerId(77)), 0);
     }
 
     #[test]

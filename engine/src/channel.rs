@@ -279,6 +279,12 @@ impl ChannelSet {
         self.admin.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether any channel was added (a set is made on the first add).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn len(&self) -> usize {
         // Acquire: pairs with `add`'s Release, so every channel below `len`
         // has its id and initial words.

@@ -68,6 +68,18 @@ fn a_quota_is_sold_only_by_its_channel() {
     assert_eq!(r.counts(tee), counts(1, 2, 2));
 }
 
+/// The cheap query the gateway's reservation path asks (no snapshot).
+#[test]
+fn has_channels_answers_without_a_snapshot() {
+    let r = Rig::with_events();
+    let tee = r.sku("tee", 5, settings(60_000, 0));
+    let plain = r.sku("plain", 5, settings(60_000, 0));
+    assert!(!r.engine.has_channels(tee));
+    r.engine.configure_channel(tee, "live", 1, None).unwrap();
+    assert!(r.engine.has_channels(tee));
+    assert!(!r.engine.has_channels(plain));
+}
+
 #[test]
 fn unknown_channels_are_refused_before_anything_changes() {
     let r = Rig::with_events();

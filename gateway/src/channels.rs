@@ -1,7 +1,8 @@
 //! Sales channels at the gateway: checking the `channels` of a SKU
 //! definition or patch, applying them to the engine, the wire form of each
-//! channel's counts, and the channel of a reservation (from the request
-//! body, or from a buyer token's claim, which wins).
+//! channel's counts, and which channel a reservation counts against (from
+//! the request's `channel` field or a buyer token's claim: one rule, in
+//! [`of_reservation`]).
 //!
 //! The engine owns the counts and enforces quotas and caps
 //! ([`holdfast_engine::channel`]); this module only adapts. It must never
@@ -11,9 +12,10 @@
 use crate::catalog::field_error;
 use crate::error::ApiError;
 use crate::protocol::limits::SKU_UNITS_MAX;
-use crate::protocol::{ChannelDef, ChannelState, Code, Reserve};
+use crate::protocol::{ChannelDef, ChannelState, Code};
+use axum::http::StatusCode;
 use holdfast_engine::limits::{CHANNEL_ID_BYTES_MAX, CHANNELS_MAX};
-use holdfast_engine::{Engine, SkuIdx, SkuSnapshot, is_valid_channel_id};
+use holdfast_engine::{Engine, Line, ReserveError, SkuIdx, SkuSnapshot, is_valid_channel_id};
 use std::collections::HashSet;
 
 /// Checks a `channels` list: at most [`CHANNELS_MAX`] (with those the SKU
@@ -129,22 +131,77 @@ pub fn refresh_gauges(engine: &Engine) {
     }
 }
 
-/// Sets a reservation's channel from a buyer token's `claim`: the token
-/// decides where its holder buys. A body naming another channel than the
-/// claim is refused, never silently moved.
-pub fn apply_claim(req: &mut Reserve, claim: Option<&str>) -> Result<(), ApiError> {
-    let Some(claim) = claim else {
-        return Ok(());
-    };
-    match req.channel.as_deref() {
-        Some(asked) if asked != claim => Err(field_error(
-            Code::UnknownChannel,
-            "channel: the buyer token is for another channel",
-        )),
-        _ => {
-            req.channel = Some(claim.to_string());
-            Ok(())
+/// The channel a reservation counts against, and where its name came
+/// from (so a refusal names the field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chosen<'a> {
+    /// The common pool only.
+    Pool,
+    /// The request's `channel` field.
+    Field(&'a str),
+    /// A buyer token's `channel` claim.
+    Claim(&'a str),
+}
+
+impl<'a> Chosen<'a> {
+    /// The channel id the engine reserves on.
+    pub fn id(self) -> Option<&'a str> {
+        match self {
+            Self::Pool => None,
+            Self::Field(c) | Self::Claim(c) => Some(c),
         }
+    }
+
+    /// The engine's refusal of a reservation on this channel, an unknown
+    /// channel with the field that named it (400 `unknown_channel`).
+    pub fn refusal(self, e: ReserveError) -> ApiError {
+        match (e, self) {
+            (ReserveError::UnknownChannel, Self::Field(c)) => field_error(
+                Code::UnknownChannel,
+                format!("channel: {c:?} is not a channel of every sku of the request"),
+            ),
+            (ReserveError::UnknownChannel, Self::Claim(c)) => field_error(
+                Code::UnknownChannel,
+                format!(
+                    "channel (the buyer token's claim): {c:?} is not a channel of every sku of the request"
+                ),
+            ),
+            _ => e.into(),
+        }
+    }
+}
+
+/// Which channel a reservation of `lines` counts against: the one place
+/// for the rule, for HTTP and the websocket alike (docs/CHANNELS.md).
+///
+/// - A buyer token's `claim` decides where its holder buys: a `channel`
+///   field naming another channel is refused with 403
+///   `channel_not_allowed`, never silently moved.
+/// - With a claim and no field, the reservation sells from the claimed
+///   channel if any SKU of the request has channels; on SKUs without any
+///   the claim only attributes the sale (orders and webhooks).
+/// - Otherwise the field's channel, or the pool.
+///
+/// A channel the SKUs lack is refused by the engine before anything
+/// changes; [`Chosen::refusal`] names the field (400 `unknown_channel`).
+/// Asks the engine [`Engine::has_channels`]: no allocation.
+pub fn of_reservation<'a>(
+    engine: &Engine,
+    lines: &[Line],
+    field: Option<&'a str>,
+    claim: Option<&'a str>,
+) -> Result<Chosen<'a>, ApiError> {
+    match (field, claim) {
+        (Some(asked), Some(claim)) if asked != claim => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            Code::ChannelNotAllowed,
+            format!("channel: the buyer token allows channel {claim:?} only"),
+        )),
+        (Some(asked), _) => Ok(Chosen::Field(asked)),
+        (None, Some(claim)) if lines.iter().any(|l| engine.has_channels(l.sku)) => {
+            Ok(Chosen::Claim(claim))
+        }
+        (None, _) => Ok(Chosen::Pool),
     }
 }
 
@@ -211,25 +268,61 @@ mod tests {
     }
 
     #[test]
-    fn a_token_claim_sets_the_channel_and_a_different_body_is_refused() {
-        let mut req = Reserve {
-            id: 1,
-            sku: Some("tee".into()),
-            qty: Some(1),
-            lines: None,
-            buyer: "b".into(),
-            request_id: None,
-            allow_partial: false,
-            channel: None,
+    fn a_token_claim_decides_the_channel_and_a_different_field_is_forbidden() {
+        use holdfast_engine::{EngineConfig, ManualClock, SaleWindow, SkuSettings, SkuSpec};
+        let clock = std::sync::Arc::new(ManualClock::new(1_000));
+        let (engine, _expirer) = Engine::new(EngineConfig::default(), clock).unwrap();
+        let spec = || SkuSpec {
+            total: 5,
+            settings: SkuSettings::default(),
+            window: SaleWindow::Open,
         };
-        apply_claim(&mut req, None).unwrap();
-        assert_eq!(req.channel, None);
-        apply_claim(&mut req, Some("live")).unwrap();
-        assert_eq!(req.channel.as_deref(), Some("live"));
-        apply_claim(&mut req, Some("live")).unwrap();
+        let tee = engine.create_sku("tee", spec()).unwrap();
+        let mug = engine.create_sku("mug", spec()).unwrap();
+        engine.configure_channel(tee, "live", 1, None).unwrap();
+        let on = |sku| [Line { sku, qty: 1 }];
+        let pick = |lines: &[Line], field, claim| of_reservation(&engine, lines, field, claim);
+        assert_eq!(pick(&on(tee), None, None).unwrap(), Chosen::Pool);
         assert_eq!(
-            apply_claim(&mut req, Some("web")).unwrap_err().code,
-            Code::UnknownChannel
+            pick(&on(tee), Some("live"), None).unwrap(),
+            Chosen::Field("live")
+        );
+        assert_eq!(
+            pick(&on(tee), None, Some("live")).unwrap(),
+            Chosen::Claim("live")
+        );
+        assert_eq!(
+            pick(&on(tee), Some("live"), Some("live")).unwrap(),
+            Chosen::Field("live")
+        );
+        assert_eq!(
+            pick(&on(mug), None, Some("live")).unwrap(),
+            Chosen::Pool,
+            "no channels: the claim only attributes"
+        );
+        let e = pick(&on(mug), Some("web"), Some("live")).unwrap_err();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, Code::ChannelNotAllowed)
+        );
+        let e = Chosen::Claim("tiktok").refusal(ReserveError::UnknownChannel);
+        assert_eq!(
+            (
+                e.status,
+                e.code,
+                e.message.starts_with("channel (the buyer token")
+            ),
+            (StatusCode::BAD_REQUEST, Code::UnknownChannel, true)
+        );
+        let e = Chosen::Field("tiktok").refusal(ReserveError::UnknownChannel);
+        assert!(
+            e.message.starts_with("channel: \"tiktok\""),
+            "{}",
+            e.message
+        );
+        assert_eq!(
+            Chosen::Pool.refusal(ReserveError::SoldOut).code,
+            Code::SoldOut
         );
     }
 }

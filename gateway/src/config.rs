@@ -235,8 +235,10 @@ pub struct PrivacyArgs {
     /// Key of the buyer-id pseudonyms: buyer ids reach Redis, the order
     /// stream, logs and metrics only as hex(HMAC-SHA256(key, id)), which
     /// the shop computes with the same key to map back. Hex or base64, 16
-    /// to 64 bytes. Without it a random key is made per start (pseudonyms
-    /// then change at every restart and cannot be mapped back).
+    /// to 64 bytes. Without it a random key is generated and kept in Redis
+    /// with the journal (`hf:journal` `buyer_id_key`), so pseudonyms stay
+    /// the same across restarts; in memory mode it lives as long as the
+    /// process.
     #[arg(
         long,
         env = "HOLDFAST_BUYER_ID_KEY",
@@ -276,7 +278,14 @@ pub struct PrivacyArgs {
 }
 
 impl PrivacyArgs {
-    /// What holdfast stores for a buyer id.
+    /// Whether pseudonyms need a generated key (none configured, not in
+    /// the clear): the journal keeps it (`journal::open`).
+    pub fn needs_generated_key(&self) -> bool {
+        !self.buyer_ids_in_clear && self.buyer_id_key.is_none()
+    }
+
+    /// What holdfast stores for a buyer id (a generated key, if needed,
+    /// lives as long as the process: memory mode).
     pub fn buyer_names(&self) -> crate::privacy::BuyerNames {
         use crate::privacy::{BuyerIdKey, BuyerNames};
         if self.buyer_ids_in_clear {
@@ -294,7 +303,7 @@ impl PrivacyArgs {
             (true, _) => "in clear (--buyer-ids-in-clear)",
             (false, true) => "pseudonyms (HMAC-SHA256, --buyer-id-key)",
             (false, false) => {
-                "pseudonyms with a random key per start (set --buyer-id-key to map back)"
+                "pseudonyms with a generated key (kept in Redis with the journal, per process in memory mode; set --buyer-id-key to map back)"
             }
         }
     }

@@ -134,7 +134,9 @@ impl From<ReserveError> for ApiError {
             | ReserveError::DuplicateSku
             | ReserveError::CartSize
             | ReserveError::RequestMismatch => StatusCode::BAD_REQUEST,
-            ReserveError::UnknownChannel => StatusCode::NOT_FOUND,
+            // A field of the request names what the SKU does not have
+            // (docs/API.md: unknown_channel is 400 wherever it is named).
+            ReserveError::UnknownChannel => StatusCode::BAD_REQUEST,
             ReserveError::ChannelCapReached { .. } => StatusCode::CONFLICT,
             ReserveError::Capacity | ReserveError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -177,7 +179,7 @@ impl From<CatalogError> for ApiError {
             | CatalogError::InvalidQty
             | CatalogError::InvalidChannelId
             | CatalogError::ChannelsFull => StatusCode::BAD_REQUEST,
-            CatalogError::UnknownChannel => StatusCode::NOT_FOUND,
+            CatalogError::UnknownChannel => StatusCode::BAD_REQUEST,
             // Well-formed, but never possible: not a retryable 503.
             CatalogError::TotalAboveMax => StatusCode::UNPROCESSABLE_ENTITY,
             CatalogError::Capacity | CatalogError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,

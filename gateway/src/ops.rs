@@ -250,23 +250,22 @@ impl Ops {
     // request.
 
     pub async fn reserve(&self, req: Reserve) -> Result<Reserved, ApiError> {
+        self.reserve_claimed(req, None).await
+    }
+
+    /// [`Ops::reserve`] for a buyer token whose `channel` claim is `claim`
+    /// (see [`crate::channels::of_reservation`]). In cluster mode SKUs have
+    /// no channels, so a claim only attributes the sale there.
+    pub async fn reserve_claimed(
+        &self,
+        req: Reserve,
+        claim: Option<&str>,
+    ) -> Result<Reserved, ApiError> {
         if self.cluster.is_some() {
             let applied = self.reserve_leased(req).await;
             return self.settle(applied).await;
         }
-        self.settle(self.reserve_now(req)).await
-    }
-
-    /// [`Ops::reserve`] for a buyer whose token names a sales channel
-    /// (`claim`): the reservation is made on it (see
-    /// [`crate::channels::apply_claim`]).
-    pub async fn reserve_on_channel(
-        &self,
-        mut req: Reserve,
-        claim: Option<&str>,
-    ) -> Result<Reserved, ApiError> {
-        crate::channels::apply_claim(&mut req, claim)?;
-        self.reserve(req).await
+        self.settle(self.reserve_now_claimed(req, claim)).await
     }
 
     pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
@@ -378,10 +377,23 @@ impl Ops {
     /// Reserves in memory; see [`Ops::finish`].
     /// Takes the request by value: its SKU names move into the answer.
     pub fn reserve_now(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
-        Op::Reserve.recorded(self.reserve_apply(req))
+        self.reserve_now_claimed(req, None)
     }
 
-    fn reserve_apply(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
+    /// [`Ops::reserve_now`] with a buyer token's `channel` claim.
+    pub fn reserve_now_claimed(
+        &self,
+        req: Reserve,
+        claim: Option<&str>,
+    ) -> Result<Applied<Reserved>, ApiError> {
+        Op::Reserve.recorded(self.reserve_apply(req, claim))
+    }
+
+    fn reserve_apply(
+        &self,
+        req: Reserve,
+        claim: Option<&str>,
+    ) -> Result<Applied<Reserved>, ApiError> {
         if let Some(c) = &self.cluster {
             crate::channels::refuse_in_cluster(req.channel.is_some())?;
             c.check_fence()?;
@@ -419,11 +431,17 @@ impl Ops {
                 qty: l.qty,
             });
         }
+        let chosen = crate::channels::of_reservation(
+            &self.engine,
+            &engine_lines,
+            req.channel.as_deref(),
+            claim,
+        )?;
         self.durability.admit()?;
-        let channel = req.channel.as_deref();
+        let channel = chosen.id();
         let res = if cart {
             self.engine
-                .reserve_cart_on(&engine_lines, buyer, request, channel)?
+                .reserve_cart_on(&engine_lines, buyer, request, channel)
         } else {
             self.engine.reserve_on(
                 engine_lines[0].sku,
@@ -432,8 +450,9 @@ impl Ops {
                 request,
                 req.allow_partial,
                 channel,
-            )?
-        };
+            )
+        }
+        .map_err(|e| chosen.refusal(e))?;
         // A replay waits for every event numbered so far, which covers
         // the write of the original it repeats (still in flight, perhaps):
         // it is never acknowledged before that write is durable.
@@ -811,6 +830,7 @@ impl Ops {
             ));
         }
         let memory_names = u64::from(self.ids.forget_buyer(buyer));
+        let memory_limit_records = u64::from(self.engine.erase_buyer(buyer));
         let redis = match &self.durability {
             Durability::Memory => Default::default(),
             Durability::Redis(j) => {
@@ -823,9 +843,13 @@ impl Ops {
         Ok(BuyerErased {
             buyer: stored.to_string(),
             memory_names,
+            memory_limit_records,
             redis_names: redis.names,
             redis_limit_records: redis.limit_records,
             order_entries: redis.order_entries,
+            // The HTTP handler adds the webhooks' (they sit beside Ops).
+            webhook_events: 0,
+            webhook_stream_entries: 0,
         })
     }
 
@@ -840,7 +864,15 @@ impl Ops {
         crate::channels::refuse_in_cluster(self.cluster.is_some())?;
         let sku = self.resolve(id)?;
         self.durability.admit()?;
-        self.engine.move_quota(sku, channel, req.units)?;
+        self.engine
+            .move_quota(sku, channel, req.units)
+            .map_err(|e| match e {
+                holdfast_engine::CatalogError::UnknownChannel => catalog::field_error(
+                    Code::UnknownChannel,
+                    format!("{{channel}}: the sku has no channel {channel:?}"),
+                ),
+                e => e.into(),
+            })?;
         self.durability.settle(&self.engine).await?;
         self.state_of(sku).ok_or_else(ApiError::unknown_sku)
     }

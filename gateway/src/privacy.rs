@@ -23,6 +23,11 @@ pub const BUYER_ID_KEY_BYTES_MAX: usize = 64;
 /// Hex digits of a pseudonym: the whole HMAC-SHA256 output.
 pub const PSEUDONYM_HEX_LEN: usize = 64;
 
+/// The journal record's field (`hf:journal`) holding the key generated
+/// for a store when the operator gives no `--buyer-id-key`, so pseudonyms
+/// stay the same across restarts (docs/PRIVACY.md).
+pub const GENERATED_KEY_FIELD: &str = "buyer_id_key";
+
 /// The `--buyer-id-key` secret: hex, or base64 (standard or URL-safe,
 /// padded or not), of 16 to 64 bytes.
 #[derive(Clone, PartialEq, Eq)]
@@ -66,6 +71,12 @@ impl BuyerIdKey {
         let mut bytes = vec![0u8; 32];
         getrandom::fill(&mut bytes).expect("the OS random source works");
         Self(bytes)
+    }
+
+    /// The key in hex, as [`Self::parse`] reads it back: only for storing a
+    /// generated key in the journal record, never for a log.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -158,6 +169,9 @@ mod tests {
         assert!(BuyerIdKey::parse(&"ab".repeat(65)).is_err());
         assert!(BuyerIdKey::parse("not a key!").is_err());
         assert_eq!(format!("{k:?}"), "BuyerIdKey(redacted)");
+        assert_eq!(k.to_hex(), hex);
+        let r = BuyerIdKey::random();
+        assert_eq!(BuyerIdKey::parse(&r.to_hex()).unwrap(), r);
     }
 
     /// The documented recipe: `hex(HMAC-SHA256(key, id))`, as the shop

@@ -132,8 +132,12 @@ async fn quotas_caps_and_moves_over_http() {
     .await;
     assert_eq!(
         (status, r["error"].as_str()),
-        (404, Some("unknown_channel")),
+        (400, Some("unknown_channel")),
         "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap().starts_with("channel: "),
+        "names the field: {r}"
     );
     let (status, r) = reserve(&gw, json!({"sku": "tee", "qty": 6, "buyer": "c"})).await;
     assert_eq!(
@@ -169,8 +173,12 @@ async fn quotas_caps_and_moves_over_http() {
     let (status, r) = mv(1, "tiktok").await;
     assert_eq!(
         (status, r["error"].as_str()),
-        (404, Some("unknown_channel")),
+        (400, Some("unknown_channel")),
         "{r}"
+    );
+    assert!(
+        r["message"].as_str().unwrap().starts_with("{channel}: "),
+        "names the path field: {r}"
     );
     let (status, r) = mv(3, "live").await;
     assert_eq!(status, 200, "{r}");
@@ -390,6 +398,19 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
     assert!(n(web, "held") + n(web, "sold") <= 15, "cap kept: {sku}");
     assert!(n(live, "held") + n(web, "held") <= n(&sku, "held"), "{sku}");
     assert!(n(live, "sold") + n(web, "sold") <= n(&sku, "sold"), "{sku}");
+    // The quota's units are where the channel's holds and sales say: its
+    // used part is no more than what the channel holds and sold, and its
+    // unsold part is still on sale.
+    let quota_used = n(live, "quota") - n(live, "quota_available");
+    assert!(quota_used <= n(live, "held") + n(live, "sold"), "{sku}");
+    assert!(n(live, "quota_available") <= n(&sku, "available"), "{sku}");
+    for c in [live, web] {
+        assert!(n(c, "available") <= n(&sku, "available"), "{sku}");
+    }
+    assert!(
+        n(web, "available") + n(web, "held") + n(web, "sold") <= 15,
+        "the cap bounds what web offers: {sku}"
+    );
     for (hold, committed) in &acked {
         let view: Value = http
             .get(second.url(&format!("/api/holds/{hold}")))

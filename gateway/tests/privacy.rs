@@ -233,8 +233,9 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(
         r,
-        json!({"buyer": pseudonym(ALICE), "memory_names": 1, "redis_names": 1,
-               "redis_limit_records": 1, "order_entries": 2})
+        json!({"buyer": pseudonym(ALICE), "memory_names": 1, "memory_limit_records": 1,
+               "redis_names": 1, "redis_limit_records": 1, "order_entries": 2,
+               "webhook_events": 0, "webhook_stream_entries": 0})
     );
 
     let mut c = redis.con().await;
@@ -300,5 +301,252 @@ async fn erasure_removes_the_buyer_from_every_key_and_entry() {
     let gw = Gateway::start(a).await;
     let all = everything(&mut redis.con().await).await;
     assert!(!all.contains(&pseudonym(ALICE)), "{all}");
+    gw.stop().await;
+}
+
+/// The `buyer` field of every order-stream entry, oldest first.
+async fn order_buyers(c: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let r: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(c, "hf:orders")
+        .await
+        .unwrap();
+    r.ids
+        .iter()
+        .map(|e| e.get::<String>("buyer").expect("a buyer field"))
+        .collect()
+}
+
+/// Without `--buyer-id-key` the generated key is kept with the journal:
+/// a restart on the same Redis makes the same pseudonym (stored buyer
+/// names and order entries still match), and a full re-write of the
+/// journal record keeps the key.
+#[tokio::test]
+async fn a_generated_key_survives_a_restart_so_pseudonyms_stay_the_same() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = args(&redis);
+    a.privacy.buyer_id_key = None;
+    let mut c = con(&redis).await;
+
+    let gw = Gateway::start(a.clone()).await;
+    let hold = buy(&gw, ALICE, "r1").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let key: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
+        .await
+        .unwrap();
+    let key = key.expect("the generated key is in the journal record");
+    let first = order_buyers(&mut c).await;
+    assert_eq!(first.len(), 1);
+    assert_ne!(first[0], pseudonym(ALICE), "not the test's configured key");
+    assert_eq!(
+        first[0],
+        BuyerNames::pseudonyms(&BuyerIdKey::parse(&key).unwrap())
+            .name(ALICE)
+            .to_string(),
+        "the stored key is the one pseudonyms are made with"
+    );
+
+    // Redis loses the journal record (restarted empty): the writer's full
+    // re-write puts it back, key included.
+    let _: () = redis::AsyncCommands::del(&mut c, "hf:journal")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let back: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
+            .await
+            .unwrap();
+        let seq: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "seq")
+            .await
+            .unwrap();
+        if seq.is_some() {
+            assert_eq!(
+                back.as_deref(),
+                Some(key.as_str()),
+                "re-written with the key"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the journal record was never re-written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.stop().await;
+
+    let gw = Gateway::start(a).await;
+    let hold = buy(&gw, ALICE, "r2").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let both = order_buyers(&mut c).await;
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0], both[1], "the same pseudonym after a restart");
+    gw.stop().await;
+}
+
+/// Erasure blanks the buyer in memory too: the engine's per-buyer limit
+/// table no longer counts (or names) them, so the limit counts afresh at
+/// once, as it does after a restart once Redis forgot the records.
+#[tokio::test]
+async fn erasure_forgets_the_buyer_in_memory_too() {
+    let gw = Gateway::demo().await;
+    // tee-black-m: at most 4 per buyer.
+    for i in 0..4 {
+        let hold = buy(&gw, ALICE, &format!("a{i}")).await;
+        assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    }
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": ALICE})),
+        )
+        .await;
+    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    let bob = buy(&gw, BOB, "b").await;
+    assert_eq!(hold_op(&gw, &bob, "commit").await.0, 200);
+
+    let (status, r) = gw
+        .call(
+            "POST",
+            &format!("/api/admin/buyers/{}/erase", ALICE.replace('@', "%40")),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (
+            r["memory_names"].as_u64(),
+            r["memory_limit_records"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{r}"
+    );
+    // Nothing in memory remembers Alice's four: she counts afresh.
+    for i in 0..4 {
+        buy(&gw, ALICE, &format!("again{i}")).await;
+    }
+    // Bob is untouched: his one unit still counts.
+    for i in 0..3 {
+        buy(&gw, BOB, &format!("b{i}")).await;
+    }
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": BOB})),
+        )
+        .await;
+    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    gw.stop().await;
+}
+
+/// Webhook events kept in memory name the buyer (their pseudonym) until
+/// delivered, or as dead letters and history: erasure blanks them there.
+/// Webhook events name the buyer (their pseudonym) until delivered, and
+/// as dead letters and history: erasure blanks them in memory and, with
+/// Redis, in the webhook streams (read afterwards key by key).
+#[tokio::test]
+async fn erasure_blanks_the_buyer_in_webhook_events() {
+    let Some(redis) = Redis::start() else { return };
+    for with_redis in [false, true] {
+        let mut a = demo_args();
+        if with_redis {
+            a.redis = Some(redis.url());
+            a.persistence = Persistence::Durable;
+        }
+        a.privacy.buyer_id_key = Some(BuyerIdKey::parse(KEY).unwrap());
+        a.webhooks.enabled = true;
+        a.webhooks.tries_max = 1;
+        erase_from_webhooks(a, with_redis.then_some(&redis)).await;
+    }
+}
+
+async fn erase_from_webhooks(a: ServeArgs, redis: Option<&Redis>) {
+    let gw = Gateway::start(a).await;
+    // Nothing listens on a port just freed: every delivery fails at once.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/admin/webhooks",
+            Some(ADMIN),
+            Some(json!({"id": "shop", "url": format!("http://{closed}/hook"),
+                        "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                        "events": ["order.committed"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let hold = buy(&gw, ALICE, "a").await;
+    assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
+    let dead_letters = || async {
+        let (_, body) = gw
+            .call(
+                "GET",
+                "/api/admin/webhooks/shop/dead-letters",
+                Some(ADMIN),
+                None,
+            )
+            .await;
+        body["dead_letters"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let dead = loop {
+        let dead = dead_letters().await;
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(dead[0]["event"]["data"]["buyer"], pseudonym(ALICE));
+    if let Some(redis) = redis {
+        // The dead letter is written to its stream after the memory list.
+        let mut c = con(redis).await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while redis::AsyncCommands::xlen::<_, usize>(&mut c, "hf:webhooks:shop:dead")
+            .await
+            .unwrap()
+            == 0
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no dead-letter entry"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    let (status, r) = gw
+        .call(
+            "POST",
+            &format!("/api/admin/buyers/{}/erase", ALICE.replace('@', "%40")),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["webhook_events"].as_u64(), Some(1), "{r}");
+    if let Some(redis) = redis {
+        assert_eq!(
+            r["webhook_stream_entries"].as_u64(),
+            Some(1),
+            "the dead letter: {r}"
+        );
+        let all = everything(&mut con(redis).await).await;
+        assert!(!all.contains(&pseudonym(ALICE)), "{all}");
+    }
+    let dead = dead_letters().await;
+    assert_eq!(dead.len(), 1, "the event stays, without its buyer");
+    assert_eq!(dead[0]["event"]["data"]["buyer"], Value::Null, "{dead:?}");
+    assert!(
+        !serde_json::to_string(&dead)
+            .unwrap()
+            .contains(&pseudonym(ALICE))
+    );
     gw.stop().await;
 }

@@ -702,11 +702,47 @@ async fn the_tokens_channel_sells_from_that_channels_allocation() {
     .await;
     assert_eq!(
         (status, r["error"].as_str()),
-        (400, Some("unknown_channel")),
+        (403, Some("channel_not_allowed")),
         "the token's channel wins: {r}"
     );
     // A SKU without channels: the sale goes through on the common pool.
     let (status, r) = reserve_http(&gw, &tiktok, json!({"sku": "mug", "qty": 1})).await;
     assert_eq!(status, 201, "{r}");
+    // A claim naming a channel the SKU lacks: 400, the claim named.
+    let live = hs(
+        Some("hs1"),
+        SECRET,
+        &claims(&clock, "b-2", "j-2", json!({"channel": "live"})),
+    );
+    let (status, r) = reserve_http(&gw, &live, json!({"sku": "split", "qty": 1})).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (400, Some("unknown_channel")),
+        "{r}"
+    );
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("channel (the buyer token's claim)"),
+        "{r}"
+    );
+
+    // The same rule over the websocket: the claim sells from its channel,
+    // another channel in the message is forbidden, an unknown one refused.
+    let mut ws = Ws::connect(&gw, None).await;
+    assert_eq!(auth(&mut ws, 1, &tiktok).await, Ok("buyer".into()));
+    ws.send(&reserve_msg(2, "split", 1, None)).await;
+    assert!(answer(&mut ws, 2).await.is_ok());
+    assert_eq!(held_on(&gw.sku("split").await, "tiktok"), 4);
+    let mut other = reserve_msg(3, "split", 1, None);
+    if let ClientMsg::Reserve(r) = &mut other {
+        r.channel = Some("web".into());
+    }
+    ws.send(&other).await;
+    assert_eq!(answer(&mut ws, 3).await, Err("channel_not_allowed".into()));
+    assert_eq!(auth(&mut ws, 4, &live).await, Ok("buyer".into()));
+    ws.send(&reserve_msg(5, "split", 1, None)).await;
+    assert_eq!(answer(&mut ws, 5).await, Err("unknown_channel".into()));
     gw.stop().await;
 }

@@ -12,6 +12,9 @@
 //!   that were lost);
 //! - no hold is still held past its deadline, and each sampled hold ended as
 //!   the client saw it end;
+//! - per sales channel ([`crate::audit_channels`]): the channels' counts add
+//!   up to the SKU's, none past its quota or cap, each channel sold what
+//!   clients bought on it;
 //! - with Redis: the SKU hashes match, no terminal hold is still listed
 //!   live, and every hold the clients saw committed is in the order stream
 //!   (and no released or expired one is).
@@ -77,6 +80,10 @@ pub struct SkuAudit {
     /// Most units certainly held or sold at one moment, client side.
     pub concurrent_max: u64,
     pub oversold: u64,
+    /// Per-channel figures, for a SKU with sales channels
+    /// ([`crate::audit_channels`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<crate::audit_channels::ChannelAudit>,
 }
 
 /// How one check came out.
@@ -465,6 +472,10 @@ pub async fn run(inp: Input<'_>) -> Audit {
                 ),
             );
         }
+    }
+    for v in crate::audit_channels::check(&mut a.skus, s, inp.stats, &finals, inp.exclusive) {
+        a.check(v.name, v.ok, v.detail);
+        v.problems.into_iter().for_each(|p| a.problem(p));
     }
     let lost = inp
         .stats

@@ -21,6 +21,7 @@
 //! - [`client`]: TCP dialing over spread source addresses, websocket and HTTP clients.
 //! - [`stats`]: histograms, counters and series that merge exactly across workers.
 //! - [`audit`]: the after-run inventory audit (HTTP and Redis).
+//! - [`audit_channels`]: the audit's per-channel checks.
 //! - [`threshold`]: k6-style pass/fail thresholds.
 //! - [`report`]: the report, its summary table, HTML page and baseline comparison.
 //! - [`capacity`]: the capacity search behind `--find-capacity`.
@@ -31,6 +32,7 @@
 //!   tokens, Redis and existing SKUs.
 
 pub mod audit;
+pub mod audit_channels;
 pub mod capacity;
 pub mod client;
 pub mod config;

@@ -118,6 +118,38 @@ pub struct SkuSpec {
     /// Created by the host during the show at this second instead of before.
     #[serde(default)]
     pub create_at_s: Option<f64>,
+    /// Sales channels of the SKU (docs/CHANNELS.md), e.g.
+    /// `channels = [{id = "live", quota = 20}, {id = "web", cap = 30}]`.
+    /// Buyers of a one-line reservation take turns: each channel, then the
+    /// common pool; the audit checks every channel's counts.
+    #[serde(default)]
+    pub channels: Vec<ChannelSpec>,
+}
+
+/// One sales channel of a SKU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSpec {
+    pub id: String,
+    /// Units reserved for it alone (default none: it shares the pool).
+    #[serde(default)]
+    pub quota: Option<u32>,
+    /// Most units it may hold plus sell (default no cap).
+    #[serde(default)]
+    pub cap: Option<u32>,
+}
+
+/// Most channels a SKU has (the server's `CHANNELS_MAX`).
+pub const SKU_CHANNELS_MAX: usize = 8;
+
+impl SkuSpec {
+    /// The channel a one-line reservation of buyer `n` names: buyers take
+    /// turns over the channels and then the common pool (`None`), so every
+    /// bucket sells. `None` for a SKU without channels.
+    pub fn channel_of_buyer(&self, n: u64) -> Option<usize> {
+        let turn = (n % (self.channels.len() as u64 + 1)) as usize;
+        (turn < self.channels.len()).then_some(turn)
+    }
 }
 
 fn default_hold_ttl_ms() -> u64 {
@@ -377,6 +409,7 @@ impl Scenario {
                 window: "closed".into(),
                 opens_at_s: None,
                 create_at_s: None,
+                channels: Vec::new(),
             }],
             viewers: ViewerSpec {
                 count: viewers,
@@ -619,6 +652,40 @@ impl Scenario {
             }
             if k.hold_ttl_ms == 0 {
                 return Err(e("hold_ttl_ms must be above 0".into()));
+            }
+            if k.channels.len() > SKU_CHANNELS_MAX {
+                return Err(e(format!(
+                    "channels: {} channels, at most {SKU_CHANNELS_MAX}",
+                    k.channels.len()
+                )));
+            }
+            for (j, c) in k.channels.iter().enumerate() {
+                if c.id.is_empty()
+                    || c.id.len() > 32
+                    || !c
+                        .id
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+                {
+                    return Err(e(format!(
+                        "channels[{j}].id {:?} must be 1-32 characters of [A-Za-z0-9._-]",
+                        c.id
+                    )));
+                }
+                if k.channels[..j].iter().any(|o| o.id == c.id) {
+                    return Err(e(format!("channels[{j}].id {:?} is listed twice", c.id)));
+                }
+            }
+            let quotas: u64 = k
+                .channels
+                .iter()
+                .map(|c| u64::from(c.quota.unwrap_or(0)))
+                .sum();
+            if quotas > u64::from(k.total) {
+                return Err(e(format!(
+                    "channels: quotas add up to {quotas}, above the total of {}",
+                    k.total
+                )));
             }
         }
         let known = |id: &str| self.skus.iter().any(|k| k.id == id);

@@ -170,8 +170,13 @@ codes! {
     /// Defined in a configuration file: not changed through the API.
     ReadOnly = "read_only",
     // ----- sales channels -----
-    /// The reservation names a channel the SKU does not have.
+    /// The reservation (its `channel` field, a buyer token's claim, or the
+    /// `{channel}` of a move's path) names a channel the SKU does not have
+    /// (400).
     UnknownChannel = "unknown_channel",
+    /// A buyer token's `channel` claim does not allow the channel the
+    /// request names (403).
+    ChannelNotAllowed = "channel_not_allowed",
     /// The channel's cap (most it may hold plus sell) leaves too few units.
     ChannelCapReached = "channel_cap_reached",
     /// A channel id that is not 1 to 32 of `A-Z a-z 0-9 . _ -`.

@@ -131,12 +131,22 @@ pub struct BuyerErased {
     pub buyer: String,
     /// Stored names forgotten in memory (0 or 1).
     pub memory_names: u64,
+    /// Per-SKU limit records of the engine's memory zeroed and blanked.
+    pub memory_limit_records: u64,
     /// `hf:buyers` fields deleted (0 or 1).
     pub redis_names: u64,
     /// Per-SKU limit records deleted in Redis.
     pub redis_limit_records: u64,
     /// Order-stream entries naming the buyer, deleted.
     pub order_entries: u64,
+    /// Webhook events kept in memory (queued, retrying, dead letters,
+    /// delivery history) whose `buyer` was blanked.
+    #[serde(default)]
+    pub webhook_events: u64,
+    /// Entries of the webhook streams in Redis (`<prefix>:webhooks:<id>`
+    /// and `:dead`) naming the buyer, replaced by a copy without it.
+    #[serde(default)]
+    pub webhook_stream_entries: u64,
 }
 
 /// `POST /api/admin/skus/{id}/restock` and `/adjust`.

@@ -218,6 +218,18 @@ impl Engine {
         Ok(self.stock_change(sku, change))
     }
 
+    /// Whether a SKU has sales channels: two atomic loads, no allocation
+    /// (the reservation path asks it to decide whether a buyer token's
+    /// channel claim sells from a channel or only attributes the sale).
+    /// False for an unknown SKU.
+    #[inline]
+    pub fn has_channels(&self, sku: SkuIdx) -> bool {
+        self.catalog
+            .get(sku)
+            .and_then(|e| e.channels.get())
+            .is_some_and(|set| !set.is_empty())
+    }
+
     /// The sales channel `id` of a SKU.
     pub fn channel(&self, sku: SkuIdx, id: &str) -> Option<ChannelIdx> {
         self.catalog.get(sku)?.channels.get()?.find(id)
@@ -406,6 +418,17 @@ impl Engine {
             SaleWindow::Scheduled { .. } => Some(false),
             _ => None,
         }
+    }
+
+    /// Erases `buyer` from the per-buyer limit table (docs/PRIVACY.md): its
+    /// counts on every SKU go to zero (it counts afresh) and no entry
+    /// names it any more. Call only when the buyer has no live hold (the
+    /// gateway refuses the erasure otherwise); a reservation racing it is
+    /// counted as a new purchase, and a hold from before it that ends
+    /// later never takes a count below zero. Scans the whole table.
+    /// Returns the limit records that counted units.
+    pub fn erase_buyer(&self, buyer: BuyerId) -> u32 {
+        self.buyers.forget(buyer)
     }
 
     /// Units counted against `buyer`'s limit on `sku` (live holds + sales).

@@ -104,27 +104,18 @@ impl BuyerAuth {
                 "a buyer token reserves for its own subject only (omit buyer)",
             ));
         }
-        let skus: Vec<&str> = match (&req.sku, &req.lines) {
-            (Some(sku), None) => vec![sku.as_str()],
-            (None, Some(lines)) => lines.iter().map(|l| l.sku.as_str()).collect(),
-            // Malformed: the operation refuses it with its usual code.
-            _ => Vec::new(),
-        };
-        for sku in &skus {
+        // Malformed (both or neither of sku and lines): nothing to check
+        // here, the operation refuses it with its usual code.
+        let single = req.sku.as_deref().filter(|_| req.lines.is_none());
+        let lines = req.lines.as_deref().filter(|_| req.sku.is_none());
+        let skus = single
+            .into_iter()
+            .chain(lines.unwrap_or_default().iter().map(|l| l.sku.as_str()));
+        for sku in skus {
             self.check_sku(ops, token, sku)?;
         }
-        // The token's channel sells from that channel's allocation where
-        // the SKUs have channels (docs/CHANNELS.md); on SKUs without any it
-        // only attributes the sale (orders and webhooks).
-        let has_channels = skus.iter().any(|sku| {
-            ops.engine
-                .sku(sku)
-                .and_then(|idx| ops.engine.snapshot(idx))
-                .is_some_and(|snap| !snap.channels.is_empty())
-        });
-        if has_channels {
-            crate::channels::apply_claim(req, token.channel.as_deref())?;
-        }
+        // The token's channel claim is applied on the reservation path
+        // with the other channel rules ([`crate::channels::of_reservation`]).
         let units = match (&req.qty, &req.lines) {
             (Some(q), _) => *q,
             (None, Some(lines)) => lines.iter().fold(0u32, |a, l| a.saturating_add(l.qty)),
@@ -166,7 +157,7 @@ impl BuyerAuth {
         mut req: Reserve,
     ) -> Result<Applied<Reserved>, ApiError> {
         let ticket = self.prepare_reserve(ops, token, &mut req)?;
-        match ops.reserve_now(req) {
+        match ops.reserve_now_claimed(req, token.channel.as_deref()) {
             Ok(applied) => {
                 self.remember_channel(ops, token, &applied.answer.hold);
                 Ok(applied)
@@ -186,7 +177,7 @@ impl BuyerAuth {
         mut req: Reserve,
     ) -> Result<Reserved, ApiError> {
         let ticket = self.prepare_reserve(ops, token, &mut req)?;
-        match ops.reserve(req).await {
+        match ops.reserve_claimed(req, token.channel.as_deref()).await {
             Ok(r) => {
                 self.remember_channel(ops, token, &r.hold);
                 Ok(r)

@@ -76,6 +76,34 @@ pub fn single_target(url: &str, ca_file: Option<&std::path::Path>) -> anyhow::Re
     Ok(Target::Single(client))
 }
 
+/// The pseudonym key of a store whose operator gave no `--buyer-id-key`:
+/// the one in the journal record, or a fresh one written there (`HSETNX`:
+/// two processes starting on one store at once agree on one), so
+/// pseudonyms written before a restart match those written after it.
+/// Written before the journal writer starts, so no pseudonym made with it
+/// reaches Redis before the key does. In cluster mode each node's record
+/// keeps its own (docs/PRIVACY.md: set `--buyer-id-key` there).
+async fn generated_key(
+    con: &mut super::conn::Conn,
+    keys: &Keys,
+) -> anyhow::Result<crate::privacy::BuyerIdKey> {
+    use crate::privacy::{BuyerIdKey, GENERATED_KEY_FIELD};
+    use redis::AsyncCommands as _;
+    let fresh = BuyerIdKey::random();
+    let _: bool = con
+        .hset_nx(keys.journal(), GENERATED_KEY_FIELD, fresh.to_hex())
+        .await
+        .context("storing the generated buyer id key")?;
+    let stored: Option<String> = con
+        .hget(keys.journal(), GENERATED_KEY_FIELD)
+        .await
+        .context("reading the generated buyer id key")?;
+    let stored = stored.context("the journal record lost its buyer_id_key")?;
+    // The parse error never echoes the key.
+    BuyerIdKey::parse(&stored)
+        .map_err(|e| anyhow::anyhow!("journal record: {GENERATED_KEY_FIELD} is malformed: {e}"))
+}
+
 /// Where and how the journal writes.
 pub struct Place {
     pub target: Target,
@@ -122,11 +150,15 @@ pub async fn open(
             anyhow::anyhow!("refusing to start: the state in Redis is inconsistent\n{e}")
         })?
     };
-    let ids = Arc::new(Ids::new(
-        loaded.key,
-        args.limits.buyers_max as usize,
-        args.privacy.buyer_names(),
-    ));
+    let generated = match args.privacy.needs_generated_key() {
+        true => Some(generated_key(&mut con, &keys).await?),
+        false => None,
+    };
+    let names = match &generated {
+        Some(key) => crate::privacy::BuyerNames::pseudonyms(key),
+        None => args.privacy.buyer_names(),
+    };
+    let ids = Arc::new(Ids::new(loaded.key, args.limits.buyers_max as usize, names));
     for (buyer, name) in &loaded.names {
         ids.remember_buyer(*buyer, name);
     }
@@ -183,6 +215,12 @@ pub async fn open(
             timeout,
         ),
     ));
+    // A full re-write deletes the journal record and writes it back from
+    // this header: the generated pseudonym key goes with it.
+    let mut header = Writer::header(loaded.key, loaded.incarnation, args.node_id);
+    if let Some(key) = &generated {
+        header.push((crate::privacy::GENERATED_KEY_FIELD, key.to_hex()));
+    }
     let writer = Writer {
         journal: journal.clone(),
         engine: engine.clone(),
@@ -192,7 +230,7 @@ pub async fn open(
         target,
         keys,
         cluster,
-        header: Writer::header(loaded.key, loaded.incarnation, args.node_id),
+        header,
         mirror,
         batch_size_max: args
             .journal

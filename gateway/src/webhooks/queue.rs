@@ -230,6 +230,36 @@ impl MemQueue {
         n
     }
 
+    /// Blanks buyer `stored` (its pseudonym, or its id in the clear) in
+    /// every event this queue keeps: queued, retrying, dead letters and the
+    /// delivery history (`data.buyer` becomes `null`; the event is still
+    /// delivered, with the same id). An event in flight is not reachable
+    /// here: it is delivered as it was. Returns the events blanked.
+    pub fn erase_buyer(&self, stored: &str) -> u64 {
+        let mut q = self.lock();
+        let mut n = 0;
+        let mut blank = |event: &mut Arc<Event>| {
+            if event.data.get("buyer").and_then(|b| b.as_str()) == Some(stored) {
+                let mut copy = Event::clone(event);
+                copy.data["buyer"] = serde_json::Value::Null;
+                *event = Arc::new(copy);
+                n += 1;
+            }
+        };
+        let Inner {
+            fresh,
+            retries,
+            dead,
+            history,
+            ..
+        } = &mut *q;
+        fresh.iter_mut().for_each(|x| blank(&mut x.event));
+        retries.values_mut().for_each(|x| blank(&mut x.event));
+        dead.iter_mut().for_each(|d| blank(&mut d.event));
+        history.iter_mut().for_each(blank);
+        n
+    }
+
     /// `(queued, retrying, in flight, dead letters, oldest queued ts)`.
     pub fn counts(&self) -> QueueCounts {
         let q = self.lock();

@@ -94,6 +94,8 @@ pub struct ReserveReq {
     pub lines: Vec<(String, u32)>,
     pub buyer: String,
     pub request_id: String,
+    /// The sales channel reserved on (`None`: the common pool).
+    pub channel: Option<String>,
 }
 
 /// Limits that every client call honours.

@@ -362,7 +362,7 @@ pub fn reserve_body(r: &ReserveReq) -> protocol::Reserve {
         buyer: r.buyer.clone(),
         request_id: Some(r.request_id.clone()),
         allow_partial: false,
-        channel: None,
+        channel: r.channel.clone(),
     }
 }
 

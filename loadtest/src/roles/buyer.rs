@@ -33,15 +33,37 @@ pub struct Buyer {
     pub due: Instant,
 }
 
+/// The counter of `what` units (`reserved`, `committed`, `unknown`) of
+/// the scenario's SKU `sku` on its channel `channel` (indices), read by the
+/// audit's per-channel checks.
+pub fn channel_counter(what: &str, sku: u16, channel: usize) -> String {
+    format!("units.{what}.{sku}.channel.{channel}")
+}
+
 impl Buyer {
+    /// The channel this buyer's reservation names (index and id): a
+    /// one-line reservation on a SKU with channels takes its turn
+    /// ([`crate::scenario::SkuSpec::channel_of_buyer`]); a cart reserves on
+    /// the common pool.
+    fn channel<'c>(&self, ctx: &'c Ctx) -> Option<(usize, &'c str)> {
+        let [(sku, _)] = self.lines.as_slice() else {
+            return None;
+        };
+        let spec = &ctx.plan.scenario.skus[*ctx.sku_index.get(sku)? as usize];
+        let c = spec.channel_of_buyer(self.n)?;
+        Some((c, spec.channels[c].id.as_str()))
+    }
+
     pub async fn run(self, ctx: Arc<Ctx>, checkout: &Checkout) {
         let plan = &ctx.plan;
         let spec = &plan.scenario.buyer;
         let id = format!("{}-{}-{}", plan.run_id, plan.index, self.n);
+        let channel = self.channel(&ctx);
         let req = ReserveReq {
             lines: self.lines.clone(),
             buyer: format!("b-{id}"),
             request_id: format!("r-{id}"),
+            channel: channel.map(|(_, c)| c.to_string()),
         };
         let mut rng = Rng::new(plan.seed ^ (self.n.wrapping_mul(0x9E37_79B9) + plan.index as u64));
 
@@ -108,6 +130,9 @@ impl Buyer {
                     for (&i, (_, q)) in sku_idx.iter().zip(&self.lines) {
                         s.add(&format!("units.reserved.{i}"), *q as u64);
                     }
+                    if let Some((c, _)) = channel {
+                        s.add(&channel_counter("reserved", sku_idx[0], c), r.units as u64);
+                    }
                     let sent_ms = first_sent_us / 1000;
                     let acked_ms = ctx.clock.unix_us(done) / 1000;
                     if s.holds.len() < ctx.plan.holds_tracked_max {
@@ -140,6 +165,10 @@ impl Buyer {
                         // answer we lost; the audit allows for them.
                         for (&i, (_, q)) in sku_idx.iter().zip(&self.lines) {
                             s.add(&format!("units.unknown.{i}"), *q as u64);
+                        }
+                        if let Some((c, _)) = channel {
+                            let q = self.lines[0].1 as u64;
+                            s.add(&channel_counter("unknown", sku_idx[0], c), q);
                         }
                     }
                     None
@@ -199,6 +228,9 @@ impl Buyer {
                     // cart's are split by line as reserved (full commit).
                     if sku_idx.len() == 1 {
                         s.add(&format!("units.committed.{}", sku_idx[0]), c.sold as u64);
+                        if let Some((ch, _)) = self.channel(ctx) {
+                            s.add(&channel_counter("committed", sku_idx[0], ch), c.sold as u64);
+                        }
                     } else {
                         for (&i, l) in sku_idx.iter().zip(&r.lines) {
                             s.add(&format!("units.committed.{i}"), l.qty as u64);

@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use holdfast_protocol::{Code, QtyReq, SaleState, SkuDef, SkuList, SkuState, WindowReq};
+use holdfast_protocol::{
+    ChannelDef, Code, QtyReq, SaleState, SkuDef, SkuList, SkuState, WindowReq,
+};
 
 use crate::client::CallError;
 use crate::client::http::Api;
@@ -51,7 +53,15 @@ pub fn sku_def(spec: &SkuSpec, start_unix_ms: u64) -> SkuDef {
         hold_lifetime_max_ms: None,
         order_units_max: None,
         window: Some(window),
-        channels: Vec::new(),
+        channels: spec
+            .channels
+            .iter()
+            .map(|c| ChannelDef {
+                id: c.id.clone(),
+                quota: c.quota,
+                cap: c.cap,
+            })
+            .collect(),
     }
 }
 

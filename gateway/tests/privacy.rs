@@ -324,7 +324,7 @@ async fn a_generated_key_survives_a_restart_so_pseudonyms_stay_the_same() {
     let Some(redis) = Redis::start() else { return };
     let mut a = args(&redis);
     a.privacy.buyer_id_key = None;
-    let mut c = con(&redis).await;
+    let mut c = redis.con().await;
 
     let gw = Gateway::start(a.clone()).await;
     let hold = buy(&gw, ALICE, "r1").await;
@@ -506,7 +506,7 @@ async fn erase_from_webhooks(a: ServeArgs, redis: Option<&Redis>) {
     assert_eq!(dead[0]["event"]["data"]["buyer"], pseudonym(ALICE));
     if let Some(redis) = redis {
         // The dead letter is written to its stream after the memory list.
-        let mut c = con(redis).await;
+        let mut c = redis.con().await;
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while redis::AsyncCommands::xlen::<_, usize>(&mut c, "hf:webhooks:shop:dead")
             .await
@@ -537,7 +537,7 @@ async fn erase_from_webhooks(a: ServeArgs, redis: Option<&Redis>) {
             Some(1),
             "the dead letter: {r}"
         );
-        let all = everything(&mut con(redis).await).await;
+        let all = everything(&mut redis.con().await).await;
         assert!(!all.contains(&pseudonym(ALICE)), "{all}");
     }
     let dead = dead_letters().await;

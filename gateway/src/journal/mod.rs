@@ -15,6 +15,7 @@
 pub mod conn;
 pub mod ended;
 pub mod erase;
+pub mod gate;
 pub mod keys;
 pub mod mirror;
 pub mod open;

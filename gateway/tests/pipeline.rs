@@ -28,28 +28,34 @@ async fn metric(gw: &Gateway, series: &str) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-/// Waits (bounded) until `series` reads `want`.
-async fn wait_metric(gw: &Gateway, series: &str, want: f64) {
+/// Waits (bounded) until `series` reads a value that passes `ok`.
+async fn wait_metric(gw: &Gateway, series: &str, ok: impl Fn(f64) -> bool) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(gw, series).await != Some(want) {
+    loop {
+        let got = metric(gw, series).await;
+        if got.is_some_and(&ok) {
+            return;
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{series} never read {want}"
+            "{series} never read what was waited for (reads {got:?})"
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
+/// Sends `signal` to `pid` (a redis-server child of this process).
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is a
+    // child this test has not reaped, so it cannot name another process.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
 /// SIGSTOP, returning once every thread of `pid` is stopped (kill(2)
 /// returns before a thread on the other core stops).
 fn stop(pid: u32) {
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(pid, libc::SIGSTOP);
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let stopped = std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -82,7 +88,10 @@ async fn two_batches_on_the_wire_when_redis_stalls_are_neither_acknowledged_nor_
     let mut args = demo_args();
     args.redis = Some(redis.url());
     args.persistence = Persistence::Durable;
-    args.journal.redis_timeout_ms = 400;
+    // Long enough for the second commit to join the first batch on the
+    // wire (the first batch's reply times out after this), short enough
+    // for a test.
+    args.journal.redis_timeout_ms = 3_000;
     let gw = Gateway::start(args).await;
     let mut c = redis::Client::open(redis.url())
         .unwrap()
@@ -90,7 +99,12 @@ async fn two_batches_on_the_wire_when_redis_stalls_are_neither_acknowledged_nor_
         .await
         .unwrap();
     let mut holds = Vec::new();
+    const IN_FLIGHT: &str = "holdfast_journal_batches_in_flight";
     for buyer in ["kept", "first", "second"] {
+        if buyer == "second" {
+            // Pipelined batches so far (none on the wire now).
+            wait_metric(&gw, IN_FLIGHT, |n| n == 0.0).await;
+        }
         let body = json!({"sku": "tote-canvas", "qty": 1, "buyer": buyer});
         let (status, r) = gw
             .call("POST", "/api/reservations", Some(CHECKOUT), Some(body))
@@ -98,33 +112,34 @@ async fn two_batches_on_the_wire_when_redis_stalls_are_neither_acknowledged_nor_
         assert_eq!(status, 201, "{r}");
         holds.push(r["hold"].as_str().unwrap().to_string());
     }
+    let g = &gw;
     let commit = |hold: &str| {
         let path = format!("/api/holds/{hold}/commit");
-        async move { gw.call("POST", &path, Some(CHECKOUT), None).await }
+        async move { g.call("POST", &path, Some(CHECKOUT), None).await }
     };
-    const IN_FLIGHT: &str = "holdfast_journal_batches_in_flight";
-    wait_metric(&gw, IN_FLIGHT, 0.0).await;
 
+    // Right after a batch landed, so the idle journal's health check (it
+    // would find Redis stopped and drop the connection) is not due yet.
     stop(redis.pid());
-    // The first commit's batch goes out at once (the journal is idle); the
-    // second commit's goes out behind it while the first is on its way.
+    // The first commit's batch goes out at once (the journal is idle), or
+    // behind a statistics-only batch that left just before; the second
+    // commit follows once something is on the wire. Two batches end up on
+    // the wire together either way.
     let first = commit(&holds[1]);
     let second = async {
-        wait_metric(&gw, IN_FLIGHT, 1.0).await;
+        wait_metric(&gw, IN_FLIGHT, |n| n >= 1.0).await;
         commit(&holds[2]).await
     };
-    let both = wait_metric(&gw, IN_FLIGHT, 2.0);
+    let both = wait_metric(&gw, IN_FLIGHT, |n| n == 2.0);
     let ((s1, r1), (s2, r2), ()) = tokio::join!(first, second, both);
-    assert_eq!((s1, s2), (503, 503), "{r1} {r2}: not in Redis, not acknowledged");
-    // The batch timeout drops the connection with both batches on it.
-    wait_metric(&gw, "holdfast_redis_up", 0.0).await;
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-CONT", &redis.pid().to_string()])
-            .status()
-            .unwrap()
-            .success()
+    assert_eq!(
+        (s1, s2),
+        (503, 503),
+        "{r1} {r2}: not in Redis, not acknowledged"
     );
+    // The batch timeout drops the connection with both batches on it.
+    wait_metric(&gw, "holdfast_redis_up", |up| up == 0.0).await;
+    signal(redis.pid(), libc::SIGCONT);
 
     // Everything lands, once.
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -133,11 +148,18 @@ async fn two_batches_on_the_wire_when_redis_stalls_are_neither_acknowledged_nor_
         let h: HashMap<String, String> = c.hgetall("hf:{tote-canvas}:sku").await.unwrap();
         let redis_sold = h.get("sold").map(String::as_str);
         if sku["sold"] == json!(2) && redis_sold == Some("2") {
-            assert_eq!(sku["held"], json!(1), "the acknowledged hold was not undone");
+            assert_eq!(
+                sku["held"],
+                json!(1),
+                "the acknowledged hold was not undone"
+            );
             assert_eq!(h.get("held").map(String::as_str), Some("1"));
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never landed: {sku} {h:?}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never landed: {sku} {h:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let kept: HashMap<String, Vec<u8>> = c.hgetall("hf:{tote-canvas}:holds").await.unwrap();
@@ -155,7 +177,12 @@ async fn two_batches_on_the_wire_when_redis_stalls_are_neither_acknowledged_nor_
         assert_eq!(entries, 1, "commit of {hold} in the order stream once");
     }
     let (status, _): (u16, Value) = gw
-        .call("POST", &format!("/api/holds/{}/commit", holds[0]), Some(CHECKOUT), None)
+        .call(
+            "POST",
+            &format!("/api/holds/{}/commit", holds[0]),
+            Some(CHECKOUT),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "the journal carries on afterwards");
     gw.stop().await;

@@ -60,7 +60,11 @@ pub fn gated(journal_key: &str, from: u64, body: &Pipeline) -> Cmd {
         }
     }
     let mut eval = Cmd::with_capacity(
-        4 + keys.len() + body.cmd_iter().map(|c| c.args_iter().len() + 1).sum::<usize>(),
+        4 + keys.len()
+            + body
+                .cmd_iter()
+                .map(|c| c.args_iter().len() + 1)
+                .sum::<usize>(),
         SCRIPT.len()
             + body
                 .cmd_iter()

@@ -49,6 +49,9 @@ const HEALTH_EVERY: Duration = Duration::from_millis(500);
 /// Longest the journal waits for events before looking again (events from
 /// the expirer arrive without a kick).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How long the journal waits for the rest of a cart whose first events
+/// arrived, while a batch is on the wire.
+const GAP_WAIT: Duration = Duration::from_millis(1);
 /// How long shutdown waits for the last events to reach Redis.
 const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
 /// Batches on the wire at once (single Redis, on a connection where the
@@ -91,7 +94,9 @@ enum Landed {
     /// Redis is missing our state or has another: re-write it. Nothing of
     /// the batch was written (the gate and the guarded path both check the
     /// record first), so its order-stream entries go out after the re-write.
-    Resync { why: String },
+    Resync {
+        why: String,
+    },
 }
 
 /// One batch, its commands built when its events were applied to the
@@ -296,9 +301,18 @@ impl Writer {
                             flight.push_back(sent);
                             continue;
                         }
-                        // Events, but none ready (a cart's tail): the
-                        // front's answer first.
-                        (&mut flight.front_mut().expect("not empty").reply).await
+                        if self.nothing_pending(&st.intake) {
+                            // The idle tick: wait again.
+                            continue;
+                        }
+                        // Events, but none ready (a cart's tail): look
+                        // again shortly, unless the front answers first.
+                        let front = flight.front_mut().expect("not empty");
+                        tokio::select! {
+                            biased;
+                            r = &mut front.reply => r,
+                            () = tokio::time::sleep(GAP_WAIT) => continue,
+                        }
                     }
                 }
             } else {
@@ -377,7 +391,10 @@ impl Writer {
                 // (the re-write followed a refusal, so the gate refused
                 // these too; an unknown one had no record to land on).
                 if applied != Some(true) {
-                    while let Err(e) = self.orders_only(&mut st.con, &st.mirror, &batch.writes).await {
+                    while let Err(e) = self
+                        .orders_only(&mut st.con, &st.mirror, &batch.writes)
+                        .await
+                    {
                         st.con = None;
                         self.journal.set_down(&e);
                         tokio::time::sleep(self.journal.next_backoff()).await;
@@ -807,10 +824,10 @@ impl Writer {
             // anything sent, has this batch.
             Some(s) if (batch.to..=sent_to_max).contains(&s) => Some(Landed::Yes),
             Some(s) => Some(Landed::Resync {
-                why: format!("Redis journal is at seq {s}, expected {persisted}")
+                why: format!("Redis journal is at seq {s}, expected {persisted}"),
             }),
             None => Some(Landed::Resync {
-                why: "Redis has no journal record (restarted empty?)".into()
+                why: "Redis has no journal record (restarted empty?)".into(),
             }),
         };
         if let Some(landed) = settled {
@@ -842,7 +859,7 @@ impl Writer {
             // Someone else touched the journal record between WATCH and
             // EXEC: nothing was applied; look again.
             return Ok(Landed::Resync {
-                why: "the journal record changed under the batch".into()
+                why: "the journal record changed under the batch".into(),
             });
         }
         Ok(Landed::Yes)
@@ -924,7 +941,7 @@ fn refused(found: Option<u64>, from: u64) -> Landed {
         why: match found {
             None => "Redis has no journal record (restarted empty?)".into(),
             Some(s) => format!("Redis journal was at seq {s}, expected {from}"),
-        }
+        },
     }
 }
 

@@ -19,7 +19,6 @@
 //! | `holdfast_journal_batch_events` | histogram | |
 //! | `holdfast_journal_persist_seconds` | histogram | |
 //! | `holdfast_journal_backlog` | gauge | |
-//! | `holdfast_journal_batches_in_flight` | gauge | (single Redis: 0–2 batches on the wire) |
 //! | `holdfast_journal_errors_total` | counter | |
 //! | `holdfast_redis_up` | gauge | |
 //! | `holdfast_webhook_deliveries_total` | counter | `endpoint`, `outcome` (delivered/failed/dead_letter) |

@@ -15,7 +15,6 @@
 pub mod conn;
 pub mod ended;
 pub mod erase;
-pub mod gate;
 pub mod keys;
 pub mod mirror;
 pub mod open;

@@ -1,37 +1,33 @@
 //! The journal task: drains the engine's event queue and writes it to Redis
-//! in batches (group commit), each landing only on the exact state it
+//! in batches, one `MULTI`/`EXEC` per batch (group commit), each guarded by
+//! `WATCH` on the journal record so a batch only lands on the exact state it
 //! follows.
 //!
 //! Per batch: take the events in sequence order (the queue may hold a few
 //! out of order: they wait in a small reorder buffer; a cart is never split
-//! across batches) and apply them to the [`Mirror`], then build and freeze
-//! the batch's Redis commands, so a retry sends exactly the commands first
-//! built. Requests wake the journal only while it waits for events (a
-//! [`holdfast_engine::Doorbell`]): a wake-up per request while it has no
-//! use for one cost a thread switch each. Sending checks the journal's
+//! across batches) and apply them to the [`Mirror`]: those queued when a
+//! batch is sent while it is on its way, the rest when it lands. Then the next batch's Redis
+//! commands are built and frozen, so a retry sends exactly the commands
+//! first built. Requests wake the journal only while it waits for events
+//! (a [`holdfast_engine::Doorbell`]): a wake-up per request while a batch
+//! is in flight cost a thread switch each. Sending checks the journal's
 //! `seq` in Redis:
 //!
-//! - it is the previous batch's end: the batch applies;
-//! - it is this batch's end or past it (up to what was sent): an earlier
-//!   attempt landed (its reply was lost);
+//! - it is the previous watermark: the batch applies;
+//! - it is this batch's end: a previous attempt landed (its reply was lost);
 //! - it is missing (Redis came back empty) or anything else: the whole state
 //!   is re-written from the mirror, then the stream of batches carries on.
 //!
-//! While batches land on one connection (single Redis), each is one gated
-//! script call ([`super::gate`]: check and writes in one command, one
-//! reply), and up to [`IN_FLIGHT_MAX`] are on the wire at once: the next
-//! goes out as soon as it has events, and each is acknowledged, in order,
-//! once its own answer says it applied. After any error, and always in a
-//! cluster, one batch at a time takes the guarded path: the check first
-//! (`WATCH`, `HGET`), then `MULTI` … `EXEC`, because the last batches may
-//! have landed without our knowing. On an error the connection is dropped,
-//! Redis is marked down (durable mode then refuses new changes with 503),
-//! and the same batch is retried with a capped back-off until Redis answers
-//! again: nothing is ever skipped.
+//! While batches land on one connection, the check and the batch go in one
+//! round trip (`WATCH`, `HGET`, `MULTI` … `EXEC` pipelined); after any error
+//! the check comes first (two round trips), because the last batch may have
+//! landed without our knowing. On an error the connection is dropped, Redis
+//! is marked down (durable mode then refuses new changes with 503), and the
+//! same batch is retried with a capped back-off until Redis answers again:
+//! nothing is ever skipped.
 
 use super::Journal;
 use super::conn::{Conn, Target};
-use super::gate::{self, Gate};
 use super::keys::Keys;
 use super::mirror::{Ctx, Mirror, Writes};
 use super::recover::format_key;
@@ -39,7 +35,7 @@ use crate::catalog::Meta;
 use crate::ids::Ids;
 use holdfast_engine::{Engine, Event, EventKind};
 use metrics::{counter, gauge, histogram};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -49,19 +45,10 @@ const HEALTH_EVERY: Duration = Duration::from_millis(500);
 /// Longest the journal waits for events before looking again (events from
 /// the expirer arrive without a kick).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
-/// How long the journal waits for the rest of a cart whose first events
-/// arrived, while a batch is on the wire.
-const GAP_WAIT: Duration = Duration::from_millis(1);
 /// How long shutdown waits for the last events to reach Redis.
 const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
-/// Batches on the wire at once (single Redis, on a connection where the
-/// last batch landed): the next one goes out while the previous one is
-/// still on its way, so a request that arrives just after a batch left
-/// waits for about one round trip, not two. Each is acknowledged only once
-/// it and every batch before it landed (the gate, see [`super::gate`],
-/// makes a batch land only on its predecessor). Two keep Redis busy; more
-/// would only split the same events into smaller batches.
-const IN_FLIGHT_MAX: usize = 2;
+/// Commands before the batch body in its pipeline: `WATCH`, `HGET`, `MULTI`.
+const PREFIX_CMDS: usize = 3;
 
 pub struct Writer {
     pub journal: Arc<Journal>,
@@ -91,33 +78,23 @@ enum Landed {
     /// Cluster mode: another node adopted this one's state; nothing was
     /// written, and nothing will be.
     Fenced,
-    /// Redis is missing our state or has another: re-write it. Nothing of
-    /// the batch was written (the gate and the guarded path both check the
-    /// record first), so its order-stream entries go out after the re-write.
+    /// Redis is missing our state or has another: re-write it. `applied`:
+    /// the batch's commands were executed all the same (the one-round-trip
+    /// path checks the seq in the same round trip), so its order-stream
+    /// entries are already in Redis and must not be added twice.
     Resync {
         why: String,
+        applied: bool,
     },
 }
 
 /// One batch, its commands built when its events were applied to the
-/// mirror, so a retry sends exactly what was first built.
+/// mirror: `WATCH j`, `HGET j seq`, `MULTI`, the body, `EXEC`.
 struct Batch {
     writes: Writes,
-    /// The journal record's `seq` before the batch, and after it.
-    from: u64,
-    to: u64,
-    /// The writes, without `MULTI`/`EXEC` (the guarded path wraps them).
-    body: redis::Pipeline,
-    /// Single Redis: the same writes as one gated script call, which lands
-    /// only on `from` (see [`super::gate`]).
-    gated: Option<Arc<redis::Cmd>>,
-}
-
-/// A batch on the wire, and its answer to come.
-struct InFlight {
-    batch: Batch,
-    reply: std::pin::Pin<Box<dyn Future<Output = redis::RedisResult<redis::Value>> + Send>>,
-    started: Instant,
+    pipe: redis::Pipeline,
+    /// Replicas the batch's `WAIT` asks for (`None`: no `WAIT` in it).
+    acks: Option<u32>,
 }
 
 /// The events taken from the engine but not yet in a batch.
@@ -143,10 +120,6 @@ struct RunState {
     shutdown_started: Option<Instant>,
     /// The batch sealed while the last one was in flight.
     next: Option<Batch>,
-    /// The highest `to` of any batch put on the wire: a record found
-    /// between a batch's `to` and this says that batch landed (batches
-    /// land in order, each only on its predecessor).
-    sent_to_max: u64,
 }
 
 /// What waiting for work gave.
@@ -209,9 +182,7 @@ impl Writer {
             last_health: Instant::now(),
             shutdown_started: None,
             next: None,
-            sent_to_max: 0,
         };
-        st.sent_to_max = st.persisted;
         loop {
             if shutdown.is_cancelled() && st.shutdown_started.is_none() {
                 st.shutdown_started = Some(Instant::now());
@@ -224,206 +195,10 @@ impl Writer {
                     Wait::Flushed => return,
                 },
             };
-            let landed = if self.pipelines(&st, &batch) {
-                self.land_pipelined(&mut st, batch).await
-            } else {
-                self.land(&mut st, batch).await
-            };
-            if !landed {
+            if !self.land(&mut st, batch).await {
                 return;
             }
         }
-    }
-
-    /// Whether `batch` may go out on the pipelined path: single Redis, on
-    /// the connection the last batch landed on, following what is in Redis.
-    fn pipelines(&self, st: &RunState, batch: &Batch) -> bool {
-        st.healthy && st.con.is_some() && batch.gated.is_some() && batch.from == st.persisted
-    }
-
-    /// Puts a gated batch on the wire. The request enters the connection's
-    /// queue on the future's first poll (a bounded channel with room: a
-    /// handful of requests at most are ever queued on the journal's
-    /// connection), so batches go out in the order their futures are first
-    /// polled; and if one ever overtook another, its gate would refuse it.
-    fn fly(&self, st: &mut RunState, c: &Conn, batch: Batch) -> InFlight {
-        let mut c = c.clone();
-        let cmd = Arc::clone(batch.gated.as_ref().expect("a gated batch"));
-        let limit = self.timeout * 4;
-        st.sent_to_max = st.sent_to_max.max(batch.to);
-        InFlight {
-            batch,
-            reply: Box::pin(async move {
-                match tokio::time::timeout(limit, cmd.query_async(&mut c)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timed_out_batch()),
-                }
-            }),
-            started: Instant::now(),
-        }
-    }
-
-    /// Lands `first` and what follows it with up to [`IN_FLIGHT_MAX`]
-    /// batches on the wire: while one is on its way, the next is sealed
-    /// and sent as soon as there are events. Each batch is acknowledged
-    /// when its own answer says it applied, in order. On anything else the
-    /// batches still on the wire are settled one at a time, checking the
-    /// record before each (see [`Self::settle_rest`]).
-    async fn land_pipelined(&self, st: &mut RunState, first: Batch) -> bool {
-        let c = st.con.clone().expect("pipelined on a live connection");
-        let mut flight: VecDeque<InFlight> = VecDeque::with_capacity(IN_FLIGHT_MAX);
-        let sent = self.fly(st, &c, first);
-        flight.push_back(sent);
-        while !flight.is_empty() {
-            gauge!("holdfast_journal_batches_in_flight").set(flight.len() as f64);
-            let reply = if flight.len() < IN_FLIGHT_MAX {
-                // Room on the wire: the front's answer or new events,
-                // whichever comes first. Requests ring only while we wait
-                // here.
-                self.journal.doorbell.arm();
-                let answered = if self.nothing_pending(&st.intake) {
-                    let front = flight.front_mut().expect("not empty");
-                    tokio::select! {
-                        biased;
-                        r = &mut front.reply => Some(r),
-                        () = self.journal.kick.notified() => None,
-                        () = tokio::time::sleep(IDLE_WAIT) => None,
-                    }
-                } else {
-                    None
-                };
-                self.journal.doorbell.disarm();
-                match answered {
-                    Some(r) => r,
-                    None => {
-                        if let Some(next) = self.build(&mut st.mirror, &mut st.intake) {
-                            let sent = self.fly(st, &c, next);
-                            flight.push_back(sent);
-                            continue;
-                        }
-                        if self.nothing_pending(&st.intake) {
-                            // The idle tick: wait again.
-                            continue;
-                        }
-                        // Events, but none ready (a cart's tail): look
-                        // again shortly, unless the front answers first.
-                        let front = flight.front_mut().expect("not empty");
-                        tokio::select! {
-                            biased;
-                            r = &mut front.reply => r,
-                            () = tokio::time::sleep(GAP_WAIT) => continue,
-                        }
-                    }
-                }
-            } else {
-                (&mut flight.front_mut().expect("not empty").reply).await
-            };
-            let InFlight { batch, started, .. } = flight.pop_front().expect("the front");
-            match reply.and_then(|v| Ok(gate::outcome(v)?)) {
-                Ok(Gate::Applied) => {
-                    st.persisted = batch.to;
-                    self.acknowledge(st, &batch, started);
-                }
-                outcome => {
-                    gauge!("holdfast_journal_batches_in_flight").set(0.0);
-                    return self.settle_rest(st, batch, outcome, flight).await;
-                }
-            }
-        }
-        gauge!("holdfast_journal_batches_in_flight").set(0.0);
-        st.last_health = Instant::now();
-        true
-    }
-
-    /// A pipelined batch that did not simply apply (the gate refused it,
-    /// or its connection failed), and the batches sent behind it. Their
-    /// answers are read while the connection stands (a batch behind a
-    /// refused one is refused too: it only lands on its predecessor); on a
-    /// failed connection they are unknown, and each is sent again on the
-    /// guarded path, which first reads the record: a batch that did land
-    /// (a timed-out batch can still execute later) is never applied twice.
-    /// Nothing behind `batch` is acknowledged before it.
-    async fn settle_rest(
-        &self,
-        st: &mut RunState,
-        batch: Batch,
-        outcome: redis::RedisResult<Gate>,
-        rest: VecDeque<InFlight>,
-    ) -> bool {
-        // Whether each batch behind applied: `Some(false)` refused,
-        // `None` unknown.
-        let mut behind: Vec<(Batch, Option<bool>)> = Vec::with_capacity(rest.len());
-        let mut broken = outcome.is_err();
-        for InFlight { batch, reply, .. } in rest {
-            let applied = if broken {
-                None
-            } else {
-                match reply.await.and_then(|v| Ok(gate::outcome(v)?)) {
-                    Ok(g) => Some(g == Gate::Applied),
-                    Err(_) => {
-                        broken = true;
-                        None
-                    }
-                }
-            };
-            behind.push((batch, applied));
-        }
-        if broken {
-            st.con = None;
-        }
-        let first = match outcome {
-            Ok(Gate::Applied) => Ok(Landed::Yes),
-            Ok(Gate::Refused(found)) => Ok(refused(found, batch.from)),
-            Err(e) => Err(e),
-        };
-        let started = Instant::now();
-        let rewritten = match self.settle(st, &batch, first).await {
-            Settled::Landed { rewritten } => rewritten,
-            Settled::Stop => return false,
-        };
-        st.healthy = true;
-        st.persisted = batch.to;
-        self.acknowledge(st, &batch, started);
-        for (batch, applied) in behind {
-            if rewritten {
-                // The re-write wrote the whole mirror, which holds these
-                // batches' state: only their orders may still be missing
-                // (the re-write followed a refusal, so the gate refused
-                // these too; an unknown one had no record to land on).
-                if applied != Some(true) {
-                    while let Err(e) = self
-                        .orders_only(&mut st.con, &st.mirror, &batch.writes)
-                        .await
-                    {
-                        st.con = None;
-                        self.journal.set_down(&e);
-                        tokio::time::sleep(self.journal.next_backoff()).await;
-                    }
-                }
-                st.persisted = batch.to;
-                self.acknowledge(st, &batch, started);
-            } else if applied == Some(true) {
-                st.persisted = batch.to;
-                self.acknowledge(st, &batch, started);
-            } else {
-                // Sent again, guarded: the connection failed, or the
-                // record moved under the batch.
-                st.healthy = false;
-                if !self.land(st, batch).await {
-                    return false;
-                }
-            }
-        }
-        st.last_health = Instant::now();
-        true
-    }
-
-    /// A batch is in Redis, and so is everything before it: its requests
-    /// may be answered.
-    fn acknowledge(&self, st: &RunState, batch: &Batch, started: Instant) {
-        histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
-        histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
-        self.journal.persisted(st.persisted);
     }
 
     /// Idle: waits for events (a health check now and then), then builds a
@@ -471,6 +246,7 @@ impl Writer {
     /// batch's events. False: stop (fenced out, or shutting down with Redis
     /// unreachable).
     async fn land(&self, st: &mut RunState, batch: Batch) -> bool {
+        let end = batch.writes.seq.max(st.persisted);
         let started = Instant::now();
         // A fresh connection proves nothing about the last batch.
         st.healthy &= st.con.is_some();
@@ -478,21 +254,21 @@ impl Writer {
         // for the next one; the rest are taken in when this one lands, and
         // then only the next one's commands remain to build.
         let mut gathered = Writes::default();
-        let gathered_from = st.mirror.seq;
-        st.sent_to_max = st.sent_to_max.max(batch.to);
         let (outcome, ()) = tokio::join!(
-            self.send(&mut st.con, &batch, st.persisted, st.sent_to_max),
+            self.send(&mut st.con, &batch, st.persisted, st.healthy),
             async {
                 self.absorb(&mut st.mirror, &mut st.intake, &mut gathered);
             }
         );
-        let rewritten = match self.settle(st, &batch, outcome).await {
+        let rewritten = match self.settle(st, &batch, end, outcome).await {
             Settled::Landed { rewritten } => rewritten,
             Settled::Stop => return false,
         };
         st.healthy = true;
-        st.persisted = batch.to;
-        self.acknowledge(st, &batch, started);
+        st.persisted = end;
+        histogram!("holdfast_journal_batch_events").record(batch.writes.events as f64);
+        histogram!("holdfast_journal_persist_seconds").record(started.elapsed().as_secs_f64());
+        self.journal.persisted(st.persisted);
         if rewritten {
             // The re-write wrote the whole mirror, which already holds what
             // was gathered meanwhile: only its order-stream entries are
@@ -506,11 +282,7 @@ impl Writer {
             self.journal.persisted(st.persisted);
         } else {
             self.absorb(&mut st.mirror, &mut st.intake, &mut gathered);
-            // At most one batch follows another here (`settle_rest` lands
-            // one at most: IN_FLIGHT_MAX is 2), so nothing sealed is ever
-            // overwritten.
-            debug_assert!(st.next.is_none(), "a sealed batch would be lost");
-            st.next = self.seal(&mut st.mirror, gathered, gathered_from);
+            st.next = self.seal(&mut st.mirror, gathered);
         }
         st.last_health = Instant::now();
         true
@@ -522,14 +294,18 @@ impl Writer {
         &self,
         st: &mut RunState,
         batch: &Batch,
+        end: u64,
         mut outcome: redis::RedisResult<Landed>,
     ) -> Settled {
         let mut rewritten = false;
+        // Whether this batch's commands were executed on some attempt (then
+        // its order-stream entries are in Redis already).
+        let mut orders_landed = false;
         loop {
             match outcome {
                 Ok(Landed::Yes) => return Settled::Landed { rewritten },
                 Ok(Landed::Fenced) => return Settled::Stop,
-                Ok(Landed::Resync { why }) => {
+                Ok(Landed::Resync { why, applied }) => {
                     match self.connection(&mut st.con).await {
                         Ok(c) => match self.still_owner(c).await {
                             Ok(true) => {}
@@ -546,7 +322,9 @@ impl Writer {
                     }
                     tracing::warn!(%why, seq = st.mirror.seq, "re-writing holdfast's whole state to Redis");
                     counter!("holdfast_journal_resyncs_total").increment(1);
-                    match self.rewrite(&mut st.con, &st.mirror, &batch.writes).await {
+                    orders_landed |= applied;
+                    let orders = (!orders_landed).then_some(&batch.writes);
+                    match self.rewrite(&mut st.con, &st.mirror, orders).await {
                         Ok(()) => {
                             rewritten = true;
                             return Settled::Landed { rewritten };
@@ -564,15 +342,14 @@ impl Writer {
                     {
                         tracing::error!(
                             persisted = st.persisted,
-                            unwritten = st.mirror.seq - st.persisted,
+                            unwritten = end - st.persisted,
                             "shutting down with events not in Redis (Redis unreachable)"
                         );
                         return Settled::Stop;
                     }
                     tokio::time::sleep(self.journal.next_backoff()).await;
-                    outcome = self
-                        .send(&mut st.con, batch, st.persisted, st.sent_to_max)
-                        .await;
+                    // After an error, always the guarded path.
+                    outcome = self.send(&mut st.con, batch, st.persisted, false).await;
                 }
             }
         }
@@ -592,9 +369,8 @@ impl Writer {
     /// Takes the events that are ready and builds a batch of them.
     fn build(&self, mirror: &mut Mirror, intake: &mut Intake) -> Option<Batch> {
         let mut writes = Writes::default();
-        let from = mirror.seq;
         self.absorb(mirror, intake, &mut writes);
-        self.seal(mirror, writes, from)
+        self.seal(mirror, writes)
     }
 
     /// Takes the events that are ready, in sequence order and never ending
@@ -670,8 +446,8 @@ impl Writer {
     }
 
     /// Freezes `writes` (and pending catalog text changes) into a batch's
-    /// Redis commands; `from`: the mirror's seq before they were taken in.
-    fn seal(&self, mirror: &mut Mirror, mut writes: Writes, from: u64) -> Option<Batch> {
+    /// Redis commands.
+    fn seal(&self, mirror: &mut Mirror, mut writes: Writes) -> Option<Batch> {
         for sku in self.journal.take_meta_dirty() {
             mirror.meta_changed(&mut writes, sku);
         }
@@ -687,21 +463,20 @@ impl Writer {
             return None;
         }
         let ctx = self.ctx();
-        let mut body = redis::pipe();
-        mirror.batch_commands(&writes, &ctx, &mut body, self.engine.now_ms());
-        // A cluster node's batches always take the guarded path (the
-        // ownership epoch is read under `WATCH` before they apply).
-        let gated = self
-            .cluster
-            .is_none()
-            .then(|| Arc::new(gate::gated(self.keys.journal(), from, &body)));
-        Some(Batch {
-            writes,
-            from,
-            to: mirror.seq,
-            body,
-            gated,
-        })
+        let journal_key = self.keys.journal();
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH").arg(journal_key).ignore();
+        pipe.cmd("HGET").arg(journal_key).arg("seq");
+        pipe.cmd("MULTI").ignore();
+        mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
+        pipe.cmd("EXEC");
+        let acks = self.replica_acks();
+        if let Some(acks) = acks {
+            // Acknowledged only once a replica has it too: an acked write
+            // that only the master had is lost when a replica takes over.
+            pipe.cmd("WAIT").arg(acks).arg(wait_ms(self.timeout));
+        }
+        Some(Batch { writes, pipe, acks })
     }
 
     /// Replicas that must confirm each batch (cluster mode with `WAIT`),
@@ -764,25 +539,70 @@ impl Writer {
         Ok(con.as_mut().expect("just set"))
     }
 
-    /// Sends one batch on the guarded path (bounded in time): after an
-    /// error, on a fresh connection, and always in a cluster. The
-    /// pipelined path ([`Self::land_pipelined`]) sends the gated script
-    /// instead. `sent_to_max`: the highest `to` ever sent.
+    /// Sends one batch (bounded in time). `healthy`: the previous batch
+    /// landed on this connection, so the one-round-trip path is safe.
     async fn send(
         &self,
         con: &mut Option<Conn>,
         batch: &Batch,
         persisted: u64,
-        sent_to_max: u64,
+        healthy: bool,
     ) -> redis::RedisResult<Landed> {
         let fut = async {
             let c = self.connection(con).await?;
-            self.guarded_exec(c, batch, persisted, sent_to_max).await
+            // In a cluster the ownership epoch must be checked before the
+            // batch applies (an adopted node's stale view must never land):
+            // always the guarded path there.
+            if healthy && self.cluster.is_none() {
+                self.optimistic_exec(c, batch, persisted).await
+            } else {
+                self.guarded_exec(c, batch, persisted).await
+            }
         };
         match tokio::time::timeout(self.timeout * 4, fut).await {
             Ok(r) => r,
-            Err(_) => Err(timed_out_batch()),
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "journal batch timed out",
+            ))),
         }
+    }
+
+    /// One round trip: the batch's whole pipeline. If the seq read under
+    /// `WATCH` was not ours (Redis restarted empty, or was restored from an
+    /// older copy), the batch has just been applied on top of the wrong
+    /// state, and the full re-write from the mirror (which includes it)
+    /// repairs that.
+    async fn optimistic_exec(
+        &self,
+        c: &mut Conn,
+        batch: &Batch,
+        persisted: u64,
+    ) -> redis::RedisResult<Landed> {
+        let values: Vec<redis::Value> = batch.pipe.query_async(c).await?;
+        let mut values = values.into_iter();
+        let seq: Option<u64> = redis::from_redis_value(values.next().unwrap_or(redis::Value::Nil))?;
+        let exec = values.next().unwrap_or(redis::Value::Nil);
+        if let (Some(acks), Some(got)) = (batch.acks, values.next()) {
+            replicated(redis::from_redis_value(got)?, acks)?;
+        }
+        if matches!(exec, redis::Value::Nil) {
+            return Ok(Landed::Resync {
+                why: "the journal record changed under the batch".into(),
+                applied: false,
+            });
+        }
+        Ok(match seq {
+            Some(s) if s == persisted => Landed::Yes,
+            None => Landed::Resync {
+                why: "Redis has no journal record (restarted empty?)".into(),
+                applied: true,
+            },
+            Some(s) => Landed::Resync {
+                why: format!("Redis journal was at seq {s}, expected {persisted}"),
+                applied: true,
+            },
+        })
     }
 
     /// Two round trips: look at the journal's seq first, then send the
@@ -793,7 +613,6 @@ impl Writer {
         c: &mut Conn,
         batch: &Batch,
         persisted: u64,
-        sent_to_max: u64,
     ) -> redis::RedisResult<Landed> {
         let journal_key = self.keys.journal();
         let (_, seq, epoch): ((), Option<u64>, Option<u64>) = redis::pipe()
@@ -818,16 +637,14 @@ impl Writer {
         }
         let settled = match seq {
             Some(s) if s == persisted => None,
-            // An earlier attempt landed (its answer was lost), maybe with
-            // batches sent behind it: each lands only on its predecessor,
-            // so a record at or past this batch's end, and no further than
-            // anything sent, has this batch.
-            Some(s) if (batch.to..=sent_to_max).contains(&s) => Some(Landed::Yes),
+            Some(s) if s == batch.writes.seq => Some(Landed::Yes),
             Some(s) => Some(Landed::Resync {
                 why: format!("Redis journal is at seq {s}, expected {persisted}"),
+                applied: false,
             }),
             None => Some(Landed::Resync {
                 why: "Redis has no journal record (restarted empty?)".into(),
+                applied: false,
             }),
         };
         if let Some(landed) = settled {
@@ -845,10 +662,14 @@ impl Writer {
             }
             return Ok(landed);
         }
-        // The frozen body, in `MULTI`/`EXEC`.
+        // The frozen body, without the WATCH / HGET / MULTI before it and
+        // the EXEC after it.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for cmd in batch.body.cmd_iter() {
+        // After the body: `EXEC`, and `WAIT` when replicas must confirm.
+        let suffix = 1 + usize::from(batch.acks.is_some());
+        let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - suffix;
+        for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
             pipe.add_command(cmd.clone()).ignore();
         }
         let result: redis::Value = pipe.query_async(c).await?;
@@ -860,24 +681,29 @@ impl Writer {
             // EXEC: nothing was applied; look again.
             return Ok(Landed::Resync {
                 why: "the journal record changed under the batch".into(),
+                applied: false,
             });
         }
         Ok(Landed::Yes)
     }
 
     /// Writes the whole mirror, then the order-stream entries of the batch
-    /// being sent (the mirror holds state, not the stream's history).
+    /// being sent unless they already landed (the mirror holds state, not
+    /// the stream's history).
     async fn rewrite(
         &self,
         con: &mut Option<Conn>,
         mirror: &Mirror,
-        orders: &Writes,
+        orders: Option<&Writes>,
     ) -> redis::RedisResult<()> {
         let c = self.connection(con).await?;
         for pipe in mirror.full_rewrite(&self.ctx(), &self.header, self.engine.now_ms()) {
             pipe.query_async::<()>(c).await?;
         }
-        self.orders_only(con, mirror, orders).await
+        match orders {
+            Some(writes) => self.orders_only(con, mirror, writes).await,
+            None => Ok(()),
+        }
     }
 
     /// Only a batch's order-stream entries (its state is already written).
@@ -932,21 +758,6 @@ impl Writer {
         }
         gauge!("holdfast_journal_backlog").set(self.journal.backlog(&self.engine) as f64);
     }
-}
-
-/// The gate refused a batch: Redis is not at the state it follows, and
-/// nothing of it was written.
-fn refused(found: Option<u64>, from: u64) -> Landed {
-    Landed::Resync {
-        why: match found {
-            None => "Redis has no journal record (restarted empty?)".into(),
-            Some(s) => format!("Redis journal was at seq {s}, expected {from}"),
-        },
-    }
-}
-
-fn timed_out_batch() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "journal batch timed out"))
 }
 
 /// `WAIT`'s answer: enough replicas, or an error that keeps the batch

@@ -107,7 +107,9 @@ struct Args {
     )]
     gateway_args: Option<String>,
 
-    /// Only run rows whose name contains this (e.g. "engine").
+    /// Only run rows whose name contains this (e.g. "engine"); several
+    /// alternatives separated by `|` (e.g. "unpipelined|durable": the
+    /// baseline and the durable rows, so their ratios are of one run).
     #[arg(long, env = "HOLDFAST_COMPARE_ONLY")]
     only: Option<String>,
 
@@ -174,7 +176,11 @@ fn run(args: Args) -> Result<()> {
         workload.duration > Duration::ZERO,
         "--duration-s must be positive"
     );
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let wanted = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split('|').any(|alt| name.contains(alt)))
+    };
     let mut rows = Vec::new();
     for mut target in compare::targets(&workload) {
         let name = target.name();

@@ -784,6 +784,96 @@ async fn with_redis_undelivered_events_are_delivered_after_a_restart() {
     gw.stop().await;
 }
 
+/// With Redis, released and expired holds reach an endpoint that asks for
+/// them through the order stream, written in the batch that records the
+/// release: delivered after a restart like orders, with the same
+/// `webhook-id` derived from the hold.
+#[tokio::test]
+async fn with_redis_released_and_expired_holds_are_durable_webhooks() {
+    let Some(redis) = common::Redis::start() else {
+        return;
+    };
+    let addr = free_addr().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = hooks_file(dir.path(), "ends", addr, &["hold.released", "hold.expired"]);
+    let mut a = args();
+    a.redis = Some(redis.url());
+    a.webhooks.file = Some(file);
+    let gw = Gateway::start(a.clone()).await;
+    gw.create_sku(json!({"id": "tee", "total": 5, "buyer_limit": 10}))
+        .await;
+    gw.create_sku(json!({"id": "cap", "total": 5, "hold_ttl_ms": 50, "hold_lifetime_max_ms": 50}))
+        .await;
+    let released = reserve(&gw, "tee", 2).await;
+    hold_op(&gw, &released, "release").await;
+    let expiring = reserve(&gw, "cap", 1).await;
+    // Both are in the order stream, written with the journal's batch.
+    let con = redis.con().await;
+    let entries = common::eventually("the released and expired entries", || {
+        let mut con = con.clone();
+        async move {
+            let out: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg("hf:orders")
+                .arg("-")
+                .arg("+")
+                .query_async(&mut con)
+                .await
+                .ok()?;
+            let kinds: Vec<String> = out
+                .ids
+                .iter()
+                .filter_map(|e| e.get::<String>("event"))
+                .collect();
+            (kinds.contains(&"released".to_string()) && kinds.contains(&"expired".to_string()))
+                .then_some(out)
+        }
+    })
+    .await;
+    let released_entry = entries
+        .ids
+        .iter()
+        .find(|e| e.get::<String>("event").as_deref() == Some("released"))
+        .unwrap();
+    assert_eq!(
+        released_entry.get::<String>("hold").as_deref(),
+        Some(released.as_str())
+    );
+    assert_eq!(released_entry.get::<String>("qty").as_deref(), Some("2"));
+    // The receiver is down: tried, failed, nothing acknowledged; then the
+    // gateway stops with both undelivered.
+    wait_failed_try(&gw, "ends").await;
+    gw.stop().await;
+
+    let receiver = Receiver::new(SECRET);
+    receiver.serve(addr).await;
+    let gw = Gateway::start(a).await;
+    let got = receiver
+        .wait_for("hold.released after the restart", |v| {
+            v["type"] == "hold.released" && v["data"]["hold"] == released.as_str()
+        })
+        .await;
+    assert_eq!(
+        got["data"]["lines"],
+        json!([{"sku": "tee", "qty": 2}]),
+        "{got}"
+    );
+    receiver
+        .wait_for("hold.expired after the restart", |v| {
+            v["type"] == "hold.expired" && v["data"]["hold"] == expiring.as_str()
+        })
+        .await;
+    let ids: Vec<String> = receiver.events().into_iter().map(|(id, _)| id).collect();
+    assert!(
+        ids.contains(&format!("msg_hold_released_{released}")),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&format!("msg_hold_expired_{expiring}")),
+        "{ids:?}"
+    );
+    gw.stop().await;
+}
+
 /// The real binary, killed with SIGKILL on drop (and by the test).
 struct Child(std::process::Child);
 

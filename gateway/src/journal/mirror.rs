@@ -244,6 +244,19 @@ enum Order {
         at_ms: u64,
         sku: Arc<str>,
     },
+    /// A released or expired hold line (only while webhooks want them).
+    Ended {
+        event: &'static str,
+        seq: u64,
+        at_ms: u64,
+        hold: HoldId,
+        line: u8,
+        lines: u8,
+        sku: Arc<str>,
+        qty: u32,
+        buyer: BuyerId,
+        channel: Option<Arc<str>>,
+    },
 }
 
 /// What one batch changed, coalesced, in the order Redis must see it.
@@ -298,6 +311,9 @@ pub struct Ctx<'a> {
     pub request_window_ms: u64,
     /// How long an ended hold stays findable.
     pub ended_retention_ms: u64,
+    /// Released and expired hold lines get order-stream entries too
+    /// (see [`super::Journal::stream_hold_endings`]).
+    pub hold_endings: bool,
 }
 
 #[derive(Debug, Default)]
@@ -555,10 +571,7 @@ impl Mirror {
                     qty: sold,
                     returned,
                     buyer: line.buyer,
-                    channel: line.source.channel.and_then(|c| {
-                        let s = &self.skus[&line.sku];
-                        Some(Arc::from(s.channels.get(usize::from(c.get()))?.id.as_str()))
-                    }),
+                    channel: self.channel_name(line.sku, line.source),
                 });
             }
             EventKind::Released { line, qty } | EventKind::Expired { line, qty } => {
@@ -576,6 +589,24 @@ impl Mirror {
                 self.hold_gone(w, (ended, e.at_ms, 0), line.hold, line.line, line.sku);
                 if line.counted {
                     self.buyer_add(w, line.sku, line.buyer, -i64::from(qty));
+                }
+                if ctx.hold_endings {
+                    w.orders.push(Order::Ended {
+                        event: if matches!(ended, Ended::Expired) {
+                            "expired"
+                        } else {
+                            "released"
+                        },
+                        seq: e.seq,
+                        at_ms: e.at_ms,
+                        hold: line.hold,
+                        line: line.line,
+                        lines: line.lines,
+                        sku: self.skus[&line.sku].id.clone(),
+                        qty,
+                        buyer: line.buyer,
+                        channel: self.channel_name(line.sku, line.source),
+                    });
                 }
             }
             EventKind::Extended { hold, deadline_ms } => {
@@ -672,6 +703,13 @@ impl Mirror {
 
     /// Forgets an erased buyer (its records were deleted from Redis), so a
     /// full re-write does not bring them back.
+    /// The name of the channel a line was reserved on, if any.
+    fn channel_name(&self, sku: SkuIdx, source: Source) -> Option<Arc<str>> {
+        let c = source.channel?;
+        let s = self.skus.get(&sku)?;
+        Some(Arc::from(s.channels.get(usize::from(c.get()))?.id.as_str()))
+    }
+
     pub fn forget_buyer(&mut self, buyer: BuyerId) {
         self.buyers.retain(|(_, b), _| *b != buyer);
         self.names.remove(&buyer);
@@ -811,6 +849,39 @@ impl Mirror {
                     .arg(*qty)
                     .arg("returned")
                     .arg(*returned);
+                match ctx.ids.buyer_name(*buyer) {
+                    Some(name) => cmd.arg("buyer").arg(&*name),
+                    None => cmd.arg("buyer").arg(buyer_field(*buyer)),
+                };
+                if let Some(channel) = channel {
+                    cmd.arg("channel").arg(&**channel);
+                }
+            }
+            Order::Ended {
+                event,
+                seq,
+                at_ms,
+                hold,
+                line,
+                lines,
+                sku,
+                qty,
+                buyer,
+                channel,
+            } => {
+                cmd.arg("event")
+                    .arg(*event)
+                    .arg("seq")
+                    .arg(*seq)
+                    .arg("at_ms")
+                    .arg(*at_ms);
+                cmd.arg("hold")
+                    .arg(hex16(hold.to_raw()).as_str())
+                    .arg("line")
+                    .arg(*line)
+                    .arg("lines")
+                    .arg(*lines);
+                cmd.arg("sku").arg(&**sku).arg("qty").arg(*qty);
                 match ctx.ids.buyer_name(*buyer) {
                     Some(name) => cmd.arg("buyer").arg(&*name),
                     None => cmd.arg("buyer").arg(buyer_field(*buyer)),

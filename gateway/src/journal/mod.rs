@@ -272,6 +272,9 @@ pub struct Journal {
     last_error: Mutex<String>,
     /// Ended holds the engine no longer knows, looked up in Redis.
     pub ended: ended::EndedLookup,
+    /// Released and expired holds go to the order stream too (a webhook
+    /// endpoint asked for `hold.released` / `hold.expired`).
+    hold_endings: AtomicBool,
 }
 
 impl Journal {
@@ -299,7 +302,25 @@ impl Journal {
             timeout,
             last_error: Mutex::default(),
             ended,
+            hold_endings: AtomicBool::new(false),
         }
+    }
+
+    /// From now on, released and expired holds are written to the order
+    /// stream too (`event` `released` / `expired`), in the batch that
+    /// records them: the webhooks' source reads them from there, as it
+    /// reads orders, so a `hold.released` / `hold.expired` webhook is as
+    /// durable as the release it reports. Never switched off (a consumer
+    /// that reads these entries may still be there).
+    pub fn stream_hold_endings(&self) {
+        // Relaxed: a flag the writer reads per batch; a batch sealed a
+        // moment before it is seen simply has no such entries.
+        self.hold_endings.store(true, Ordering::Relaxed);
+    }
+
+    /// See [`Self::stream_hold_endings`].
+    pub fn hold_endings_streamed(&self) -> bool {
+        self.hold_endings.load(Ordering::Relaxed)
     }
 
     pub fn is_up(&self) -> bool {

@@ -164,6 +164,7 @@ impl Writer {
             buyer_retention_ms: self.buyer_retention_ms,
             request_window_ms: self.request_window_ms,
             ended_retention_ms: self.ended_retention_ms,
+            hold_endings: self.journal.hold_endings_streamed(),
         }
     }
 

@@ -227,6 +227,13 @@ impl Webhooks {
             ));
         }
         list.push(ep.clone());
+        // With Redis, hold endings reach the webhooks through the order
+        // stream, like orders: the journal writes them there from now on.
+        if (ep.wants(EventType::HoldReleased) || ep.wants(EventType::HoldExpired))
+            && let crate::journal::Durability::Redis(journal) = &self.ops.durability
+        {
+            journal.stream_hold_endings();
+        }
         let backoff = deliver::Backoff {
             tries_max: self.args.tries_max,
             base_ms: self.args.backoff_ms,

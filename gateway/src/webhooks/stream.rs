@@ -3,7 +3,10 @@
 //!
 //! - Source: the order stream (`<prefix>:orders`, written by the journal)
 //!   is read through the consumer group `webhooks`. A committed hold (all
-//!   its lines) or a sell-out / back-in-stock entry becomes one event,
+//!   its lines), a released or expired hold (entries the journal writes
+//!   once an endpoint wants `hold.released` / `hold.expired`, see
+//!   `Journal::stream_hold_endings`) or a sell-out / back-in-stock entry
+//!   becomes one event,
 //!   `XADD`ed to each interested endpoint's stream, and the order-stream
 //!   entries are `XACK`ed in the same `MULTI`: a kill between the two
 //!   cannot happen, and a kill before re-reads the entries (the group's
@@ -328,6 +331,7 @@ pub async fn run_source(hooks: Arc<Webhooks>, streams: Arc<Streams>, shutdown: C
                 };
                 if let Some(ev) = &mut event
                     && ev.kind == EventType::OrderCommitted
+                    && ev.data["channel"].is_null()
                     && let Some(hold) = ev.data["hold"].as_str().and_then(|h| h.parse().ok())
                 {
                     ev.data["channel"] = hooks.channel_of(hold).into();
@@ -416,11 +420,13 @@ fn to_event(
             let mut seen = gathering.remove(&hold).unwrap_or_default();
             seen.sort_by_key(|e| field(e, "line").parse::<u32>().unwrap_or(0));
             let buyer = field(&seen[0], "buyer");
+            // The sales channel the order stream names (a SKU with channels);
+            // else filled in from memory (a buyer token's claim).
+            let channel = field(&seen[0], "channel");
             let data = serde_json::json!({
                 "hold": hold,
                 "buyer": buyer,
-                // Filled in from memory (the order stream has none).
-                "channel": serde_json::Value::Null,
+                "channel": (!channel.is_empty()).then_some(channel),
                 "lines": seen.iter().map(|e| serde_json::json!({
                     "sku": field(e, "sku"),
                     "qty": field(e, "qty").parse::<u64>().unwrap_or(0),
@@ -431,6 +437,41 @@ fn to_event(
             let event = Event {
                 id: format!("msg_order_{hold}"),
                 kind: EventType::OrderCommitted,
+                ts_ms: at_ms,
+                data,
+            };
+            Some((Some(event), seen.into_iter().map(|e| e.id).collect()))
+        }
+        kind @ ("released" | "expired") => {
+            let hold = field(&entry, "hold");
+            let lines: usize = field(&entry, "lines").parse().unwrap_or(1);
+            let key = format!("{kind}:{hold}");
+            let seen = gathering.entry(key.clone()).or_default();
+            seen.push(entry);
+            if seen.len() < lines {
+                return None;
+            }
+            let mut seen = gathering.remove(&key).unwrap_or_default();
+            seen.sort_by_key(|e| field(e, "line").parse::<u32>().unwrap_or(0));
+            let kind = if kind == "released" {
+                EventType::HoldReleased
+            } else {
+                EventType::HoldExpired
+            };
+            let channel = field(&seen[0], "channel");
+            let data = serde_json::json!({
+                "hold": hold,
+                "buyer": field(&seen[0], "buyer"),
+                "channel": (!channel.is_empty()).then_some(channel),
+                "lines": seen.iter().map(|e| serde_json::json!({
+                    "sku": field(e, "sku"),
+                    "qty": field(e, "qty").parse::<u64>().unwrap_or(0),
+                })).collect::<Vec<_>>(),
+                "at_ms": at_ms,
+            });
+            let event = Event {
+                id: format!("msg_{}_{hold}", kind.as_str().replace('.', "_")),
+                kind,
                 ts_ms: at_ms,
                 data,
             };

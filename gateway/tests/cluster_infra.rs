@@ -259,14 +259,11 @@ async fn a_node_dies_with_a_killed_test_process() {
     assert!(process_exists(pid));
     holder.kill().unwrap();
     holder.wait().unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while process_exists(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "holdfast {pid} outlived the killed test"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("holdfast {pid} exiting with the killed test"),
+        || async { (!process_exists(pid)).then_some(()) },
+    )
+    .await;
 }
 
 /// The child side of `a_node_dies_with_a_killed_test_process`; does nothing

@@ -96,28 +96,24 @@ async fn assert_redis_matches(gw: &Gateway, c: &mut redis::aio::MultiplexedConne
 
 /// Waits (bounded) until the journal has written everything.
 async fn wait_persisted(gw: &Gateway, c: &mut redis::aio::MultiplexedConnection) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (_, list) = gw.get("/api/skus").await;
-        let mut same = true;
-        for s in list["skus"].as_array().unwrap() {
-            let id = s["id"].as_str().unwrap();
-            let want = (
-                s["available"].as_u64().unwrap() as u32,
-                s["held"].as_u64().unwrap() as u32,
-                s["sold"].as_u64().unwrap() as u32,
-            );
-            same &= redis_counts(c, id).await == want;
+    eventually("the journal catching up with every SKU's counts", || {
+        let mut c = c.clone();
+        async move {
+            let (_, list) = gw.get("/api/skus").await;
+            let mut same = true;
+            for s in list["skus"].as_array().unwrap() {
+                let id = s["id"].as_str().unwrap();
+                let want = (
+                    s["available"].as_u64().unwrap() as u32,
+                    s["held"].as_u64().unwrap() as u32,
+                    s["sold"].as_u64().unwrap() as u32,
+                );
+                same &= redis_counts(&mut c, id).await == want;
+            }
+            same.then_some(())
         }
-        if same {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "journal never caught up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -998,22 +994,24 @@ async fn a_commit_replay_waits_for_the_commit_to_land() {
     assert_eq!(first.await.unwrap(), 503);
     signal(redis.pid(), "CONT");
     let mut c = redis.con().await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let (status, done) = gw
-            .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
-            .await;
-        if status == 200 {
-            assert_eq!(done["replayed"], true, "{done}");
-            assert!(
-                order_stream(&mut c).await.iter().any(|o| o["hold"] == hold),
-                "answered before its order reached the stream"
-            );
-            break;
-        }
-        assert_eq!(status, 503, "{done}");
-        assert!(tokio::time::Instant::now() < deadline, "never recovered");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let done = eventually(
+        "the commit replay answered after Redis came back",
+        || async {
+            let (status, done) = gw
+                .call("POST", &path, Some(CHECKOUT), Some(body.clone()))
+                .await;
+            if status == 200 {
+                return Some(done);
+            }
+            assert_eq!(status, 503, "{done}");
+            None
+        },
+    )
+    .await;
+    assert_eq!(done["replayed"], true, "{done}");
+    assert!(
+        order_stream(&mut c).await.iter().any(|o| o["hold"] == hold),
+        "answered before its order reached the stream"
+    );
     gw.stop().await;
 }

@@ -349,28 +349,25 @@ async fn a_generated_key_survives_a_restart_so_pseudonyms_stay_the_same() {
     let _: () = redis::AsyncCommands::del(&mut c, "hf:journal")
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let back: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
-            .await
-            .unwrap();
-        let seq: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "seq")
-            .await
-            .unwrap();
-        if seq.is_some() {
-            assert_eq!(
-                back.as_deref(),
-                Some(key.as_str()),
-                "re-written with the key"
-            );
-            break;
+    let back = eventually("the journal record re-written", || {
+        let mut c = c.clone();
+        async move {
+            let back: Option<String> =
+                redis::AsyncCommands::hget(&mut c, "hf:journal", "buyer_id_key")
+                    .await
+                    .unwrap();
+            let seq: Option<String> = redis::AsyncCommands::hget(&mut c, "hf:journal", "seq")
+                .await
+                .unwrap();
+            seq.map(|_| back)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the journal record was never re-written"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    assert_eq!(
+        back.as_deref(),
+        Some(key.as_str()),
+        "re-written with the key"
+    );
     gw.stop().await;
 
     let gw = Gateway::start(a).await;
@@ -494,31 +491,25 @@ async fn erase_from_webhooks(a: ServeArgs, redis: Option<&Redis>) {
             .await;
         body["dead_letters"].as_array().cloned().unwrap_or_default()
     };
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let dead = loop {
+    let dead = eventually("a dead letter for endpoint shop", || async {
         let dead = dead_letters().await;
-        if !dead.is_empty() {
-            break dead;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    };
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
     assert_eq!(dead[0]["event"]["data"]["buyer"], pseudonym(ALICE));
     if let Some(redis) = redis {
         // The dead letter is written to its stream after the memory list.
-        let mut c = redis.con().await;
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while redis::AsyncCommands::xlen::<_, usize>(&mut c, "hf:webhooks:shop:dead")
-            .await
-            .unwrap()
-            == 0
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no dead-letter entry"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let c = redis.con().await;
+        eventually("the dead letter's entry in its Redis stream", || {
+            let mut c = c.clone();
+            async move {
+                let len: usize = redis::AsyncCommands::xlen(&mut c, "hf:webhooks:shop:dead")
+                    .await
+                    .unwrap();
+                (len > 0).then_some(())
+            }
+        })
+        .await;
     }
 
     let (status, r) = gw

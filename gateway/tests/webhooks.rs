@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{ADMIN, CHECKOUT, Gateway, PATIENCE};
+use common::{ADMIN, CHECKOUT, Gateway, PATIENCE, eventually};
 use holdfast_gateway::config::ServeArgs;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -452,8 +452,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     gw.create_sku(json!({"id": "tee", "total": 10})).await;
     let hold = reserve(&gw, "tee", 1).await;
     hold_op(&gw, &hold, "commit").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let dead = loop {
+    let dead = eventually("a dead letter for endpoint dl", || async {
         let (_, body) = gw
             .call(
                 "GET",
@@ -463,12 +462,9 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
             )
             .await;
         let list = body["dead_letters"].as_array().cloned().unwrap_or_default();
-        if !list.is_empty() {
-            break list;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no dead letter");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["tries"], 3);
     assert_eq!(receiver.tries.load(Ordering::SeqCst), 3, "exactly N tries");
@@ -493,11 +489,10 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     );
     // The receiver answered; the gateway counts once it reads the answer.
     let delivered = [("endpoint", "dl"), ("outcome", "delivered")];
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(&gw, "holdfast_webhook_deliveries_total", &delivered).await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "never counted");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the replayed delivery counted as delivered", || async {
+        (metric(&gw, "holdfast_webhook_deliveries_total", &delivered).await >= 1.0).then_some(())
+    })
+    .await;
     let mut counts = Vec::new();
     for outcome in ["failed", "dead_letter", "delivered"] {
         let labels = [("endpoint", "dl"), ("outcome", outcome)];
@@ -514,11 +509,10 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
         )
         .await;
     assert_eq!((status, body["replayed"].as_u64()), (200, Some(1)));
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while receiver.events().len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "no second delivery");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("a second delivery (the replay by event id)", || async {
+        (receiver.events().len() >= 2).then_some(())
+    })
+    .await;
     assert_eq!(receiver.events()[1].0, event_id);
     let (status, body) = gw
         .call(
@@ -554,14 +548,10 @@ async fn a_hanging_receiver_does_not_delay_reservations_or_another_endpoint() {
         .await;
     let first = reserve(&gw, "tee", 1).await;
     hold_op(&gw, &first, "commit").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !hanging.hung.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the hang never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the hanging receiver starting its hang", || async {
+        hanging.hung.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
     // While the hang is held: 199 more reserve + commit, all answered.
     for _ in 1..200 {
         let hold = reserve(&gw, "tee", 1).await;
@@ -723,15 +713,11 @@ fn hooks_file(
 
 /// Waits until the gateway has counted a failed try to `endpoint`.
 async fn wait_failed_try(gw: &Gateway, endpoint: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
     let labels = [("endpoint", endpoint), ("outcome", "failed")];
-    while metric(gw, "holdfast_webhook_deliveries_total", &labels).await < 1.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never tried {endpoint}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(&format!("a failed try to {endpoint} counted"), || async {
+        (metric(gw, "holdfast_webhook_deliveries_total", &labels).await >= 1.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -901,16 +887,11 @@ async fn spawn_holdfast(base: &str, redis: &str, hooks: &std::path::Path) -> Chi
         .expect("start holdfast");
     let child = Child(child);
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !http
-        .get(format!("http://{base}/readyz"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status() == 200)
-    {
-        assert!(tokio::time::Instant::now() < deadline, "holdfast not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(&format!("holdfast's /readyz on {base}"), || async {
+        let ready = http.get(format!("http://{base}/readyz")).send().await;
+        ready.is_ok_and(|r| r.status() == 200).then_some(())
+    })
+    .await;
     child
 }
 
@@ -951,17 +932,13 @@ async fn with_redis_a_sigkilled_gateway_delivers_its_undelivered_events_after_re
         holds.push(hold);
     }
     // Tried while the receiver is down, then SIGKILL: nothing acknowledged.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
     let failed = [("endpoint", "killed"), ("outcome", "failed")];
-    loop {
+    eventually("a failed try to the down receiver counted", || async {
         let response = http.get(format!("http://{base}/metrics")).send().await;
         let text = response.unwrap().text().await.unwrap();
-        if metric_in(&text, "holdfast_webhook_deliveries_total", &failed) >= 1.0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never tried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (metric_in(&text, "holdfast_webhook_deliveries_total", &failed) >= 1.0).then_some(())
+    })
+    .await;
     drop(first);
 
     let receiver = Receiver::new(SECRET);
@@ -1041,11 +1018,10 @@ async fn a_full_memory_queue_drops_new_events_and_counts_them() {
         .await;
     let first = reserve(&gw, "tee", 1).await;
     hold_op(&gw, &first, "commit").await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !hanging.hung.load(Ordering::SeqCst) {
-        assert!(tokio::time::Instant::now() < deadline, "never sent");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the first order reaching the hanging receiver", || async {
+        hanging.hung.load(Ordering::SeqCst).then_some(())
+    })
+    .await;
     // One in flight, room for one more: of three more orders, two drop.
     for _ in 0..3 {
         let hold = reserve(&gw, "tee", 1).await;
@@ -1058,11 +1034,10 @@ async fn a_full_memory_queue_drops_new_events_and_counts_them() {
             &[("endpoint", "tiny")],
         )
     };
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while dropped().await < 2.0 {
-        assert!(tokio::time::Instant::now() < deadline, "nothing dropped");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("two events dropped by the full queue", || async {
+        (dropped().await >= 2.0).then_some(())
+    })
+    .await;
     assert_eq!(dropped().await, 2.0);
     let (_, ep) = gw
         .call("GET", "/api/admin/webhooks/tiny", Some(ADMIN), None)

@@ -11,10 +11,9 @@
 //!
 //! # Adding a row
 //!
-//! Implement [`Target`] and add it in [`targets`]. A row that belongs in the
-//! table but cannot be measured yet goes in [`PENDING_ROWS`], which prints
-//! it as "not yet measured". The gateway end-to-end rows (websocket
-//! in-memory, durable with Redis) are in [`crate::gateway_ws`].
+//! Implement [`Target`] and add it in [`targets`]. The gateway end-to-end
+//! rows (websocket and HTTP, in memory, durable with Redis, a cluster node)
+//! are in [`crate::gateway_ws`].
 
 use crate::gateway_ws::{Backend, GatewayWs, Transport};
 use crate::harness::{Bench, Drops, TEND_EVERY_PAIRS, Worker, XorShift, bench_config, pin_to_cpu};
@@ -37,8 +36,6 @@ pub use crate::target::{Target, Workload};
 /// Masters of the cluster row's Redis Cluster (one replica each).
 const CLUSTER_MASTERS: u32 = 3;
 
-/// Rows that belong in the table but cannot be measured yet.
-pub const PENDING_ROWS: &[(&str, &str)] = &[];
 
 /// Every row, in table order.
 pub fn targets(workload: &Workload) -> Vec<Box<dyn Target>> {

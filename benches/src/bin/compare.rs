@@ -9,7 +9,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use holdfast_benches::compare::{self, PENDING_ROWS, Row, Workload};
+use holdfast_benches::compare::{self, Row, Workload};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -195,11 +195,6 @@ fn run(args: Args) -> Result<()> {
                 Row::unmeasured(&name, target.is_baseline(), format!("failed: {e:#}"))
             }
         });
-    }
-    for (name, why) in PENDING_ROWS {
-        if wanted(name) {
-            rows.push(Row::unmeasured(name, false, (*why).to_string()));
-        }
     }
     compare::fill_ratios(&mut rows);
     print!("{}", compare::render(&rows, &workload));

@@ -36,7 +36,6 @@ pub use crate::target::{Target, Workload};
 /// Masters of the cluster row's Redis Cluster (one replica each).
 const CLUSTER_MASTERS: u32 = 3;
 
-
 /// Every row, in table order.
 pub fn targets(workload: &Workload) -> Vec<Box<dyn Target>> {
     vec![

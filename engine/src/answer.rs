@@ -52,6 +52,9 @@ pub struct HoldLineInfo {
     pub qty: u32,
     /// Units sold on this line (after a commit).
     pub sold: u32,
+    /// The sales channel the line was reserved on (`None`: the common pool
+    /// of a SKU without channels, or no channel named).
+    pub channel: Option<crate::channel::ChannelIdx>,
 }
 
 /// A hold, as reported by [`Engine::hold`](crate::Engine::hold).

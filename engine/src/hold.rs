@@ -501,6 +501,7 @@ impl Slot {
                     next_line: self.next_line.load(Ordering::Relaxed),
                     lines: self.lines.load(Ordering::Relaxed),
                     sold: self.sold.load(Ordering::Relaxed),
+                    source: self.source.load(Ordering::Relaxed),
                 };
                 // Acquire fence: pairs with `alloc`'s Release fence, so if
                 // any field came from a newer owner, the re-read sees the
@@ -528,6 +529,8 @@ pub(crate) struct SlotView {
     pub(crate) next_line: u32,
     pub(crate) lines: u32,
     pub(crate) sold: u32,
+    /// The line's [`Source`], packed.
+    pub(crate) source: u32,
 }
 
 /// Slots the expirer has finished with, per free-list lane, given back a

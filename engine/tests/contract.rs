@@ -38,7 +38,8 @@ fn reserve_moves_available_to_held_and_commit_to_sold() {
         vec![HoldLineInfo {
             sku: tee,
             qty: 2,
-            sold: 2
+            sold: 2,
+            channel: None
         }]
     );
 }

@@ -474,7 +474,7 @@ impl Ops {
             engine_lines[0].qty = res.units;
         }
         if !res.replayed {
-            self.count_reserved(&engine_lines, res.deadline_ms);
+            self.count_reserved(&engine_lines, channel, res.deadline_ms);
         }
         Ok(Applied {
             answer: Reserved {
@@ -599,8 +599,18 @@ impl Ops {
             .filter(|h| h.state == HoldState::Held)
     }
 
-    fn count_reserved(&self, lines: &[Line], deadline_ms: u64) {
-        let lines: Vec<(SkuIdx, u32)> = lines.iter().map(|l| (l.sku, l.qty)).collect();
+    /// `channel`: the channel id the reservation was made on.
+    fn count_reserved(&self, lines: &[Line], channel: Option<&str>, deadline_ms: u64) {
+        let lines: Vec<_> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l.sku,
+                    l.qty,
+                    channel.and_then(|c| self.engine.channel(l.sku, c)),
+                )
+            })
+            .collect();
         self.stats
             .reserved(&lines, deadline_ms, self.engine.now_ms());
     }

@@ -20,8 +20,8 @@
 //! that one operation, and the update marks the SKU changed again, so the
 //! next broadcast round corrects it.
 
-use crate::protocol::{Money, SkuStats, Stats as StatsMsg};
-use holdfast_engine::{Counts, Engine, HoldInfo, SkuIdx};
+use crate::protocol::{ChannelStats, Money, SkuStats, Stats as StatsMsg};
+use holdfast_engine::{ChannelCounts, ChannelIdx, Counts, Engine, HoldInfo, SkuIdx};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,9 +74,40 @@ pub struct Counters {
     pub revenue: Vec<(String, u64)>,
     pub first_activity_ms: Option<u64>,
     pub sold_out_at_ms: Option<u64>,
+    /// Per sales channel the SKU has (by its index, stable: channels are
+    /// never removed), what reservations on it did; at most
+    /// `holdfast_engine::limits::CHANNELS_MAX` entries.
+    #[serde(default)]
+    pub channels: Vec<ChannelCounters>,
+}
+
+/// What reservations on one sales channel of a SKU did (conversion =
+/// committed / reserved).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelCounters {
+    /// The channel's index in its SKU's set.
+    pub idx: u8,
+    pub reserved_units: u64,
+    pub reserved_holds: u64,
+    pub sold_units: u64,
+    pub committed_holds: u64,
 }
 
 impl Counters {
+    fn channel(&mut self, idx: ChannelIdx) -> &mut ChannelCounters {
+        let idx = idx.get();
+        match self.channels.iter().position(|c| c.idx == idx) {
+            Some(i) => &mut self.channels[i],
+            None => {
+                self.channels.push(ChannelCounters {
+                    idx,
+                    ..ChannelCounters::default()
+                });
+                self.channels.last_mut().expect("just pushed")
+            }
+        }
+    }
+
     fn add_revenue(&mut self, currency: &str, minor: u64) {
         if let Some(entry) = self.revenue.iter_mut().find(|(c, _)| c == currency) {
             entry.1 = entry.1.saturating_add(minor);
@@ -240,6 +271,22 @@ struct Tally {
     counters: Counters,
     deadlines: Deadlines,
     sales: Sales,
+    /// Sales buckets per channel index (in memory: a restart keeps the
+    /// channels' counters, not their buckets).
+    channel_sales: Vec<(u8, Sales)>,
+}
+
+impl Tally {
+    fn channel_sales(&mut self, idx: ChannelIdx) -> &mut Sales {
+        let idx = idx.get();
+        match self.channel_sales.iter().position(|(i, _)| *i == idx) {
+            Some(i) => &mut self.channel_sales[i].1,
+            None => {
+                self.channel_sales.push((idx, Sales::default()));
+                &mut self.channel_sales.last_mut().expect("just pushed").1
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -284,6 +331,8 @@ pub struct Live<'a> {
     pub sku: SkuIdx,
     pub id: &'a str,
     pub counts: Counts,
+    /// The SKU's channels (their ids name the per-channel statistics).
+    pub channels: &'a [ChannelCounts],
 }
 
 impl Stats {
@@ -318,13 +367,25 @@ impl Stats {
     }
 
     /// A reservation (not a replay) held `lines` until `deadline_ms`.
-    pub fn reserved(&self, lines: &[(SkuIdx, u32)], deadline_ms: u64, now_ms: u64) {
-        for &(sku, qty) in lines {
+    /// Each line: SKU, units, and the SKU's sales channel it was made on
+    /// (counted per channel too).
+    pub fn reserved(
+        &self,
+        lines: &[(SkuIdx, u32, Option<ChannelIdx>)],
+        deadline_ms: u64,
+        now_ms: u64,
+    ) {
+        for &(sku, qty, channel) in lines {
             self.update(sku, |t| {
                 let c = &mut t.counters;
                 c.reserved_units += u64::from(qty);
                 c.reserved_holds += 1;
                 c.first_activity_ms.get_or_insert(now_ms);
+                if let Some(idx) = channel {
+                    let ch = c.channel(idx);
+                    ch.reserved_units += u64::from(qty);
+                    ch.reserved_holds += 1;
+                }
                 t.deadlines.add(deadline_ms, u64::from(qty), now_ms);
             });
         }
@@ -351,8 +412,16 @@ impl Stats {
                 {
                     c.add_revenue(&currency, minor.saturating_mul(u64::from(s)));
                 }
+                if let Some(idx) = line.channel {
+                    let ch = c.channel(idx);
+                    ch.sold_units += u64::from(s);
+                    ch.committed_holds += 1;
+                }
                 if s > 0 {
                     t.sales.add(now_ms, s);
+                    if let Some(idx) = line.channel {
+                        t.channel_sales(idx).add(now_ms, s);
+                    }
                 }
                 t.deadlines.remove(hold.deadline_ms, u64::from(line.qty));
             });
@@ -528,6 +597,7 @@ impl Stats {
                 sku: s.sku,
                 id: &s.id,
                 counts: s.counts,
+                channels: &s.channels,
             })
             .collect();
         self.topic(topic, seq, &live, engine.now_ms())
@@ -582,6 +652,7 @@ impl Stats {
             .max((now_bucket + 1).saturating_sub(SALES_BUCKETS_MAX as u64))
             .min(now_bucket);
         let mut sales = vec![0u32; (now_bucket - start + 1) as usize];
+        let mut channels: Vec<ChannelStats> = Vec::new();
         for live in members {
             if let Some(t) = self
                 .skus
@@ -592,8 +663,38 @@ impl Stats {
                 for (i, slot) in sales.iter_mut().enumerate() {
                     *slot = slot.saturating_add(tally.sales.get(start + i as u64));
                 }
+                for c in &tally.counters.channels {
+                    let Some(id) = live.channels.get(usize::from(c.idx)).map(|k| &*k.id) else {
+                        continue;
+                    };
+                    let at = match channels.iter().position(|x| x.id == id) {
+                        Some(at) => at,
+                        None => {
+                            channels.push(ChannelStats {
+                                id: id.to_string(),
+                                reserved_units: 0,
+                                reserved_holds: 0,
+                                sold_units: 0,
+                                committed_holds: 0,
+                                sales: vec![0; sales.len()],
+                            });
+                            channels.len() - 1
+                        }
+                    };
+                    let out = &mut channels[at];
+                    out.reserved_units += c.reserved_units;
+                    out.reserved_holds += c.reserved_holds;
+                    out.sold_units += c.sold_units;
+                    out.committed_holds += c.committed_holds;
+                    if let Some((_, cs)) = tally.channel_sales.iter().find(|(i, _)| *i == c.idx) {
+                        for (i, slot) in out.sales.iter_mut().enumerate() {
+                            *slot = slot.saturating_add(cs.get(start + i as u64));
+                        }
+                    }
+                }
             }
         }
+        channels.sort_by(|a, b| a.id.cmp(&b.id));
         StatsMsg {
             topic: topic.to_string(),
             seq,
@@ -603,6 +704,7 @@ impl Stats {
             bucket_ms: SALES_BUCKET_MS,
             sales_start_ms: start * SALES_BUCKET_MS,
             sales,
+            channels,
         }
     }
 }
@@ -711,6 +813,7 @@ mod tests {
                     sku: sku(s),
                     qty,
                     sold: 0,
+                    channel: None,
                 })
                 .collect(),
         }
@@ -725,6 +828,7 @@ mod tests {
                 held,
                 sold,
             },
+            channels: &[],
         }
     }
 
@@ -737,9 +841,9 @@ mod tests {
         let stats = Stats::new(4);
         let d = T0 + 300_000;
         // Three holds of 2: one committed, one released, one still held.
-        stats.reserved(&[(sku(0), 2)], d, T0);
-        stats.reserved(&[(sku(0), 2)], d, T0);
-        stats.reserved(&[(sku(0), 2)], d, T0);
+        stats.reserved(&[(sku(0), 2, None)], d, T0);
+        stats.reserved(&[(sku(0), 2, None)], d, T0);
+        stats.reserved(&[(sku(0), 2, None)], d, T0);
         stats.committed(&hold(&[(0, 2)], d), &[2], nok(100), T0 + 1);
         stats.released(&hold(&[(0, 2)], d));
         let s = stats.sku(live(0, 4, 2, 2), T0 + 2);
@@ -765,7 +869,7 @@ mod tests {
     fn partial_commits_return_units_and_carts_count_per_sku() {
         let stats = Stats::new(4);
         let d = T0 + 60_000;
-        stats.reserved(&[(sku(0), 3), (sku(1), 1)], d, T0);
+        stats.reserved(&[(sku(0), 3, None), (sku(1), 1, None)], d, T0);
         stats.committed(&hold(&[(0, 3), (1, 1)], d), &[1, 1], nok(50), T0);
         let a = stats.sku(live(0, 2, 0, 1), T0);
         assert_eq!((a.sold_units, a.returned_units, a.expired_units), (1, 2, 0));
@@ -777,9 +881,9 @@ mod tests {
     #[test]
     fn expiring_soon_counts_deadlines_within_the_next_minute() {
         let stats = Stats::new(1);
-        stats.reserved(&[(sku(0), 1)], T0 + 30_000, T0);
-        stats.reserved(&[(sku(0), 2)], T0 + 59_000, T0);
-        stats.reserved(&[(sku(0), 4)], T0 + 61_000, T0);
+        stats.reserved(&[(sku(0), 1, None)], T0 + 30_000, T0);
+        stats.reserved(&[(sku(0), 2, None)], T0 + 59_000, T0);
+        stats.reserved(&[(sku(0), 4, None)], T0 + 61_000, T0);
         let s = stats.sku(live(0, 0, 7, 0), T0);
         assert_eq!(s.expiring_soon_units, 3);
         // Extended beyond the minute: no longer soon.
@@ -797,7 +901,7 @@ mod tests {
         let stats = Stats::new(1);
         let n = DEADLINE_BUCKETS_MAX as u64 + 10;
         for i in 0..n {
-            stats.reserved(&[(sku(0), 1)], T0 + 1_000 * (i + 1), T0);
+            stats.reserved(&[(sku(0), 1, None)], T0 + 1_000 * (i + 1), T0);
         }
         {
             let t = stats.skus[0].get().unwrap();
@@ -835,13 +939,13 @@ mod tests {
         let d = T0 + 600_000;
         // Two units sold in the first 10 s: a rate over the 1 min floor,
         // no estimate yet.
-        stats.reserved(&[(sku(0), 2)], d, T0);
+        stats.reserved(&[(sku(0), 2, None)], d, T0);
         stats.committed(&hold(&[(0, 2)], d), &[2], nok(1), T0 + 5_000);
         let s = stats.sku(live(0, 98, 0, 2), T0 + 10_000);
         assert_eq!((s.sold_in_window, s.window_ms), (2, RATE_FLOOR_MS));
         assert_eq!(s.sellout_eta_ms, None, "too early and too few");
         // Two minutes in, 6 sold over 2 minutes: 3/min, 94 left: 31.3 min.
-        stats.reserved(&[(sku(0), 4)], d, T0 + 100_000);
+        stats.reserved(&[(sku(0), 4, None)], d, T0 + 100_000);
         stats.committed(&hold(&[(0, 4)], d), &[4], nok(1), T0 + 100_000);
         let s = stats.sku(live(0, 94, 0, 6), T0 + 120_000);
         assert_eq!((s.sold_in_window, s.window_ms), (6, 120_000));
@@ -860,7 +964,7 @@ mod tests {
         let stats = Stats::new(3);
         let d = T0 + 900_000;
         for (i, units) in [(0u32, 6u32), (1, 3)] {
-            stats.reserved(&[(sku(i), units)], d, T0);
+            stats.reserved(&[(sku(i), units, None)], d, T0);
             stats.committed(&hold(&[(i, units)], d), &[units], nok(10), T0 + 20_000);
         }
         let members = [live(0, 6, 0, 6), live(1, 30, 0, 3), live(2, 50, 0, 0)];
@@ -888,7 +992,7 @@ mod tests {
     fn records_carry_changed_buckets_and_restore_round_trips() {
         let stats = Stats::new(2);
         let d = T0 + 900_000;
-        stats.reserved(&[(sku(0), 5)], d, T0);
+        stats.reserved(&[(sku(0), 5, None)], d, T0);
         stats.committed(&hold(&[(0, 2)], d), &[2], nok(100), T0);
         stats.sold_out(sku(0), T0 + 5);
         assert_eq!(stats.take_journal_dirty(), vec![sku(0)]);
@@ -916,7 +1020,7 @@ mod tests {
     fn updates_mark_the_sku_once_until_taken() {
         let stats = Stats::new(2);
         for _ in 0..3 {
-            stats.reserved(&[(sku(1), 1)], T0 + 1_000, T0);
+            stats.reserved(&[(sku(1), 1, None)], T0 + 1_000, T0);
         }
         let mut out = Vec::new();
         stats.take_hub_changed(&mut out);
@@ -928,6 +1032,6 @@ mod tests {
         stats.take_hub_changed(&mut out);
         assert_eq!(out, vec![sku(1)]);
         // Out of range: ignored, never a panic.
-        stats.reserved(&[(sku(9), 1)], T0, T0);
+        stats.reserved(&[(sku(9), 1, None)], T0, T0);
     }
 }

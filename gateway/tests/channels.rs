@@ -438,3 +438,101 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
         assert_eq!(entries, n(c, "sold"), "{id}: {sku}");
     }
 }
+
+/// The host's channel breakdown: per channel, holds and units reserved
+/// and committed (conversion) and sales per bucket, in the stats frame and
+/// `GET /api/admin/stats`; with Redis the counters survive a restart.
+#[tokio::test]
+async fn stats_break_sales_down_by_channel_and_survive_a_restart() {
+    let Some(redis) = Redis::start() else { return };
+    let mut a = demo_args();
+    a.redis = Some(redis.url());
+    a.persistence = holdfast_gateway::config::Persistence::Durable;
+    let gw = Gateway::start(a.clone()).await;
+    gw.create_sku(
+        json!({"id": "tee", "total": 20, "buyer_limit": 0, "channels": [
+        {"id": "live", "quota": 5}, {"id": "web"}]}),
+    )
+    .await;
+    let mut holds = Vec::new();
+    for (channel, qty) in [("live", 2), ("live", 1), ("web", 3), ("", 1)] {
+        let mut body = json!({"sku": "tee", "qty": qty, "buyer": format!("b-{channel}-{qty}")});
+        if !channel.is_empty() {
+            body["channel"] = json!(channel);
+        }
+        let (status, r) = reserve(&gw, body).await;
+        assert_eq!(status, 201, "{r}");
+        holds.push(r["hold"].as_str().unwrap().to_string());
+    }
+    // One live hold and the web hold are bought; the pool's too.
+    for hold in [&holds[0], &holds[2], &holds[3]] {
+        let (status, r) = gw
+            .call(
+                "POST",
+                &format!("/api/holds/{hold}/commit"),
+                Some(CHECKOUT),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(status, 200, "{r}");
+    }
+    let expect = |stats: &Value| {
+        let channels = stats["channels"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{stats}"));
+        let of = |id: &str| {
+            channels
+                .iter()
+                .find(|c| c["id"] == id)
+                .unwrap_or_else(|| panic!("no {id} in {stats}"))
+                .clone()
+        };
+        let (live, web) = (of("live"), of("web"));
+        assert_eq!(channels.len(), 2, "only the named channels: {stats}");
+        assert_eq!(
+            (
+                &live["reserved_holds"],
+                &live["committed_holds"],
+                &live["reserved_units"],
+                &live["sold_units"]
+            ),
+            (&json!(2), &json!(1), &json!(3), &json!(2)),
+            "{live}"
+        );
+        assert_eq!(
+            (
+                &web["reserved_holds"],
+                &web["committed_holds"],
+                &web["sold_units"]
+            ),
+            (&json!(1), &json!(1), &json!(3)),
+            "{web}"
+        );
+        (live, web)
+    };
+    let (_, stats) = gw.call("GET", "/api/admin/stats", Some(ADMIN), None).await;
+    let (live, web) = expect(&stats);
+    let sum = |v: &Value| {
+        v["sales"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (sum(&live), sum(&web)),
+        (2, 3),
+        "sales over time per channel: {stats}"
+    );
+    assert_eq!(
+        live["sales"].as_array().unwrap().len(),
+        stats["sales"].as_array().unwrap().len(),
+        "aligned with the show's buckets"
+    );
+    gw.stop().await;
+    let gw = Gateway::start(a).await;
+    let (_, stats) = gw.call("GET", "/api/admin/stats", Some(ADMIN), None).await;
+    expect(&stats);
+    gw.stop().await;
+}

@@ -207,6 +207,14 @@ mod tests {
             bucket_ms: 10_000,
             sales_start_ms: 0,
             sales: vec![0, 5],
+            channels: vec![ChannelStats {
+                id: "live".into(),
+                reserved_units: 3,
+                reserved_holds: 2,
+                sold_units: 1,
+                committed_holds: 1,
+                sales: vec![0, 1],
+            }],
         }));
         assert!(m.to_json().starts_with(r#"{"type":"stats","#));
         assert_eq!(ServerMsg::from_json(&m.to_json()).unwrap(), m);

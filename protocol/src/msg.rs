@@ -345,6 +345,24 @@ pub struct Stats {
     /// Units sold per bucket over the topic's SKUs, oldest first, up to the
     /// bucket of `ts_ms`; at most the server's bound of buckets.
     pub sales: Vec<u32>,
+    /// Per sales channel of the topic's SKUs (by channel id, sorted):
+    /// reservations and commits made on it (conversion = committed /
+    /// reserved) and its sales in the same buckets as `sales`. Empty when no
+    /// SKU has channels.
+    #[serde(default)]
+    pub channels: Vec<ChannelStats>,
+}
+
+/// One sales channel's part of a topic's statistics (docs/CHANNELS.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelStats {
+    pub id: String,
+    pub reserved_units: u64,
+    pub reserved_holds: u64,
+    pub sold_units: u64,
+    pub committed_holds: u64,
+    /// Units sold on the channel per bucket, aligned with `Stats::sales`.
+    pub sales: Vec<u32>,
 }
 
 /// Acknowledges a subscribe / unsubscribe; the topics now subscribed.

@@ -417,6 +417,7 @@ impl Engine {
                     sku: SkuIdx(view.sku),
                     qty: view.qty,
                     sold: view.sold,
+                    channel: Source::unpack(view.source).channel,
                 });
                 if view.next_line == NO_LINE {
                     break;

@@ -801,7 +801,56 @@ function onStats(msg) {
   drawChart();
 }
 
+/** Sales buckets merged into at most CHART_BARS_MAX bars. */
+function bars(sales, startMs, bucketMs) {
+  const merge = Math.max(1, Math.ceil(sales.length / CHART_BARS_MAX));
+  const out = [];
+  for (let i = 0; i < sales.length; i += merge) {
+    out.push({ start: startMs + i * bucketMs, units: sales.slice(i, i + merge).reduce((a, b) => a + b, 0) });
+  }
+  return { out, per: (merge * bucketMs) / 1000 };
+}
+
+/** The channel breakdown from the server's statistics (Stats.channels):
+ * per channel, conversion (holds committed of holds reserved, units sold of
+ * units reserved) and its sales over time in the show's buckets. */
+function renderChannelSales() {
+  const list = $("channel-sales");
+  const channels = stats && Array.isArray(stats.channels) ? stats.channels : [];
+  if (!channels.length) {
+    list.replaceChildren();
+    return;
+  }
+  const items = channels.map((c) => {
+    const li = document.createElement("li");
+    li.dataset.channel = c.id;
+    const pct = (a, b) => (b ? `${Math.round((100 * a) / b)} %` : dash);
+    const head = document.createElement("p");
+    head.className = "channel-conv";
+    head.dataset.committed = String(c.committed_holds);
+    head.dataset.reserved = String(c.reserved_holds);
+    head.textContent =
+      `${c.id}: ${fmt.count(locale, c.committed_holds)} of ${fmt.count(locale, c.reserved_holds)} holds bought ` +
+      `(${pct(c.committed_holds, c.reserved_holds)}), ${fmt.count(locale, c.sold_units)} of ` +
+      `${fmt.count(locale, c.reserved_units)} units`;
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("role", "img");
+    svg.classList.add("channel-chart");
+    const total = c.sales.reduce((a, b) => a + b, 0);
+    svg.dataset.total = String(total);
+    li.append(head, svg);
+    return { li, svg, c, total };
+  });
+  list.replaceChildren(...items.map((i) => i.li));
+  for (const { svg, c, total } of items) {
+    const { out, per } = bars(c.sales.length ? c.sales : [0], stats.sales_start_ms, stats.bucket_ms);
+    svg.setAttribute("aria-label", `${c.id}: ${fmt.count(locale, total)} units sold since ${time(stats.sales_start_ms)}, in bars of ${per} seconds`);
+    drawSales(svg, out, (u) => `${fmt.count(locale, u)} sold`, time);
+  }
+}
+
 function drawChart() {
+  renderChannelSales();
   const svg = $("sales-chart");
   if (!stats || stats.sales.length === 0) {
     drawSales(svg, [{ start: Date.now(), units: 0 }], (u) => `${fmt.count(locale, u)} sold`, time);

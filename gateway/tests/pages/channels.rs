@@ -62,6 +62,21 @@ async fn dashboard_shows_per_channel_columns_as_the_gateway_counts_them() {
     assert_eq!(page.text(&foot("live", "held")).await, "1");
     assert_eq!(page.text(&foot("live", "sold")).await, "1 (50 %)");
     assert_eq!(page.text(&foot("web", "sold")).await, "0 (0 %)");
+    // The channel breakdown, from the server's statistics: conversion
+    // (holds bought of holds reserved) and sales over time per channel.
+    let conv = |ch: &str| format!("#channel-sales li[data-channel=\"{ch}\"] .channel-conv");
+    page.wait_text(&conv("live"), "t.includes('1 of 2 holds bought (50 %)')")
+        .await;
+    page.wait_text(&conv("web"), "t.includes('0 of 1 holds bought (0 %)')")
+        .await;
+    assert_eq!(
+        page.eval(
+            "document.querySelector('#channel-sales li[data-channel=\"live\"] svg').dataset.total"
+        )
+        .await,
+        "1",
+        "the live channel's sales chart holds its one sale"
+    );
     page.assert_clean_log(&[]);
     browser.close().await;
     gw.stop().await;

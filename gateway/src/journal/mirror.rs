@@ -225,7 +225,11 @@ struct HoldWrite {
 /// building per event).
 #[derive(Debug)]
 enum Order {
-    Committed {
+    /// A hold line that ended: `committed` (sold `qty`, `returned` went
+    /// back on sale), or `released` / `expired` (only while webhooks want
+    /// them; `returned` is `None`).
+    Line {
+        event: &'static str,
         seq: u64,
         at_ms: u64,
         hold: HoldId,
@@ -233,9 +237,9 @@ enum Order {
         lines: u8,
         sku: Arc<str>,
         qty: u32,
-        returned: u32,
+        returned: Option<u32>,
         buyer: BuyerId,
-        /// The sales channel it was sold on (attribution), if any.
+        /// The sales channel it was reserved on (attribution), if any.
         channel: Option<Arc<str>>,
     },
     Stock {
@@ -243,19 +247,6 @@ enum Order {
         seq: u64,
         at_ms: u64,
         sku: Arc<str>,
-    },
-    /// A released or expired hold line (only while webhooks want them).
-    Ended {
-        event: &'static str,
-        seq: u64,
-        at_ms: u64,
-        hold: HoldId,
-        line: u8,
-        lines: u8,
-        sku: Arc<str>,
-        qty: u32,
-        buyer: BuyerId,
-        channel: Option<Arc<str>>,
     },
 }
 
@@ -561,7 +552,8 @@ impl Mirror {
                 if line.counted {
                     self.buyer_add(w, line.sku, line.buyer, -i64::from(returned));
                 }
-                w.orders.push(Order::Committed {
+                w.orders.push(Order::Line {
+                    event: "committed",
                     seq: e.seq,
                     at_ms: e.at_ms,
                     hold: line.hold,
@@ -569,7 +561,7 @@ impl Mirror {
                     lines: line.lines,
                     sku: self.skus[&line.sku].id.clone(),
                     qty: sold,
-                    returned,
+                    returned: Some(returned),
                     buyer: line.buyer,
                     channel: self.channel_name(line.sku, line.source),
                 });
@@ -591,7 +583,7 @@ impl Mirror {
                     self.buyer_add(w, line.sku, line.buyer, -i64::from(qty));
                 }
                 if ctx.hold_endings {
-                    w.orders.push(Order::Ended {
+                    w.orders.push(Order::Line {
                         event: if matches!(ended, Ended::Expired) {
                             "expired"
                         } else {
@@ -604,6 +596,7 @@ impl Mirror {
                         lines: line.lines,
                         sku: self.skus[&line.sku].id.clone(),
                         qty,
+                        returned: None,
                         buyer: line.buyer,
                         channel: self.channel_name(line.sku, line.source),
                     });
@@ -819,45 +812,7 @@ impl Mirror {
         let mut cmd = redis::Cmd::with_capacity(24, 192);
         cmd.arg("XADD").arg(ctx.keys.orders()).arg("*");
         match order {
-            Order::Committed {
-                seq,
-                at_ms,
-                hold,
-                line,
-                lines,
-                sku,
-                qty,
-                returned,
-                buyer,
-                channel,
-            } => {
-                cmd.arg("event")
-                    .arg("committed")
-                    .arg("seq")
-                    .arg(*seq)
-                    .arg("at_ms")
-                    .arg(*at_ms);
-                cmd.arg("hold")
-                    .arg(hex16(hold.to_raw()).as_str())
-                    .arg("line")
-                    .arg(*line)
-                    .arg("lines")
-                    .arg(*lines);
-                cmd.arg("sku")
-                    .arg(&**sku)
-                    .arg("qty")
-                    .arg(*qty)
-                    .arg("returned")
-                    .arg(*returned);
-                match ctx.ids.buyer_name(*buyer) {
-                    Some(name) => cmd.arg("buyer").arg(&*name),
-                    None => cmd.arg("buyer").arg(buyer_field(*buyer)),
-                };
-                if let Some(channel) = channel {
-                    cmd.arg("channel").arg(&**channel);
-                }
-            }
-            Order::Ended {
+            Order::Line {
                 event,
                 seq,
                 at_ms,
@@ -866,6 +821,7 @@ impl Mirror {
                 lines,
                 sku,
                 qty,
+                returned,
                 buyer,
                 channel,
             } => {
@@ -882,6 +838,9 @@ impl Mirror {
                     .arg("lines")
                     .arg(*lines);
                 cmd.arg("sku").arg(&**sku).arg("qty").arg(*qty);
+                if let Some(returned) = returned {
+                    cmd.arg("returned").arg(*returned);
+                }
                 match ctx.ids.buyer_name(*buyer) {
                     Some(name) => cmd.arg("buyer").arg(&*name),
                     None => cmd.arg("buyer").arg(buyer_field(*buyer)),

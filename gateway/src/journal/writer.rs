@@ -664,28 +664,18 @@ impl Writer {
             return Ok(landed);
         }
         // The frozen body, without the WATCH / HGET / MULTI before it and
-        // the EXEC (and WAIT) after it, sent as `MULTI`, body, `EXEC`, then
-        // the `WAIT` for replicas in the same round trip: it confirms
-        // everything the master had before it (replication is in order).
+        // the EXEC after it.
         let mut pipe = redis::pipe();
-        pipe.cmd("MULTI").ignore();
+        pipe.atomic();
+        // After the body: `EXEC`, and `WAIT` when replicas must confirm.
         let suffix = 1 + usize::from(batch.acks.is_some());
         let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - suffix;
         for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
             pipe.add_command(cmd.clone()).ignore();
         }
-        pipe.cmd("EXEC");
-        let acks = self.replica_acks();
-        if let Some(acks) = acks {
-            pipe.cmd("WAIT").arg(acks).arg(wait_ms(self.timeout));
-        }
-        let values: Vec<redis::Value> = pipe.query_async(c).await?;
-        let mut values = values.into_iter();
-        let result = values.next().unwrap_or(redis::Value::Nil);
-        if !matches!(result, redis::Value::Nil)
-            && let (Some(acks), Some(got)) = (acks, values.next())
-        {
-            replicated(redis::from_redis_value(got)?, acks)?;
+        let result: redis::Value = pipe.query_async(c).await?;
+        if !matches!(result, redis::Value::Nil) {
+            self.confirm_replicated(c).await?;
         }
         if matches!(result, redis::Value::Nil) {
             // Someone else touched the journal record between WATCH and

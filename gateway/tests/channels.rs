@@ -223,15 +223,7 @@ async fn quotas_caps_and_moves_over_http() {
     );
 
     // /metrics: one series per configured channel and state, nothing else.
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     let series: Vec<&str> = text
         .lines()
         .filter(|l| l.starts_with("holdfast_channel_units{"))

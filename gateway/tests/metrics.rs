@@ -10,15 +10,7 @@ use std::collections::HashMap;
 
 /// Every sample line, `name{labels}` -> value.
 async fn scrape(gw: &Gateway) -> HashMap<String, f64> {
-    let text = gw
-        .http
-        .get(gw.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

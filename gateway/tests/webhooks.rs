@@ -267,6 +267,13 @@ async fn reserve(gw: &Gateway, sku: &str, qty: u32) -> String {
     body["hold"].as_str().unwrap().to_string()
 }
 
+/// Reserves one unit of `sku` and commits it; the hold.
+async fn buy(gw: &Gateway, sku: &str) -> String {
+    let hold = reserve(gw, sku, 1).await;
+    hold_op(gw, &hold, "commit").await;
+    hold
+}
+
 async fn hold_op(gw: &Gateway, hold: &str, op: &str) {
     let (status, body) = gw
         .call(
@@ -384,8 +391,7 @@ async fn every_event_kind_arrives_signed() {
         low["data"],
         json!({"sku": "tee", "available": 1, "threshold": 2})
     );
-    let h = reserve(&gw, "tee", 1).await;
-    hold_op(&gw, &h, "commit").await;
+    buy(&gw, "tee").await;
     receiver
         .wait_for("sku.sold_out", of_type("sku.sold_out"))
         .await;
@@ -428,8 +434,7 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_up() {
     let gw = Gateway::start(args()).await;
     add_endpoint(&gw, "down", addr, json!({})).await;
     gw.create_sku(json!({"id": "tee", "total": 10})).await;
-    let hold = reserve(&gw, "tee", 1).await;
-    hold_op(&gw, &hold, "commit").await;
+    let hold = buy(&gw, "tee").await;
     // Tried and failed at least once while down.
     wait_failed_try(&gw, "down").await;
     let receiver = Receiver::new(SECRET);
@@ -450,8 +455,7 @@ async fn a_dead_letter_after_exactly_n_tries_then_a_replay_with_the_same_id() {
     let gw = Gateway::start(a).await;
     add_endpoint(&gw, "dl", addr, json!({"events": ["order.committed"]})).await;
     gw.create_sku(json!({"id": "tee", "total": 10})).await;
-    let hold = reserve(&gw, "tee", 1).await;
-    hold_op(&gw, &hold, "commit").await;
+    buy(&gw, "tee").await;
     let dead = eventually("a dead letter for endpoint dl", || async {
         let (_, body) = gw
             .call(
@@ -546,16 +550,14 @@ async fn a_hanging_receiver_does_not_delay_reservations_or_another_endpoint() {
     add_endpoint(&gw, "healthy", ok, json!({"events": ["order.committed"]})).await;
     gw.create_sku(json!({"id": "tee", "total": 1000, "buyer_limit": 1000}))
         .await;
-    let first = reserve(&gw, "tee", 1).await;
-    hold_op(&gw, &first, "commit").await;
+    buy(&gw, "tee").await;
     eventually("the hanging receiver starting its hang", || async {
         hanging.hung.load(Ordering::SeqCst).then_some(())
     })
     .await;
     // While the hang is held: 199 more reserve + commit, all answered.
     for _ in 1..200 {
-        let hold = reserve(&gw, "tee", 1).await;
-        hold_op(&gw, &hold, "commit").await;
+        buy(&gw, "tee").await;
     }
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while healthy.events().len() < 200 {
@@ -668,8 +670,7 @@ async fn endpoints_are_checked_and_file_endpoints_are_read_only() {
 /// A metric's value from `/metrics`: the line of `name` whose labels
 /// include every one of `labels` (0 when absent).
 async fn metric(gw: &Gateway, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let (_, metrics) = gw.get("/metrics").await;
-    metric_in(metrics.as_str().unwrap_or_default(), name, labels)
+    metric_in(&gw.metrics_text().await, name, labels)
 }
 
 /// [`metric`] from a `/metrics` text.
@@ -741,8 +742,7 @@ async fn with_redis_undelivered_events_are_delivered_after_a_restart() {
         .await;
     let mut holds = Vec::new();
     for _ in 0..5 {
-        let hold = reserve(&gw, "tee", 1).await;
-        hold_op(&gw, &hold, "commit").await;
+        let hold = buy(&gw, "tee").await;
         holds.push(hold);
     }
     // The receiver is down: tried, failed, nothing acknowledged.
@@ -1016,16 +1016,14 @@ async fn a_full_memory_queue_drops_new_events_and_counts_them() {
     add_endpoint(&gw, "tiny", addr, spec).await;
     gw.create_sku(json!({"id": "tee", "total": 10, "buyer_limit": 10}))
         .await;
-    let first = reserve(&gw, "tee", 1).await;
-    hold_op(&gw, &first, "commit").await;
+    buy(&gw, "tee").await;
     eventually("the first order reaching the hanging receiver", || async {
         hanging.hung.load(Ordering::SeqCst).then_some(())
     })
     .await;
     // One in flight, room for one more: of three more orders, two drop.
     for _ in 0..3 {
-        let hold = reserve(&gw, "tee", 1).await;
-        hold_op(&gw, &hold, "commit").await;
+        buy(&gw, "tee").await;
     }
     let dropped = || {
         metric(

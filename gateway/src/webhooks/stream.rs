@@ -409,43 +409,12 @@ fn to_event(
             };
             Some((Some(event), vec![entry.id]))
         }
-        "committed" => {
+        ending @ ("committed" | "released" | "expired") => {
+            // A hold's lines arrive one entry each (a cart's in one batch):
+            // the event goes once all of them are here.
             let hold = field(&entry, "hold");
             let lines: usize = field(&entry, "lines").parse().unwrap_or(1);
-            let seen = gathering.entry(hold.clone()).or_default();
-            seen.push(entry);
-            if seen.len() < lines {
-                return None;
-            }
-            let mut seen = gathering.remove(&hold).unwrap_or_default();
-            seen.sort_by_key(|e| field(e, "line").parse::<u32>().unwrap_or(0));
-            let buyer = field(&seen[0], "buyer");
-            // The sales channel the order stream names (a SKU with channels);
-            // else filled in from memory (a buyer token's claim).
-            let channel = field(&seen[0], "channel");
-            let data = serde_json::json!({
-                "hold": hold,
-                "buyer": buyer,
-                "channel": (!channel.is_empty()).then_some(channel),
-                "lines": seen.iter().map(|e| serde_json::json!({
-                    "sku": field(e, "sku"),
-                    "qty": field(e, "qty").parse::<u64>().unwrap_or(0),
-                    "returned": field(e, "returned").parse::<u64>().unwrap_or(0),
-                })).collect::<Vec<_>>(),
-                "at_ms": at_ms,
-            });
-            let event = Event {
-                id: format!("msg_order_{hold}"),
-                kind: EventType::OrderCommitted,
-                ts_ms: at_ms,
-                data,
-            };
-            Some((Some(event), seen.into_iter().map(|e| e.id).collect()))
-        }
-        kind @ ("released" | "expired") => {
-            let hold = field(&entry, "hold");
-            let lines: usize = field(&entry, "lines").parse().unwrap_or(1);
-            let key = format!("{kind}:{hold}");
+            let key = format!("{ending}:{hold}");
             let seen = gathering.entry(key.clone()).or_default();
             seen.push(entry);
             if seen.len() < lines {
@@ -453,24 +422,33 @@ fn to_event(
             }
             let mut seen = gathering.remove(&key).unwrap_or_default();
             seen.sort_by_key(|e| field(e, "line").parse::<u32>().unwrap_or(0));
-            let kind = if kind == "released" {
-                EventType::HoldReleased
-            } else {
-                EventType::HoldExpired
+            let committed = ending == "committed";
+            let (kind, id) = match ending {
+                "committed" => (EventType::OrderCommitted, format!("msg_order_{hold}")),
+                "released" => (EventType::HoldReleased, format!("msg_hold_released_{hold}")),
+                _ => (EventType::HoldExpired, format!("msg_hold_expired_{hold}")),
             };
+            // The sales channel the order stream names (a SKU with channels);
+            // an order's is else filled in from memory (a buyer token's claim).
             let channel = field(&seen[0], "channel");
             let data = serde_json::json!({
                 "hold": hold,
                 "buyer": field(&seen[0], "buyer"),
                 "channel": (!channel.is_empty()).then_some(channel),
-                "lines": seen.iter().map(|e| serde_json::json!({
-                    "sku": field(e, "sku"),
-                    "qty": field(e, "qty").parse::<u64>().unwrap_or(0),
-                })).collect::<Vec<_>>(),
+                "lines": seen.iter().map(|e| {
+                    let mut line = serde_json::json!({
+                        "sku": field(e, "sku"),
+                        "qty": field(e, "qty").parse::<u64>().unwrap_or(0),
+                    });
+                    if committed {
+                        line["returned"] = field(e, "returned").parse::<u64>().unwrap_or(0).into();
+                    }
+                    line
+                }).collect::<Vec<_>>(),
                 "at_ms": at_ms,
             });
             let event = Event {
-                id: format!("msg_{}_{hold}", kind.as_str().replace('.', "_")),
+                id,
                 kind,
                 ts_ms: at_ms,
                 data,

@@ -97,6 +97,18 @@ impl Gateway {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// The `/metrics` page as text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body")
+    }
+
     /// `(status, json body)` of a request.
     pub async fn call(
         &self,

@@ -93,6 +93,18 @@ pub struct Applied<T> {
 }
 
 impl<T> Applied<T> {
+    /// An answer with no write of its own to wait for (it repeats one
+    /// already in Redis).
+    pub(crate) fn settled(answer: T, op: Op) -> Self {
+        Self {
+            answer,
+            seq: 0,
+            undo: None,
+            confirm: None,
+            op,
+        }
+    }
+
     /// The same operation with its answer converted (e.g. into a frame).
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Applied<U> {
         Applied {
@@ -354,17 +366,8 @@ impl Ops {
             // same request id gets this answer once it is durable). A
             // replay that timed out undoes nothing: its original does.
             Err(e) => match applied.undo {
-                Some((hold, request)) => {
-                    let before = self.held_info(hold);
-                    if self.engine.undo_reservation(hold, request) {
-                        if let Some(h) = &before {
-                            self.stats.released(h);
-                        }
-                        Err(e)
-                    } else {
-                        Ok(applied.answer)
-                    }
-                }
+                Some(_) if self.withdraw(&applied) => Err(e),
+                Some(_) => Ok(applied.answer),
                 None => Err(e),
             },
         };
@@ -372,6 +375,24 @@ impl Ops {
             .op
             .record(outcome.as_ref().map(|_| ()).map_err(|e| e.code));
         outcome
+    }
+
+    /// Undoes an applied reservation that was never acknowledged: its
+    /// units back, its request id forgotten. False if it was confirmed
+    /// first (a replay saw its write land), or if there is nothing to
+    /// undo: then it stands.
+    pub(crate) fn withdraw<T>(&self, applied: &Applied<T>) -> bool {
+        let Some((hold, request)) = applied.undo else {
+            return false;
+        };
+        let before = self.held_info(hold);
+        if !self.engine.undo_reservation(hold, request) {
+            return false;
+        }
+        if let Some(h) = &before {
+            self.stats.released(h);
+        }
+        true
     }
 
     /// Reserves in memory; see [`Ops::finish`].

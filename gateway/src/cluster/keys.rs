@@ -66,6 +66,13 @@ impl ClusterKeys {
         format!("{}:{{nodes}}", self.prefix)
     }
 
+    /// String: the first answer to a reservation's request id, JSON
+    /// [`crate::protocol::Reserved`], under a slot of its own (`digest` is
+    /// a hash of the scoped request id), so every node finds it.
+    pub fn request_claim(&self, digest: &str) -> String {
+        format!("{}:{{rq:{digest}}}", self.prefix)
+    }
+
     /// The node's own prefix: its journal keys live under it.
     pub fn node_prefix(&self, node: u8) -> String {
         format!("{}:{{node:{node}}}", self.prefix)

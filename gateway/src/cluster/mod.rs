@@ -31,6 +31,7 @@
 //! - [`adopt`]: finding silent nodes and ending their state.
 //! - [`bus`]: the push-message loop (sharded pub/sub) and publishing.
 //! - [`rebuild`]: a SKU's pool and ledger rebuilt from what the nodes hold.
+//! - [`requests`]: a reservation's request id claimed across nodes.
 
 pub mod adopt;
 pub mod bus;
@@ -41,6 +42,7 @@ pub mod lease;
 pub mod ops;
 pub mod owner;
 pub mod rebuild;
+pub mod requests;
 pub mod scripts;
 
 use crate::catalog::{self, Meta};
@@ -119,6 +121,8 @@ pub struct Cluster {
     starting_keeper: CancellationToken,
     /// The Redis command timeout (a `WAIT` stays well inside it).
     redis_timeout: Duration,
+    /// How long answers to request ids are remembered ([`requests`]).
+    pub request_window_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -336,6 +340,7 @@ impl Cluster {
             replicas: joined.replicas.clone(),
             starting_keeper: joined.starting_keeper.clone(),
             redis_timeout: Duration::from_millis(args.journal.redis_timeout_ms),
+            request_window_ms: args.limits.request_window_ms,
         };
         cluster.renewed(owned_at);
         Arc::new(cluster)

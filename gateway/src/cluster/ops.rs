@@ -34,7 +34,19 @@ impl Ops {
     /// units first (leasing them, and if the pool is short, asking other
     /// nodes for their idle ones), then reserves as a single node does.
     /// Refused as sold out only when the whole deployment has none.
+    ///
+    /// A retry of a request another node took gets that node's hold
+    /// ([`super::requests`]).
     pub async fn reserve_leased(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
+        let Some(request_id) = req.request_id.clone() else {
+            return self.reserve_leased_here(req).await;
+        };
+        let reply_id = req.id;
+        let applied = self.reserve_leased_here(req).await;
+        self.claim_request(applied, &request_id, reply_id).await
+    }
+
+    async fn reserve_leased_here(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         let cluster = self.cluster.as_ref().expect("multi-node only");
         cluster.check_fence()?;
         let mut needs = Vec::new();
@@ -104,7 +116,11 @@ impl Ops {
         }
     }
 
-    async fn ended_in(&self, node: u8, hold: HoldId) -> Result<Option<EndedHold>, ApiError> {
+    pub(super) async fn ended_in(
+        &self,
+        node: u8,
+        hold: HoldId,
+    ) -> Result<Option<EndedHold>, ApiError> {
         let cluster = self.cluster.as_ref().expect("multi-node only");
         let lookup = EndedLookup::new(
             Target::Cluster {

@@ -215,3 +215,12 @@ redis.call('SPUBLISH', ARGV[2], 'p|' .. pool .. '|' .. v)
 return {'ok', pool, v, oversold}",
     )
 });
+
+/// Withdraws a request's claim if it still names the same first attempt.
+/// KEYS: the claim. ARGV: the value that was read. Returns 1 if removed.
+pub static UNCLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+    )
+});

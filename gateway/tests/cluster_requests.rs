@@ -1,0 +1,207 @@
+//! A reservation's request id holds across nodes: a retry that a load
+//! balancer sends to another node gets the first attempt's hold, never a
+//! second one, and a retry that reaches a node with no stock left is not
+//! told "sold out" for a request that has its units. Real `holdfast`
+//! processes over a real Redis Cluster (3 masters, 3 replicas).
+
+mod common;
+use common::cluster::{HoldfastNode, RedisCluster};
+use common::*;
+use serde_json::{Value, json};
+
+async fn post(http: &reqwest::Client, url: String, body: Value, token: &str) -> (u16, Value) {
+    match http.post(url).bearer_auth(token).json(&body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!({"error": "transport", "message": e.to_string()})),
+    }
+}
+
+async fn held(http: &reqwest::Client, node: &HoldfastNode, sku: &str) -> u64 {
+    let r = http
+        .get(node.url(&format!("/api/skus/{sku}")))
+        .send()
+        .await
+        .expect("GET sku");
+    let v: Value = r.json().await.expect("sku json");
+    v["held"].as_u64().expect("held")
+}
+
+fn reserve(sku: &str, request: &str) -> Value {
+    json!({"sku": sku, "qty": 1, "buyer": format!("buyer-{request}"), "request_id": request})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_on_another_node_gets_the_first_hold() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let args = ["--broadcast-interval-ms", "20"];
+    let nodes = [
+        HoldfastNode::spawn(&urls, 1, &args).await,
+        HoldfastNode::spawn(&urls, 2, &args).await,
+    ];
+    let http = reqwest::Client::new();
+    let (status, body) = post(
+        &http,
+        nodes[0].url("/api/admin/skus"),
+        json!({"id": "q", "total": 100, "order_units_max": 1, "hold_ttl_ms": 600_000}),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+
+    // One after the other: the first attempt on one node, its retry on the
+    // other.
+    for k in 0..20usize {
+        let request = format!("seq-{k}");
+        let (first, second) = (&nodes[k % 2], &nodes[(k + 1) % 2]);
+        let (s1, a) = post(
+            &http,
+            first.url("/api/reservations"),
+            reserve("q", &request),
+            CHECKOUT,
+        )
+        .await;
+        let (s2, b) = post(
+            &http,
+            second.url("/api/reservations"),
+            reserve("q", &request),
+            CHECKOUT,
+        )
+        .await;
+        // A replay answers 200, as on one node.
+        assert_eq!((s1, s2), (201, 200), "{a} / {b}");
+        assert_eq!(
+            a["hold"], b["hold"],
+            "the retry on another node gets the first hold"
+        );
+        assert_eq!(
+            (a["replayed"].as_bool(), b["replayed"].as_bool()),
+            (Some(false), Some(true))
+        );
+        assert_eq!(a["deadline_ms"], b["deadline_ms"]);
+    }
+    // At once on both nodes: one of the two takes the request.
+    for k in 0..20usize {
+        let request = format!("race-{k}");
+        let ((s1, a), (s2, b)) = tokio::join!(
+            post(
+                &http,
+                nodes[0].url("/api/reservations"),
+                reserve("q", &request),
+                CHECKOUT
+            ),
+            post(
+                &http,
+                nodes[1].url("/api/reservations"),
+                reserve("q", &request),
+                CHECKOUT
+            ),
+        );
+        if s1 == 503 || s2 == 503 {
+            // The first attempt was still being written when the other
+            // looked: a retry (as a client does) settles it.
+            let node = if s1 == 503 { &nodes[0] } else { &nodes[1] };
+            let (s, again) = post(
+                &http,
+                node.url("/api/reservations"),
+                reserve("q", &request),
+                CHECKOUT,
+            )
+            .await;
+            let other = if s1 == 503 { &b } else { &a };
+            assert_eq!((s, &again["hold"]), (200, &other["hold"]), "{again}");
+            continue;
+        }
+        let mut statuses = [s1, s2];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 201], "one made, one replayed: {a} / {b}");
+        assert_eq!(a["hold"], b["hold"], "two attempts at once make one hold");
+    }
+    // 40 requests, 40 units held, whichever node is asked.
+    for node in &nodes {
+        eventually("both nodes count 40 held", || async {
+            (held(&http, node, "q").await == 40).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_where_nothing_is_left_is_not_told_sold_out() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let args = ["--broadcast-interval-ms", "20"];
+    let nodes = [
+        HoldfastNode::spawn(&urls, 1, &args).await,
+        HoldfastNode::spawn(&urls, 2, &args).await,
+    ];
+    let http = reqwest::Client::new();
+    let (status, body) = post(
+        &http,
+        nodes[0].url("/api/admin/skus"),
+        json!({"id": "last", "total": 1, "hold_ttl_ms": 600_000}),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (s1, a) = post(
+        &http,
+        nodes[0].url("/api/reservations"),
+        reserve("last", "only"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(s1, 201, "{a}");
+    // The other node has no unit to give: a new request is sold out there,
+    let (s, refused) = post(
+        &http,
+        nodes[1].url("/api/reservations"),
+        reserve("last", "another"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(
+        (s, refused["error"].as_str()),
+        (409, Some("sold_out")),
+        "{refused}"
+    );
+    // but a retry of the first gets its hold.
+    let (s2, b) = post(
+        &http,
+        nodes[1].url("/api/reservations"),
+        reserve("last", "only"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(
+        (s2, &b["hold"], b["replayed"].as_bool()),
+        (200, &a["hold"], Some(true)),
+        "{b}"
+    );
+    // Committed through the node that did not make it, the hold stays the
+    // request's answer there too.
+    let hold = a["hold"].as_str().unwrap();
+    let (s, done) = post(
+        &http,
+        nodes[1].url(&format!("/api/holds/{hold}/commit")),
+        json!({}),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(s, 200, "{done}");
+    let (s3, c) = post(
+        &http,
+        nodes[1].url("/api/reservations"),
+        reserve("last", "only"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!((s3, &c["hold"]), (200, &a["hold"]), "{c}");
+}

@@ -185,6 +185,15 @@ async fn a_retry_where_nothing_is_left_is_not_told_sold_out() {
         (200, &a["hold"], Some(true)),
         "{b}"
     );
+    // The same request id asking for something else is refused, as on one
+    // node, and takes nothing.
+    let other = json!({"sku": "last", "qty": 2, "buyer": "buyer-only", "request_id": "only"});
+    let (s, mismatch) = post(&http, nodes[1].url("/api/reservations"), other, CHECKOUT).await;
+    assert_eq!(
+        (s, mismatch["error"].as_str()),
+        (400, Some("request_mismatch")),
+        "{mismatch}"
+    );
     // Committed through the node that did not make it, the hold stays the
     // request's answer there too.
     let hold = a["hold"].as_str().unwrap();

@@ -41,9 +41,9 @@ impl Ops {
         let Some(request_id) = req.request_id.clone() else {
             return self.reserve_leased_here(req).await;
         };
-        let reply_id = req.id;
+        let (reply_id, fp) = (req.id, super::requests::fingerprint(&req));
         let applied = self.reserve_leased_here(req).await;
-        self.claim_request(applied, &request_id, reply_id).await
+        self.claim_request(applied, &request_id, fp, reply_id).await
     }
 
     async fn reserve_leased_here(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {

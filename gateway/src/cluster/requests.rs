@@ -24,9 +24,10 @@ use super::scripts;
 use crate::error::ApiError;
 use crate::journal::keys::hold_field;
 use crate::ops::{Applied, Op, Ops};
-use crate::protocol::{Code, Reserved};
-use holdfast_engine::HoldId;
+use crate::protocol::{Code, Reserve, Reserved};
+use holdfast_engine::{HoldId, ReserveError};
 use metrics::counter;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 
@@ -40,12 +41,39 @@ pub fn digest(request_id: &str) -> String {
     d[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a reservation asked for (its lines and `allow_partial`; not the
+/// buyer, whose id never reaches Redis in the clear): a retry that asks
+/// for something else under the same request id is refused
+/// `request_mismatch`, as on one node.
+pub fn fingerprint(req: &Reserve) -> String {
+    let mut h = Sha256::new();
+    if let (Some(sku), Some(qty)) = (&req.sku, req.qty) {
+        h.update(format!("{sku}\0{qty}\0"));
+    }
+    for l in req.lines.iter().flatten() {
+        h.update(format!("{}\0{}\0", l.sku, l.qty));
+    }
+    h.update([u8::from(req.allow_partial)]);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A claim's value: the first attempt's answer and what it asked for.
+#[derive(Debug, Serialize, Deserialize)]
+struct ClaimValue {
+    fp: String,
+    #[serde(flatten)]
+    answer: Reserved,
+}
+
 /// What the claim said.
 enum Claimed {
     /// Ours now.
     Won,
-    /// Another attempt's answer (its raw value too, to withdraw it).
-    Taken(Reserved, String),
+    /// Another attempt's (its raw value too, to withdraw it).
+    Taken(ClaimValue, String),
 }
 
 impl Ops {
@@ -56,6 +84,7 @@ impl Ops {
         &self,
         applied: Result<Applied<Reserved>, ApiError>,
         request_id: &str,
+        fp: String,
         reply_id: u64,
     ) -> Result<Applied<Reserved>, ApiError> {
         let cluster = self.cluster.as_ref().expect("multi-node only");
@@ -69,26 +98,34 @@ impl Ops {
                 let Ok(Some(raw)) = self.read_claim(&key).await else {
                     return Err(refusal);
                 };
-                let Ok(original) = serde_json::from_str::<Reserved>(&raw) else {
+                let Ok(original) = serde_json::from_str::<ClaimValue>(&raw) else {
                     return Err(refusal);
                 };
-                return self.original(&key, original, raw, reply_id).await;
+                if original.fp != fp {
+                    return Err(ReserveError::RequestMismatch.into());
+                }
+                return self.original(&key, original.answer, raw, reply_id).await;
             }
             Err(e) => return Err(e),
         };
-        match self.claim(&key, &applied.answer).await {
+        match self.claim(&key, &fp, &applied.answer).await {
             Ok(Claimed::Won) => {
                 counter!("holdfast_cluster_request_claims_total", "outcome" => "won").increment(1);
                 Ok(applied)
             }
-            Ok(Claimed::Taken(original, _)) if original.hold == applied.answer.hold => Ok(applied),
+            Ok(Claimed::Taken(original, _)) if original.answer.hold == applied.answer.hold => {
+                Ok(applied)
+            }
             Ok(Claimed::Taken(original, raw)) => {
                 // Never acknowledged: undone before anyone saw it. If a
                 // local replay confirmed it meanwhile, it stands as ours.
                 if !self.withdraw(&applied) {
                     return Ok(applied);
                 }
-                self.original(&key, original, raw, reply_id).await
+                if original.fp != fp {
+                    return Err(ReserveError::RequestMismatch.into());
+                }
+                self.original(&key, original.answer, raw, reply_id).await
             }
             Err(e) => {
                 // Whether another node has the request is unknown: refuse,
@@ -99,12 +136,15 @@ impl Ops {
         }
     }
 
-    async fn claim(&self, key: &str, answer: &Reserved) -> Result<Claimed, ApiError> {
+    async fn claim(&self, key: &str, fp: &str, answer: &Reserved) -> Result<Claimed, ApiError> {
         let cluster = self.cluster.as_ref().expect("multi-node only");
-        let value = serde_json::to_string(&Reserved {
-            id: 0,
-            replayed: false,
-            ..answer.clone()
+        let value = serde_json::to_string(&ClaimValue {
+            fp: fp.to_string(),
+            answer: Reserved {
+                id: 0,
+                replayed: false,
+                ..answer.clone()
+            },
         })
         .expect("answers serialise");
         let prior: Option<String> = redis::cmd("SET")
@@ -171,9 +211,10 @@ impl Ops {
             match self.read_claim(key).await.map_err(super::redis_error)? {
                 Some(now) if now == raw => {}
                 Some(now) => {
-                    original = serde_json::from_str(&now).map_err(|_| {
+                    let value: ClaimValue = serde_json::from_str(&now).map_err(|_| {
                         ApiError::unavailable("this request id's first answer does not parse")
                     })?;
+                    original = value.answer;
                     raw = now;
                 }
                 None => {
@@ -242,6 +283,31 @@ mod tests {
         assert_ne!(digest("order-1"), digest("order-2"));
         assert_eq!(digest("x").len(), 32);
         assert!(digest("x").bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_fingerprint_tells_what_was_asked_apart_but_not_who_asked() {
+        let req = |sku: &str, qty: u32, buyer: &str| -> Reserve {
+            serde_json::from_value(serde_json::json!({"sku": sku, "qty": qty, "buyer": buyer}))
+                .expect("a reservation")
+        };
+        assert_eq!(
+            fingerprint(&req("a", 1, "x")),
+            fingerprint(&req("a", 1, "y"))
+        );
+        assert_ne!(
+            fingerprint(&req("a", 1, "x")),
+            fingerprint(&req("a", 2, "x"))
+        );
+        assert_ne!(
+            fingerprint(&req("a", 1, "x")),
+            fingerprint(&req("b", 1, "x"))
+        );
+        let partial = Reserve {
+            allow_partial: true,
+            ..req("a", 1, "x")
+        };
+        assert_ne!(fingerprint(&partial), fingerprint(&req("a", 1, "x")));
     }
 
     #[test]

@@ -233,7 +233,8 @@ pub async fn run(
             .acquire_many(limits.ws_connections_max as u32)
             .await;
     };
-    if tokio::time::timeout(DRAIN_MAX, drained).await.is_err() {
+    let clean = tokio::time::timeout(DRAIN_MAX, drained).await.is_ok();
+    if !clean {
         tracing::warn!("some connections did not finish within {DRAIN_MAX:?}");
     }
     let _ = expirer_thread.join();
@@ -243,6 +244,11 @@ pub async fn run(
     }
     if let Some(reason) = cluster.as_ref().and_then(|c| c.fenced.reason()) {
         anyhow::bail!("stopped: {reason}");
+    }
+    // Every task (the journal's writer among them) has finished: nothing
+    // of this node runs any more, so a restart may take it at once.
+    if let Some(c) = cluster.as_ref().filter(|_| clean) {
+        c.resign().await;
     }
     tracing::info!("stopped");
     Ok(())

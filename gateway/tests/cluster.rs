@@ -549,3 +549,45 @@ async fn bad_cluster_input_is_a_clear_error_and_lost_scripts_are_reloaded() {
     .await;
     assert_eq!(status, 201, "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_cleanly_restarts_at_once_and_a_killed_one_waits_its_ttl() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    // Far longer than the test: only a resigned ownership lets the restart in.
+    let long = ["--node-ttl-ms", "60000", "--broadcast-interval-ms", "20"];
+    let n1 = HoldfastNode::spawn(&urls, 1, &long).await;
+    let http = reqwest::Client::new();
+    create(
+        &http,
+        &n1,
+        json!({"id": "roll", "total": 5, "hold_ttl_ms": 600_000}),
+    )
+    .await;
+    let (status, r) = post(
+        &http,
+        n1.url("/api/reservations"),
+        json!({"sku": "roll", "qty": 1, "buyer": "before-restart"}),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let hold = r["hold"].as_str().unwrap().to_string();
+    // A rolling restart: SIGTERM, then the same --node-id at once.
+    assert!(n1.terminate().await.success(), "{}", n1.stderr());
+    assert!(n1.stderr().contains("resigned"), "{}", n1.stderr());
+    let n1 = HoldfastNode::spawn(&urls, 1, &long).await;
+    let (status, view) = get(&http, n1.url(&format!("/api/holds/{hold}"))).await;
+    assert_eq!(
+        (status, view["state"].as_str()),
+        (200, Some("held")),
+        "{view}"
+    );
+    // A killed node resigned nothing: its id stays taken until its ttl.
+    n1.kill9();
+    let (status, err) = HoldfastNode::spawn_expect_failure(&urls, 1, &long).await;
+    assert!(!status.success());
+    assert!(err.contains("node id 1 is in use"), "{err}");
+}

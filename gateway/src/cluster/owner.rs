@@ -52,6 +52,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// After a clean stop: lets a restart of this node take it at once
+    /// (see [`scripts::RESIGN`]). Bounded; a failure only means the
+    /// restart waits out the ttl.
+    pub async fn resign(&self) {
+        let mut conn = self.owner_conn();
+        let mut invocation = scripts::RESIGN.key(self.keys.owner(self.node));
+        invocation
+            .key(self.keys.node_journal(self.node).journal())
+            .arg(&self.instance)
+            .arg(self.epoch);
+        let resigned = invocation.invoke_async::<u64>(&mut conn);
+        match tokio::time::timeout(std::time::Duration::from_secs(2), resigned).await {
+            Ok(Ok(1)) => tracing::info!(
+                node = self.node,
+                "resigned this node's ownership: a restart with this --node-id takes it at once"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not resign this node's ownership: a restart waits out --node-ttl-ms")
+            }
+            Err(_) => tracing::warn!(
+                "resigning this node's ownership timed out: a restart waits out --node-ttl-ms"
+            ),
+        }
+    }
+
     /// Renews the ownership once.
     async fn renew(&self) -> Result<(), String> {
         let sent = self.mono_ms();

@@ -18,21 +18,37 @@ const NOW: &str = "local t = redis.call('TIME')\n\
 
 /// Takes a node's ownership at start. KEYS: owner, journal record.
 /// ARGV: instance, ttl_ms. Refuses (`busy`) while another live instance
-/// owns the node; otherwise bumps the epoch (fencing any previous owner or
-/// adopter) and returns `{ok, epoch, now}`.
+/// owns the node (one that stopped and resigned does not count); otherwise
+/// bumps the epoch (fencing any previous owner or adopter) and returns
+/// `{ok, epoch, now}`.
 pub static OWN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{NOW}
-local o = redis.call('HMGET', KEYS[1], 'instance', 'until_ms', 'adopted_by')
+local o = redis.call('HMGET', KEYS[1], 'instance', 'until_ms', 'adopted_by', 'resigned')
 local until_ms = tonumber(o[2]) or 0
-if o[1] and o[1] ~= ARGV[1] and (not o[3]) and until_ms > now then
+if o[1] and o[1] ~= ARGV[1] and (not o[3]) and (not o[4]) and until_ms > now then
   return {{'busy', o[1], until_ms - now}}
 end
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'instance', ARGV[1], 'until_ms', now + tonumber(ARGV[2]), 'epoch', epoch)
-redis.call('HDEL', KEYS[1], 'adopted_by')
+redis.call('HDEL', KEYS[1], 'adopted_by', 'resigned')
 return {{'ok', epoch, now}}"
     ))
+});
+
+/// A node that stopped cleanly (its journal written, nothing of it
+/// running) marks its ownership resigned, so a restart of the node takes
+/// it at once instead of waiting out the ttl; the ownership still lasts to
+/// its `until_ms` for everyone else (no adoption before then). KEYS:
+/// owner, journal record. ARGV: instance, epoch. 1 if marked, 0 if the
+/// node is no longer this process's.
+pub static RESIGN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0') ~= tonumber(ARGV[2]) then return 0 end
+if redis.call('HGET', KEYS[1], 'instance') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'resigned', '1')
+return 1",
+    )
 });
 
 /// Renews an ownership (the owner's, or an adopter's). KEYS: owner,

@@ -382,7 +382,12 @@ impl Ops {
     /// first (a replay saw its write land), or if there is nothing to
     /// undo: then it stands.
     pub(crate) fn withdraw<T>(&self, applied: &Applied<T>) -> bool {
-        let Some((hold, request)) = applied.undo else {
+        // A reservation whose write landed before it was numbered for
+        // waiting has no `undo`, but its `confirm` names it just as well.
+        let undo = applied
+            .undo
+            .or_else(|| applied.confirm.map(|(request, hold)| (hold, Some(request))));
+        let Some((hold, request)) = undo else {
             return false;
         };
         let before = self.held_info(hold);

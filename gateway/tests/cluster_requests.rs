@@ -74,7 +74,18 @@ async fn a_retry_on_another_node_gets_the_first_hold() {
         )
         .await;
         // A replay answers 200, as on one node.
-        assert_eq!((s1, s2), (201, 200), "{a} / {b}");
+        let key = format!(
+            "hf:{{rq:{}}}",
+            holdfast_gateway::cluster::requests::digest(&request)
+        );
+        assert_eq!(
+            (s1, s2),
+            (201, 200),
+            "{a} / {b}\nthe claim: {:?}\nnode 1:\n{}\nnode 2:\n{}",
+            cluster.cli(cluster.master_of_key(&key), &["GET", &key]),
+            nodes[0].stderr(),
+            nodes[1].stderr()
+        );
         assert_eq!(
             a["hold"], b["hold"],
             "the retry on another node gets the first hold"

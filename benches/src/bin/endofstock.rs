@@ -48,6 +48,10 @@ struct Args {
     /// Write the result as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Send a `request_id` with every reservation, as a checkout backend
+    /// that retries does (each one is then claimed cluster-wide).
+    #[arg(long)]
+    request_ids: bool,
 }
 
 /// Progress is printed this often.
@@ -140,6 +144,7 @@ fn main() -> Result<()> {
         let clients: Vec<_> = (0..args.clients)
             .map(|c| {
                 let (addr, token) = targets[c % targets.len()].clone();
+                let request_ids = args.request_ids;
                 let outcome = outcome.clone();
                 tokio::spawn(async move {
                     let record_error = |e: String| outcome.lock().expect("outcome").errors.push(e);
@@ -151,7 +156,11 @@ fn main() -> Result<()> {
                         if Instant::now() > stop_at {
                             return record_error(format!("client {c}: timed out"));
                         }
-                        let body = format!(r#"{{"sku":"eos","qty":1,"buyer":"c{c}-{k}"}}"#);
+                        let body = if request_ids {
+                            format!(r#"{{"sku":"eos","qty":1,"buyer":"c{c}-{k}","request_id":"eos-{c}-{k}"}}"#)
+                        } else {
+                            format!(r#"{{"sku":"eos","qty":1,"buyer":"c{c}-{k}"}}"#)
+                        };
                         let (status, reply) = match client.post("/api/reservations", body).await {
                             Ok(answer) => answer,
                             Err(e) => return record_error(format!("client {c}: {e:#}")),

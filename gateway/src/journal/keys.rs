@@ -23,6 +23,11 @@ impl Keys {
         }
     }
 
+    /// What every key of this journal starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn sku(&self, id: &str) -> String {
         format!("{}:{{{id}}}:sku", self.prefix)
     }

@@ -47,7 +47,7 @@ fn field<T: std::str::FromStr>(
         .map_err(|_| anyhow!("{what}: field {name} is not a number"))
 }
 
-fn parse_key(hex: &str) -> Option<(u64, u64)> {
+pub fn parse_key(hex: &str) -> Option<(u64, u64)> {
     if hex.len() != 32 {
         return None;
     }

@@ -859,8 +859,7 @@ impl Ops {
                 let skus = self.sku_ids();
                 let mut conn = j.ended.connection().await?;
                 let keys = j.ended.keys();
-                match crate::journal::erase::erase_all(&mut conn, keys, &skus, &field, &names)
-                    .await
+                match crate::journal::erase::erase_all(&mut conn, keys, &skus, &field, &names).await
                 {
                     Ok(erased) => erased,
                     Err(e) => return Err(j.ended.failed(&e).await),

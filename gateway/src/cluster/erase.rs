@@ -214,7 +214,12 @@ impl Cluster {
 
     /// The buyer's records in node `node`'s slot (see
     /// [`crate::journal::erase::erase_all`]).
-    async fn erase_slot(&self, node: u8, field: &str, names: &[&str]) -> redis::RedisResult<Erased> {
+    async fn erase_slot(
+        &self,
+        node: u8,
+        field: &str,
+        names: &[&str],
+    ) -> redis::RedisResult<Erased> {
         let keys = self.keys.node_journal(node);
         let skus = self.node_skus(&keys).await?;
         erase_all(&mut self.slot_conn(node), &keys, &skus, field, names).await

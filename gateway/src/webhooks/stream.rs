@@ -495,7 +495,8 @@ pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis
                 continue;
             };
             let data = path.iter().try_fold(&mut value, |v, p| v.get_mut(*p));
-            let Some(data) = data.filter(|d| d["buyer"].as_str().is_some_and(|b| names.contains(&b)))
+            let Some(data) =
+                data.filter(|d| d["buyer"].as_str().is_some_and(|b| names.contains(&b)))
             else {
                 continue;
             };

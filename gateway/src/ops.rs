@@ -856,7 +856,7 @@ impl Ops {
         let redis = match &self.durability {
             Durability::Memory => Default::default(),
             Durability::Redis(j) => {
-                let skus = self.sku_ids();
+                let skus: Vec<_> = self.engine.snapshots().into_iter().map(|s| s.id).collect();
                 let mut conn = j.ended.connection().await?;
                 let keys = j.ended.keys();
                 match crate::journal::erase::erase_all(&mut conn, keys, &skus, &field, &names).await
@@ -867,11 +867,6 @@ impl Ops {
             }
         };
         Ok(here.answer(&stored, redis, None))
-    }
-
-    /// Every SKU id the engine knows.
-    pub(crate) fn sku_ids(&self) -> Vec<Arc<str>> {
-        self.engine.snapshots().into_iter().map(|s| s.id).collect()
     }
 
     /// The live holds `buyer` (its id here) has on this process.

@@ -72,6 +72,17 @@ async fn buy(http: &reqwest::Client, node: &HoldfastNode, sku: &str, buyer: &str
     hold_op(http, node, &h, "commit").await;
 }
 
+/// `buyer` buys [`LIMITED`] up to its limit on `node`, and is refused one
+/// more.
+async fn buy_up_to_the_limit(http: &reqwest::Client, node: &HoldfastNode, buyer: &str) {
+    for _ in 0..LIMIT {
+        buy(http, node, LIMITED, buyer).await;
+    }
+    let (status, r) = reserve(http, node, LIMITED, buyer).await;
+    let refused = (status, r["error"].as_str());
+    assert_eq!(refused, (429, Some("limit_exceeded")), "{r}");
+}
+
 async fn erase(http: &reqwest::Client, node: &HoldfastNode, buyer: &str) -> (u16, Value) {
     let path = format!("/api/admin/buyers/{}/erase", buyer.replace('@', "%40"));
     post(http, node.url(&path), json!({}), ADMIN).await
@@ -94,7 +105,9 @@ async fn everything(cluster: &RedisCluster) -> Vec<String> {
                 .await
                 .unwrap();
             for key in keys {
-                all.push(format!("{key}\n{}", contents(&mut c, &key).await));
+                let parts = key_contents(&mut c, &key).await;
+                let text: Vec<_> = parts.iter().map(|p| String::from_utf8_lossy(p)).collect();
+                all.push(format!("{key}\n{}", text.join("\n")));
             }
             cursor = next;
             if cursor == 0 {
@@ -103,42 +116,6 @@ async fn everything(cluster: &RedisCluster) -> Vec<String> {
         }
     }
     all
-}
-
-async fn contents(c: &mut redis::aio::MultiplexedConnection, key: &str) -> String {
-    let kind: String = redis::cmd("TYPE").arg(key).query_async(c).await.unwrap();
-    let read = |cmd: &str, rest: &[&str]| {
-        let mut cmd = redis::cmd(cmd);
-        cmd.arg(key).arg(rest);
-        cmd
-    };
-    let parts: Vec<Vec<u8>> = match kind.as_str() {
-        "hash" => read("HGETALL", &[]).query_async(c).await.unwrap(),
-        "set" => read("SMEMBERS", &[]).query_async(c).await.unwrap(),
-        "zset" => read("ZRANGE", &["0", "-1"]).query_async(c).await.unwrap(),
-        "list" => read("LRANGE", &["0", "-1"]).query_async(c).await.unwrap(),
-        "string" => vec![read("GET", &[]).query_async(c).await.unwrap()],
-        "stream" => {
-            let r: redis::streams::StreamRangeReply =
-                read("XRANGE", &["-", "+"]).query_async(c).await.unwrap();
-            r.ids
-                .iter()
-                .flat_map(|e| {
-                    e.map.iter().map(|(k, v)| {
-                        let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
-                        [k.as_bytes(), b"=", &v].concat()
-                    })
-                })
-                .collect()
-        }
-        "none" => Vec::new(), // expired meanwhile
-        other => panic!("a {other} key {key}: add it to the erasure scan"),
-    };
-    parts
-        .iter()
-        .map(|p| String::from_utf8_lossy(p).into_owned())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// What node `node` writes for buyer `id`: its pseudonym (with the key the
@@ -206,15 +183,7 @@ async fn a_buyer_is_erased_on_every_node_and_in_every_nodes_slot() {
     // node), once on node 3, and holds a unit on node 3; Bob buys once
     // on each node.
     for node in [&n1, &n2] {
-        for _ in 0..LIMIT {
-            buy(&http, node, LIMITED, ALICE).await;
-        }
-        let (status, r) = reserve(&http, node, LIMITED, ALICE).await;
-        assert_eq!(
-            (status, r["error"].as_str()),
-            (429, Some("limit_exceeded")),
-            "{r}"
-        );
+        buy_up_to_the_limit(&http, node, ALICE).await;
     }
     buy(&http, &n3, LIMITED, ALICE).await;
     let on_dead_node = hold(&http, &n3, OPEN, ALICE).await;
@@ -347,14 +316,6 @@ async fn a_buyer_is_erased_on_every_node_and_in_every_nodes_slot() {
 
     // Both live nodes count alice afresh at once: her limit is whole again.
     for node in [&n1, &n2] {
-        for _ in 0..LIMIT {
-            buy(&http, node, LIMITED, ALICE).await;
-        }
-        let (status, r) = reserve(&http, node, LIMITED, ALICE).await;
-        assert_eq!(
-            (status, r["error"].as_str()),
-            (429, Some("limit_exceeded")),
-            "{r}"
-        );
+        buy_up_to_the_limit(&http, node, ALICE).await;
     }
 }

@@ -67,21 +67,9 @@ pub async fn erase<C: ConnectionLike + Send>(
     };
     // The stream in pages, oldest first; each page's matches deleted at
     // once. The stream is bounded (`--orders-maxlen`, `--orders-max-age-ms`).
-    let mut start = "-".to_string();
-    loop {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(keys.orders())
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(ERASE_SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        let Some(last) = reply.ids.last().map(|e| e.id.clone()) else {
-            break;
-        };
-        let ids: Vec<&str> = reply
-            .ids
+    let mut pages = StreamPages::new(keys.orders());
+    while let Some(page) = pages.next(conn).await? {
+        let ids: Vec<&str> = page
             .iter()
             .filter(|e| {
                 e.get::<String>("buyer")
@@ -97,10 +85,6 @@ pub async fn erase<C: ConnectionLike + Send>(
                 .await?;
             erased.order_entries += n;
         }
-        if reply.ids.len() < ERASE_SCAN_COUNT {
-            break;
-        }
-        start = format!("({last}");
     }
     Ok(erased)
 }
@@ -121,4 +105,46 @@ pub async fn erase_all(
             crate::webhooks::stream::erase_buyer_in(conn, &key, names).await?;
     }
     Ok(erased)
+}
+
+/// A stream read in pages of [`ERASE_SCAN_COUNT`] entries, oldest first
+/// (erasure reads whole streams; each is bounded by its own limit).
+#[derive(Debug)]
+pub struct StreamPages<'k> {
+    key: &'k str,
+    /// Where the next page starts (`None`: the stream was read to its end).
+    start: Option<String>,
+}
+
+impl<'k> StreamPages<'k> {
+    pub fn new(key: &'k str) -> Self {
+        Self {
+            key,
+            start: Some("-".to_string()),
+        }
+    }
+
+    /// The next page, or `None` past the end. Entries added behind the
+    /// reader meanwhile are read too.
+    pub async fn next<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+    ) -> redis::RedisResult<Option<Vec<redis::streams::StreamId>>> {
+        let Some(start) = self.start.take() else {
+            return Ok(None);
+        };
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(ERASE_SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        if page.ids.len() == ERASE_SCAN_COUNT {
+            let last = &page.ids[ERASE_SCAN_COUNT - 1].id;
+            self.start = Some(format!("({last}"));
+        }
+        Ok((!page.ids.is_empty()).then_some(page.ids))
+    }
 }

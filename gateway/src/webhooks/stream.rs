@@ -459,35 +459,23 @@ pub fn streams_pattern(prefix: &str) -> String {
 /// `buyer` is `null` (a stream entry cannot be rewritten in place: the
 /// copy is `XADD`ed and the original `XDEL`ed in one `MULTI`). The copy
 /// keeps the event's id, so a receiver that already got the original
-/// dedupes a second delivery. Reads in pages of
-/// [`crate::journal::erase::ERASE_SCAN_COUNT`]; the streams are bounded
+/// dedupes a second delivery. Reads in pages
+/// ([`crate::journal::erase::StreamPages`]); the streams are bounded
 /// (`--webhook-stream-max`, `--webhook-dead-letters-max`). Returns the
 /// entries replaced.
 pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis::RedisResult<u64> {
-    use crate::journal::erase::ERASE_SCAN_COUNT;
     // A dead letter keeps the whole event under `event`.
     let (field, path) = match key.ends_with(":dead") {
         false => ("event", &["data"][..]),
         true => ("dead", &["event", "data"][..]),
     };
     let mut replaced = 0;
-    let mut start = "-".to_string();
-    loop {
-        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(key)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(ERASE_SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
-            break;
-        };
+    let mut pages = crate::journal::erase::StreamPages::new(key);
+    while let Some(page) = pages.next(conn).await? {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut found = 0;
-        for entry in &page.ids {
+        for entry in &page {
             let Some(mut value) = entry
                 .get::<String>(field)
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
@@ -515,10 +503,6 @@ pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis
             pipe.query_async::<()>(conn).await?;
             replaced += found;
         }
-        if page.ids.len() < ERASE_SCAN_COUNT {
-            break;
-        }
-        start = format!("({last}");
     }
     Ok(replaced)
 }

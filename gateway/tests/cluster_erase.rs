@@ -319,3 +319,48 @@ async fn a_buyer_is_erased_on_every_node_and_in_every_nodes_slot() {
         buy_up_to_the_limit(&http, node, ALICE).await;
     }
 }
+
+/// A live node that does not answer (paused, its ownership still lasting)
+/// fails the erasure with a retryable 503 naming it, before Redis is
+/// touched; once it answers again, the erasure goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_waits_for_every_live_node_or_says_which_did_not_answer() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let urls = cluster.urls();
+    // The node's ownership (6 s by default) outlasts the pause below.
+    let args = ["--replica-acks", "0", "--forward-timeout-ms", "300"];
+    let n1 = HoldfastNode::spawn(&urls, 1, &args).await;
+    let n2 = HoldfastNode::spawn(&urls, 2, &args).await;
+    let http = reqwest::Client::new();
+    buy(&http, &n1, LIMITED, ALICE).await;
+    buy(&http, &n2, LIMITED, ALICE).await;
+
+    n1.stop_signal();
+    let (status, r) = erase(&http, &n2, ALICE).await;
+    n1.cont();
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (503, Some("unavailable")),
+        "{r}"
+    );
+    assert!(r["message"].as_str().unwrap().contains("node 1 "), "{r}");
+    // Node 1's stored names: alice's is still there.
+    let names = "hf:{node:1}:buyers";
+    let port = cluster.master_of_key(names);
+    assert_eq!(
+        cluster.cli(port, &["HLEN", names]).trim(),
+        "1",
+        "node 1's slot untouched"
+    );
+
+    let (status, r) = erase(&http, &n2, ALICE).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        [&r["nodes"], &r["memory_names"], &r["order_entries"]],
+        [&json!(2), &json!(2), &json!(2)],
+        "{r}"
+    );
+    assert_eq!(cluster.cli(port, &["HLEN", names]).trim(), "0");
+}

@@ -255,6 +255,14 @@ impl Sales {
         self.dirty_from = None;
     }
 
+    /// The buckets changed since the last call (`all`: every bucket), for
+    /// the journal.
+    fn take_changed(&mut self, all: bool) -> Vec<(u64, u32)> {
+        let from = if all { Some(0) } else { self.dirty_from };
+        self.dirty_from = None;
+        from.map_or_else(Vec::new, |f| self.buckets_from(f))
+    }
+
     fn buckets_from(&self, from: u64) -> Vec<(u64, u32)> {
         let skip = from.saturating_sub(self.first) as usize;
         self.units
@@ -271,14 +279,17 @@ struct Tally {
     counters: Counters,
     deadlines: Deadlines,
     sales: Sales,
-    /// Sales buckets per channel index (in memory: a restart keeps the
-    /// channels' counters, not their buckets).
+    /// Sales buckets per channel index (persisted beside the SKU's, see
+    /// [`Record::channel_sales`]).
     channel_sales: Vec<(u8, Sales)>,
 }
 
 impl Tally {
     fn channel_sales(&mut self, idx: ChannelIdx) -> &mut Sales {
-        let idx = idx.get();
+        self.channel_sales_at(idx.get())
+    }
+
+    fn channel_sales_at(&mut self, idx: u8) -> &mut Sales {
         match self.channel_sales.iter().position(|(i, _)| *i == idx) {
             Some(i) => &mut self.channel_sales[i].1,
             None => {
@@ -305,6 +316,8 @@ pub struct Saved {
     pub counters: Counters,
     /// (bucket index, units).
     pub sales: Vec<(u64, u32)>,
+    /// Per sales channel: (channel index, bucket index, units).
+    pub channel_sales: Vec<(u8, u64, u32)>,
 }
 
 /// One SKU's tally as the journal writes it.
@@ -315,6 +328,9 @@ pub struct Record {
     /// Sales buckets (bucket index, units) changed since the last record
     /// (all of them for a full re-write).
     pub sales: Vec<(u64, u32)>,
+    /// The same per sales channel: (channel index, bucket index, units),
+    /// each channel's bounded like the SKU's.
+    pub channel_sales: Vec<(u8, u64, u32)>,
 }
 
 /// The statistics of every SKU, indexed like the engine's catalog.
@@ -472,17 +488,26 @@ impl Stats {
     }
 
     /// A SKU's persisted counters and sales buckets, at recovery.
-    pub fn restore(&self, sku: SkuIdx, counters: Counters, sales: &[(u64, u32)]) {
-        if let Some(t) = self.skus.get(sku.get() as usize) {
-            let t = t.get_or_init(SkuTally::default);
-            let mut tally = t.tally.lock().expect("tally lock");
-            tally.counters = counters;
-            let mut sorted = sales.to_vec();
-            sorted.sort_unstable();
-            // Newest first, so the bound keeps the latest buckets.
-            for &(b, units) in sorted.iter().rev() {
-                tally.sales.restore(b, units);
-            }
+    pub fn restore(&self, sku: SkuIdx, saved: &Saved) {
+        let Some(t) = self.skus.get(sku.get() as usize) else {
+            return;
+        };
+        let t = t.get_or_init(SkuTally::default);
+        let mut tally = t.tally.lock().expect("tally lock");
+        tally.counters = saved.counters.clone();
+        let mut sorted = saved.sales.clone();
+        sorted.sort_unstable();
+        // Newest first, so the bound keeps the latest buckets.
+        for &(b, units) in sorted.iter().rev() {
+            tally.sales.restore(b, units);
+        }
+        let mut sorted = saved.channel_sales.clone();
+        sorted.sort_unstable();
+        // A SKU has at most CHANNELS_MAX channels: another index is not
+        // one of this version's records, and is left out (bounded).
+        let known = |idx: u8| usize::from(idx) < holdfast_engine::limits::CHANNELS_MAX;
+        for &(idx, b, units) in sorted.iter().rev().filter(|(i, ..)| known(*i)) {
+            tally.channel_sales_at(idx).restore(b, units);
         }
     }
 
@@ -521,11 +546,21 @@ impl Stats {
     pub fn record(&self, sku: SkuIdx, all: bool) -> Option<Record> {
         let t = self.skus.get(sku.get() as usize)?.get()?;
         let mut tally = t.tally.lock().expect("tally lock");
-        let from = if all { Some(0) } else { tally.sales.dirty_from };
-        tally.sales.dirty_from = None;
+        let sales = tally.sales.take_changed(all);
+        let channel_sales = tally
+            .channel_sales
+            .iter_mut()
+            .flat_map(|(idx, s)| {
+                let idx = *idx;
+                s.take_changed(all)
+                    .into_iter()
+                    .map(move |(b, u)| (idx, b, u))
+            })
+            .collect();
         Some(Record {
             counters: serde_json::to_string(&tally.counters).expect("counters serialise"),
-            sales: from.map_or_else(Vec::new, |f| tally.sales.buckets_from(f)),
+            sales,
+            channel_sales,
         })
     }
 
@@ -994,25 +1029,39 @@ mod tests {
         let d = T0 + 900_000;
         stats.reserved(&[(sku(0), 5, None)], d, T0);
         stats.committed(&hold(&[(0, 2)], d), &[2], nok(100), T0);
+        // One unit sold on channel 1, a bucket later.
+        let mut on_channel = hold(&[(0, 1)], d);
+        on_channel.lines[0].channel = Some(ChannelIdx::from(1));
+        let later = T0 + SALES_BUCKET_MS;
+        stats.committed(&on_channel, &[1], nok(100), later);
         stats.sold_out(sku(0), T0 + 5);
         assert_eq!(stats.take_journal_dirty(), vec![sku(0)]);
         let r = stats.record(sku(0), false).unwrap();
-        assert_eq!(r.sales, vec![(T0 / SALES_BUCKET_MS, 2)]);
+        let (b0, b1) = (T0 / SALES_BUCKET_MS, later / SALES_BUCKET_MS);
+        assert_eq!(r.sales, vec![(b0, 2), (b1, 1)]);
+        assert_eq!(r.channel_sales, vec![(1, b1, 1)]);
+        let taken = stats.record(sku(0), false).unwrap();
         assert!(
-            stats.record(sku(0), false).unwrap().sales.is_empty(),
+            taken.sales.is_empty() && taken.channel_sales.is_empty(),
             "taken"
         );
         let again = Stats::new(2);
-        let counters: Counters = serde_json::from_str(&r.counters).unwrap();
-        again.restore(sku(0), counters, &r.sales);
+        let saved = Saved {
+            sku: "s0".into(),
+            counters: serde_json::from_str(&r.counters).unwrap(),
+            sales: r.sales.clone(),
+            channel_sales: r.channel_sales.clone(),
+        };
+        again.restore(sku(0), &saved);
         let a = stats.sku(live(0, 3, 0, 2), T0 + 1);
         let b = again.sku(live(0, 3, 0, 2), T0 + 1);
         assert_eq!(a, b);
         assert_eq!(b.sold_out_at_ms, Some(T0 + 5));
+        let full = again.record(sku(0), true).unwrap();
         assert_eq!(
-            again.record(sku(0), true).unwrap().sales,
-            r.sales,
-            "a full record has every bucket"
+            (full.sales, full.channel_sales),
+            (r.sales, r.channel_sales),
+            "a full record has every bucket, the channels' too"
         );
     }
 

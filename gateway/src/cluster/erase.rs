@@ -38,6 +38,7 @@ use crate::journal::keys::{HoldRecord, Keys, buyer_field, parse_buyer_field};
 use crate::ops::{Forgotten, Ops, live_holds_refusal};
 use crate::privacy::{BuyerIdKey, BuyerNames, GENERATED_KEY_FIELD};
 use crate::protocol::BuyerErased;
+use futures_util::future::join_all;
 use holdfast_engine::BuyerId;
 use std::sync::Arc;
 
@@ -45,44 +46,38 @@ use std::sync::Arc;
 /// holds of the buyer.
 const HOLDS_SCAN_COUNT: usize = 1_000;
 
-/// The buyer as one node knows it.
+/// The buyer as one node knows it (a node whose journal has a hash key:
+/// one without never wrote a buyer).
 #[derive(Debug)]
 struct OnNode {
     node: u8,
     alive: bool,
-    /// Its id there (`None`: the node's journal has no hash key yet, so it
-    /// never wrote a buyer).
-    buyer: Option<BuyerId>,
+    /// Its id there.
+    buyer: BuyerId,
     /// What the node writes for it: the stored name, and its hex hash.
     names: Vec<String>,
 }
 
+impl OnNode {
+    fn names(&self) -> Vec<&str> {
+        self.names.iter().map(String::as_str).collect()
+    }
+}
+
 impl Cluster {
-    /// Erases buyer `id` on every node (see the module doc).
+    /// Erases buyer `id` on every node (see the module doc). The live
+    /// nodes are asked at once, each within `--forward-timeout-ms`.
     pub async fn erase_buyer(&self, ops: &Ops, id: &str) -> Result<BuyerErased, ApiError> {
         let (_, stored) = ops.ids.buyer_lookup(id)?;
         let mut nodes = Vec::new();
         for n in self.node_states().await? {
-            nodes.push(self.buyer_on(n.id, n.alive, id, &stored).await?);
+            nodes.extend(self.buyer_on(n.id, n.alive, id, &stored).await?);
         }
         // 2. No live hold anywhere.
+        let holds = join_all(nodes.iter().map(|n| self.live_holds_on(ops, n))).await;
         let mut live = Vec::new();
-        for n in &nodes {
-            let Some(buyer) = n.buyer else { continue };
-            let holds = if n.node == self.node {
-                ops.live_holds_of(buyer)
-            } else if n.alive {
-                let asked = NodeRequest::BuyerHolds {
-                    buyer: buyer_field(buyer),
-                };
-                match forward::ask(self, n.node, asked).await? {
-                    Some(answer) => answer["live"].as_u64().unwrap_or(0),
-                    // It died meanwhile: its holds are in Redis.
-                    None => self.holds_in_redis(n.node, buyer).await?,
-                }
-            } else {
-                self.holds_in_redis(n.node, buyer).await?
-            };
+        for (n, holds) in nodes.iter().zip(holds) {
+            let holds = holds?;
             if holds > 0 {
                 live.push((n.node, holds));
             }
@@ -90,51 +85,70 @@ impl Cluster {
         if !live.is_empty() {
             let total = live.iter().map(|(_, h)| h).sum();
             let on: Vec<String> = live.iter().map(|(n, _)| n.to_string()).collect();
-            return Err(live_holds_refusal(
-                total,
-                &format!(" (on node {})", on.join(", ")),
-            ));
+            let place = format!(" (on node {})", on.join(", "));
+            return Err(live_holds_refusal(total, &place));
         }
         // 3. Every live node's memory.
+        let live_nodes = nodes.iter().filter(|n| n.alive);
         let mut forgotten = Forgotten::default();
-        for n in nodes.iter().filter(|n| n.alive) {
-            let Some(buyer) = n.buyer else { continue };
-            let names: Vec<&str> = n.names.iter().map(String::as_str).collect();
-            if n.node == self.node {
-                forgotten += ops.forget_buyer_here(buyer, &names)?;
-                continue;
-            }
-            let asked = NodeRequest::ForgetBuyer {
-                buyer: buyer_field(buyer),
-                names: n.names.clone(),
-            };
-            if let Some(answer) = forward::ask(self, n.node, asked).await? {
-                forgotten += serde_json::from_value(answer).map_err(|_| {
-                    ApiError::unavailable("another node's answer did not parse: retry")
-                })?;
-            }
+        for answer in join_all(live_nodes.map(|n| self.forget_on(ops, n))).await {
+            forgotten += answer?;
         }
         // 4. Every node's slot in Redis.
         let mut erased = Erased::default();
         for n in &nodes {
-            let Some(buyer) = n.buyer else { continue };
-            let names: Vec<&str> = n.names.iter().map(String::as_str).collect();
             erased += self
-                .erase_slot(n.node, &buyer_field(buyer), &names)
+                .erase_slot(n.node, &buyer_field(n.buyer), &n.names())
                 .await
                 .map_err(super::redis_error)?;
         }
         Ok(forgotten.answer(&stored, erased, Some(nodes.len() as u64)))
     }
 
-    /// The buyer as node `node` knows it, from its journal record.
+    /// Live holds of the buyer on node `n`: here, asked, or (a node that
+    /// is not alive) in its slot.
+    async fn live_holds_on(&self, ops: &Ops, n: &OnNode) -> Result<u64, ApiError> {
+        if n.node == self.node {
+            return Ok(ops.live_holds_of(n.buyer));
+        }
+        if n.alive {
+            let asked = NodeRequest::BuyerHolds {
+                buyer: buyer_field(n.buyer),
+            };
+            if let Some(answer) = forward::ask(self, n.node, asked).await? {
+                return Ok(answer["live"].as_u64().unwrap_or(0));
+            }
+            // It died meanwhile: its holds are in Redis.
+        }
+        self.holds_in_redis(n.node, n.buyer).await
+    }
+
+    /// Node `n`, live, forgets the buyer in memory (here, or asked).
+    async fn forget_on(&self, ops: &Ops, n: &OnNode) -> Result<Forgotten, ApiError> {
+        if n.node == self.node {
+            return ops.forget_buyer_here(n.buyer, &n.names());
+        }
+        let asked = NodeRequest::ForgetBuyer {
+            buyer: buyer_field(n.buyer),
+            names: n.names.clone(),
+        };
+        match forward::ask(self, n.node, asked).await? {
+            Some(answer) => serde_json::from_value(answer)
+                .map_err(|_| ApiError::unavailable("another node's answer did not parse: retry")),
+            // It died meanwhile: it has no memory left.
+            None => Ok(Forgotten::default()),
+        }
+    }
+
+    /// The buyer as node `node` knows it, from its journal record (`None`:
+    /// the node has no hash key, so it never wrote a buyer).
     async fn buyer_on(
         &self,
         node: u8,
         alive: bool,
         id: &str,
         stored: &str,
-    ) -> Result<OnNode, ApiError> {
+    ) -> Result<Option<OnNode>, ApiError> {
         let (hash_key, generated): (Option<String>, Option<String>) = redis::cmd("HMGET")
             .arg(self.keys.node_journal(node).journal())
             .arg("hash_key")
@@ -142,24 +156,27 @@ impl Cluster {
             .query_async(&mut self.conn())
             .await
             .map_err(super::redis_error)?;
-        let buyer = hash_key
+        let Some(key) = hash_key
             .as_deref()
             .and_then(crate::journal::recover::parse_key)
-            .map(|key| crate::ids::buyer_id_under(key, id));
+        else {
+            return Ok(None);
+        };
+        let buyer = crate::ids::buyer_id_under(key, id);
         let mut names = vec![stored.to_string()];
         // A node without `--buyer-id-key` makes pseudonyms with the key
         // it generated (this node's own, if it did, is among them).
         if let Some(key) = generated.as_deref().and_then(|k| BuyerIdKey::parse(k).ok()) {
             names.push(BuyerNames::pseudonyms(&key).name(id).to_string());
         }
-        names.extend(buyer.map(buyer_field));
+        names.push(buyer_field(buyer));
         names.dedup();
-        Ok(OnNode {
+        Ok(Some(OnNode {
             node,
             alive,
             buyer,
             names,
-        })
+        }))
     }
 
     /// A connection for node `node`'s slot (its keys share one).

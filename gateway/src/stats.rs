@@ -199,11 +199,16 @@ struct Sales {
     units: VecDeque<u32>,
     /// Lowest bucket changed since the journal last took them.
     dirty_from: Option<u64>,
+    /// Buckets that left the window since the journal last took them, and
+    /// that it may have written (`start..end`): it deletes them, so Redis
+    /// keeps the same bound.
+    dropped: Option<(u64, u64)>,
 }
 
 impl Sales {
     fn add(&mut self, at_ms: u64, units: u32) {
         let b = at_ms / SALES_BUCKET_MS;
+        let (old_first, old_end) = (self.first, self.first + self.units.len() as u64);
         if self.units.is_empty() {
             self.first = b;
         }
@@ -216,6 +221,14 @@ impl Sales {
         while self.units.len() > SALES_BUCKETS_MAX {
             self.units.pop_front();
             self.first += 1;
+        }
+        // Only buckets kept before this call can have been written.
+        let end = self.first.min(old_end);
+        if end > old_first {
+            self.dropped = Some(match self.dropped {
+                Some((s, e)) => (s.min(old_first), e.max(end)),
+                None => (old_first, end),
+            });
         }
         let i = (b - self.first) as usize;
         self.units[i] = self.units[i].saturating_add(units);
@@ -253,14 +266,23 @@ impl Sales {
         }
         self.add(b * SALES_BUCKET_MS, units);
         self.dirty_from = None;
+        self.dropped = None;
     }
 
-    /// The buckets changed since the last call (`all`: every bucket), for
-    /// the journal.
-    fn take_changed(&mut self, all: bool) -> Vec<(u64, u32)> {
+    /// The buckets changed since the last call (`all`: every bucket), and
+    /// those dropped meanwhile (the newest [`SALES_BUCKETS_MAX`] of them:
+    /// the journal takes them every batch, so there are never more unless
+    /// it was down for hours), for the journal.
+    fn take_changed(&mut self, all: bool) -> (Vec<(u64, u32)>, Vec<u64>) {
         let from = if all { Some(0) } else { self.dirty_from };
         self.dirty_from = None;
-        from.map_or_else(Vec::new, |f| self.buckets_from(f))
+        let dropped = self.dropped.take().map_or_else(Vec::new, |(s, e)| {
+            (s.max(e.saturating_sub(SALES_BUCKETS_MAX as u64))..e).collect()
+        });
+        (
+            from.map_or_else(Vec::new, |f| self.buckets_from(f)),
+            dropped,
+        )
     }
 
     fn buckets_from(&self, from: u64) -> Vec<(u64, u32)> {
@@ -331,6 +353,9 @@ pub struct Record {
     /// The same per sales channel: (channel index, bucket index, units),
     /// each channel's bounded like the SKU's.
     pub channel_sales: Vec<(u8, u64, u32)>,
+    /// Buckets that left the bound since the last record, to delete:
+    /// (channel index, or none for the SKU's own; bucket index).
+    pub dropped: Vec<(Option<u8>, u64)>,
 }
 
 /// The statistics of every SKU, indexed like the engine's catalog.
@@ -546,22 +571,24 @@ impl Stats {
     pub fn record(&self, sku: SkuIdx, all: bool) -> Option<Record> {
         let t = self.skus.get(sku.get() as usize)?.get()?;
         let mut tally = t.tally.lock().expect("tally lock");
-        let sales = tally.sales.take_changed(all);
-        let channel_sales = tally
-            .channel_sales
-            .iter_mut()
-            .flat_map(|(idx, s)| {
-                let idx = *idx;
-                s.take_changed(all)
-                    .into_iter()
-                    .map(move |(b, u)| (idx, b, u))
-            })
-            .collect();
-        Some(Record {
+        let (sales, dropped) = tally.sales.take_changed(all);
+        let mut record = Record {
             counters: serde_json::to_string(&tally.counters).expect("counters serialise"),
             sales,
-            channel_sales,
-        })
+            channel_sales: Vec::new(),
+            dropped: dropped.into_iter().map(|b| (None, b)).collect(),
+        };
+        for (idx, s) in &mut tally.channel_sales {
+            let (sales, dropped) = s.take_changed(all);
+            let idx = *idx;
+            record
+                .channel_sales
+                .extend(sales.into_iter().map(|(b, u)| (idx, b, u)));
+            record
+                .dropped
+                .extend(dropped.into_iter().map(|b| (Some(idx), b)));
+        }
+        Some(record)
     }
 
     /// One SKU's statistics against its live counts.
@@ -953,6 +980,43 @@ mod tests {
             t.tally.lock().unwrap().deadlines.read(T0).1,
             DEADLINE_BUCKETS_MAX as u64
         );
+    }
+
+    #[test]
+    fn buckets_past_the_bound_are_recorded_for_deletion() {
+        let stats = Stats::new(1);
+        let d = T0 + 900_000;
+        let mut on_channel = hold(&[(0, 1)], d);
+        on_channel.lines[0].channel = Some(ChannelIdx::from(2));
+        let at = |b: u64| T0 + b * SALES_BUCKET_MS;
+        // Buckets 0 and 1 written, then a sale that pushes both out.
+        stats.committed(&on_channel, &[1], nok(1), at(0));
+        stats.committed(&on_channel, &[1], nok(1), at(1));
+        let first = T0 / SALES_BUCKET_MS;
+        let r = stats.record(sku(0), false).unwrap();
+        assert!(r.dropped.is_empty());
+        stats.committed(&on_channel, &[1], nok(1), at(SALES_BUCKETS_MAX as u64 + 1));
+        let r = stats.record(sku(0), false).unwrap();
+        let mut dropped = r.dropped.clone();
+        dropped.sort_unstable();
+        assert_eq!(
+            dropped,
+            vec![
+                (None, first),
+                (None, first + 1),
+                (Some(2), first),
+                (Some(2), first + 1)
+            ]
+        );
+        assert!(
+            stats.record(sku(0), false).unwrap().dropped.is_empty(),
+            "taken"
+        );
+        // After a long silence a sale drops what the window held, at most
+        // the bound per series.
+        stats.committed(&on_channel, &[1], nok(1), at(10 * SALES_BUCKETS_MAX as u64));
+        let r = stats.record(sku(0), false).unwrap();
+        assert_eq!(r.dropped.len(), 2 * SALES_BUCKETS_MAX);
     }
 
     #[test]

@@ -732,6 +732,16 @@ impl Mirror {
         let mut counters = redis::cmd("HSET");
         counters.arg(&*s.key_sku).arg("stats").arg(record.counters);
         let mut cmds = vec![counters];
+        // Buckets past the bound go from Redis too (before the new ones:
+        // never the same buckets, but one order reads simpler).
+        if !record.dropped.is_empty() {
+            let mut dropped = redis::cmd("HDEL");
+            dropped.arg(ctx.keys.sales(&s.id));
+            for (channel, bucket) in record.dropped {
+                dropped.arg(sales_field(channel, bucket));
+            }
+            cmds.push(dropped);
+        }
         if !record.sales.is_empty() || !record.channel_sales.is_empty() {
             let mut sales = redis::cmd("HSET");
             sales.arg(ctx.keys.sales(&s.id));

@@ -54,10 +54,7 @@ impl Ids {
     }
 
     fn hash(&self, domain: u8, text: &str) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.key.0, self.key.1);
-        h.write_u8(domain);
-        h.write(text.as_bytes());
-        h.finish()
+        keyed_hash(self.key, domain, text)
     }
 
     fn check(code: Code, what: &str, text: &str) -> Result<(), ApiError> {
@@ -118,6 +115,22 @@ impl Ids {
     }
 }
 
+/// The keyed SipHash of `text` in `domain` (`b` buyers, `r` requests).
+fn keyed_hash(key: (u64, u64), domain: u8, text: &str) -> u64 {
+    let mut h = SipHasher13::new_with_keys(key.0, key.1);
+    h.write_u8(domain);
+    h.write(text.as_bytes());
+    h.finish()
+}
+
+/// The engine id buyer `name` has under another journal's hash `key`: in
+/// a multi-node deployment each node keeps its own key (its journal
+/// record's `hash_key`), so one buyer has a different id on each node, and
+/// an erasure sent to one node finds the others' this way.
+pub fn buyer_id_under(key: (u64, u64), name: &str) -> BuyerId {
+    BuyerId(keyed_hash(key, b'b', name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +145,7 @@ mod tests {
             "the key matters"
         );
         assert_eq!(a.buyer("x").unwrap(), a.buyer("x").unwrap());
+        assert_eq!(buyer_id_under((3, 4), "x"), b.buyer("x").unwrap());
         assert_eq!(a.buyer_name(a.buyer("x").unwrap()).as_deref(), Some("x"));
         assert_ne!(
             a.request(Some("x")).unwrap().unwrap().0,

@@ -17,7 +17,7 @@
 //! - [`channels`]: sales channels of a SKU at the wire (definitions, counts,
 //!   a token's channel claim); [`http::channels`]: the quota move route.
 //! - [`privacy`]: buyer-id pseudonyms (HMAC-SHA256); [`http::privacy`]: buyer
-//!   erasure; [`journal::erase`]: its Redis side.
+//!   erasure; [`journal::erase`]: its Redis side; [`cluster::erase`]: on every node.
 //! - [`stats`]: server-side show statistics (flows, revenue, sales over time).
 //! - [`webhooks`]: signed webhooks to the shop (endpoints, queues, delivery).
 //! - [`auth`], [`ids`], [`error`], [`metrics`]: roles and tokens, keyed

@@ -36,6 +36,9 @@ pub struct Ops {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Server-side show statistics (see `crate::stats`).
     pub stats: Arc<Stats>,
+    /// The webhooks, once started (they hold the operations, so this side
+    /// is weak): an erasure blanks the buyer in their events.
+    pub webhooks: std::sync::OnceLock<std::sync::Weak<crate::webhooks::Webhooks>>,
 }
 
 /// A checkout operation, for its outcome metric.
@@ -844,48 +847,69 @@ impl Ops {
     /// Erases a buyer everywhere holdfast keeps it (docs/PRIVACY.md):
     /// refused while the buyer has live holds (their records are the
     /// stock's); then the stored name in memory and in Redis, the per-SKU
-    /// limit records and the order-stream entries naming the buyer.
+    /// limit records, the order-stream entries naming the buyer and its
+    /// webhook events. In multi-node mode on every node (see
+    /// `crate::cluster::erase`).
     pub async fn erase_buyer(&self, id: &str) -> Result<BuyerErased, ApiError> {
-        if self.cluster.is_some() {
-            return Err(ApiError::invalid(
-                "erasure needs single-node mode for now (not --redis-cluster)",
-            ));
+        if let Some(c) = &self.cluster {
+            return c.erase_buyer(self, id).await;
         }
         let (buyer, stored) = self.ids.buyer_lookup(id)?;
-        let live = self
-            .engine
-            .live_holds()
-            .iter()
-            .filter(|h| h.buyer == buyer)
-            .count();
-        if live > 0 {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                Code::BuyerHasLiveHolds,
-                format!("the buyer has {live} live holds: release them or let them expire first"),
-            ));
-        }
-        let memory_names = u64::from(self.ids.forget_buyer(buyer));
-        let memory_limit_records = u64::from(self.engine.erase_buyer(buyer));
+        let field = crate::journal::keys::buyer_field(buyer);
+        let names = [&*stored, field.as_str()];
+        let here = self.forget_buyer_here(buyer, &names)?;
         let redis = match &self.durability {
             Durability::Memory => Default::default(),
             Durability::Redis(j) => {
-                j.forget_buyer(buyer);
                 let skus: Vec<_> = self.engine.snapshots().into_iter().map(|s| s.id).collect();
-                let field = crate::journal::keys::buyer_field(buyer);
-                crate::journal::erase::erase(&j.ended, &skus, &field, &stored).await?
+                let mut conn = j.ended.connection().await?;
+                let keys = j.ended.keys();
+                match crate::journal::erase::erase_all(&mut conn, keys, &skus, &field, &names).await
+                {
+                    Ok(erased) => erased,
+                    Err(e) => return Err(j.ended.failed(&e).await),
+                }
             }
         };
-        Ok(BuyerErased {
-            buyer: stored.to_string(),
-            memory_names,
-            memory_limit_records,
-            redis_names: redis.names,
-            redis_limit_records: redis.limit_records,
-            order_entries: redis.order_entries,
-            // The HTTP handler adds the webhooks' (they sit beside Ops).
-            webhook_events: 0,
-            webhook_stream_entries: 0,
+        Ok(here.answer(&stored, redis, None))
+    }
+
+    /// The live holds `buyer` (its id here) has on this process.
+    pub(crate) fn live_holds_of(&self, buyer: holdfast_engine::BuyerId) -> u64 {
+        self.engine
+            .live_holds()
+            .iter()
+            .filter(|h| h.buyer == buyer)
+            .count() as u64
+    }
+
+    /// The memory side of an erasure on this process: refused while
+    /// `buyer` (its id here) has a live hold here; then its stored name,
+    /// its limit records in the engine, its records in the journal's
+    /// mirror (forgotten at the writer's next batch, so a re-write of the
+    /// whole state does not bring back what Redis loses next) and the
+    /// webhook events naming one of `names`.
+    pub(crate) fn forget_buyer_here(
+        &self,
+        buyer: holdfast_engine::BuyerId,
+        names: &[&str],
+    ) -> Result<Forgotten, ApiError> {
+        let live = self.live_holds_of(buyer);
+        if live > 0 {
+            return Err(live_holds_refusal(live, ""));
+        }
+        if let Durability::Redis(j) = &self.durability {
+            j.forget_buyer(buyer);
+        }
+        let webhook_events = self
+            .webhooks
+            .get()
+            .and_then(std::sync::Weak::upgrade)
+            .map_or(0, |w| w.erase_buyer_in_memory(names));
+        Ok(Forgotten {
+            names: u64::from(self.ids.forget_buyer(buyer)),
+            limit_records: u64::from(self.engine.erase_buyer(buyer)),
+            webhook_events,
         })
     }
 
@@ -930,4 +954,56 @@ impl Ops {
         self.durability.settle(&self.engine).await?;
         self.state_of(sku).ok_or_else(ApiError::unknown_sku)
     }
+}
+
+/// What an erasure forgot in one process's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Forgotten {
+    /// Stored names (0 or 1).
+    pub names: u64,
+    /// The engine's per-SKU limit records.
+    pub limit_records: u64,
+    /// Webhook events kept in memory whose buyer was blanked.
+    pub webhook_events: u64,
+}
+
+impl std::ops::AddAssign for Forgotten {
+    fn add_assign(&mut self, other: Self) {
+        self.names += other.names;
+        self.limit_records += other.limit_records;
+        self.webhook_events += other.webhook_events;
+    }
+}
+
+impl Forgotten {
+    /// The erasure's answer: what memory forgot and Redis lost, for
+    /// `nodes` node slots (multi-node mode).
+    pub(crate) fn answer(
+        self,
+        stored: &str,
+        redis: crate::journal::erase::Erased,
+        nodes: Option<u64>,
+    ) -> BuyerErased {
+        BuyerErased {
+            buyer: stored.to_string(),
+            memory_names: self.names,
+            memory_limit_records: self.limit_records,
+            redis_names: redis.names,
+            redis_limit_records: redis.limit_records,
+            order_entries: redis.order_entries,
+            webhook_events: self.webhook_events,
+            webhook_stream_entries: redis.webhook_stream_entries,
+            nodes,
+        }
+    }
+}
+
+/// The refusal of an erasure while the buyer has `live` holds (`place`:
+/// where, or empty).
+pub(crate) fn live_holds_refusal(live: u64, place: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::CONFLICT,
+        Code::BuyerHasLiveHolds,
+        format!("the buyer has {live} live holds{place}: release them or let them expire first"),
+    )
 }

@@ -129,6 +129,7 @@ pub async fn run(
         durability: core.durability,
         cluster: cluster.clone(),
         stats: stats.clone(),
+        webhooks: std::sync::OnceLock::new(),
     });
     if let (Some(c), Some(push)) = (&cluster, push) {
         start_cluster(c, &ops, push, &tracker, &shutdown);
@@ -150,6 +151,9 @@ pub async fn run(
     } else {
         None
     };
+    if let Some(w) = &webhooks {
+        let _ = ops.webhooks.set(Arc::downgrade(w));
+    }
     // In memory, the engine's events feed the webhooks (with Redis, the
     // order stream does).
     let webhook_thread = webhooks

@@ -199,11 +199,16 @@ struct Sales {
     units: VecDeque<u32>,
     /// Lowest bucket changed since the journal last took them.
     dirty_from: Option<u64>,
+    /// Buckets that left the window since the journal last took them, and
+    /// that it may have written (`start..end`): it deletes them, so Redis
+    /// keeps the same bound.
+    dropped: Option<(u64, u64)>,
 }
 
 impl Sales {
     fn add(&mut self, at_ms: u64, units: u32) {
         let b = at_ms / SALES_BUCKET_MS;
+        let (old_first, old_end) = (self.first, self.first + self.units.len() as u64);
         if self.units.is_empty() {
             self.first = b;
         }
@@ -216,6 +221,14 @@ impl Sales {
         while self.units.len() > SALES_BUCKETS_MAX {
             self.units.pop_front();
             self.first += 1;
+        }
+        // Only buckets kept before this call can have been written.
+        let end = self.first.min(old_end);
+        if end > old_first {
+            self.dropped = Some(match self.dropped {
+                Some((s, e)) => (s.min(old_first), e.max(end)),
+                None => (old_first, end),
+            });
         }
         let i = (b - self.first) as usize;
         self.units[i] = self.units[i].saturating_add(units);
@@ -253,6 +266,23 @@ impl Sales {
         }
         self.add(b * SALES_BUCKET_MS, units);
         self.dirty_from = None;
+        self.dropped = None;
+    }
+
+    /// The buckets changed since the last call (`all`: every bucket), and
+    /// those dropped meanwhile (the newest [`SALES_BUCKETS_MAX`] of them:
+    /// the journal takes them every batch, so there are never more unless
+    /// it was down for hours), for the journal.
+    fn take_changed(&mut self, all: bool) -> (Vec<(u64, u32)>, Vec<u64>) {
+        let from = if all { Some(0) } else { self.dirty_from };
+        self.dirty_from = None;
+        let dropped = self.dropped.take().map_or_else(Vec::new, |(s, e)| {
+            (s.max(e.saturating_sub(SALES_BUCKETS_MAX as u64))..e).collect()
+        });
+        (
+            from.map_or_else(Vec::new, |f| self.buckets_from(f)),
+            dropped,
+        )
     }
 
     fn buckets_from(&self, from: u64) -> Vec<(u64, u32)> {
@@ -271,14 +301,17 @@ struct Tally {
     counters: Counters,
     deadlines: Deadlines,
     sales: Sales,
-    /// Sales buckets per channel index (in memory: a restart keeps the
-    /// channels' counters, not their buckets).
+    /// Sales buckets per channel index (persisted beside the SKU's, see
+    /// [`Record::channel_sales`]).
     channel_sales: Vec<(u8, Sales)>,
 }
 
 impl Tally {
     fn channel_sales(&mut self, idx: ChannelIdx) -> &mut Sales {
-        let idx = idx.get();
+        self.channel_sales_at(idx.get())
+    }
+
+    fn channel_sales_at(&mut self, idx: u8) -> &mut Sales {
         match self.channel_sales.iter().position(|(i, _)| *i == idx) {
             Some(i) => &mut self.channel_sales[i].1,
             None => {
@@ -305,6 +338,8 @@ pub struct Saved {
     pub counters: Counters,
     /// (bucket index, units).
     pub sales: Vec<(u64, u32)>,
+    /// Per sales channel: (channel index, bucket index, units).
+    pub channel_sales: Vec<(u8, u64, u32)>,
 }
 
 /// One SKU's tally as the journal writes it.
@@ -315,6 +350,12 @@ pub struct Record {
     /// Sales buckets (bucket index, units) changed since the last record
     /// (all of them for a full re-write).
     pub sales: Vec<(u64, u32)>,
+    /// The same per sales channel: (channel index, bucket index, units),
+    /// each channel's bounded like the SKU's.
+    pub channel_sales: Vec<(u8, u64, u32)>,
+    /// Buckets that left the bound since the last record, to delete:
+    /// (channel index, or none for the SKU's own; bucket index).
+    pub dropped: Vec<(Option<u8>, u64)>,
 }
 
 /// The statistics of every SKU, indexed like the engine's catalog.
@@ -472,17 +513,26 @@ impl Stats {
     }
 
     /// A SKU's persisted counters and sales buckets, at recovery.
-    pub fn restore(&self, sku: SkuIdx, counters: Counters, sales: &[(u64, u32)]) {
-        if let Some(t) = self.skus.get(sku.get() as usize) {
-            let t = t.get_or_init(SkuTally::default);
-            let mut tally = t.tally.lock().expect("tally lock");
-            tally.counters = counters;
-            let mut sorted = sales.to_vec();
-            sorted.sort_unstable();
-            // Newest first, so the bound keeps the latest buckets.
-            for &(b, units) in sorted.iter().rev() {
-                tally.sales.restore(b, units);
-            }
+    pub fn restore(&self, sku: SkuIdx, saved: &Saved) {
+        let Some(t) = self.skus.get(sku.get() as usize) else {
+            return;
+        };
+        let t = t.get_or_init(SkuTally::default);
+        let mut tally = t.tally.lock().expect("tally lock");
+        tally.counters = saved.counters.clone();
+        let mut sorted = saved.sales.clone();
+        sorted.sort_unstable();
+        // Newest first, so the bound keeps the latest buckets.
+        for &(b, units) in sorted.iter().rev() {
+            tally.sales.restore(b, units);
+        }
+        let mut sorted = saved.channel_sales.clone();
+        sorted.sort_unstable();
+        // A SKU has at most CHANNELS_MAX channels: another index is not
+        // one of this version's records, and is left out (bounded).
+        let known = |idx: u8| usize::from(idx) < holdfast_engine::limits::CHANNELS_MAX;
+        for &(idx, b, units) in sorted.iter().rev().filter(|(i, ..)| known(*i)) {
+            tally.channel_sales_at(idx).restore(b, units);
         }
     }
 
@@ -521,12 +571,24 @@ impl Stats {
     pub fn record(&self, sku: SkuIdx, all: bool) -> Option<Record> {
         let t = self.skus.get(sku.get() as usize)?.get()?;
         let mut tally = t.tally.lock().expect("tally lock");
-        let from = if all { Some(0) } else { tally.sales.dirty_from };
-        tally.sales.dirty_from = None;
-        Some(Record {
+        let (sales, dropped) = tally.sales.take_changed(all);
+        let mut record = Record {
             counters: serde_json::to_string(&tally.counters).expect("counters serialise"),
-            sales: from.map_or_else(Vec::new, |f| tally.sales.buckets_from(f)),
-        })
+            sales,
+            channel_sales: Vec::new(),
+            dropped: dropped.into_iter().map(|b| (None, b)).collect(),
+        };
+        for (idx, s) in &mut tally.channel_sales {
+            let (sales, dropped) = s.take_changed(all);
+            let idx = *idx;
+            record
+                .channel_sales
+                .extend(sales.into_iter().map(|(b, u)| (idx, b, u)));
+            record
+                .dropped
+                .extend(dropped.into_iter().map(|b| (Some(idx), b)));
+        }
+        Some(record)
     }
 
     /// One SKU's statistics against its live counts.
@@ -921,6 +983,43 @@ mod tests {
     }
 
     #[test]
+    fn buckets_past_the_bound_are_recorded_for_deletion() {
+        let stats = Stats::new(1);
+        let d = T0 + 900_000;
+        let mut on_channel = hold(&[(0, 1)], d);
+        on_channel.lines[0].channel = Some(ChannelIdx::from(2));
+        let at = |b: u64| T0 + b * SALES_BUCKET_MS;
+        // Buckets 0 and 1 written, then a sale that pushes both out.
+        stats.committed(&on_channel, &[1], nok(1), at(0));
+        stats.committed(&on_channel, &[1], nok(1), at(1));
+        let first = T0 / SALES_BUCKET_MS;
+        let r = stats.record(sku(0), false).unwrap();
+        assert!(r.dropped.is_empty());
+        stats.committed(&on_channel, &[1], nok(1), at(SALES_BUCKETS_MAX as u64 + 1));
+        let r = stats.record(sku(0), false).unwrap();
+        let mut dropped = r.dropped.clone();
+        dropped.sort_unstable();
+        assert_eq!(
+            dropped,
+            vec![
+                (None, first),
+                (None, first + 1),
+                (Some(2), first),
+                (Some(2), first + 1)
+            ]
+        );
+        assert!(
+            stats.record(sku(0), false).unwrap().dropped.is_empty(),
+            "taken"
+        );
+        // After a long silence a sale drops what the window held, at most
+        // the bound per series.
+        stats.committed(&on_channel, &[1], nok(1), at(10 * SALES_BUCKETS_MAX as u64));
+        let r = stats.record(sku(0), false).unwrap();
+        assert_eq!(r.dropped.len(), 2 * SALES_BUCKETS_MAX);
+    }
+
+    #[test]
     fn sales_buckets_are_bounded_and_keep_the_latest() {
         let mut s = Sales::default();
         let n = SALES_BUCKETS_MAX as u64 + 5;
@@ -994,25 +1093,39 @@ mod tests {
         let d = T0 + 900_000;
         stats.reserved(&[(sku(0), 5, None)], d, T0);
         stats.committed(&hold(&[(0, 2)], d), &[2], nok(100), T0);
+        // One unit sold on channel 1, a bucket later.
+        let mut on_channel = hold(&[(0, 1)], d);
+        on_channel.lines[0].channel = Some(ChannelIdx::from(1));
+        let later = T0 + SALES_BUCKET_MS;
+        stats.committed(&on_channel, &[1], nok(100), later);
         stats.sold_out(sku(0), T0 + 5);
         assert_eq!(stats.take_journal_dirty(), vec![sku(0)]);
         let r = stats.record(sku(0), false).unwrap();
-        assert_eq!(r.sales, vec![(T0 / SALES_BUCKET_MS, 2)]);
+        let (b0, b1) = (T0 / SALES_BUCKET_MS, later / SALES_BUCKET_MS);
+        assert_eq!(r.sales, vec![(b0, 2), (b1, 1)]);
+        assert_eq!(r.channel_sales, vec![(1, b1, 1)]);
+        let taken = stats.record(sku(0), false).unwrap();
         assert!(
-            stats.record(sku(0), false).unwrap().sales.is_empty(),
+            taken.sales.is_empty() && taken.channel_sales.is_empty(),
             "taken"
         );
         let again = Stats::new(2);
-        let counters: Counters = serde_json::from_str(&r.counters).unwrap();
-        again.restore(sku(0), counters, &r.sales);
+        let saved = Saved {
+            sku: "s0".into(),
+            counters: serde_json::from_str(&r.counters).unwrap(),
+            sales: r.sales.clone(),
+            channel_sales: r.channel_sales.clone(),
+        };
+        again.restore(sku(0), &saved);
         let a = stats.sku(live(0, 3, 0, 2), T0 + 1);
         let b = again.sku(live(0, 3, 0, 2), T0 + 1);
         assert_eq!(a, b);
         assert_eq!(b.sold_out_at_ms, Some(T0 + 5));
+        let full = again.record(sku(0), true).unwrap();
         assert_eq!(
-            again.record(sku(0), true).unwrap().sales,
-            r.sales,
-            "a full record has every bucket"
+            (full.sales, full.channel_sales),
+            (r.sales, r.channel_sales),
+            "a full record has every bucket, the channels' too"
         );
     }
 

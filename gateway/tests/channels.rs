@@ -433,7 +433,8 @@ async fn per_channel_counts_add_up_after_sigkill_mid_burst() {
 
 /// The host's channel breakdown: per channel, holds and units reserved
 /// and committed (conversion) and sales per bucket, in the stats frame and
-/// `GET /api/admin/stats`; with Redis the counters survive a restart.
+/// `GET /api/admin/stats`; with Redis the counters and the per-channel
+/// sales buckets (the dashboard's channel chart) survive a restart.
 #[tokio::test]
 async fn stats_break_sales_down_by_channel_and_survive_a_restart() {
     let Some(redis) = Redis::start() else { return };
@@ -522,9 +523,44 @@ async fn stats_break_sales_down_by_channel_and_survive_a_restart() {
         stats["sales"].as_array().unwrap().len(),
         "aligned with the show's buckets"
     );
+    let before = [channel_sales(&stats, "live"), channel_sales(&stats, "web")];
+    assert_eq!(
+        before
+            .iter()
+            .map(|s| s.values().sum::<u64>())
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
     gw.stop().await;
     let gw = Gateway::start(a).await;
     let (_, stats) = gw.call("GET", "/api/admin/stats", Some(ADMIN), None).await;
     expect(&stats);
+    let after = [channel_sales(&stats, "live"), channel_sales(&stats, "web")];
+    assert_eq!(
+        after, before,
+        "the per-channel sales over time survive the restart: {stats}"
+    );
     gw.stop().await;
+}
+
+/// Channel `id`'s sales over time in a stats body, as bucket start (unix
+/// ms) -> units, the empty buckets left out: the series of two reads
+/// compare whatever buckets each starts and ends at.
+fn channel_sales(stats: &Value, id: &str) -> std::collections::BTreeMap<u64, u64> {
+    let start = stats["sales_start_ms"].as_u64().expect("sales_start_ms");
+    let width = stats["bucket_ms"].as_u64().expect("bucket_ms");
+    let channel = stats["channels"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["id"] == id))
+        .unwrap_or_else(|| panic!("no channel {id} in {stats}"));
+    channel["sales"]
+        .as_array()
+        .expect("sales")
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| {
+            let units = u.as_u64().expect("units");
+            (units > 0).then_some((start + i as u64 * width, units))
+        })
+        .collect()
 }

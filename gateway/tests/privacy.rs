@@ -36,34 +36,7 @@ async fn everything(c: &mut redis::aio::MultiplexedConnection) -> String {
     for key in keys {
         all.push_str(&key);
         all.push('\n');
-        let kind: String = redis::cmd("TYPE").arg(&key).query_async(c).await.unwrap();
-        let parts: Vec<Vec<u8>> = match kind.as_str() {
-            "hash" => redis::cmd("HGETALL")
-                .arg(&key)
-                .query_async(c)
-                .await
-                .unwrap(),
-            "string" => vec![redis::cmd("GET").arg(&key).query_async(c).await.unwrap()],
-            "stream" => {
-                let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&key)
-                    .arg("-")
-                    .arg("+")
-                    .query_async(c)
-                    .await
-                    .unwrap();
-                r.ids
-                    .iter()
-                    .flat_map(|e| {
-                        e.map.iter().map(|(k, v)| {
-                            let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
-                            [k.as_bytes(), b"=", &v].concat()
-                        })
-                    })
-                    .collect()
-            }
-            other => panic!("a {other} key {key}: add it to the privacy scan"),
-        };
+        let parts = key_contents(c, &key).await;
         for p in parts {
             all.push_str(&String::from_utf8_lossy(&p));
             all.push('\n');

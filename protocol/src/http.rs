@@ -147,6 +147,11 @@ pub struct BuyerErased {
     /// and `:dead`) naming the buyer, replaced by a copy without it.
     #[serde(default)]
     pub webhook_stream_entries: u64,
+    /// Multi-node mode (`--redis-cluster`): the node slots erased (every
+    /// node that ever joined, alive or not); the counts above are summed
+    /// over them. Absent on a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u64>,
 }
 
 /// `POST /api/admin/skus/{id}/restock` and `/adjust`.

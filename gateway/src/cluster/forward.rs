@@ -3,6 +3,9 @@
 //! there, through Redis: published on the node's inbox channel, answered
 //! on the asking node's reply channel. No node talks to another directly.
 //!
+//! The same inbox carries operations on a node's memory that are not about
+//! a hold ([`NodeRequest`]: a buyer erasure, [`super::erase`]).
+//!
 //! If nobody listens on the inbox (the node is down), the hold's node is
 //! adopted once its ownership lapsed ([`super::adopt`]) and the operation
 //! runs on its state in Redis; until then the caller gets a retryable
@@ -41,11 +44,35 @@ impl Request {
     }
 }
 
+/// An operation on a node's own memory, not on one hold (see
+/// [`super::erase`]). The buyer is named by its id on the asked node (16
+/// hex digits: each node hashes buyer ids with its own key) and its
+/// stored names there: never by the id the shop sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum NodeRequest {
+    /// How many live holds the buyer has on the node.
+    BuyerHolds { buyer: String },
+    /// Forget the buyer in the node's memory (refused while it has a live
+    /// hold there): stored name, limit records, journal mirror, webhook
+    /// events naming one of `names`.
+    ForgetBuyer { buyer: String, names: Vec<String> },
+}
+
+/// Whatever a node asks another (the inbox's JSON; a hold operation reads
+/// as it did before node requests existed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Asked {
+    Hold(Request),
+    Node(NodeRequest),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Envelope {
     id: u64,
     from: u8,
-    request: Request,
+    request: Asked,
 }
 
 /// The answer: the HTTP status and body the owner would have sent.
@@ -87,13 +114,18 @@ const RELISTEN_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 /// are refused as retryable (a bound on the map above).
 pub const FORWARDS_IN_FLIGHT_MAX: usize = 4096;
 
-/// Sends `request` to node `owner` and waits for its answer: the body on
-/// success, or the owner's refusal.
-pub async fn send(
-    cluster: &Cluster,
-    owner: u8,
-    request: Request,
-) -> Result<serde_json::Value, ApiError> {
+/// How a published request ended.
+enum Reply {
+    Answered(Answer),
+    /// Nobody listens on the node's inbox (it is down, or was until the
+    /// deadline).
+    NotListening,
+    TimedOut,
+}
+
+/// Publishes `request` on node `to`'s inbox and waits for its answer until
+/// `--forward-timeout-ms`.
+async fn publish(cluster: &Cluster, to: u8, request: Asked) -> Result<Reply, ApiError> {
     if cluster.forward.waiting.len() >= FORWARDS_IN_FLIGHT_MAX {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -107,14 +139,14 @@ pub async fn send(
     let envelope = Envelope {
         id,
         from: cluster.node,
-        request: request.clone(),
+        request,
     };
     let payload = serde_json::to_string(&envelope).expect("requests serialise");
     let wait = std::time::Duration::from_millis(cluster.settings.forward_timeout_ms);
     let deadline = tokio::time::Instant::now() + wait;
     let listeners = loop {
         let sent: Result<i64, _> = redis::cmd("SPUBLISH")
-            .arg(cluster.keys.inbox(owner))
+            .arg(cluster.keys.inbox(to))
             .arg(&payload)
             .query_async(&mut cluster.conn())
             .await;
@@ -124,36 +156,38 @@ pub async fn send(
         match sent {
             Ok(0)
                 if tokio::time::Instant::now() + RELISTEN_WAIT < deadline
-                    && super::adopt::is_alive(cluster, owner).await =>
+                    && super::adopt::is_alive(cluster, to).await =>
             {
                 tokio::time::sleep(RELISTEN_WAIT).await;
             }
             other => break other,
         }
     };
-    let answer = match listeners {
-        Ok(0) => {
-            cluster.forward.waiting.remove(&id);
-            counter!("holdfast_cluster_forwards_total", "outcome" => "no_listener").increment(1);
-            // The node is down: its state is ended here once it is adopted.
-            return super::adopt::run_on_adopted(cluster, owner, request).await;
-        }
+    let reply = match listeners {
+        Ok(0) => Reply::NotListening,
         Ok(_) => match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(answer)) => answer,
-            _ => {
-                cluster.forward.waiting.remove(&id);
-                counter!("holdfast_cluster_forwards_total", "outcome" => "timeout").increment(1);
-                return Err(ApiError::unavailable(format!(
-                    "node {owner}, which made this hold, did not answer in time: retry (with the same request_id)"
-                )));
-            }
+            Ok(Ok(answer)) => Reply::Answered(answer),
+            _ => Reply::TimedOut,
         },
         Err(e) => {
             cluster.forward.waiting.remove(&id);
             return Err(super::redis_error(e));
         }
     };
-    counter!("holdfast_cluster_forwards_total", "outcome" => "answered").increment(1);
+    if !matches!(reply, Reply::Answered(_)) {
+        cluster.forward.waiting.remove(&id);
+    }
+    let outcome = match reply {
+        Reply::Answered(_) => "answered",
+        Reply::NotListening => "no_listener",
+        Reply::TimedOut => "timeout",
+    };
+    counter!("holdfast_cluster_forwards_total", "outcome" => outcome).increment(1);
+    Ok(reply)
+}
+
+/// The body of a 2xx answer, or the answering node's refusal.
+fn answered(answer: Answer) -> Result<serde_json::Value, ApiError> {
     if (200..300).contains(&answer.status) {
         return Ok(answer.body);
     }
@@ -164,6 +198,46 @@ pub async fn send(
         msg.error,
         msg.message,
     ))
+}
+
+/// Sends `request` to node `owner` and waits for its answer: the body on
+/// success, or the owner's refusal.
+pub async fn send(
+    cluster: &Cluster,
+    owner: u8,
+    request: Request,
+) -> Result<serde_json::Value, ApiError> {
+    match publish(cluster, owner, Asked::Hold(request.clone())).await? {
+        Reply::Answered(answer) => answered(answer),
+        // The node is down: its state is ended here once it is adopted.
+        Reply::NotListening => super::adopt::run_on_adopted(cluster, owner, request).await,
+        Reply::TimedOut => Err(ApiError::unavailable(format!(
+            "node {owner}, which made this hold, did not answer in time: retry (with the same request_id)"
+        ))),
+    }
+}
+
+/// Sends `request` to live node `node` and waits for its answer: the body,
+/// or `None` when the node turned out not to be alive (nobody listens and
+/// its ownership lapsed: it has no memory to ask). A live node that does
+/// not answer in time is a retryable refusal.
+pub async fn ask(
+    cluster: &Cluster,
+    node: u8,
+    request: NodeRequest,
+) -> Result<Option<serde_json::Value>, ApiError> {
+    let unanswered = || {
+        ApiError::unavailable(format!(
+            "node {node} is alive but did not answer within {} ms: retry once it does (or once it \
+             is adopted)",
+            cluster.settings.forward_timeout_ms
+        ))
+    };
+    match publish(cluster, node, Asked::Node(request)).await? {
+        Reply::Answered(answer) => answered(answer).map(Some),
+        Reply::NotListening if !super::adopt::is_alive(cluster, node).await => Ok(None),
+        Reply::NotListening | Reply::TimedOut => Err(unanswered()),
+    }
 }
 
 /// Runs a request another node forwarded to this one, and answers it.
@@ -182,10 +256,11 @@ pub async fn handle(cluster: &Cluster, payload: &str) {
         return;
     };
     let result = match envelope.request {
-        Request::Commit(c) => ops.commit(&c).await.map(to_json),
-        Request::Release(r) => ops.release(&r).await.map(to_json),
-        Request::Extend(x) => ops.extend(&x).await.map(to_json),
-        Request::Hold { hold } => ops.hold(&hold).await.map(to_json),
+        Asked::Hold(Request::Commit(c)) => ops.commit(&c).await.map(to_json),
+        Asked::Hold(Request::Release(r)) => ops.release(&r).await.map(to_json),
+        Asked::Hold(Request::Extend(x)) => ops.extend(&x).await.map(to_json),
+        Asked::Hold(Request::Hold { hold }) => ops.hold(&hold).await.map(to_json),
+        Asked::Node(request) => super::erase::handle(&ops, request),
     };
     let answer = match result {
         Ok(body) => Answer {

@@ -19,7 +19,8 @@
 //! - **Counts** are published per SKU on a sharded channel and summed by
 //!   every node ([`counts`]).
 //! - **Hold operations** on another node's hold go to that node through its
-//!   inbox channel ([`forward`]); to an adopted node's state directly.
+//!   inbox channel ([`forward`]); to an adopted node's state directly. A
+//!   buyer erasure asks every live node the same way ([`erase`]).
 //!
 //! # Layout
 //!
@@ -32,10 +33,12 @@
 //! - [`bus`]: the push-message loop (sharded pub/sub) and publishing.
 //! - [`rebuild`]: a SKU's pool and ledger rebuilt from what the nodes hold.
 //! - [`requests`]: a reservation's request id claimed across nodes.
+//! - [`erase`]: a buyer erased on every node and in every node's slot.
 
 pub mod adopt;
 pub mod bus;
 pub mod counts;
+pub mod erase;
 pub mod forward;
 pub mod keys;
 pub mod lease;

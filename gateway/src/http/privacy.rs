@@ -20,10 +20,5 @@ async fn erase(
     _: Admin,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut erased = s.ops.erase_buyer(&id).await?;
-    if let Some(hooks) = &s.webhooks {
-        (erased.webhook_events, erased.webhook_stream_entries) =
-            hooks.erase_buyer(&erased.buyer).await?;
-    }
-    Ok(Json(erased))
+    Ok(Json(s.ops.erase_buyer(&id).await?))
 }

@@ -81,38 +81,42 @@ impl EndedLookup {
     }
 
     /// Runs `pipe` on this lookup's own connection (reconnecting once it
-    /// failed). Also used by erasure.
+    /// failed).
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, ApiError> {
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "redis lookup failed");
-            ApiError::unavailable("redis is unavailable, retry shortly")
-        };
-        let mut guard = self.conn.lock().await;
-        let conn = match guard.as_mut() {
-            Some(c) => c,
-            None => {
-                let c = self
-                    .target
-                    .connect(self.timeout)
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                guard.insert(c)
-            }
-        };
-        // A clone of the multiplexed connection: lookups do not wait for
-        // each other behind the lock.
-        let mut conn = conn.clone();
-        drop(guard);
+        let mut conn = self.connection().await?;
         match pipe.query_async(&mut conn).await {
             Ok(v) => Ok(v),
-            Err(e) => {
-                // Reconnect next time.
-                *self.conn.lock().await = None;
-                Err(unavailable(&e))
-            }
+            Err(e) => Err(self.failed(&e).await),
         }
     }
+
+    /// A clone of this lookup's multiplexed connection (lookups do not
+    /// wait for each other behind the lock), connecting first if needed.
+    /// Also used by erasure, which runs many commands on it.
+    pub(crate) async fn connection(&self) -> Result<Conn, ApiError> {
+        let mut guard = self.conn.lock().await;
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = self
+            .target
+            .connect(self.timeout)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(guard.insert(c).clone())
+    }
+
+    /// A command on [`Self::connection`] failed: reconnect next time.
+    pub(crate) async fn failed(&self, e: &redis::RedisError) -> ApiError {
+        *self.conn.lock().await = None;
+        unavailable(e)
+    }
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, "redis lookup failed");
+    ApiError::unavailable("redis is unavailable, retry shortly")
 }

@@ -4,13 +4,17 @@
 //! a stream entry cannot be rewritten in place, and a redacted copy would
 //! read as a second order to a fulfilment consumer).
 //!
+//! The webhook streams under the same prefix get [`erase_all`]'s pass too
+//! (found by `SCAN`, so an endpoint deleted since is not missed).
+//!
 //! The writer's mirror forgets the buyer at its next batch
 //! ([`super::Journal::forget_buyer`]), so a later re-write of the whole
 //! state does not bring the records back. It must never touch a live
 //! hold: the caller refuses the erasure while the buyer has one.
 
-use super::ended::EndedLookup;
-use crate::error::ApiError;
+use super::conn::Conn;
+use super::keys::Keys;
+use redis::aio::ConnectionLike;
 use std::sync::Arc;
 
 /// Order-stream entries read per `XRANGE` while looking for the buyer's.
@@ -25,59 +29,122 @@ pub struct Erased {
     pub limit_records: u64,
     /// Order-stream entries deleted.
     pub order_entries: u64,
+    /// Webhook stream entries replaced by a copy without the buyer.
+    pub webhook_stream_entries: u64,
 }
 
-/// Removes buyer `field` (its hex hash) and every order-stream entry whose
-/// `buyer` is `stored` (its pseudonym, or its id in the clear).
-pub async fn erase(
-    redis: &EndedLookup,
+impl std::ops::AddAssign for Erased {
+    fn add_assign(&mut self, other: Self) {
+        self.names += other.names;
+        self.limit_records += other.limit_records;
+        self.order_entries += other.order_entries;
+        self.webhook_stream_entries += other.webhook_stream_entries;
+    }
+}
+
+/// Removes buyer `field` (its hex hash) from the journal under `keys`, and
+/// every order-stream entry whose `buyer` is one of `names`: its stored
+/// name, and its hex hash (what an entry says of a buyer whose name the
+/// writer did not know, and what an adopted node's commits say).
+/// Every key is under `keys`' prefix: in a cluster, one node's slot.
+pub async fn erase<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
     skus: &[Arc<str>],
     field: &str,
-    stored: &str,
-) -> Result<Erased, ApiError> {
-    let keys = redis.keys();
+    names: &[&str],
+) -> redis::RedisResult<Erased> {
     let mut pipe = redis::pipe();
     pipe.hdel(keys.buyer_names(), field);
     for sku in skus {
         pipe.hdel(keys.buyers(sku), field);
     }
-    let removed: Vec<u64> = redis.query(&pipe).await?;
+    let removed: Vec<u64> = pipe.query_async(conn).await?;
     let mut erased = Erased {
         names: removed.first().copied().unwrap_or(0),
         limit_records: removed.iter().skip(1).sum(),
-        order_entries: 0,
+        ..Erased::default()
     };
     // The stream in pages, oldest first; each page's matches deleted at
     // once. The stream is bounded (`--orders-maxlen`, `--orders-max-age-ms`).
-    let mut start = "-".to_string();
-    loop {
-        let mut page = redis::pipe();
-        page.cmd("XRANGE")
-            .arg(keys.orders())
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(ERASE_SCAN_COUNT);
-        let (reply,): (redis::streams::StreamRangeReply,) = redis.query(&page).await?;
-        let Some(last) = reply.ids.last().map(|e| e.id.clone()) else {
-            break;
-        };
-        let ids: Vec<&str> = reply
-            .ids
+    let mut pages = StreamPages::new(keys.orders());
+    while let Some(page) = pages.next(conn).await? {
+        let ids: Vec<&str> = page
             .iter()
-            .filter(|e| e.get::<String>("buyer").as_deref() == Some(stored))
+            .filter(|e| {
+                e.get::<String>("buyer")
+                    .is_some_and(|b| names.contains(&b.as_str()))
+            })
             .map(|e| e.id.as_str())
             .collect();
         if !ids.is_empty() {
-            let mut del = redis::pipe();
-            del.cmd("XDEL").arg(keys.orders()).arg(&ids);
-            let (n,): (u64,) = redis.query(&del).await?;
+            let n: u64 = redis::cmd("XDEL")
+                .arg(keys.orders())
+                .arg(&ids)
+                .query_async(conn)
+                .await?;
             erased.order_entries += n;
         }
-        if reply.ids.len() < ERASE_SCAN_COUNT {
-            break;
-        }
-        start = format!("({last}");
     }
     Ok(erased)
+}
+
+/// [`erase`], then every webhook stream under the same prefix (see
+/// [`crate::webhooks::stream::erase_buyer_in`]).
+pub async fn erase_all(
+    conn: &mut Conn,
+    keys: &Keys,
+    skus: &[Arc<str>],
+    field: &str,
+    names: &[&str],
+) -> redis::RedisResult<Erased> {
+    let mut erased = erase(conn, keys, skus, field, names).await?;
+    let pattern = crate::webhooks::stream::streams_pattern(keys.prefix());
+    for key in conn.scan_keys(&pattern).await? {
+        erased.webhook_stream_entries +=
+            crate::webhooks::stream::erase_buyer_in(conn, &key, names).await?;
+    }
+    Ok(erased)
+}
+
+/// A stream read in pages of [`ERASE_SCAN_COUNT`] entries, oldest first
+/// (erasure reads whole streams; each is bounded by its own limit).
+#[derive(Debug)]
+pub struct StreamPages<'k> {
+    key: &'k str,
+    /// Where the next page starts (`None`: the stream was read to its end).
+    start: Option<String>,
+}
+
+impl<'k> StreamPages<'k> {
+    pub fn new(key: &'k str) -> Self {
+        Self {
+            key,
+            start: Some("-".to_string()),
+        }
+    }
+
+    /// The next page, or `None` past the end. Entries added behind the
+    /// reader meanwhile are read too.
+    pub async fn next<C: ConnectionLike + Send>(
+        &mut self,
+        conn: &mut C,
+    ) -> redis::RedisResult<Option<Vec<redis::streams::StreamId>>> {
+        let Some(start) = self.start.take() else {
+            return Ok(None);
+        };
+        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key)
+            .arg(&start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(ERASE_SCAN_COUNT)
+            .query_async(conn)
+            .await?;
+        if page.ids.len() == ERASE_SCAN_COUNT {
+            let last = &page.ids[ERASE_SCAN_COUNT - 1].id;
+            self.start = Some(format!("({last}"));
+        }
+        Ok((!page.ids.is_empty()).then_some(page.ids))
+    }
 }

@@ -23,6 +23,11 @@ impl Keys {
         }
     }
 
+    /// What every key of this journal starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn sku(&self, id: &str) -> String {
         format!("{}:{{{id}}}:sku", self.prefix)
     }
@@ -35,8 +40,9 @@ impl Keys {
         format!("{}:{{{id}}}:buyers", self.prefix)
     }
 
-    /// A SKU's show statistics' sales buckets: bucket index -> units
-    /// (the counters are the `stats` field of its `sku` hash).
+    /// A SKU's show statistics' sales buckets: bucket index -> units, and
+    /// its sales channels' ([`sales_field`]); the counters are the `stats`
+    /// field of its `sku` hash.
     pub fn sales(&self, id: &str) -> String {
         format!("{}:{{{id}}}:sales", self.prefix)
     }
@@ -75,6 +81,26 @@ impl Keys {
     /// SCAN pattern of all request buckets.
     pub fn requests_pattern(&self) -> String {
         format!("{}:reqs:*", self.prefix)
+    }
+}
+
+/// Field of a sales bucket in a SKU's sales hash: the bucket index for the
+/// SKU's own, `<channel index>:<bucket index>` for one of its sales
+/// channels' (a reader that knows only the SKU's skips these: they do not
+/// parse as a number).
+pub fn sales_field(channel: Option<u8>, bucket: u64) -> String {
+    match channel {
+        None => bucket.to_string(),
+        Some(idx) => format!("{idx}:{bucket}"),
+    }
+}
+
+/// A sales hash field: (channel index, or none for the SKU's own; bucket
+/// index).
+pub fn parse_sales_field(field: &str) -> Option<(Option<u8>, u64)> {
+    match field.split_once(':') {
+        None => Some((None, field.parse().ok()?)),
+        Some((idx, bucket)) => Some((Some(idx.parse().ok()?), bucket.parse().ok()?)),
     }
 }
 
@@ -347,6 +373,16 @@ mod tests {
         );
         assert_eq!(buyer_field(BuyerId(0xab)), format!("{:016x}", 0xab));
         assert_eq!(parse_request_field(&request_field(42)), Some(42));
+        for (channel, bucket) in [(None, 179_632_633), (Some(0), 7), (Some(7), u64::MAX)] {
+            let field = sales_field(channel, bucket);
+            assert_eq!(
+                parse_sales_field(&field),
+                Some((channel, bucket)),
+                "{field}"
+            );
+        }
+        assert_eq!(sales_field(Some(3), 12), "3:12");
+        assert_eq!(parse_sales_field("x:1"), None);
         let e = EndedRecord {
             ended: Ended::Committed,
             line: 0,

@@ -11,7 +11,7 @@
 use super::keys::{
     ChannelRecord, Ended, EndedRecord, HOLD_RECORD_BYTES_MAX, HoldField, HoldRecord, Keys,
     RequestRecord, buyer_field, ended_bucket, ended_bucket_ttl_ms, hold_field, request_bucket,
-    request_bucket_ttl_ms, request_field,
+    request_bucket_ttl_ms, request_field, sales_field,
 };
 use crate::catalog::Meta;
 use crate::ids::Ids;
@@ -723,7 +723,8 @@ impl Mirror {
     }
 
     /// A SKU's statistics record: the counters beside its stock, the sales
-    /// buckets (changed ones, or `all`) in their own hash.
+    /// buckets, the SKU's and its channels' (changed ones, or `all`), in
+    /// their own hash.
     fn stats_commands(ctx: &Ctx<'_>, s: &MirrorSku, all: bool) -> Vec<redis::Cmd> {
         let Some(record) = ctx.stats.record(s.idx, all) else {
             return Vec::new();
@@ -731,11 +732,24 @@ impl Mirror {
         let mut counters = redis::cmd("HSET");
         counters.arg(&*s.key_sku).arg("stats").arg(record.counters);
         let mut cmds = vec![counters];
-        if !record.sales.is_empty() {
+        // Buckets past the bound go from Redis too (before the new ones:
+        // never the same buckets, but one order reads simpler).
+        if !record.dropped.is_empty() {
+            let mut dropped = redis::cmd("HDEL");
+            dropped.arg(ctx.keys.sales(&s.id));
+            for (channel, bucket) in record.dropped {
+                dropped.arg(sales_field(channel, bucket));
+            }
+            cmds.push(dropped);
+        }
+        if !record.sales.is_empty() || !record.channel_sales.is_empty() {
             let mut sales = redis::cmd("HSET");
             sales.arg(ctx.keys.sales(&s.id));
             for (bucket, units) in record.sales {
-                sales.arg(bucket).arg(units);
+                sales.arg(sales_field(None, bucket)).arg(units);
+            }
+            for (channel, bucket, units) in record.channel_sales {
+                sales.arg(sales_field(Some(channel), bucket)).arg(units);
             }
             cmds.push(sales);
         }

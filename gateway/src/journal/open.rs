@@ -171,9 +171,7 @@ pub async fn open(
     // deadlines for "expiring soon".
     for saved in &loaded.stats {
         if let Some(sku) = engine.sku(&saved.sku) {
-            beside
-                .stats
-                .restore(sku, saved.counters.clone(), &saved.sales);
+            beside.stats.restore(sku, saved);
         }
     }
     let now_ms = engine.now_ms();

@@ -9,6 +9,7 @@
 use super::conn::Conn;
 use super::keys::{
     ChannelRecord, HoldRecord, Keys, RequestRecord, parse_buyer_field, parse_request_field,
+    parse_sales_field,
 };
 use crate::protocol::SkuMeta;
 use anyhow::{Context as _, anyhow, bail};
@@ -47,7 +48,7 @@ fn field<T: std::str::FromStr>(
         .map_err(|_| anyhow!("{what}: field {name} is not a number"))
 }
 
-fn parse_key(hex: &str) -> Option<(u64, u64)> {
+pub fn parse_key(hex: &str) -> Option<(u64, u64)> {
     if hex.len() != 32 {
         return None;
     }
@@ -176,14 +177,19 @@ pub async fn load(
             match serde_json::from_str::<crate::stats::Counters>(json) {
                 Ok(counters) => {
                     let raw: HashMap<String, u32> = con.hgetall(keys.sales(id)).await?;
-                    let sales = raw
-                        .into_iter()
-                        .filter_map(|(b, units)| Some((b.parse().ok()?, units)))
-                        .collect();
+                    let (mut sales, mut channel_sales) = (Vec::new(), Vec::new());
+                    for (field, units) in raw {
+                        match parse_sales_field(&field) {
+                            Some((None, b)) => sales.push((b, units)),
+                            Some((Some(channel), b)) => channel_sales.push((channel, b, units)),
+                            None => {}
+                        }
+                    }
                     stats.push(crate::stats::Saved {
                         sku: id.clone(),
                         counters,
                         sales,
+                        channel_sales,
                     });
                 }
                 Err(e) => {

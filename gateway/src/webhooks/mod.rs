@@ -282,22 +282,15 @@ impl Webhooks {
         }
     }
 
-    /// Blanks buyer `stored` in every endpoint's events: in memory (see
-    /// [`MemQueue::erase_buyer`]) and, with Redis, in its streams (see
-    /// [`stream::Streams::erase_buyer`]). Returns the events blanked in
-    /// memory and the stream entries replaced.
-    pub async fn erase_buyer(&self, stored: &str) -> Result<(u64, u64), crate::error::ApiError> {
-        let (mut memory, mut redis) = (0, 0);
-        for ep in self.endpoints() {
-            memory += ep.queue.erase_buyer(stored);
-            if let Some(streams) = &ep.streams {
-                redis += streams.erase_buyer(&ep.id, stored).await.map_err(|e| {
-                    tracing::warn!(endpoint = %ep.id, error = %e, "erasure: webhook streams not read");
-                    crate::journal::timed_out()
-                })?;
-            }
-        }
-        Ok((memory, redis))
+    /// Blanks buyer `names` (its stored name, its hex hash) in every
+    /// endpoint's events kept in memory (see [`MemQueue::erase_buyer`]).
+    /// Returns the events blanked. Their Redis streams are the journal's
+    /// erasure's (`crate::journal::erase::erase_all`).
+    pub fn erase_buyer_in_memory(&self, names: &[&str]) -> u64 {
+        self.endpoints()
+            .iter()
+            .map(|ep| ep.queue.erase_buyer(names))
+            .sum()
     }
 
     /// The sales channel of a buyer-token hold (remembered in memory).

@@ -235,11 +235,16 @@ impl MemQueue {
     /// delivery history (`data.buyer` becomes `null`; the event is still
     /// delivered, with the same id). An event in flight is not reachable
     /// here: it is delivered as it was. Returns the events blanked.
-    pub fn erase_buyer(&self, stored: &str) -> u64 {
+    pub fn erase_buyer(&self, names: &[&str]) -> u64 {
         let mut q = self.lock();
         let mut n = 0;
         let mut blank = |event: &mut Arc<Event>| {
-            if event.data.get("buyer").and_then(|b| b.as_str()) == Some(stored) {
+            if event
+                .data
+                .get("buyer")
+                .and_then(|b| b.as_str())
+                .is_some_and(|b| names.contains(&b))
+            {
                 let mut copy = Event::clone(event);
                 copy.data["buyer"] = serde_json::Value::Null;
                 *event = Arc::new(copy);

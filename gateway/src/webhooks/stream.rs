@@ -109,75 +109,6 @@ impl Streams {
         }
     }
 
-    /// Erasure (docs/PRIVACY.md): every entry of the endpoint's stream and
-    /// dead-letter stream whose event names buyer `stored` is replaced by a
-    /// copy whose `buyer` is `null` (a stream entry cannot be rewritten in
-    /// place: the copy is `XADD`ed and the original `XDEL`ed in one
-    /// `MULTI`). The copy keeps the event's id, so a receiver that already
-    /// got the original dedupes a second delivery. Reads in pages of
-    /// [`crate::journal::erase::ERASE_SCAN_COUNT`]; the streams are bounded
-    /// (`--webhook-stream-max`, `--webhook-dead-letters-max`). Returns the
-    /// entries replaced.
-    pub async fn erase_buyer(&self, endpoint: &str, stored: &str) -> redis::RedisResult<u64> {
-        use crate::journal::erase::ERASE_SCAN_COUNT;
-        let mut replaced = 0;
-        let streams = [
-            (self.endpoint_key(endpoint), "event", &["data"][..]),
-            (self.dead_key(endpoint), "dead", &["event", "data"][..]),
-        ];
-        for (key, field, path) in streams {
-            let mut start = "-".to_string();
-            loop {
-                let mut conn = self.shared().await?;
-                let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                    .arg(&key)
-                    .arg(&start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(ERASE_SCAN_COUNT)
-                    .query_async(&mut conn)
-                    .await?;
-                let Some(last) = page.ids.last().map(|e| e.id.clone()) else {
-                    break;
-                };
-                let mut pipe = redis::pipe();
-                pipe.atomic();
-                let mut found = 0;
-                for entry in &page.ids {
-                    let Some(mut value) = entry
-                        .get::<String>(field)
-                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                    else {
-                        continue;
-                    };
-                    let data = path.iter().try_fold(&mut value, |v, p| v.get_mut(*p));
-                    let Some(data) = data.filter(|d| d["buyer"].as_str() == Some(stored)) else {
-                        continue;
-                    };
-                    data["buyer"] = serde_json::Value::Null;
-                    pipe.cmd("XADD")
-                        .arg(&key)
-                        .arg("*")
-                        .arg(field)
-                        .arg(value.to_string())
-                        .ignore()
-                        .xdel(&key, &[&entry.id])
-                        .ignore();
-                    found += 1;
-                }
-                if found > 0 {
-                    self.exec(&pipe).await?;
-                    replaced += found;
-                }
-                if page.ids.len() < ERASE_SCAN_COUNT {
-                    break;
-                }
-                start = format!("({last}");
-            }
-        }
-        Ok(replaced)
-    }
-
     /// An entry delivered: acknowledged and deleted.
     pub async fn delivered(&self, endpoint: &str, entry: &str) {
         let key = self.endpoint_key(endpoint);
@@ -514,4 +445,64 @@ pub async fn run_feeder(
             }
         }
     }
+}
+
+/// `SCAN` pattern of every webhook stream (endpoint and dead-letter) of the
+/// journal whose keys start with `prefix`.
+pub fn streams_pattern(prefix: &str) -> String {
+    format!("{prefix}:webhooks:*")
+}
+
+/// Erasure (docs/PRIVACY.md): every entry of the webhook stream `key` (an
+/// endpoint's stream, or its dead-letter stream: a key ending in `:dead`)
+/// whose event names one of buyer `names` is replaced by a copy whose
+/// `buyer` is `null` (a stream entry cannot be rewritten in place: the
+/// copy is `XADD`ed and the original `XDEL`ed in one `MULTI`). The copy
+/// keeps the event's id, so a receiver that already got the original
+/// dedupes a second delivery. Reads in pages
+/// ([`crate::journal::erase::StreamPages`]); the streams are bounded
+/// (`--webhook-stream-max`, `--webhook-dead-letters-max`). Returns the
+/// entries replaced.
+pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis::RedisResult<u64> {
+    // A dead letter keeps the whole event under `event`.
+    let (field, path) = match key.ends_with(":dead") {
+        false => ("event", &["data"][..]),
+        true => ("dead", &["event", "data"][..]),
+    };
+    let mut replaced = 0;
+    let mut pages = crate::journal::erase::StreamPages::new(key);
+    while let Some(page) = pages.next(conn).await? {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut found = 0;
+        for entry in &page {
+            let Some(mut value) = entry
+                .get::<String>(field)
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            else {
+                continue;
+            };
+            let data = path.iter().try_fold(&mut value, |v, p| v.get_mut(*p));
+            let Some(data) =
+                data.filter(|d| d["buyer"].as_str().is_some_and(|b| names.contains(&b)))
+            else {
+                continue;
+            };
+            data["buyer"] = serde_json::Value::Null;
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg(field)
+                .arg(value.to_string())
+                .ignore()
+                .xdel(key, &[&entry.id])
+                .ignore();
+            found += 1;
+        }
+        if found > 0 {
+            pipe.query_async::<()>(conn).await?;
+            replaced += found;
+        }
+    }
+    Ok(replaced)
 }

@@ -312,6 +312,44 @@ where
     holdfast_testkit::eventually(what, PATIENCE, probe).await
 }
 
+/// Everything one Redis key holds (a hash's fields and values, a stream's
+/// entries as `field=value`, a set's members...), as byte strings to
+/// search: the privacy tests read every key back this way. An empty list
+/// for a key gone meanwhile; a type no test knows fails the test.
+pub async fn key_contents<C: redis::aio::ConnectionLike + Send>(
+    c: &mut C,
+    key: &str,
+) -> Vec<Vec<u8>> {
+    let kind: String = redis::cmd("TYPE").arg(key).query_async(c).await.unwrap();
+    let read = |cmd: &str, rest: &[&str]| {
+        let mut cmd = redis::cmd(cmd);
+        cmd.arg(key).arg(rest);
+        cmd
+    };
+    match kind.as_str() {
+        "hash" => read("HGETALL", &[]).query_async(c).await.unwrap(),
+        "set" => read("SMEMBERS", &[]).query_async(c).await.unwrap(),
+        "zset" => read("ZRANGE", &["0", "-1"]).query_async(c).await.unwrap(),
+        "list" => read("LRANGE", &["0", "-1"]).query_async(c).await.unwrap(),
+        "string" => vec![read("GET", &[]).query_async(c).await.unwrap()],
+        "stream" => {
+            let r: redis::streams::StreamRangeReply =
+                read("XRANGE", &["-", "+"]).query_async(c).await.unwrap();
+            r.ids
+                .iter()
+                .flat_map(|e| {
+                    e.map.iter().map(|(k, v)| {
+                        let v: Vec<u8> = redis::from_redis_value(v.clone()).unwrap_or_default();
+                        [k.as_bytes(), b"=", &v].concat()
+                    })
+                })
+                .collect()
+        }
+        "none" => Vec::new(),
+        other => panic!("a {other} key {key}: add its type to key_contents"),
+    }
+}
+
 /// A private redis-server on a free port (the testkit's launcher: stopped
 /// on drop, dies with a killed test process), optionally with a password
 /// or TLS only. `None` only when redis-server is missing and skipping was

@@ -335,7 +335,10 @@ impl Ops {
         }
     }
 
-    async fn settle<T>(&self, applied: Result<Applied<T>, ApiError>) -> Result<T, ApiError> {
+    pub(crate) async fn settle<T>(
+        &self,
+        applied: Result<Applied<T>, ApiError>,
+    ) -> Result<T, ApiError> {
         let applied = applied?;
         let waited = self.durability.settle_seq(applied.seq).await;
         self.finish(applied, waited)

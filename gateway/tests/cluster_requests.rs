@@ -225,3 +225,109 @@ async fn a_retry_where_nothing_is_left_is_not_told_sold_out() {
     .await;
     assert_eq!((s3, &c["hold"]), (200, &a["hold"]), "{c}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_limit_holds_across_nodes() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let args = ["--broadcast-interval-ms", "20", "--node-ttl-ms", "1500"];
+    let nodes = [
+        HoldfastNode::spawn(&urls, 1, &args).await,
+        HoldfastNode::spawn(&urls, 2, &args).await,
+        HoldfastNode::spawn(&urls, 3, &args).await,
+    ];
+    let http = reqwest::Client::new();
+    let (status, body) = post(
+        &http,
+        nodes[0].url("/api/admin/skus"),
+        json!({"id": "lim", "total": 100, "buyer_limit": 2, "hold_ttl_ms": 600_000}),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let buy = |buyer: &str| json!({"sku": "lim", "qty": 1, "buyer": buyer});
+    // One buyer, one reservation per node: the third is over the limit.
+    let mut bobs = Vec::new();
+    for node in &nodes {
+        let (s, r) = post(&http, node.url("/api/reservations"), buy("bob"), CHECKOUT).await;
+        bobs.push((s, r));
+    }
+    let statuses: Vec<u16> = bobs.iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [201, 201, 429], "{bobs:?}");
+    assert_eq!(bobs[2].1["error"], "limit_exceeded", "{bobs:?}");
+    // Six at once over three nodes: two get a unit.
+    let attempts = (0..6).map(|k| {
+        let (http, url) = (http.clone(), nodes[k % 3].url("/api/reservations"));
+        async move { post(&http, url, buy("cat"), CHECKOUT).await }
+    });
+    let cats = futures_util::future::join_all(attempts).await;
+    let won = cats.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(won, 2, "{cats:?}");
+    assert!(
+        cats.iter()
+            .all(|(s, r)| *s == 201 || r["error"] == "limit_exceeded"),
+        "{cats:?}"
+    );
+    // A release (through a third node) gives the buyer room again anywhere.
+    let hold = bobs[0].1["hold"].as_str().unwrap();
+    let (s, r) = post(
+        &http,
+        nodes[2].url(&format!("/api/holds/{hold}/release")),
+        json!({}),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = post(
+        &http,
+        nodes[1].url("/api/reservations"),
+        buy("bob"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let (s, r) = post(
+        &http,
+        nodes[2].url("/api/reservations"),
+        buy("bob"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (429, Some("limit_exceeded")),
+        "{r}"
+    );
+    // Bob's home (node 1, where he reserved first) dies: once it is gone,
+    // another node takes his reservations (what node 1 counted is lost with
+    // it: documented).
+    nodes[0].kill9();
+    let url = nodes[1].url("/api/reservations");
+    eventually("bob reserves again once his home is gone", || async {
+        let (s, _) = post(&http, url.clone(), buy("bob"), CHECKOUT).await;
+        (s == 201).then_some(())
+    })
+    .await;
+    let (s, r) = post(
+        &http,
+        nodes[2].url("/api/reservations"),
+        buy("bob"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(s, 201, "the new home counts afresh: {r}");
+    let (s, r) = post(
+        &http,
+        nodes[2].url("/api/reservations"),
+        buy("bob"),
+        CHECKOUT,
+    )
+    .await;
+    assert_eq!(
+        (s, r["error"].as_str()),
+        (429, Some("limit_exceeded")),
+        "{r}"
+    );
+}

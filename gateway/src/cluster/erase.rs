@@ -94,7 +94,12 @@ impl Cluster {
         for answer in join_all(live_nodes.map(|n| self.forget_on(ops, n))).await {
             forgotten += answer?;
         }
-        // 4. Every node's slot in Redis.
+        // 4. Every node's slot in Redis, and the buyer's home.
+        let _: u64 = redis::cmd("DEL")
+            .arg(self.home_key(id))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(super::redis_error)?;
         let mut erased = Erased::default();
         for n in &nodes {
             erased += self
@@ -253,6 +258,7 @@ pub fn handle(ops: &Ops, request: NodeRequest) -> Result<serde_json::Value, ApiE
         NodeRequest::BuyerHolds { buyer: b } => {
             Ok(serde_json::json!({ "live": ops.live_holds_of(buyer(&b)?) }))
         }
+        NodeRequest::Reserve(_) => Err(ApiError::invalid("not a request about a buyer's memory")),
         NodeRequest::ForgetBuyer { buyer: b, names } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             let forgotten = ops.forget_buyer_here(buyer(&b)?, &names)?;

@@ -57,6 +57,8 @@ pub enum NodeRequest {
     /// hold there): stored name, limit records, journal mirror, webhook
     /// events naming one of `names`.
     ForgetBuyer { buyer: String, names: Vec<String> },
+    /// Reserve here, the buyer's home node ([`super::home`]).
+    Reserve(crate::protocol::Reserve),
 }
 
 /// Whatever a node asks another (the inbox's JSON; a hold operation reads
@@ -260,6 +262,7 @@ pub async fn handle(cluster: &Cluster, payload: &str) {
         Asked::Hold(Request::Release(r)) => ops.release(&r).await.map(to_json),
         Asked::Hold(Request::Extend(x)) => ops.extend(&x).await.map(to_json),
         Asked::Hold(Request::Hold { hold }) => ops.hold(&hold).await.map(to_json),
+        Asked::Node(NodeRequest::Reserve(r)) => ops.reserve_as_home(r).await.map(to_json),
         Asked::Node(request) => super::erase::handle(&ops, request),
     };
     let answer = match result {

@@ -73,6 +73,18 @@ impl ClusterKeys {
         format!("{}:{{rq:{digest}}}", self.prefix)
     }
 
+    /// String: a buyer's home node ([`super::home`]), under a slot of its
+    /// own (`digest`: a keyed hash of the buyer id).
+    pub fn buyer_home(&self, digest: &str) -> String {
+        format!("{}:{{bh:{digest}}}", self.prefix)
+    }
+
+    /// String: the key buyer homes are hashed with, shared by the nodes
+    /// (made by the first node that joins).
+    pub fn buyer_home_key(&self) -> String {
+        format!("{}:{{nodes}}:buyer-home-key", self.prefix)
+    }
+
     /// The node's own prefix: its journal keys live under it.
     pub fn node_prefix(&self, node: u8) -> String {
         format!("{}:{{node:{node}}}", self.prefix)

@@ -33,6 +33,7 @@
 //! - [`bus`]: the push-message loop (sharded pub/sub) and publishing.
 //! - [`rebuild`]: a SKU's pool and ledger rebuilt from what the nodes hold.
 //! - [`requests`]: a reservation's request id claimed across nodes.
+//! - [`home`]: a buyer's home node, where its per-buyer limits are counted.
 //! - [`erase`]: a buyer erased on every node and in every node's slot.
 
 pub mod adopt;
@@ -40,6 +41,7 @@ pub mod bus;
 pub mod counts;
 pub mod erase;
 pub mod forward;
+pub mod home;
 pub mod keys;
 pub mod lease;
 pub mod ops;
@@ -126,6 +128,10 @@ pub struct Cluster {
     redis_timeout: Duration,
     /// How long answers to request ids are remembered ([`requests`]).
     pub request_window_ms: u64,
+    /// The key buyer homes are hashed with ([`home`]), and how long a home
+    /// lasts (0: for ever).
+    home_secret: String,
+    pub buyer_record_retention_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -160,6 +166,8 @@ pub struct Joined {
     /// Stops the renewals that keep the ownership alive while the node
     /// starts (see [`owner::keep_while_starting`]).
     pub starting_keeper: CancellationToken,
+    /// See [`Cluster::home_key`].
+    pub home_secret: String,
 }
 
 /// Connects to the cluster, checks it is one, and takes this node's
@@ -270,7 +278,18 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         .arg(format!("{instance}|{epoch}"))
         .query_async(&mut conn)
         .await?;
+    // The first node to join makes the key buyer homes are hashed with.
+    let (a, b) = crate::ids::Ids::random_key();
+    let made: Option<String> = redis::cmd("SET")
+        .arg(keys.buyer_home_key())
+        .arg(format!("{a:016x}{b:016x}"))
+        .arg("NX")
+        .arg("GET")
+        .query_async(&mut conn)
+        .await?;
+    let home_secret = made.unwrap_or_else(|| format!("{a:016x}{b:016x}"));
     Ok(Joined {
+        home_secret,
         node,
         keys,
         instance,
@@ -344,6 +363,8 @@ impl Cluster {
             starting_keeper: joined.starting_keeper.clone(),
             redis_timeout: Duration::from_millis(args.journal.redis_timeout_ms),
             request_window_ms: args.limits.request_window_ms,
+            home_secret: joined.home_secret.clone(),
+            buyer_record_retention_ms: args.privacy.buyer_record_retention_ms,
         };
         cluster.renewed(owned_at);
         Arc::new(cluster)

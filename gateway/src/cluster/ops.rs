@@ -37,7 +37,7 @@ impl Ops {
     ///
     /// A retry of a request another node took gets that node's hold
     /// ([`super::requests`]).
-    pub async fn reserve_leased(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
+    pub(crate) async fn reserve_here(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
         let Some(request_id) = req.request_id.clone() else {
             return self.reserve_leased_here(req).await;
         };

@@ -1,6 +1,8 @@
 //! Buyer erasure in a multi-node deployment: real `holdfast` processes over
 //! a real Redis Cluster. A buyer who bought through three nodes (one of
-//! them killed and adopted since) is erased through one of them; then
+//! them killed and adopted since; what she bought of a SKU with a per-buyer
+//! limit is made by her home node, the rest where she asked) is erased
+//! through one of them; then
 //! every key of every master is read back (SCAN, and every hash, stream,
 //! string, set) and none names the buyer: not its id, not any node's
 //! pseudonym of it, not any node's hash of it. Each node generates its own
@@ -179,20 +181,30 @@ async fn a_buyer_is_erased_on_every_node_and_in_every_nodes_slot() {
     let n3 = HoldfastNode::spawn(&urls, 3, &args).await;
     let http = reqwest::Client::new();
 
-    // Alice buys up to her limit on nodes 1 and 2 (the limit counts per
-    // node), once on node 3, and holds a unit on node 3; Bob buys once
-    // on each node.
-    for node in [&n1, &n2] {
-        buy_up_to_the_limit(&http, node, ALICE).await;
+    // Alice buys up to her limit through nodes 1 and 2 (her home is node
+    // 1, where she reserved it first: node 2 forwards there), buys an
+    // unlimited SKU on nodes 2 and 3 (made where she asks), and holds a
+    // unit on node 3; Bob buys the limited SKU through each node (all made
+    // by his home, node 1).
+    buy(&http, &n1, LIMITED, ALICE).await;
+    for _ in 1..LIMIT {
+        buy(&http, &n2, LIMITED, ALICE).await;
     }
-    buy(&http, &n3, LIMITED, ALICE).await;
+    let (status, r) = reserve(&http, &n2, LIMITED, ALICE).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (429, Some("limit_exceeded")),
+        "{r}"
+    );
+    buy(&http, &n2, OPEN, ALICE).await;
+    buy(&http, &n3, OPEN, ALICE).await;
     let on_dead_node = hold(&http, &n3, OPEN, ALICE).await;
     for node in [&n1, &n2, &n3] {
         buy(&http, node, LIMITED, BOB).await;
     }
     // Every order's webhook event is a dead letter in its node's slot
     // before node 3 goes: nothing is in flight when the erasure runs.
-    for (node, orders) in [(1, LIMIT + 1), (2, LIMIT + 1), (3, 2)] {
+    for (node, orders) in [(1, LIMIT + 3), (2, 1), (3, 1)] {
         let dead = format!("hf:{{node:{node}}}:webhooks:shop:dead");
         eventually(&format!("node {node}'s {orders} dead letters"), || async {
             let port = cluster.master_of_key(&dead);
@@ -297,27 +309,29 @@ async fn a_buyer_is_erased_on_every_node_and_in_every_nodes_slot() {
             &r["memory_limit_records"],
             &r["redis_names"]
         ],
-        [&json!(2), &json!(2), &json!(3)],
-        "names and limit records of the two live nodes' memory, names of all three slots: {r}"
+        [&json!(2), &json!(1), &json!(3)],
+        "names of the two live nodes' memory, the limit record of her home's, names of all three slots: {r}"
     );
-    assert_eq!(
-        r["redis_limit_records"], 3,
-        "one per node (tee-black-m): {r}"
-    );
-    // 4 + 4 + 1 orders; the dead letters of their webhook events in the
+    assert_eq!(r["redis_limit_records"], 1, "her home's (tee-black-m): {r}");
+    // 4 + 1 + 1 orders; the dead letters of their webhook events in the
     // three slots, and their copies in the two live nodes' memory.
-    assert_eq!(r["order_entries"], 2 * LIMIT + 1, "{r}");
-    assert_eq!(r["webhook_events"], 2 * LIMIT, "{r}");
+    assert_eq!(r["order_entries"], LIMIT + 2, "{r}");
+    assert_eq!(r["webhook_events"], LIMIT + 1, "{r}");
     assert_eq!(
         r["webhook_stream_entries"],
-        2 * LIMIT + 1,
+        LIMIT + 2,
         "every dead letter of alice's orders: {r}"
     );
 
-    // Both live nodes count alice afresh at once: her limit is whole again.
-    for node in [&n1, &n2] {
-        buy_up_to_the_limit(&http, node, ALICE).await;
-    }
+    // Alice counts afresh at once (her home went with her records): her
+    // limit is whole again, once, wherever she asks.
+    buy_up_to_the_limit(&http, &n2, ALICE).await;
+    let (status, r) = reserve(&http, &n1, LIMITED, ALICE).await;
+    assert_eq!(
+        (status, r["error"].as_str()),
+        (429, Some("limit_exceeded")),
+        "{r}"
+    );
 }
 
 /// A live node that does not answer (paused, its ownership still lasting)
@@ -335,7 +349,7 @@ async fn an_erasure_waits_for_every_live_node_or_says_which_did_not_answer() {
     let n2 = HoldfastNode::spawn(&urls, 2, &args).await;
     let http = reqwest::Client::new();
     buy(&http, &n1, LIMITED, ALICE).await;
-    buy(&http, &n2, LIMITED, ALICE).await;
+    buy(&http, &n2, OPEN, ALICE).await;
 
     n1.stop_signal();
     let (status, r) = erase(&http, &n2, ALICE).await;

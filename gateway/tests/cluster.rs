@@ -346,6 +346,103 @@ async fn a_paused_node_never_sells_from_its_stale_lease() {
     assert!(n2.stderr().contains("adopted"), "{}", n2.stderr());
 }
 
+/// The value of a counter with the given labels in a node's `/metrics`
+/// (0 when absent).
+async fn counter_value(http: &reqwest::Client, node: &HoldfastNode, series: &str) -> u64 {
+    let text = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The one-round-trip path of a node's journal batches carries the fence
+/// (the `WATCH` on the journal record) from one batch to the next. An
+/// adopter bumping the node's epoch between two batches must still keep
+/// the next batch out of Redis: nothing of it lands and the journal's fence
+/// trips (not the ownership heartbeat's: its ttl is long here, so the
+/// journal is the first to look).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_epoch_bumped_between_two_batches_fences_the_next_one() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let n1 = HoldfastNode::spawn(&urls, 1, &["--node-ttl-ms", "600000"]).await;
+    let http = reqwest::Client::new();
+    create(&http, &n1, json!({"id": "fz", "total": 20})).await;
+    let reserve = |buyer: &'static str| {
+        post(
+            &http,
+            n1.url("/api/reservations"),
+            json!({"sku": "fz", "qty": 1, "buyer": buyer}),
+            CHECKOUT,
+        )
+    };
+    // Sequential requests: each is its own batch, the later ones over the
+    // fence the earlier ones carried.
+    for buyer in ["a", "b", "c"] {
+        let (status, r) = reserve(buyer).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    let carried = "holdfast_journal_carried_total{outcome=\"landed\"}";
+    assert!(
+        counter_value(&http, &n1, carried).await >= 2,
+        "the batches did not take the carried path:\n{}",
+        n1.stderr()
+    );
+    let journal = "hf:{node:1}:journal";
+    let port = cluster.master_of_key(journal);
+    // What an adoption does to the journal record, and the seq at that
+    // instant (a batch of the node's own, e.g. a lease top-up, may land
+    // just before).
+    let seq_at_bump = cluster.cli(
+        port,
+        &[
+            "EVAL",
+            "redis.call('HINCRBY', KEYS[1], 'epoch', 1) return redis.call('HGET', KEYS[1], 'seq')",
+            "1",
+            journal,
+        ],
+    );
+    let (status, r) = reserve("late").await;
+    assert_ne!(status, 201, "a batch landed over a bumped epoch: {r}");
+    assert_eq!(
+        cluster.cli(port, &["HGET", journal, "seq"]).trim(),
+        seq_at_bump.trim(),
+        "a batch landed after the epoch was bumped:\n{}",
+        n1.stderr()
+    );
+    let hold_keys = cluster.cli(port, &["KEYS", "hf:{node:1}:*holds*"]);
+    let lines: u64 = hold_keys
+        .lines()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| {
+            cluster
+                .cli(port, &["HLEN", k.trim()])
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(lines, 3, "only the three holds before the bump are in Redis: {hold_keys}");
+    eventually("the fenced node exits", || async {
+        n1.try_status().map(|_| ())
+    })
+    .await;
+    assert!(
+        n1.stderr().contains("the journal record of this node is at epoch"),
+        "the journal's fence did not trip: {}",
+        n1.stderr()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hot_skus_master_dies_under_load_and_nothing_is_oversold_or_lost() {
     let Some(cluster) = RedisCluster::start(3, 1) else {

@@ -153,7 +153,7 @@ fn read_tail(
 }
 
 /// One batch's fixed inputs to [`Carried::exec`].
-pub struct Send<'a> {
+pub struct Sending<'a> {
     pub pipe: &'a redis::Pipeline,
     /// Replicas the batch's `WAIT` asks for (`None`: no `WAIT`).
     pub acks: Option<u32>,
@@ -175,7 +175,7 @@ impl Carried {
     /// Sends `batch` over the carried fence, arming it first if needed.
     /// Errors drop the connection; then the batch may or may not have
     /// applied, and the caller's guarded path finds out.
-    pub async fn exec(&mut self, cluster: &mut Conn, seed: &Seed, b: Send<'_>) -> Carry {
+    pub async fn exec(&mut self, cluster: &mut Conn, seed: &Seed, b: Sending<'_>) -> Carry {
         let link = match self.link.take() {
             Some(link) if link.seq == b.persisted => Some(link),
             _ => self.arm(cluster, seed, &b).await,
@@ -215,7 +215,7 @@ impl Carried {
     /// refused (nil). Otherwise the tail's `(seq, epoch)`.
     async fn send(
         con: &mut MultiplexedConnection,
-        b: &Send<'_>,
+        b: &Sending<'_>,
     ) -> redis::RedisResult<Option<(Option<u64>, Option<u64>)>> {
         let values: Vec<Value> = b.pipe.query_async(con).await?;
         let mut values = values.into_iter();
@@ -232,7 +232,7 @@ impl Carried {
     /// Finds the slot's master, connects to it, and reads the record under
     /// a fresh `WATCH`. `None` (and no connection kept) unless it shows this
     /// node's epoch and the seq the batch follows.
-    async fn arm(&mut self, cluster: &mut Conn, seed: &Seed, b: &Send<'_>) -> Option<Link> {
+    async fn arm(&mut self, cluster: &mut Conn, seed: &Seed, b: &Sending<'_>) -> Option<Link> {
         if self.retry_at.is_some_and(|at| Instant::now() < at) {
             return None;
         }

@@ -598,7 +598,7 @@ impl Writer {
                 carried.drop_link();
                 return self.guarded_exec(c, batch, persisted).await;
             }
-            let send = carried::Send {
+            let sending = carried::Sending {
                 pipe: &batch.pipe,
                 acks: batch.acks,
                 journal_key: self.keys.journal(),
@@ -607,7 +607,7 @@ impl Writer {
                 end: batch.writes.seq.max(persisted),
                 timeout: self.timeout,
             };
-            match carried.exec(c, &cluster.seed, send).await {
+            match carried.exec(c, &cluster.seed, sending).await {
                 Carry::Landed => Ok(Landed::Yes),
                 Carry::NotArmed | Carry::Aborted => self.guarded_exec(c, batch, persisted).await,
             }

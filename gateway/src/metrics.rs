@@ -20,7 +20,6 @@
 //! | `holdfast_journal_persist_seconds` | histogram | |
 //! | `holdfast_journal_backlog` | gauge | |
 //! | `holdfast_journal_errors_total` | counter | |
-//! | `holdfast_journal_carried_total` | counter | `outcome` (landed/aborted/error/not_armed: cluster batches over the carried fence, `journal::carried`) |
 //! | `holdfast_redis_up` | gauge | |
 //! | `holdfast_webhook_deliveries_total` | counter | `endpoint`, `outcome` (delivered/failed/dead_letter) |
 //! | `holdfast_webhook_retrying` | gauge | `endpoint` |

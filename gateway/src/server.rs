@@ -385,7 +385,6 @@ async fn build_cluster_core(
             epoch: joined.epoch,
             replica_acks: joined.replicas.clone(),
             fenced: fenced.clone(),
-            seed: joined.seed.clone(),
         }),
     };
     let meta = beside.meta.clone();

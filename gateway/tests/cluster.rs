@@ -1,7 +1,7 @@
 //! Several real `holdfast` processes over a real Redis Cluster (3 masters,
 //! 3 replicas): the race for the last units, a node killed or paused past
-//! its lease, the master of the hot SKU's slot killed under load, and the
-//! start-up refusals. Every test asserts what clients saw against what the
+//! its lease, an epoch bumped between two journal batches, the master of
+//! the hot SKU's slot killed under load, and the start-up refusals. Every test asserts what clients saw against what the
 //! cluster holds.
 
 mod common;
@@ -346,28 +346,12 @@ async fn a_paused_node_never_sells_from_its_stale_lease() {
     assert!(n2.stderr().contains("adopted"), "{}", n2.stderr());
 }
 
-/// The value of a counter with the given labels in a node's `/metrics`
-/// (0 when absent).
-async fn counter_value(http: &reqwest::Client, node: &HoldfastNode, series: &str) -> u64 {
-    let text = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// The one-round-trip path of a node's journal batches carries the fence
-/// (the `WATCH` on the journal record) from one batch to the next. An
-/// adopter bumping the node's epoch between two batches must still keep
-/// the next batch out of Redis: nothing of it lands and the journal's fence
-/// trips (not the ownership heartbeat's: its ttl is long here, so the
-/// journal is the first to look).
+/// An adopter bumping a node's epoch between two of its journal batches
+/// keeps the next batch out of Redis: nothing of it lands and the
+/// journal's fence trips (not the ownership heartbeat's: its ttl is long
+/// here, so the journal is the first to look). Any faster path for a
+/// node's batches (one that reads the epoch less often, e.g. carried from
+/// the previous batch) must keep this.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_epoch_bumped_between_two_batches_fences_the_next_one() {
     let Some(cluster) = RedisCluster::start(3, 1) else {
@@ -385,18 +369,11 @@ async fn an_epoch_bumped_between_two_batches_fences_the_next_one() {
             CHECKOUT,
         )
     };
-    // Sequential requests: each is its own batch, the later ones over the
-    // fence the earlier ones carried.
+    // Sequential requests: each is its own batch.
     for buyer in ["a", "b", "c"] {
         let (status, r) = reserve(buyer).await;
         assert_eq!(status, 201, "{r}");
     }
-    let carried = "holdfast_journal_carried_total{outcome=\"landed\"}";
-    assert!(
-        counter_value(&http, &n1, carried).await >= 2,
-        "the batches did not take the carried path:\n{}",
-        n1.stderr()
-    );
     let journal = "hf:{node:1}:journal";
     let port = cluster.master_of_key(journal);
     // What an adoption does to the journal record, and the seq at that
@@ -431,13 +408,17 @@ async fn an_epoch_bumped_between_two_batches_fences_the_next_one() {
                 .unwrap_or(0)
         })
         .sum();
-    assert_eq!(lines, 3, "only the three holds before the bump are in Redis: {hold_keys}");
+    assert_eq!(
+        lines, 3,
+        "only the three holds before the bump are in Redis: {hold_keys}"
+    );
     eventually("the fenced node exits", || async {
         n1.try_status().map(|_| ())
     })
     .await;
     assert!(
-        n1.stderr().contains("the journal record of this node is at epoch"),
+        n1.stderr()
+            .contains("the journal record of this node is at epoch"),
         "the journal's fence did not trip: {}",
         n1.stderr()
     );

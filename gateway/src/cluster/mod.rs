@@ -142,9 +142,6 @@ pub struct Joined {
     pub push: tokio::sync::mpsc::UnboundedReceiver<redis::PushInfo>,
     /// The client the node's journal writes with (RESP2, no push).
     pub journal_client: ClusterClient,
-    /// The first `--redis-cluster` address's settings: the journal's own
-    /// connection to its slot's master is made with them.
-    pub seed: crate::journal::carried::Seed,
     /// The connection the ownership renewals use, alone: a renewal never
     /// waits behind other traffic stuck on a failing slot.
     pub owner_conn: ClusterConnection,
@@ -196,13 +193,6 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
     let journal_client = build(false)
         .build()
         .with_context(|| format!("bad --redis-cluster {described}"))?;
-    let seed = urls
-        .first()
-        .map(|u| redis::IntoConnectionInfo::into_connection_info(u.as_str()))
-        .transpose()
-        .with_context(|| format!("bad --redis-cluster {described}"))?
-        .map(crate::journal::carried::Seed)
-        .with_context(|| format!("--redis-cluster {described} names no address"))?;
     let mut conn = client.get_async_connection().await.map_err(|e| {
         if e.to_string().contains("cluster support disabled") {
             anyhow::anyhow!(
@@ -282,7 +272,6 @@ pub async fn join(args: &ServeArgs) -> anyhow::Result<Joined> {
         conn,
         push,
         journal_client,
-        seed,
         owner_conn,
         owned_at: (started, sent),
         replicas: Arc::new(ReplicaAcks::new(

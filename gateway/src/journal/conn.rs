@@ -9,7 +9,7 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use std::time::Duration;
 
 /// How to connect.
@@ -88,7 +88,10 @@ impl Conn {
             let (next, batch): (u64, Vec<String>) = match self {
                 Self::Single(c) => cmd.query_async(c).await?,
                 Self::Cluster(c, slot) => {
-                    redis::from_redis_value(c.route_command(cmd, master_of(*slot)).await?)?
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        Route::new(*slot, SlotAddr::Master),
+                    ));
+                    redis::from_redis_value(c.route_command(cmd, route).await?)?
                 }
             };
             found.extend(batch);
@@ -98,36 +101,6 @@ impl Conn {
             }
         }
     }
-}
-
-impl Conn {
-    /// Cluster mode: the address of the master serving this journal's
-    /// slot, as that master says (`CLUSTER SLOTS`, asked of the node the
-    /// cluster connection takes for it). An error when it cannot say.
-    pub async fn slot_master(&mut self) -> RedisResult<(String, u16)> {
-        let Self::Cluster(c, slot) = self else {
-            return Err(RedisError::from((
-                ErrorKind::InvalidClientConfig,
-                "a single Redis has no slot master",
-            )));
-        };
-        let cmd = redis::cmd("CLUSTER").arg("SLOTS").clone();
-        let reply = c.route_command(cmd, master_of(*slot)).await?;
-        super::carried::master_in_slots(&reply, *slot).ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::Io,
-                "CLUSTER SLOTS names no reachable master for the journal's slot",
-            ))
-        })
-    }
-}
-
-/// The route to the master of `slot`.
-fn master_of(slot: u16) -> RoutingInfo {
-    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
-        slot,
-        SlotAddr::Master,
-    )))
 }
 
 impl ConnectionLike for Conn {

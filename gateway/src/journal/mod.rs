@@ -12,7 +12,6 @@
 //! acknowledges from memory and refuses new changes only when the backlog of
 //! unwritten events passes its bound.
 
-pub mod carried;
 pub mod conn;
 pub mod ended;
 pub mod erase;
@@ -160,8 +159,6 @@ pub struct ClusterWrites {
     pub replica_acks: Arc<replicas::ReplicaAcks>,
     /// Tripped once when the journal finds itself fenced out.
     pub fenced: Arc<Fenced>,
-    /// How the writer reaches its slot's master directly (see [`carried`]).
-    pub seed: carried::Seed,
 }
 
 /// A node fenced out of its own state: another node adopted it while it

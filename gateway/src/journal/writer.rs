@@ -21,18 +21,12 @@
 //! While batches land on one connection, the check and the batch go in one
 //! round trip (`WATCH`, `HGET`, `MULTI` … `EXEC` pipelined); after any error
 //! the check comes first (two round trips), because the last batch may have
-//! landed without our knowing. In a cluster the check must also see this
-//! node's ownership epoch before the batch applies: each batch's pipeline
-//! ends with the `WATCH` and the reads that fence the next one, on a
-//! connection of the writer's own ([`super::carried`]), so there too a
-//! batch is one round trip; anything unexpected falls back to the guarded
-//! path (the check, then the batch, then the replicas' confirmation). On an error the connection is dropped, Redis
+//! landed without our knowing. On an error the connection is dropped, Redis
 //! is marked down (durable mode then refuses new changes with 503), and the
 //! same batch is retried with a capped back-off until Redis answers again:
 //! nothing is ever skipped.
 
 use super::Journal;
-use super::carried::{self, Carried, Carry};
 use super::conn::{Conn, Target};
 use super::keys::Keys;
 use super::mirror::{Ctx, Mirror, Writes};
@@ -53,6 +47,8 @@ const HEALTH_EVERY: Duration = Duration::from_millis(500);
 const IDLE_WAIT: Duration = Duration::from_millis(5);
 /// How long shutdown waits for the last events to reach Redis.
 const FLUSH_ON_SHUTDOWN: Duration = Duration::from_secs(5);
+/// Commands before the batch body in its pipeline: `WATCH`, `HGET`, `MULTI`.
+const PREFIX_CMDS: usize = 3;
 
 pub struct Writer {
     pub journal: Arc<Journal>,
@@ -93,14 +89,10 @@ enum Landed {
 }
 
 /// One batch, its commands built when its events were applied to the
-/// mirror. One Redis: `WATCH j`, `HGET j seq`, `MULTI`, the body, `EXEC`.
-/// A cluster: `MULTI`, the body, `EXEC`, `WAIT`, then the next batch's
-/// fence (`WATCH j`, `HGET j seq`, `HGET j epoch`: [`super::carried`]).
+/// mirror: `WATCH j`, `HGET j seq`, `MULTI`, the body, `EXEC`.
 struct Batch {
     writes: Writes,
     pipe: redis::Pipeline,
-    /// Where the body is among `pipe`'s commands.
-    body: std::ops::Range<usize>,
     /// Replicas the batch's `WAIT` asks for (`None`: no `WAIT` in it).
     acks: Option<u32>,
 }
@@ -124,8 +116,6 @@ struct RunState {
     /// Whether the last batch landed on the current connection (then the
     /// one-round-trip path is safe).
     healthy: bool,
-    /// Cluster mode: the fence carried from batch to batch.
-    carried: Carried,
     last_health: Instant,
     shutdown_started: Option<Instant>,
     /// The batch sealed while the last one was in flight.
@@ -190,7 +180,6 @@ impl Writer {
             con: None,
             intake: Intake::default(),
             healthy: false,
-            carried: Carried::default(),
             last_health: Instant::now(),
             shutdown_started: None,
             next: None,
@@ -267,13 +256,7 @@ impl Writer {
         // then only the next one's commands remain to build.
         let mut gathered = Writes::default();
         let (outcome, ()) = tokio::join!(
-            self.send(
-                &mut st.con,
-                &mut st.carried,
-                &batch,
-                st.persisted,
-                st.healthy
-            ),
+            self.send(&mut st.con, &batch, st.persisted, st.healthy),
             async {
                 self.absorb(&mut st.mirror, &mut st.intake, &mut gathered);
             }
@@ -367,9 +350,7 @@ impl Writer {
                     }
                     tokio::time::sleep(self.journal.next_backoff()).await;
                     // After an error, always the guarded path.
-                    outcome = self
-                        .send(&mut st.con, &mut st.carried, batch, st.persisted, false)
-                        .await;
+                    outcome = self.send(&mut st.con, batch, st.persisted, false).await;
                 }
             }
         }
@@ -485,14 +466,10 @@ impl Writer {
         let ctx = self.ctx();
         let journal_key = self.keys.journal();
         let mut pipe = redis::pipe();
-        if self.cluster.is_none() {
-            pipe.cmd("WATCH").arg(journal_key).ignore();
-            pipe.cmd("HGET").arg(journal_key).arg("seq");
-        }
+        pipe.cmd("WATCH").arg(journal_key).ignore();
+        pipe.cmd("HGET").arg(journal_key).arg("seq");
         pipe.cmd("MULTI").ignore();
-        let start = pipe.cmd_iter().count();
         mirror.batch_commands(&writes, &ctx, &mut pipe, self.engine.now_ms());
-        let body = start..pipe.cmd_iter().count();
         pipe.cmd("EXEC");
         let acks = self.replica_acks();
         if let Some(acks) = acks {
@@ -500,15 +477,7 @@ impl Writer {
             // that only the master had is lost when a replica takes over.
             pipe.cmd("WAIT").arg(acks).arg(wait_ms(self.timeout));
         }
-        if self.cluster.is_some() {
-            carried::add_tail(&mut pipe, journal_key);
-        }
-        Some(Batch {
-            writes,
-            pipe,
-            body,
-            acks,
-        })
+        Some(Batch { writes, pipe, acks })
     }
 
     /// Replicas that must confirm each batch (cluster mode with `WAIT`),
@@ -576,40 +545,19 @@ impl Writer {
     async fn send(
         &self,
         con: &mut Option<Conn>,
-        carried: &mut Carried,
         batch: &Batch,
         persisted: u64,
         healthy: bool,
     ) -> redis::RedisResult<Landed> {
         let fut = async {
             let c = self.connection(con).await?;
-            let Some(cluster) = &self.cluster else {
-                return if healthy {
-                    self.optimistic_exec(c, batch, persisted).await
-                } else {
-                    self.guarded_exec(c, batch, persisted).await
-                };
-            };
             // In a cluster the ownership epoch must be checked before the
             // batch applies (an adopted node's stale view must never land):
-            // by the fence carried from the last batch, else by the guarded
-            // path. After an error, always the guarded path.
-            if !healthy {
-                carried.drop_link();
-                return self.guarded_exec(c, batch, persisted).await;
-            }
-            let sending = carried::Sending {
-                pipe: &batch.pipe,
-                acks: batch.acks,
-                journal_key: self.keys.journal(),
-                epoch: cluster.epoch,
-                persisted,
-                end: batch.writes.seq.max(persisted),
-                timeout: self.timeout,
-            };
-            match carried.exec(c, &cluster.seed, sending).await {
-                Carry::Landed => Ok(Landed::Yes),
-                Carry::NotArmed | Carry::Aborted => self.guarded_exec(c, batch, persisted).await,
+            // always the guarded path there.
+            if healthy && self.cluster.is_none() {
+                self.optimistic_exec(c, batch, persisted).await
+            } else {
+                self.guarded_exec(c, batch, persisted).await
             }
         };
         match tokio::time::timeout(self.timeout * 4, fut).await {
@@ -715,15 +663,14 @@ impl Writer {
             }
             return Ok(landed);
         }
-        // The frozen body, without the commands around it.
+        // The frozen body, without the WATCH / HGET / MULTI before it and
+        // the EXEC after it.
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for cmd in batch
-            .pipe
-            .cmd_iter()
-            .skip(batch.body.start)
-            .take(batch.body.len())
-        {
+        // After the body: `EXEC`, and `WAIT` when replicas must confirm.
+        let suffix = 1 + usize::from(batch.acks.is_some());
+        let body = batch.pipe.cmd_iter().count() - PREFIX_CMDS - suffix;
+        for cmd in batch.pipe.cmd_iter().skip(PREFIX_CMDS).take(body) {
             pipe.add_command(cmd.clone()).ignore();
         }
         let result: redis::Value = pipe.query_async(c).await?;
@@ -823,7 +770,7 @@ pub fn wait_ms(timeout: Duration) -> u64 {
     (timeout.as_millis() as u64 * 3 / 4).max(1)
 }
 
-pub(super) fn replicated(got: u32, want: u32) -> redis::RedisResult<()> {
+fn replicated(got: u32, want: u32) -> redis::RedisResult<()> {
     if got >= want {
         return Ok(());
     }

@@ -1,7 +1,7 @@
 //! Several real `holdfast` processes over a real Redis Cluster (3 masters,
 //! 3 replicas): the race for the last units, a node killed or paused past
-//! its lease, the master of the hot SKU's slot killed under load, and the
-//! start-up refusals. Every test asserts what clients saw against what the
+//! its lease, an epoch bumped between two journal batches, the master of
+//! the hot SKU's slot killed under load, and the start-up refusals. Every test asserts what clients saw against what the
 //! cluster holds.
 
 mod common;
@@ -344,6 +344,84 @@ async fn a_paused_node_never_sells_from_its_stale_lease() {
     })
     .await;
     assert!(n2.stderr().contains("adopted"), "{}", n2.stderr());
+}
+
+/// An adopter bumping a node's epoch between two of its journal batches
+/// keeps the next batch out of Redis: nothing of it lands and the
+/// journal's fence trips (not the ownership heartbeat's: its ttl is long
+/// here, so the journal is the first to look). Any faster path for a
+/// node's batches (one that reads the epoch less often, e.g. carried from
+/// the previous batch) must keep this.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_epoch_bumped_between_two_batches_fences_the_next_one() {
+    let Some(cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let n1 = HoldfastNode::spawn(&urls, 1, &["--node-ttl-ms", "600000"]).await;
+    let http = reqwest::Client::new();
+    create(&http, &n1, json!({"id": "fz", "total": 20})).await;
+    let reserve = |buyer: &'static str| {
+        post(
+            &http,
+            n1.url("/api/reservations"),
+            json!({"sku": "fz", "qty": 1, "buyer": buyer}),
+            CHECKOUT,
+        )
+    };
+    // Sequential requests: each is its own batch.
+    for buyer in ["a", "b", "c"] {
+        let (status, r) = reserve(buyer).await;
+        assert_eq!(status, 201, "{r}");
+    }
+    let journal = "hf:{node:1}:journal";
+    let port = cluster.master_of_key(journal);
+    // What an adoption does to the journal record, and the seq at that
+    // instant (a batch of the node's own, e.g. a lease top-up, may land
+    // just before).
+    let seq_at_bump = cluster.cli(
+        port,
+        &[
+            "EVAL",
+            "redis.call('HINCRBY', KEYS[1], 'epoch', 1) return redis.call('HGET', KEYS[1], 'seq')",
+            "1",
+            journal,
+        ],
+    );
+    let (status, r) = reserve("late").await;
+    assert_ne!(status, 201, "a batch landed over a bumped epoch: {r}");
+    assert_eq!(
+        cluster.cli(port, &["HGET", journal, "seq"]).trim(),
+        seq_at_bump.trim(),
+        "a batch landed after the epoch was bumped:\n{}",
+        n1.stderr()
+    );
+    let hold_keys = cluster.cli(port, &["KEYS", "hf:{node:1}:*holds*"]);
+    let lines: u64 = hold_keys
+        .lines()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| {
+            cluster
+                .cli(port, &["HLEN", k.trim()])
+                .trim()
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        lines, 3,
+        "only the three holds before the bump are in Redis: {hold_keys}"
+    );
+    eventually("the fenced node exits", || async {
+        n1.try_status().map(|_| ())
+    })
+    .await;
+    assert!(
+        n1.stderr()
+            .contains("the journal record of this node is at epoch"),
+        "the journal's fence did not trip: {}",
+        n1.stderr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

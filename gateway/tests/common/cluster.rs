@@ -822,6 +822,33 @@ impl HoldfastNode {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// POSTs JSON `body` to `path` with `token`: the status and the JSON
+    /// answer (status 0 when the node did not answer at all).
+    pub async fn post(
+        &self,
+        http: &reqwest::Client,
+        path: &str,
+        body: serde_json::Value,
+        token: &str,
+    ) -> (u16, serde_json::Value) {
+        match http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(serde_json::Value::Null))
+            }
+            Err(e) => (
+                0,
+                serde_json::json!({"error": "transport", "message": e.to_string()}),
+            ),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url())
     }

@@ -17,8 +17,7 @@ use super::keys::Keys;
 use redis::aio::ConnectionLike;
 use std::sync::Arc;
 
-/// Order-stream entries read per `XRANGE` while looking for the buyer's.
-pub const ERASE_SCAN_COUNT: usize = 1_000;
+pub use super::pages::{ERASE_SCAN_COUNT, StreamPages};
 
 /// What an erasure removed from Redis.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,46 +104,4 @@ pub async fn erase_all(
             crate::webhooks::stream::erase_buyer_in(conn, &key, names).await?;
     }
     Ok(erased)
-}
-
-/// A stream read in pages of [`ERASE_SCAN_COUNT`] entries, oldest first
-/// (erasure reads whole streams; each is bounded by its own limit).
-#[derive(Debug)]
-pub struct StreamPages<'k> {
-    key: &'k str,
-    /// Where the next page starts (`None`: the stream was read to its end).
-    start: Option<String>,
-}
-
-impl<'k> StreamPages<'k> {
-    pub fn new(key: &'k str) -> Self {
-        Self {
-            key,
-            start: Some("-".to_string()),
-        }
-    }
-
-    /// The next page, or `None` past the end. Entries added behind the
-    /// reader meanwhile are read too.
-    pub async fn next<C: ConnectionLike + Send>(
-        &mut self,
-        conn: &mut C,
-    ) -> redis::RedisResult<Option<Vec<redis::streams::StreamId>>> {
-        let Some(start) = self.start.take() else {
-            return Ok(None);
-        };
-        let page: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.key)
-            .arg(&start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(ERASE_SCAN_COUNT)
-            .query_async(conn)
-            .await?;
-        if page.ids.len() == ERASE_SCAN_COUNT {
-            let last = &page.ids[ERASE_SCAN_COUNT - 1].id;
-            self.start = Some(format!("({last}"));
-        }
-        Ok((!page.ids.is_empty()).then_some(page.ids))
-    }
 }

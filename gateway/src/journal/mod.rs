@@ -18,6 +18,7 @@ pub mod erase;
 pub mod keys;
 pub mod mirror;
 pub mod open;
+pub mod pages;
 pub mod recover;
 pub mod replicas;
 pub mod writer;

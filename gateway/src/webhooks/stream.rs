@@ -460,7 +460,7 @@ pub fn streams_pattern(prefix: &str) -> String {
 /// copy is `XADD`ed and the original `XDEL`ed in one `MULTI`). The copy
 /// keeps the event's id, so a receiver that already got the original
 /// dedupes a second delivery. Reads in pages
-/// ([`crate::journal::erase::StreamPages`]); the streams are bounded
+/// ([`crate::journal::pages::StreamPages`]); the streams are bounded
 /// (`--webhook-stream-max`, `--webhook-dead-letters-max`). Returns the
 /// entries replaced.
 pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis::RedisResult<u64> {
@@ -470,7 +470,7 @@ pub async fn erase_buyer_in(conn: &mut Conn, key: &str, names: &[&str]) -> redis
         true => ("dead", &["event", "data"][..]),
     };
     let mut replaced = 0;
-    let mut pages = crate::journal::erase::StreamPages::new(key);
+    let mut pages = crate::journal::pages::StreamPages::new(key);
     while let Some(page) = pages.next(conn).await? {
         let mut pipe = redis::pipe();
         pipe.atomic();

@@ -346,6 +346,20 @@ pub struct ClusterArgs {
     #[arg(long, env = "HOLDFAST_CLUSTER_REPLICA_ACKS_STRICT")]
     pub replica_acks_strict: bool,
 
+    /// Claim every reservation's `request_id` cluster-wide, so a retry
+    /// that reaches another node gets the first hold (docs/CLUSTER.md).
+    /// Costs one Redis command per reservation with a request id (measured
+    /// here: about half the throughput of a node on a saturated 2-core
+    /// machine); turn it off only if the load balancer sends a checkout
+    /// session's retries to the node that answered first. Default true.
+    #[arg(
+        long,
+        env = "HOLDFAST_CLUSTER_REQUEST_CLAIMS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub request_claims: bool,
+
     /// How long a node waits for another node to answer an operation on a
     /// hold that node made, in ms. Default 2 000.
     #[arg(long, env = "HOLDFAST_FORWARD_TIMEOUT_MS", default_value_t = 2_000)]

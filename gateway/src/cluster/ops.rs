@@ -38,7 +38,11 @@ impl Ops {
     /// A retry of a request another node took gets that node's hold
     /// ([`super::requests`]).
     pub(crate) async fn reserve_here(&self, req: Reserve) -> Result<Applied<Reserved>, ApiError> {
-        let Some(request_id) = req.request_id.clone() else {
+        let claims = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.settings.request_claims);
+        let Some(request_id) = req.request_id.clone().filter(|_| claims) else {
             return self.reserve_leased_here(req).await;
         };
         let (reply_id, fp) = (req.id, super::requests::fingerprint(&req));

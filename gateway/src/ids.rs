@@ -131,9 +131,28 @@ pub fn buyer_id_under(key: (u64, u64), name: &str) -> BuyerId {
     BuyerId(keyed_hash(key, b'b', name))
 }
 
+/// `bytes` in lower-case hex (one allocation, not one per byte: digests
+/// are written on the reservation path).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_writes_what_padded_hex_formatting_writes() {
+        let bytes = [0u8, 1, 0x0f, 0x10, 0xab, 0xff];
+        let want: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex(&bytes), want);
+    }
 
     #[test]
     fn ids_are_keyed_checked_and_bounded() {

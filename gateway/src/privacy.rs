@@ -76,7 +76,7 @@ impl BuyerIdKey {
     /// The key in hex, as [`Self::parse`] reads it back: only for storing a
     /// generated key in the journal record, never for a log.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        crate::ids::hex(&self.0)
     }
 }
 

@@ -45,6 +45,19 @@ async fn everything(c: &mut redis::aio::MultiplexedConnection) -> String {
     all
 }
 
+/// One more unit of tee-black-m for `buyer` is refused: over its limit.
+async fn refused_over_limit(gw: &Gateway, buyer: &str) {
+    let (status, r) = gw
+        .call(
+            "POST",
+            "/api/reservations",
+            Some(CHECKOUT),
+            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": buyer})),
+        )
+        .await;
+    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+}
+
 async fn buy(gw: &Gateway, buyer: &str, request: &str) -> String {
     let (status, r) = gw
         .call(
@@ -363,15 +376,7 @@ async fn erasure_forgets_the_buyer_in_memory_too() {
         let hold = buy(&gw, ALICE, &format!("a{i}")).await;
         assert_eq!(hold_op(&gw, &hold, "commit").await.0, 200);
     }
-    let (status, r) = gw
-        .call(
-            "POST",
-            "/api/reservations",
-            Some(CHECKOUT),
-            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": ALICE})),
-        )
-        .await;
-    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    refused_over_limit(&gw, ALICE).await;
     let bob = buy(&gw, BOB, "b").await;
     assert_eq!(hold_op(&gw, &bob, "commit").await.0, 200);
 
@@ -400,15 +405,7 @@ async fn erasure_forgets_the_buyer_in_memory_too() {
     for i in 0..3 {
         buy(&gw, BOB, &format!("b{i}")).await;
     }
-    let (status, r) = gw
-        .call(
-            "POST",
-            "/api/reservations",
-            Some(CHECKOUT),
-            Some(json!({"sku": "tee-black-m", "qty": 1, "buyer": BOB})),
-        )
-        .await;
-    assert_eq!((status, r["error"].as_str()), (429, Some("limit_exceeded")));
+    refused_over_limit(&gw, BOB).await;
     gw.stop().await;
 }
 

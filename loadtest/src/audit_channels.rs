@@ -7,7 +7,7 @@
 //! Reads only the final `GET /api/skus` counts and the run's counters
 //! ([`crate::roles::buyer::channel_counter`]); never changes server state.
 
-use holdfast_protocol::SkuState;
+use holdfast_protocol::{ChannelState, SkuState};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::SkuAudit;
@@ -16,15 +16,11 @@ use crate::scenario::Scenario;
 use crate::stats::Stats;
 
 /// One channel's figures: the server's counts and the clients' units.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ChannelAudit {
-    pub id: String,
-    pub available: u32,
-    pub held: u32,
-    pub sold: u32,
-    pub quota: u32,
-    pub quota_available: u32,
-    pub cap: Option<u32>,
+    /// The channel as the server reports it.
+    #[serde(flatten)]
+    pub server: ChannelState,
     /// Units clients were told they reserved, and bought, on the channel.
     pub reserved_units: u64,
     pub committed_units: u64,
@@ -130,28 +126,22 @@ pub fn check(
             };
             let count = |what| stats.count(&channel_counter(what, i as u16, c));
             let ca = ChannelAudit {
-                id: have.id.clone(),
-                available: have.available,
-                held: have.held,
-                sold: have.sold,
-                quota: have.quota,
-                quota_available: have.quota_available,
-                cap: have.cap,
+                server: have.clone(),
                 reserved_units: count("reserved"),
                 committed_units: count("committed"),
                 unknown_units: count("unknown"),
             };
             if exclusive {
-                let sold = u64::from(ca.sold);
+                let sold = u64::from(ca.server.sold);
                 if sold < ca.committed_units {
                     sales.push(format!(
                         "{}/{}: clients were told {} units sold on the channel, the server counts {sold}",
-                        k.id, ca.id, ca.committed_units
+                        k.id, ca.server.id, ca.committed_units
                     ));
                 } else if sold > ca.committed_units + ca.unknown_units {
                     sales.push(format!(
                         "{}/{}: the server counts {sold} sold on the channel, clients committed {} (+{} unanswered)",
-                        k.id, ca.id, ca.committed_units, ca.unknown_units
+                        k.id, ca.server.id, ca.committed_units, ca.unknown_units
                     ));
                 }
             }
@@ -191,7 +181,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_protocol::{ChannelState, SaleState};
+    use holdfast_protocol::SaleState;
 
     fn sku(available: u32, held: u32, sold: u32, channels: Vec<ChannelState>) -> SkuState {
         SkuState {

@@ -69,12 +69,12 @@ async fn per_channel_counts_add_up_and_match_what_clients_bought() {
     assert_eq!(check("channel sales match commits").status, CheckStatus::Ok);
 
     let sku = &report.audit.skus[0];
-    let ids: Vec<&str> = sku.channels.iter().map(|c| c.id.as_str()).collect();
+    let ids: Vec<&str> = sku.channels.iter().map(|c| c.server.id.as_str()).collect();
     assert_eq!(ids, ["live", "web"]);
     let live = &sku.channels[0];
     let web = &sku.channels[1];
-    assert_eq!((live.quota, web.cap), (8, Some(6)));
-    assert!(web.sold + web.held <= 6, "{web:?}");
+    assert_eq!((live.server.quota, web.server.cap), (8, Some(6)));
+    assert!(web.server.sold + web.server.held <= 6, "{web:?}");
     assert!(
         live.committed_units > 0 && web.committed_units > 0,
         "both channels sold: {:?}",
@@ -82,11 +82,11 @@ async fn per_channel_counts_add_up_and_match_what_clients_bought() {
     );
     // The channels' sales are part of the SKU's, and each is what clients
     // were told (no answer was lost against an in-process gateway).
-    assert!(u64::from(live.sold + web.sold) <= u64::from(sku.sold));
-    assert_eq!(u64::from(live.sold), live.committed_units);
-    assert_eq!(u64::from(web.sold), web.committed_units);
+    assert!(u64::from(live.server.sold + web.server.sold) <= u64::from(sku.sold));
+    assert_eq!(u64::from(live.server.sold), live.committed_units);
+    assert_eq!(u64::from(web.server.sold), web.committed_units);
     // The pool's buyers sold too: the SKU sold more than its channels.
-    assert!(sku.sold > live.sold + web.sold, "{sku:?}");
+    assert!(sku.sold > live.server.sold + web.server.sold, "{sku:?}");
     gw.stop().await;
 }
 

@@ -251,7 +251,7 @@ pub fn scope_request(token: &BuyerToken, request: Option<String>) -> Option<Stri
     h.update([0]);
     h.update(request.as_bytes());
     let digest = h.finalize();
-    Some(digest.iter().map(|b| format!("{b:02x}")).collect())
+    Some(crate::ids::hex(&digest))
 }
 
 /// The replay table's key of a scoped request id (its first 64 bits).

@@ -50,11 +50,7 @@ impl Cluster {
         h.update(self.home_secret.as_bytes());
         h.update([0]);
         h.update(buyer.as_bytes());
-        let digest: String = h.finalize()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.keys.buyer_home(&digest)
+        self.keys.buyer_home(&crate::ids::hex(&h.finalize()[..16]))
     }
 }
 

@@ -38,7 +38,7 @@ pub const ORIGINAL_POLL_MAX: Duration = Duration::from_millis(32);
 /// the same on every node (a node's own request hashes are keyed per node).
 pub fn digest(request_id: &str) -> String {
     let d = Sha256::digest(request_id.as_bytes());
-    d[..16].iter().map(|b| format!("{b:02x}")).collect()
+    crate::ids::hex(&d[..16])
 }
 
 /// What a reservation asked for (its lines and `allow_partial`; not the
@@ -54,10 +54,7 @@ pub fn fingerprint(req: &Reserve) -> String {
         h.update(format!("{}\0{}\0", l.sku, l.qty));
     }
     h.update([u8::from(req.allow_partial)]);
-    h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::ids::hex(&h.finalize()[..8])
 }
 
 /// A claim's value: the first attempt's answer and what it asked for.

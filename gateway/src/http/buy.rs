@@ -87,11 +87,7 @@ impl Checkout {
     pub fn sign(&self, hold: &str, skus: &str, qtys: &str, deadline_ms: u64) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(format!("{hold}.{skus}.{qtys}.{deadline_ms}").as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::ids::hex(&mac.finalize().into_bytes())
     }
 }
 

@@ -75,7 +75,7 @@ pub use catalog::{SaleWindow, SkuIdx, SkuSettings, SkuSpec, is_valid_sku_id};
 pub use channel::{ChannelCounts, ChannelIdx, Source, is_valid_channel_id};
 pub use clock::{CachedClock, Clock, ManualClock, SystemClock};
 pub use doorbell::Doorbell;
-pub use engine::Engine;
+pub use engine::{Bucket, Engine};
 pub use error::{CatalogError, HoldError, ReserveError};
 pub use event::{Event, EventKind, EventLog, HoldLine};
 pub use expiry::{Expirer, ExpiryReport};

@@ -68,6 +68,68 @@ fn a_quota_is_sold_only_by_its_channel() {
     assert_eq!(r.counts(tee), counts(1, 2, 2));
 }
 
+/// A node of a multi-node deployment holds only the quota units and cap
+/// headroom it leased: buckets grow and shrink by lease, within the same
+/// guarantees (a quota sold only by its channel, a cap never passed).
+#[test]
+fn leased_buckets_grow_and_shrink_within_their_guarantees() {
+    let r = Rig::small();
+    let tee = r.sku("tee", 0, settings(60_000, 0));
+    let live = r.engine.configure_channel(tee, "live", 0, Some(0)).unwrap();
+    let pool = Bucket::Pool;
+    let (quota, allowance) = (Bucket::Quota(live), Bucket::Allowance(live));
+    assert_eq!(
+        r.engine
+            .reserve_on(tee, 1, BuyerId(1), None, false, Some("live")),
+        Err(ReserveError::ChannelCapReached { remaining: 0 }),
+        "no headroom leased yet"
+    );
+    r.engine.lease_bucket(tee, quota, 4, true).unwrap();
+    r.engine.lease_bucket(tee, pool, 2, true).unwrap();
+    r.engine.lease_bucket(tee, allowance, 5, true).unwrap();
+    assert_eq!(r.counts(tee), counts(6, 0, 0), "quota units join the total");
+    assert_eq!(
+        r.engine.reserve(tee, 3, BuyerId(2), None, false),
+        Err(ReserveError::NotEnoughAvailable { available: 2 }),
+        "the quota is the channel's alone"
+    );
+    let held = r
+        .engine
+        .reserve_on(tee, 5, BuyerId(3), None, false, Some("live"))
+        .unwrap();
+    assert_eq!(held.units, 5);
+    assert_eq!(
+        r.engine
+            .reserve_on(tee, 1, BuyerId(4), None, false, Some("live")),
+        Err(ReserveError::ChannelCapReached { remaining: 0 }),
+        "the leased headroom is the cap here"
+    );
+    assert_eq!(r.engine.bucket_counts(tee, quota).unwrap(), counts(0, 4, 0));
+    assert_eq!(r.engine.bucket_counts(tee, pool).unwrap(), counts(1, 1, 0));
+    assert_eq!(
+        r.engine.bucket_counts(tee, allowance).unwrap(),
+        counts(0, 5, 0)
+    );
+    // Only available units leave: the quota has none, the pool one.
+    assert_eq!(
+        r.engine.lease_bucket(tee, quota, 1, false),
+        Err(CatalogError::NotEnoughAvailable { available: 0 })
+    );
+    r.engine.lease_bucket(tee, pool, 1, false).unwrap();
+    r.engine.release(held.hold, None).unwrap();
+    r.engine.lease_bucket(tee, quota, 4, false).unwrap();
+    r.engine.lease_bucket(tee, allowance, 5, false).unwrap();
+    assert_eq!(r.counts(tee), counts(1, 0, 0));
+    let l = channel(&r, tee, "live");
+    assert_eq!((l.quota, l.cap, l.available), (counts(0, 0, 0), Some(0), 0));
+    // An uncapped channel has no allowance to lease.
+    let web = r.engine.configure_channel(tee, "web", 0, None).unwrap();
+    assert_eq!(
+        r.engine.lease_bucket(tee, Bucket::Allowance(web), 1, true),
+        Err(CatalogError::UnknownChannel)
+    );
+}
+
 /// The cheap query the gateway's reservation path asks (no snapshot).
 #[test]
 fn has_channels_answers_without_a_snapshot() {

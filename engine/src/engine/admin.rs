@@ -447,3 +447,124 @@ fn total_refusal(quotas: u32) -> impl Fn(StockRefusal) -> CatalogError {
         StockRefusal::Overflow(_) => CatalogError::TotalAboveMax,
     }
 }
+
+/// One of a SKU's leasable amounts, as a multi-node deployment moves them
+/// between its nodes: the common pool's units, a channel's quota units, or
+/// a capped channel's headroom under its cap (its allowance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    Pool,
+    Quota(ChannelIdx),
+    Allowance(ChannelIdx),
+}
+
+impl Engine {
+    /// A bucket's counts: its available, held and sold units (for an
+    /// allowance: headroom, and the channel's held and sold units).
+    pub fn bucket_counts(&self, sku: SkuIdx, bucket: Bucket) -> Result<Counts, CatalogError> {
+        let entry = self.entry(sku)?;
+        match bucket {
+            Bucket::Pool => Ok(entry.stock.load()),
+            Bucket::Quota(c) | Bucket::Allowance(c) => {
+                let set = entry.channels.get().ok_or(CatalogError::UnknownChannel)?;
+                if set.id(c).is_none() {
+                    return Err(CatalogError::UnknownChannel);
+                }
+                let channel = set.get(c);
+                Ok(match bucket {
+                    Bucket::Quota(_) => channel.quota.load(),
+                    _ => channel.allowance.load(),
+                })
+            }
+        }
+    }
+
+    /// Adds `qty` available units to a bucket (`grow`) or removes `qty`
+    /// available ones (`!grow`): a lease granted to this node, or given
+    /// back. Quota units join or leave the SKU's total (announced as a
+    /// restock into the quota, or a move out of it and an adjustment); an
+    /// allowance's headroom changes the channel's cap here (announced as
+    /// the channel's new cap). A capped channel only: an uncapped one has
+    /// no allowance to lease (`UnknownChannel`).
+    pub fn lease_bucket(
+        &self,
+        sku: SkuIdx,
+        bucket: Bucket,
+        qty: u32,
+        grow: bool,
+    ) -> Result<Counts, CatalogError> {
+        let channel = match bucket {
+            Bucket::Pool if grow => return self.restock(sku, qty),
+            Bucket::Pool => return self.adjust_down(sku, qty),
+            Bucket::Quota(c) | Bucket::Allowance(c) => c,
+        };
+        let entry = self.entry(sku)?;
+        if qty == 0 {
+            return Err(CatalogError::InvalidQty);
+        }
+        let set = entry.channels.get().ok_or(CatalogError::UnknownChannel)?;
+        if set.id(channel).is_none() {
+            return Err(CatalogError::UnknownChannel);
+        }
+        if !self.admit() {
+            return Err(CatalogError::Overloaded);
+        }
+        let _admin = set.lock();
+        let short = |r: StockRefusal| {
+            let (StockRefusal::Short(c) | StockRefusal::Overflow(c)) = r;
+            CatalogError::NotEnoughAvailable {
+                available: c.available,
+            }
+        };
+        let mut buf = EventBuf::new();
+        let ch = set.get(channel);
+        let change = match bucket {
+            Bucket::Quota(_) => {
+                let change = set.moving(|| {
+                    if grow {
+                        ch.quota
+                            .restock(qty)
+                            .map_err(|_| CatalogError::TotalAboveMax)
+                    } else {
+                        ch.quota.remove(qty).map_err(short)
+                    }
+                })?;
+                let moved = EventKind::QuotaMoved {
+                    sku,
+                    channel,
+                    to_quota: grow,
+                    qty,
+                };
+                if grow {
+                    buf.push(EventKind::Restocked { sku, qty });
+                    buf.push(moved);
+                } else {
+                    buf.push(moved);
+                    buf.push(EventKind::Adjusted { sku, qty });
+                }
+                change
+            }
+            _ => {
+                if ch.cap().is_none() {
+                    return Err(CatalogError::UnknownChannel);
+                }
+                let change = if grow {
+                    ch.allowance
+                        .restock(qty)
+                        .map_err(|_| CatalogError::TotalAboveMax)?
+                } else {
+                    ch.allowance.remove(qty).map_err(short)?
+                };
+                buf.push(EventKind::ChannelSet {
+                    sku,
+                    channel,
+                    cap: Some(change.after.total()),
+                });
+                change
+            }
+        };
+        self.emit(self.now_ms(), &buf);
+        self.mark_changed(sku, entry);
+        Ok(change.after)
+    }
+}

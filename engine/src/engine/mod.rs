@@ -19,6 +19,7 @@
 //! - `requests`: request ids: claim, remember, replay, confirm.
 
 mod admin;
+pub use admin::Bucket;
 mod build;
 mod requests;
 mod reserve;

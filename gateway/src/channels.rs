@@ -81,19 +81,6 @@ pub fn apply(engine: &Engine, sku: SkuIdx, defs: &[ChannelDef]) -> Result<(), Ap
     Ok(())
 }
 
-/// Refuses channels where they are not supported yet: with
-/// `--redis-cluster`, leases move stock between nodes and the Lua scripts
-/// know nothing of quotas.
-pub fn refuse_in_cluster(any: bool) -> Result<(), ApiError> {
-    if any {
-        return Err(field_error(
-            Code::InvalidChannels,
-            "channels need single-node mode for now (not --redis-cluster)",
-        ));
-    }
-    Ok(())
-}
-
 /// The wire form of a SKU's channels.
 pub fn states(s: &SkuSnapshot) -> Vec<ChannelState> {
     s.channels
@@ -257,14 +244,6 @@ mod tests {
                 .0,
             Code::TotalAboveMax
         );
-    }
-
-    #[test]
-    fn cluster_mode_refuses_channels_by_name() {
-        assert!(refuse_in_cluster(false).is_ok());
-        let e = refuse_in_cluster(true).unwrap_err();
-        assert_eq!(e.code, Code::InvalidChannels);
-        assert!(e.message.contains("single-node mode"));
     }
 
     #[test]

@@ -277,10 +277,41 @@ impl Ops {
         claim: Option<&str>,
     ) -> Result<Reserved, ApiError> {
         if self.cluster.is_some() {
+            let req = self.claimed(req, claim)?;
             let applied = self.reserve_leased(req).await;
             return self.settle(applied).await;
         }
         self.settle(self.reserve_now_claimed(req, claim)).await
+    }
+
+    /// A buyer token's channel claim made the request's channel (multi-node:
+    /// the request travels to the node that reserves it; the same rule as
+    /// [`crate::channels::of_reservation`], which refuses a `channel` field
+    /// naming another channel).
+    pub fn claimed(&self, mut req: Reserve, claim: Option<&str>) -> Result<Reserve, ApiError> {
+        let Some(claim) = claim else {
+            return Ok(req);
+        };
+        let mut lines = Vec::new();
+        for id in req
+            .sku
+            .iter()
+            .chain(req.lines.iter().flatten().map(|l| &l.sku))
+        {
+            if let Some(sku) = self.engine.sku(id) {
+                lines.push(Line { sku, qty: 1 });
+            }
+        }
+        let chosen = crate::channels::of_reservation(
+            &self.engine,
+            &lines,
+            req.channel.as_deref(),
+            Some(claim),
+        )?;
+        if let Some(c) = chosen.id() {
+            req.channel = Some(c.to_string());
+        }
+        Ok(req)
     }
 
     pub async fn commit(&self, req: &Commit) -> Result<Committed, ApiError> {
@@ -427,7 +458,6 @@ impl Ops {
         claim: Option<&str>,
     ) -> Result<Applied<Reserved>, ApiError> {
         if let Some(c) = &self.cluster {
-            crate::channels::refuse_in_cluster(req.channel.is_some())?;
             c.check_fence()?;
         }
         let mut lines = Vec::new();
@@ -714,7 +744,7 @@ impl Ops {
 
     pub async fn create_sku(&self, def: &SkuDef) -> Result<SkuState, ApiError> {
         if let Some(c) = &self.cluster {
-            crate::channels::refuse_in_cluster(!def.channels.is_empty())?;
+            crate::channels::check(&def.channels, &[], Some(def.total))?;
             let (sku, created) = c.create_sku(def).await?;
             if !created {
                 return Err(CatalogError::AlreadyExists.into());
@@ -778,7 +808,6 @@ impl Ops {
             crate::channels::check(defs, &existing, None)?;
         }
         if let Some(c) = &self.cluster {
-            crate::channels::refuse_in_cluster(patch.channels.is_some())?;
             let fields = [
                 ("buyer_limit", settings.buyer_limit.to_string()),
                 ("hold_ttl_ms", settings.hold_ttl_ms.to_string()),
@@ -791,6 +820,9 @@ impl Ops {
             ];
             let kind = patch.total.map_or(AdminKind::Fields, AdminKind::Total);
             c.admin(id, kind, &fields).await?;
+            for def in patch.channels.iter().flatten() {
+                c.configure_channel(id, def).await?;
+            }
             return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
         }
         self.durability.admit()?;
@@ -924,8 +956,14 @@ impl Ops {
         channel: &str,
         req: &MoveReq,
     ) -> Result<SkuState, ApiError> {
-        crate::channels::refuse_in_cluster(self.cluster.is_some())?;
         let sku = self.resolve(id)?;
+        if let Some(c) = &self.cluster {
+            if req.units == 0 {
+                return Err(holdfast_engine::CatalogError::InvalidQty.into());
+            }
+            c.move_quota(id, channel, req.units).await?;
+            return self.state_of(sku).ok_or_else(ApiError::unknown_sku);
+        }
         self.durability.admit()?;
         self.engine
             .move_quota(sku, channel, req.units)

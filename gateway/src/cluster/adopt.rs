@@ -21,8 +21,8 @@
 use super::{Cluster, redis_error, scripts};
 use crate::error::ApiError;
 use crate::journal::keys::{
-    Ended, EndedRecord, HoldRecord, Keys, buyer_field, ended_bucket, ended_bucket_ttl_ms,
-    hold_field,
+    ChannelRecord, Ended, EndedRecord, HoldRecord, Keys, buyer_field, ended_bucket,
+    ended_bucket_ttl_ms, hold_field,
 };
 use crate::protocol::{Code, HoldLineView, HoldStatus, HoldView};
 use axum::http::StatusCode;
@@ -321,13 +321,23 @@ impl<'c> Adopted<'c> {
                             .arg(-i64::from(r.qty))
                             .ignore();
                     }
-                    let op = self.cluster.next_op(self.epoch);
-                    pipe.cmd("HSET")
-                        .arg(self.cluster.keys.transfers(self.node))
-                        .arg(op)
-                        .arg(format!("{}|{}", line.sku, r.qty))
-                        .ignore();
-                    transfers.push((line.sku.clone(), op, r.qty));
+                    // Per bucket: quota units to the channel's quota, the
+                    // rest to the pool, and a capped channel's headroom back.
+                    let channel = self.channel_id(&line.sku, r.channel).await;
+                    let mut parts = vec![("pool".to_string(), r.qty - r.quota.min(r.qty))];
+                    if let Some(c) = &channel {
+                        parts.push((format!("q:{c}"), r.quota.min(r.qty)));
+                        parts.push((format!("a:{c}"), r.qty));
+                    }
+                    for (field, units) in parts.into_iter().filter(|(_, u)| *u > 0) {
+                        let op = self.cluster.next_op(self.epoch);
+                        pipe.cmd("HSET")
+                            .arg(self.cluster.keys.transfers(self.node))
+                            .arg(op)
+                            .arg(format!("{}|{units}|{field}", line.sku))
+                            .ignore();
+                        transfers.push((line.sku.clone(), op, units, field));
+                    }
                     if how == How::Expire {
                         Ended::Expired
                     } else {
@@ -362,8 +372,8 @@ impl<'c> Adopted<'c> {
             if done.is_none() {
                 continue; // the node's record changed meanwhile: look again
             }
-            for (sku, op, units) in transfers {
-                self.transfer(&sku, op, units).await?;
+            for (sku, op, units, field) in transfers {
+                self.transfer(&sku, op, units, &field).await?;
             }
             self.publish(&lines).await;
             counter!("holdfast_cluster_adopted_hold_ends_total").increment(1);
@@ -374,9 +384,31 @@ impl<'c> Adopted<'c> {
         ))
     }
 
-    /// Moves `units` of a transfer record into the SKU's pool (idempotent
-    /// by op id), then drops the record.
-    async fn transfer(&mut self, sku_id: &str, op: u64, units: u32) -> Result<(), ApiError> {
+    /// The id of a SKU's channel by its index in the node's journal (plus
+    /// one; 0: none).
+    async fn channel_id(&mut self, sku: &str, channel: u8) -> Option<String> {
+        let index = usize::from(channel.checked_sub(1)?);
+        let json: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.sku(sku))
+            .arg("channels")
+            .query_async(&mut self.conn)
+            .await
+            .ok()?;
+        let records: Vec<ChannelRecord> = serde_json::from_str(&json?).ok()?;
+        records.into_iter().nth(index).map(|r| r.id)
+    }
+
+    /// Moves `units` of a transfer record into the SKU's bucket `field`
+    /// (`pool`, `q:<channel>`, `a:<channel>`; idempotent by op id), then
+    /// drops the record. A bucket the SKU no longer has (a cap lifted) is
+    /// skipped.
+    async fn transfer(
+        &mut self,
+        sku_id: &str,
+        op: u64,
+        units: u32,
+        field: &str,
+    ) -> Result<(), ApiError> {
         let sku = self.cluster.engine.sku(sku_id);
         if let Some(sku) = sku {
             self.cluster
@@ -384,6 +416,7 @@ impl<'c> Adopted<'c> {
                     sku,
                     super::lease::LeaseOp {
                         id: sku_id,
+                        field,
                         node: self.node,
                         op,
                         kind: super::lease::Kind::Return,
@@ -404,6 +437,8 @@ impl<'c> Adopted<'c> {
                 .arg(0)
                 .arg(1)
                 .arg(self.cluster.keys.channel(sku_id))
+                .arg(field)
+                .arg(super::lease::ledger_suffix(field))
                 .invoke_async(&mut self.conn)
                 .await
                 .map_err(redis_error)?;
@@ -429,11 +464,13 @@ impl<'c> Adopted<'c> {
             .await
             .map_err(redis_error)?;
         for (op, what) in pending {
-            let Some((sku, units)) = what.split_once('|') else {
+            let mut f = what.split('|');
+            let (Some(sku), Some(units)) = (f.next(), f.next()) else {
                 continue;
             };
             let units: u32 = units.parse().unwrap_or(0);
-            me.transfer(sku, op, units).await?;
+            let field = f.next().unwrap_or("pool");
+            me.transfer(sku, op, units, field).await?;
         }
         Ok(())
     }
@@ -451,68 +488,116 @@ impl<'c> Adopted<'c> {
             .map_err(redis_error)?;
         for sku in me.skus().await.map_err(redis_error)? {
             for _ in 0..TXN_RETRIES_MAX {
-                let (granted, returned): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                let ledger: HashMap<String, i64> = redis::cmd("HGETALL")
                     .arg(me.cluster.keys.lease(&sku))
-                    .arg(format!("{}:g", me.node))
-                    .arg(format!("{}:r", me.node))
                     .query_async(&mut me.conn)
                     .await
                     .map_err(redis_error)?;
-                let leased = granted.unwrap_or(0) - returned.unwrap_or(0);
+                let leased = |suffix: &str| {
+                    ledger
+                        .get(&format!("{}:g{suffix}", me.node))
+                        .copied()
+                        .unwrap_or(0)
+                        - ledger
+                            .get(&format!("{}:r{suffix}", me.node))
+                            .copied()
+                            .unwrap_or(0)
+                };
                 let sku_key = me.keys.sku(&sku);
                 let journal = me.keys.journal().to_string();
-                let (_, epoch, held, sold): ((), Option<u64>, Option<i64>, Option<i64>) =
-                    redis::pipe()
-                        .cmd("WATCH")
-                        .arg(&journal)
-                        .arg(&sku_key)
-                        .cmd("HGET")
-                        .arg(&journal)
-                        .arg("epoch")
-                        .cmd("HGET")
-                        .arg(&sku_key)
-                        .arg("held")
-                        .cmd("HGET")
-                        .arg(&sku_key)
-                        .arg("sold")
-                        .query_async(&mut me.conn)
-                        .await
-                        .map_err(redis_error)?;
+                let (_, epoch, held, sold, channels): (
+                    (),
+                    Option<u64>,
+                    Option<i64>,
+                    Option<i64>,
+                    Option<String>,
+                ) = redis::pipe()
+                    .cmd("WATCH")
+                    .arg(&journal)
+                    .arg(&sku_key)
+                    .cmd("HGET")
+                    .arg(&journal)
+                    .arg("epoch")
+                    .cmd("HGET")
+                    .arg(&sku_key)
+                    .arg("held")
+                    .cmd("HGET")
+                    .arg(&sku_key)
+                    .arg("sold")
+                    .cmd("HGET")
+                    .arg(&sku_key)
+                    .arg("channels")
+                    .query_async(&mut me.conn)
+                    .await
+                    .map_err(redis_error)?;
                 if epoch != Some(me.epoch) {
                     let _: redis::RedisResult<()> =
                         redis::cmd("UNWATCH").query_async(&mut me.conn).await;
                     return Err(node_back(me.node));
                 }
                 let kept = held.unwrap_or(0) + sold.unwrap_or(0);
-                let available = u32::try_from(leased - kept).unwrap_or(0);
-                if available == 0 {
+                // Each bucket's unsold units: what the ledger says the node
+                // leased of it, less what its journal holds or sold of it.
+                let records: Vec<ChannelRecord> = channels
+                    .filter(|j| !j.is_empty())
+                    .and_then(|j| serde_json::from_str(&j).ok())
+                    .unwrap_or_default();
+                let quota_kept: i64 = records
+                    .iter()
+                    .map(|c| i64::from(c.quota_held + c.quota_sold))
+                    .sum();
+                let mut unsold = vec![("pool".to_string(), leased("") - (kept - quota_kept))];
+                for c in &records {
+                    let q = format!("q:{}", c.id);
+                    let a = format!("a:{}", c.id);
+                    unsold.push((
+                        q.clone(),
+                        leased(&format!(":{q}")) - i64::from(c.quota_held + c.quota_sold),
+                    ));
+                    unsold.push((
+                        a.clone(),
+                        leased(&format!(":{a}")) - i64::from(c.held + c.sold),
+                    ));
+                }
+                let unsold: Vec<(String, u32)> = unsold
+                    .into_iter()
+                    .filter_map(|(f, u)| Some((f, u32::try_from(u).ok().filter(|u| *u > 0)?)))
+                    .collect();
+                if unsold.is_empty() {
                     let _: redis::RedisResult<()> =
                         redis::cmd("UNWATCH").query_async(&mut me.conn).await;
                     break;
                 }
-                let op = me.cluster.next_op(me.epoch);
-                let done: Option<()> = redis::pipe()
-                    .atomic()
+                let mut pipe = redis::pipe();
+                pipe.atomic()
                     .cmd("HSET")
                     .arg(&sku_key)
                     .arg("available")
                     .arg(0)
                     .arg("total")
                     .arg(kept)
-                    .ignore()
-                    .cmd("HSET")
-                    .arg(me.cluster.keys.transfers(me.node))
-                    .arg(op)
-                    .arg(format!("{sku}|{available}"))
-                    .ignore()
-                    .query_async(&mut me.conn)
-                    .await
-                    .map_err(redis_error)?;
+                    .ignore();
+                let mut transfers = Vec::new();
+                for (field, units) in unsold {
+                    let op = me.cluster.next_op(me.epoch);
+                    pipe.cmd("HSET")
+                        .arg(me.cluster.keys.transfers(me.node))
+                        .arg(op)
+                        .arg(format!("{sku}|{units}|{field}"))
+                        .ignore();
+                    transfers.push((op, units, field));
+                }
+                let done: Option<()> = pipe.query_async(&mut me.conn).await.map_err(redis_error)?;
                 if done.is_none() {
                     continue;
                 }
-                me.transfer(&sku, op, available).await?;
-                counter!("holdfast_cluster_reclaimed_units_total").increment(u64::from(available));
+                for (op, units, field) in transfers {
+                    me.transfer(&sku, op, units, &field).await?;
+                    if !field.starts_with("a:") {
+                        counter!("holdfast_cluster_reclaimed_units_total")
+                            .increment(u64::from(units));
+                    }
+                }
                 break;
             }
         }
@@ -585,6 +670,7 @@ impl<'c> Adopted<'c> {
             .arg(c[2].unwrap_or(0))
             .arg(seq)
             .arg(self.cluster.keys.channel(sku))
+            .arg("")
             .invoke_async(&mut self.conn)
             .await;
     }

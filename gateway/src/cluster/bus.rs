@@ -19,7 +19,7 @@
 //! and a node's counts are re-published every few seconds even unchanged.
 
 use super::Cluster;
-use super::counts::{Applied, NodeCounts};
+use super::counts::{Applied, NodeChannels, NodeCounts};
 use super::scripts;
 use holdfast_engine::{Counts, SkuIdx};
 use metrics::counter;
@@ -62,13 +62,11 @@ pub async fn subscribe_sku(cluster: &Cluster, id: &str) {
 /// messages).
 pub async fn snapshot(cluster: &Cluster, id: &str, sku: SkuIdx) {
     let read = async {
-        let (counts, def): (HashMap<String, String>, Vec<Option<u64>>) = redis::pipe()
+        let (counts, def): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
             .cmd("HGETALL")
             .arg(cluster.keys.counts(id))
-            .cmd("HMGET")
+            .cmd("HGETALL")
             .arg(cluster.keys.def(id))
-            .arg("pool")
-            .arg("version")
             .query_async(&mut cluster.conn())
             .await?;
         redis::RedisResult::Ok((counts, def))
@@ -79,23 +77,46 @@ pub async fn snapshot(cluster: &Cluster, id: &str, sku: SkuIdx) {
                 .iter()
                 .filter_map(|(node, v)| Some((node.parse().ok()?, parse_counts(v)?)))
                 .collect();
-            let (pool, version) = (def[0].unwrap_or(0) as u32, def[1].unwrap_or(0));
-            cluster.counts.replace(sku, pool, version, nodes);
+            let num = |k: &str| def.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            let (pool, version) = (num("pool") as u32, num("version"));
+            cluster
+                .counts
+                .replace(sku, pool, version, nodes, &free_of_def(&def));
         }
         Err(e) => tracing::warn!(sku = id, error = %e, "cannot read a SKU's counts"),
     }
 }
 
-fn parse_counts(v: &str) -> Option<NodeCounts> {
-    let mut p = v.split(':').map(str::parse::<u64>);
-    Some(NodeCounts {
+/// A stored node's counts: `available:held:sold:seq|channel part`.
+fn parse_counts(v: &str) -> Option<(NodeCounts, NodeChannels)> {
+    let (counts, part) = v.split_once('|').unwrap_or((v, ""));
+    let mut p = counts.split(':').map(str::parse::<u64>);
+    let counts = NodeCounts {
         counts: Counts {
             available: p.next()?.ok()? as u32,
             held: p.next()?.ok()? as u32,
             sold: p.next()?.ok()? as u32,
         },
         seq: p.next()?.ok()?,
-    })
+    };
+    Some((counts, NodeChannels::parse(part)?))
+}
+
+/// The unleased channel buckets of a definition read whole, in the
+/// scripts' `free` form.
+fn free_of_def(def: &HashMap<String, String>) -> String {
+    let Some(list) = def.get("channels") else {
+        return String::new();
+    };
+    list.split(',')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let q = def.get(&format!("q:{c}")).map_or("0", String::as_str);
+            let a = def.get(&format!("a:{c}")).map_or("-", String::as_str);
+            format!("{c}:{q}:{a}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Reads push messages until shutdown.
@@ -268,6 +289,12 @@ async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
                 return;
             };
             cluster.counts.set_pool(sku, pool as u32, v);
+            cluster
+                .counts
+                .set_free(sku, f.get(8).copied().unwrap_or(""), v);
+            if let Some(part) = NodeChannels::parse(f.get(9).copied().unwrap_or("")) {
+                cluster.counts.set_node_channels(sku, node as u8, part);
+            }
             let counts = NodeCounts {
                 counts: Counts {
                     available: a as u32,
@@ -284,6 +311,9 @@ async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
         Some("p") => {
             if let (Some(pool), Some(v)) = (num(1), num(2)) {
                 cluster.counts.set_pool(sku, pool as u32, v);
+                cluster
+                    .counts
+                    .set_free(sku, f.get(3).copied().unwrap_or(""), v);
             }
         }
         Some("w") if num(1) != Some(u64::from(cluster.node)) => cluster.demanded(sku),
@@ -306,7 +336,7 @@ async fn on_message(cluster: &Arc<Cluster>, channel: &str, payload: String) {
 pub async fn publish(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(cluster.broadcast_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: HashMap<SkuIdx, (Counts, u64)> = HashMap::new();
+    let mut last: HashMap<SkuIdx, (Counts, String)> = HashMap::new();
     let mut seq: u64 = cluster.epoch << 32;
     let mut last_full = tokio::time::Instant::now();
     loop {
@@ -320,7 +350,12 @@ pub async fn publish(cluster: Arc<Cluster>, shutdown: CancellationToken) {
         }
         for snap in cluster.engine.snapshots() {
             let counts = snap.counts;
-            if !full && last.get(&snap.sku).is_some_and(|(c, _)| *c == counts) {
+            let part = NodeChannels::of(&snap).encode();
+            if !full
+                && last
+                    .get(&snap.sku)
+                    .is_some_and(|(c, p)| *c == counts && *p == part)
+            {
                 continue;
             }
             seq += 1;
@@ -333,11 +368,12 @@ pub async fn publish(cluster: Arc<Cluster>, shutdown: CancellationToken) {
                 .arg(counts.sold)
                 .arg(seq)
                 .arg(cluster.keys.channel(&snap.id))
+                .arg(&part)
                 .invoke_async::<u64>(&mut cluster.conn())
                 .await;
             match sent {
                 Ok(_version) => {
-                    last.insert(snap.sku, (counts, seq));
+                    last.insert(snap.sku, (counts, part));
                 }
                 Err(e) => {
                     tracing::debug!(sku = &*snap.id, error = %e, "publishing counts failed; retried");

@@ -20,6 +20,112 @@ pub struct NodeCounts {
     pub seq: u64,
 }
 
+/// One channel's share of a SKU on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeChannel {
+    pub id: String,
+    /// The node's leased quota units: available, held, sold.
+    pub quota: Counts,
+    /// The channel's units in live holds and sold on the node (quota and
+    /// pool).
+    pub held: u32,
+    pub sold: u32,
+    /// Leased headroom under the channel's cap not yet used (0 uncapped).
+    pub headroom: u32,
+}
+
+/// A node's channel part of a SKU's counts: its pool's available units
+/// and each channel's share. Wire form (in `c` messages and the counts
+/// hash): `pool available;id:quota available:quota held:quota sold:held:
+/// sold:headroom,...`, empty for a SKU without channels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeChannels {
+    pub pool_available: u32,
+    pub channels: Vec<NodeChannel>,
+}
+
+impl NodeChannels {
+    /// This node's part, from its engine's snapshot.
+    pub fn of(snap: &SkuSnapshot) -> Self {
+        let quotas: u32 = snap.channels.iter().map(|c| c.quota.available).sum();
+        Self {
+            pool_available: snap.counts.available.saturating_sub(quotas),
+            channels: snap
+                .channels
+                .iter()
+                .map(|c| NodeChannel {
+                    id: c.id.to_string(),
+                    quota: c.quota,
+                    held: c.held,
+                    sold: c.sold,
+                    headroom: c.cap.map_or(0, |cap| cap.saturating_sub(c.held + c.sold)),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        if self.channels.is_empty() {
+            return String::new();
+        }
+        let list: Vec<String> = self
+            .channels
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}:{}:{}:{}:{}:{}:{}",
+                    c.id, c.quota.available, c.quota.held, c.quota.sold, c.held, c.sold, c.headroom
+                )
+            })
+            .collect();
+        format!("{};{}", self.pool_available, list.join(","))
+    }
+
+    pub fn parse(v: &str) -> Option<Self> {
+        if v.is_empty() {
+            return Some(Self::default());
+        }
+        let (pool, list) = v.split_once(';')?;
+        let mut channels = Vec::new();
+        for part in list.split(',').filter(|p| !p.is_empty()) {
+            let mut f = part.split(':');
+            let id = f.next()?.to_string();
+            let mut n = || f.next()?.parse::<u32>().ok();
+            channels.push(NodeChannel {
+                id,
+                quota: Counts {
+                    available: n()?,
+                    held: n()?,
+                    sold: n()?,
+                },
+                held: n()?,
+                sold: n()?,
+                headroom: n()?,
+            });
+        }
+        Some(Self {
+            pool_available: pool.parse().ok()?,
+            channels,
+        })
+    }
+}
+
+/// A SKU's channel buckets in Redis not leased to any node: per channel,
+/// its quota's units and its headroom under the cap (`None`: uncapped).
+/// Wire form: `id:quota:headroom` joined by commas, `-` for no cap (the
+/// scripts' `FREE`).
+pub fn parse_free(v: &str) -> Vec<(String, u32, Option<u32>)> {
+    v.split(',')
+        .filter_map(|p| {
+            let mut f = p.split(':');
+            let id = f.next().filter(|id| !id.is_empty())?.to_string();
+            let quota = f.next()?.parse().ok()?;
+            let headroom = f.next()?.parse().ok();
+            Some((id, quota, headroom))
+        })
+        .collect()
+}
+
 /// One SKU across the deployment.
 #[derive(Debug, Default)]
 pub struct SkuGlobal {
@@ -29,6 +135,14 @@ pub struct SkuGlobal {
     pub version: u64,
     /// Every other node's last counts.
     pub nodes: HashMap<u8, NodeCounts>,
+    /// Every other node's last channel part.
+    pub node_channels: HashMap<u8, NodeChannels>,
+    /// The channel buckets no node holds, and the version they were read
+    /// at.
+    pub free: Vec<(String, u32, Option<u32>)>,
+    pub free_version: u64,
+    /// Each channel's configured quota and cap (from the definition).
+    pub configured: Vec<(String, u32, Option<u32>)>,
 }
 
 /// The SKUs whose global counts changed since the hub last looked, and
@@ -116,6 +230,56 @@ impl GlobalCounts {
         }
     }
 
+    /// The unleased channel buckets (the scripts' `free`) at `version`;
+    /// older versions are ignored.
+    pub fn set_free(&self, sku: SkuIdx, free: &str, version: u64) {
+        {
+            let mut skus = self.skus.lock().expect("counts lock");
+            let g = skus.entry(sku).or_default();
+            if version < g.free_version {
+                return;
+            }
+            g.free = parse_free(free);
+            g.free_version = version;
+        }
+        self.mark(sku);
+    }
+
+    /// Each channel's configured quota and cap (the definition).
+    pub fn set_configured(&self, sku: SkuIdx, configured: Vec<(String, u32, Option<u32>)>) {
+        self.skus
+            .lock()
+            .expect("counts lock")
+            .entry(sku)
+            .or_default()
+            .configured = configured;
+        self.mark(sku);
+    }
+
+    /// Unleased quota units of channel `id`, as last seen.
+    pub fn free_quota(&self, sku: SkuIdx, id: &str) -> u32 {
+        self.skus
+            .lock()
+            .expect("counts lock")
+            .get(&sku)
+            .and_then(|g| g.free.iter().find(|(c, ..)| c == id).map(|(_, q, _)| *q))
+            .unwrap_or(0)
+    }
+
+    /// Another node's channel part (with its counts, same sequence).
+    pub fn set_node_channels(&self, sku: SkuIdx, node: u8, part: NodeChannels) {
+        if node == self.me {
+            return;
+        }
+        self.skus
+            .lock()
+            .expect("counts lock")
+            .entry(sku)
+            .or_default()
+            .node_channels
+            .insert(node, part);
+    }
+
     /// Another node's counts.
     pub fn set_node(&self, sku: SkuIdx, node: u8, counts: NodeCounts) -> Applied {
         if node == self.me {
@@ -137,14 +301,27 @@ impl GlobalCounts {
     }
 
     /// A full snapshot of one SKU (start-up, a gap): replaces what we had.
-    pub fn replace(&self, sku: SkuIdx, pool: u32, version: u64, nodes: HashMap<u8, NodeCounts>) {
+    pub fn replace(
+        &self,
+        sku: SkuIdx,
+        pool: u32,
+        version: u64,
+        nodes: HashMap<u8, (NodeCounts, NodeChannels)>,
+        free: &str,
+    ) {
         {
             let mut skus = self.skus.lock().expect("counts lock");
             let g = skus.entry(sku).or_default();
             g.pool = pool;
             g.version = g.version.max(version);
-            g.nodes = nodes;
+            if version >= g.free_version {
+                g.free = parse_free(free);
+                g.free_version = version;
+            }
+            g.node_channels = nodes.iter().map(|(n, (_, c))| (*n, c.clone())).collect();
+            g.nodes = nodes.into_iter().map(|(n, (c, _))| (n, c)).collect();
             g.nodes.remove(&self.me);
+            g.node_channels.remove(&self.me);
         }
         self.mark(sku);
     }
@@ -174,12 +351,51 @@ impl GlobalCounts {
         let Some(g) = skus.get(&snap.sku) else {
             return;
         };
+        let mine = NodeChannels::of(snap);
         let c = &mut snap.counts;
         c.available += g.pool;
+        c.available += g.free.iter().map(|(_, q, _)| q).sum::<u32>();
         for n in g.nodes.values() {
             c.available += n.counts.available;
             c.held += n.counts.held;
             c.sold += n.counts.sold;
+        }
+        if snap.channels.is_empty() {
+            return;
+        }
+        // Every node's share of each channel, this node's live one first.
+        let parts: Vec<&NodeChannels> = std::iter::once(&mine)
+            .chain(g.node_channels.values())
+            .collect();
+        let pool_available = g.pool + parts.iter().map(|p| p.pool_available).sum::<u32>();
+        for ch in &mut snap.channels {
+            let id = &*ch.id;
+            let shares = parts
+                .iter()
+                .filter_map(|p| p.channels.iter().find(|c| c.id == id));
+            let (mut quota, mut held, mut sold, mut headroom) = (Counts::default(), 0, 0, 0);
+            for s in shares {
+                quota.available += s.quota.available;
+                quota.held += s.quota.held;
+                quota.sold += s.quota.sold;
+                held += s.held;
+                sold += s.sold;
+                headroom += s.headroom;
+            }
+            let free = g.free.iter().find(|(c, ..)| c == id);
+            quota.available += free.map_or(0, |(_, q, _)| *q);
+            let configured = g.configured.iter().find(|(c, ..)| c == id);
+            let cap = configured.and_then(|(_, _, cap)| *cap);
+            let units = quota.available + pool_available;
+            ch.available = match free.and_then(|(_, _, h)| *h) {
+                Some(free_headroom) if cap.is_some() => units.min(free_headroom + headroom),
+                _ if cap.is_some() => units.min(headroom),
+                _ => units,
+            };
+            ch.quota = quota;
+            ch.held = held;
+            ch.sold = sold;
+            ch.cap = cap;
         }
     }
 

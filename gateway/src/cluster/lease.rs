@@ -22,7 +22,8 @@
 
 use super::{Cluster, redis_error, scripts};
 use crate::error::ApiError;
-use holdfast_engine::SkuIdx;
+use holdfast_engine::limits::SKU_UNITS_MAX;
+use holdfast_engine::{Bucket, ChannelIdx, SkuIdx};
 use metrics::counter;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -61,6 +62,7 @@ pub struct Lease {
 #[derive(Debug, Clone, Copy)]
 struct PendingOp {
     op: u64,
+    bucket: Bucket,
     kind: Kind,
     units: u32,
     least: u32,
@@ -119,11 +121,14 @@ impl Kind {
     }
 }
 
-/// One lease operation: `units` of SKU `id` for `node`, under op id `op`
-/// (a grant of fewer than `least` grants none).
+/// One lease operation: `units` of SKU `id`'s bucket `field` (its field in
+/// the SKU's definition: `pool`, `q:<channel>`, `a:<channel>`, see
+/// [`bucket_field`]) for `node`, under op id `op` (a grant of fewer than
+/// `least` grants none).
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseOp<'a> {
     pub id: &'a str,
+    pub field: &'a str,
     pub node: u8,
     pub op: u64,
     pub kind: Kind,
@@ -135,8 +140,33 @@ pub struct LeaseOp<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Moved {
     pub units: u32,
-    pub pool: u32,
+    /// The bucket's unleased units after the operation.
+    pub left: u32,
     pub version: u64,
+}
+
+/// A bucket's field in a SKU's definition (`pool`, `q:<channel>`,
+/// `a:<channel>`); its ledger fields carry it as a suffix (none for the
+/// pool). `None` for a channel the engine does not know.
+pub fn bucket_field(
+    engine: &holdfast_engine::Engine,
+    sku: SkuIdx,
+    bucket: Bucket,
+) -> Option<String> {
+    match bucket {
+        Bucket::Pool => Some("pool".to_string()),
+        Bucket::Quota(c) => Some(format!("q:{}", engine.channel_id(sku, c)?)),
+        Bucket::Allowance(c) => Some(format!("a:{}", engine.channel_id(sku, c)?)),
+    }
+}
+
+/// The ledger suffix of a bucket's field.
+pub fn ledger_suffix(field: &str) -> String {
+    if field == "pool" {
+        String::new()
+    } else {
+        format!(":{field}")
+    }
 }
 
 impl Cluster {
@@ -158,6 +188,7 @@ impl Cluster {
     pub async fn lease_op(&self, sku: SkuIdx, op: LeaseOp<'_>) -> Result<Moved, ApiError> {
         let LeaseOp {
             id,
+            field,
             node,
             op,
             kind,
@@ -175,22 +206,46 @@ impl Cluster {
             .arg(least)
             .arg(self.live_nodes.load(Ordering::Relaxed).max(1))
             .arg(self.keys.channel(id))
+            .arg(field)
+            .arg(ledger_suffix(field))
             .invoke_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
         let head: String = super::value(&reply[0])?;
-        if head == "nosku" {
-            return Err(ApiError::unknown_sku());
+        match head.as_str() {
+            "nosku" => return Err(ApiError::unknown_sku()),
+            // A channel bucket the definition does not have (a cap
+            // lifted): nothing to move.
+            "nobucket" => {
+                return Ok(Moved {
+                    units: 0,
+                    left: 0,
+                    version: 0,
+                });
+            }
+            _ => {}
         }
         let res: String = super::value(&reply[1])?;
+        let free: String = reply
+            .get(2)
+            .and_then(|v| super::value(v).ok())
+            .unwrap_or_default();
         let parts: Vec<u64> = res.split(':').filter_map(|p| p.parse().ok()).collect();
-        let [units, pool, version, ..] = parts[..] else {
+        let [units, left, version, ..] = parts[..] else {
             return Err(ApiError::unavailable("a lease answer did not parse"));
         };
         let moved = Moved {
             units: units as u32,
-            pool: pool as u32,
+            left: left as u32,
             version,
+        };
+        let pool = if field == "pool" {
+            Some(moved.left)
+        } else {
+            reply
+                .get(3)
+                .and_then(|v| super::value::<u64>(v).ok())
+                .map(|p| p as u32)
         };
         // This node's own operations on a SKU are one at a time, so the
         // versions they see only grow; one that goes back means Redis lost
@@ -205,7 +260,10 @@ impl Cluster {
             );
             self.freeze(sku);
         }
-        self.counts.set_pool(sku, moved.pool, version);
+        if let Some(pool) = pool {
+            self.counts.set_pool(sku, pool, version);
+        }
+        self.counts.set_free(sku, &free, version);
         // The grant or return counts only once a replica has it: a master
         // that fails before replicating it would hand the units out again.
         // (Unconfirmed, the operation stays pending and is sent again,
@@ -224,6 +282,7 @@ impl Cluster {
         &self,
         sku: SkuIdx,
         lease: &Lease,
+        bucket: Bucket,
         kind: Kind,
         units: u32,
         least: u32,
@@ -233,6 +292,7 @@ impl Cluster {
         self.settle_pending(sku, lease).await?;
         let op = PendingOp {
             op: self.next_op(self.epoch),
+            bucket,
             kind,
             units,
             least,
@@ -257,11 +317,15 @@ impl Cluster {
         lease: &Lease,
         p: PendingOp,
     ) -> Result<Moved, ApiError> {
+        let field = bucket_field(&self.engine, sku, p.bucket).ok_or_else(|| {
+            ApiError::unavailable("a lease for a channel this node does not know")
+        })?;
         let moved = self
             .lease_op(
                 sku,
                 LeaseOp {
                     id: &lease.id,
+                    field: &field,
                     node: self.node,
                     op: p.op,
                     kind: p.kind,
@@ -274,7 +338,7 @@ impl Cluster {
         match p.kind {
             Kind::Grant if moved.units > 0 => {
                 self.engine
-                    .restock(sku, moved.units)
+                    .lease_bucket(sku, p.bucket, moved.units, true)
                     .map_err(ApiError::from)?;
                 lease.touch(self.mono_ms());
                 counter!("holdfast_cluster_lease_grants_total").increment(1);
@@ -287,24 +351,22 @@ impl Cluster {
     }
 
     /// Makes sure this node holds at least `need` available units of
-    /// `sku` for a reservation at hand, leasing more (and, if the pool is
-    /// short, asking other nodes for their idle units and waiting a moment
-    /// for them). `Ok(false)`: the deployment has fewer than `need` units
-    /// to sell now.
-    pub async fn ensure(&self, sku: SkuIdx, need: u32) -> Result<bool, ApiError> {
+    /// `sku` for a reservation at hand on `channel` (or none), leasing more
+    /// (and, if the buckets are short, asking other nodes for their idle
+    /// units and waiting a moment for them). `Ok(false)`: the deployment
+    /// has fewer than `need` units (or, for a capped channel, less
+    /// headroom) for this reservation now.
+    pub async fn ensure(
+        &self,
+        sku: SkuIdx,
+        need: u32,
+        channel: Option<ChannelIdx>,
+    ) -> Result<bool, ApiError> {
         let lease = self.lease(sku).ok_or_else(ApiError::unknown_sku)?;
         for attempt in 0..2 {
             let short = {
                 let _one = lease.op.lock().await;
-                let have = self.local_available(sku);
-                if have >= need {
-                    return Ok(true);
-                }
-                let want = self.target(&lease).max(need);
-                let least = need - have;
-                self.own_op(sku, &lease, Kind::Grant, want - have, least)
-                    .await?;
-                self.local_available(sku) < need
+                self.fill(sku, &lease, need, channel).await?
             };
             if !short {
                 return Ok(true);
@@ -319,8 +381,107 @@ impl Cluster {
         Ok(false)
     }
 
-    fn local_available(&self, sku: SkuIdx) -> u32 {
-        self.engine.snapshot(sku).map_or(0, |s| s.counts.available)
+    /// Leases what a reservation of `need` units lacks here (the caller
+    /// holds the lease's `op` lock): a capped channel's headroom first,
+    /// then its quota's units, then the pool's (the order the engine takes
+    /// them in). True if still short.
+    async fn fill(
+        &self,
+        sku: SkuIdx,
+        lease: &Lease,
+        need: u32,
+        channel: Option<ChannelIdx>,
+    ) -> Result<bool, ApiError> {
+        let want = self.target(lease).max(need);
+        let Some(c) = channel else {
+            let have = self.local_available(sku, Bucket::Pool);
+            if have < need {
+                self.own_op(
+                    sku,
+                    lease,
+                    Bucket::Pool,
+                    Kind::Grant,
+                    want - have,
+                    need - have,
+                )
+                .await?;
+            }
+            return Ok(self.local_available(sku, Bucket::Pool) < need);
+        };
+        if self.is_capped(sku, c) {
+            let headroom = Bucket::Allowance(c);
+            let have = self.local_available(sku, headroom);
+            if have < need {
+                self.own_op(sku, lease, headroom, Kind::Grant, want - have, need - have)
+                    .await?;
+            }
+            if self.local_available(sku, headroom) < need {
+                return Ok(true);
+            }
+        }
+        let units = |me: &Self| {
+            me.local_available(sku, Bucket::Quota(c)) + me.local_available(sku, Bucket::Pool)
+        };
+        let have = units(self);
+        let free_quota = self
+            .engine
+            .channel_id(sku, c)
+            .map_or(0, |id| self.counts.free_quota(sku, &id));
+        if have < need && free_quota > 0 {
+            // The quota's units first, as many as the reservation lacks if
+            // it has them (the engine takes them before the pool's).
+            let least = (need - have).min(free_quota);
+            self.own_op(
+                sku,
+                lease,
+                Bucket::Quota(c),
+                Kind::Grant,
+                want - have,
+                least,
+            )
+            .await?;
+        }
+        let have = units(self);
+        if have < need {
+            self.own_op(
+                sku,
+                lease,
+                Bucket::Pool,
+                Kind::Grant,
+                want - have,
+                need - have,
+            )
+            .await?;
+        }
+        Ok(units(self) < need)
+    }
+
+    fn local_available(&self, sku: SkuIdx, bucket: Bucket) -> u32 {
+        self.engine
+            .bucket_counts(sku, bucket)
+            .map_or(0, |c| c.available)
+    }
+
+    /// Whether a channel has a cap (its headroom is leased like units).
+    fn is_capped(&self, sku: SkuIdx, c: ChannelIdx) -> bool {
+        self.engine
+            .bucket_counts(sku, Bucket::Allowance(c))
+            .is_ok_and(|a| a.total() < SKU_UNITS_MAX)
+    }
+
+    /// Every bucket a node may lease of a SKU: the pool, each channel's
+    /// quota, each capped channel's headroom.
+    fn buckets(&self, sku: SkuIdx) -> Vec<Bucket> {
+        let mut out = vec![Bucket::Pool];
+        if let Some(snap) = self.engine.snapshot(sku) {
+            for c in &snap.channels {
+                out.push(Bucket::Quota(c.channel));
+                if c.cap.is_some() {
+                    out.push(Bucket::Allowance(c.channel));
+                }
+            }
+        }
+        out
     }
 
     /// How many units this node would like to hold: about one horizon of
@@ -331,20 +492,28 @@ impl Cluster {
         ((rate * horizon).ceil() as u32).max(1)
     }
 
-    /// Takes `units` out of the engine (only available ones) and gives them
-    /// back to the pool.
-    pub async fn give_back(&self, sku: SkuIdx, lease: &Lease, units: u32) -> Result<u32, ApiError> {
+    /// Takes `units` out of one of the engine's buckets (only available
+    /// ones) and gives them back to the SKU's bucket in Redis.
+    pub async fn give_back(
+        &self,
+        sku: SkuIdx,
+        lease: &Lease,
+        bucket: Bucket,
+        units: u32,
+    ) -> Result<u32, ApiError> {
         let _one = lease.op.lock().await;
         self.check_frozen(sku)?;
         self.settle_pending(sku, lease).await?;
-        let units = units.min(self.local_available(sku));
+        let units = units.min(self.local_available(sku, bucket));
         if units == 0 {
             return Ok(0);
         }
         self.engine
-            .adjust_down(sku, units)
+            .lease_bucket(sku, bucket, units, false)
             .map_err(ApiError::from)?;
-        let moved = self.own_op(sku, lease, Kind::Return, units, 0).await?;
+        let moved = self
+            .own_op(sku, lease, bucket, Kind::Return, units, 0)
+            .await?;
         Ok(moved.units)
     }
 
@@ -384,33 +553,48 @@ impl Cluster {
                 s.sampled_ms = now;
                 (now.saturating_sub(s.active_ms), s.rate)
             };
-            let available = snap.counts.available;
             let demanded = lease.demand.swap(false, Ordering::Relaxed);
             let idle = idle_ms >= self.settings.lease_idle_return_ms;
             // Asked for units: keep what the next moment's sales need if
-            // this node is busy, give back the rest.
-            let keep = if demanded && idle_ms < DEMAND_KEEP_IF_ACTIVE_MS {
-                ((rate * DEMAND_KEEP_SECS).ceil() as u32).min(available)
+            // this node is busy, give back the rest (of every bucket).
+            let keep_units = if demanded && idle_ms < DEMAND_KEEP_IF_ACTIVE_MS {
+                (rate * DEMAND_KEEP_SECS).ceil() as u32
             } else {
                 0
             };
-            let result = if available > keep && (demanded || idle) {
-                self.give_back(sku, &lease, available - keep)
-                    .await
-                    .map(|_| ())
-            } else if lease.pending.lock().expect("pending lock").is_some() {
-                let _one = lease.op.lock().await;
-                self.settle_pending(sku, &lease).await
-            } else if rate > 0.0 && !idle && self.check_fence().is_ok() {
-                let target = self.target(&lease);
-                if available < target.div_ceil(2) && self.counts.pool(sku) > 0 {
-                    self.refill(sku, &lease, target).await
+            let mut result = Ok(());
+            let mut gave = false;
+            if demanded || idle {
+                for bucket in self.buckets(sku) {
+                    let available = self.local_available(sku, bucket);
+                    if available > keep_units {
+                        gave = true;
+                        if let Err(e) = self
+                            .give_back(sku, &lease, bucket, available - keep_units)
+                            .await
+                        {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            if !gave && result.is_ok() {
+                let available = self.local_available(sku, Bucket::Pool);
+                result = if lease.pending.lock().expect("pending lock").is_some() {
+                    let _one = lease.op.lock().await;
+                    self.settle_pending(sku, &lease).await
+                } else if rate > 0.0 && !idle && self.check_fence().is_ok() {
+                    let target = self.target(&lease);
+                    if available < target.div_ceil(2) && self.counts.pool(sku) > 0 {
+                        self.refill(sku, &lease, target).await
+                    } else {
+                        Ok(())
+                    }
                 } else {
                     Ok(())
-                }
-            } else {
-                Ok(())
-            };
+                };
+            }
             if let Err(e) = result {
                 tracing::debug!(sku = &*lease.id, error = %e, "lease upkeep failed; retried next pass");
             }
@@ -419,64 +603,72 @@ impl Cluster {
 
     async fn refill(&self, sku: SkuIdx, lease: &Lease, target: u32) -> Result<(), ApiError> {
         let _one = lease.op.lock().await;
-        let have = self.local_available(sku);
+        let have = self.local_available(sku, Bucket::Pool);
         if have >= target {
             return Ok(());
         }
-        self.own_op(sku, lease, Kind::Grant, target - have, 1)
+        self.own_op(sku, lease, Bucket::Pool, Kind::Grant, target - have, 1)
             .await
             .map(|_| ())
     }
 
-    /// At start: makes the local stock of every SKU agree with the ledger
-    /// (granted minus returned). Less locally than the ledger says (a
-    /// grant or a return cut short by a crash): the difference goes back
-    /// to the pool. More locally: a return cut short the other way; the
-    /// extra available units are removed here.
+    /// At start: makes the local stock of every SKU's buckets agree with
+    /// the ledger (granted minus returned). Less locally than the ledger
+    /// says (a grant or a return cut short by a crash): the difference
+    /// goes back to the SKU's bucket. More locally: a return cut short the
+    /// other way; the extra available units are removed here.
     pub async fn reconcile(&self, skus: &[(String, SkuIdx)]) -> anyhow::Result<()> {
         let mut conn = self.conn();
         for (id, sku) in skus {
-            let ledger: Vec<Option<u64>> = redis::cmd("HMGET")
-                .arg(self.keys.lease(id))
-                .arg(format!("{}:g", self.node))
-                .arg(format!("{}:r", self.node))
-                .query_async(&mut conn)
-                .await?;
-            let held_by_us = ledger[0]
-                .unwrap_or(0)
-                .saturating_sub(ledger[1].unwrap_or(0));
-            let Some(snap) = self.engine.snapshot(*sku) else {
-                continue;
-            };
-            let local = u64::from(snap.counts.total());
-            let lease = self.lease(*sku).expect("a known sku");
-            if held_by_us > local {
-                let extra = (held_by_us - local) as u32;
-                tracing::info!(
-                    sku = id,
-                    extra,
-                    "reconciling: leased units this node never used go back"
-                );
-                let _one = lease.op.lock().await;
-                self.own_op(*sku, &lease, Kind::Return, extra, 0)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
-            } else if local > held_by_us {
-                let extra = (local - held_by_us) as u32;
-                anyhow::ensure!(
-                    extra <= snap.counts.available,
-                    "sku {id}: this node holds {local} units but its lease is {held_by_us} and only \
-                     {} are available: the cluster lost lease records (a failover?); rebuild the SKU",
-                    snap.counts.available
-                );
-                tracing::info!(
-                    sku = id,
-                    extra,
-                    "reconciling: units already returned leave the engine"
-                );
-                self.engine
-                    .adjust_down(*sku, extra)
-                    .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+            for bucket in self.buckets(*sku) {
+                let Some(field) = bucket_field(&self.engine, *sku, bucket) else {
+                    continue;
+                };
+                let suffix = ledger_suffix(&field);
+                let ledger: Vec<Option<u64>> = redis::cmd("HMGET")
+                    .arg(self.keys.lease(id))
+                    .arg(format!("{}:g{suffix}", self.node))
+                    .arg(format!("{}:r{suffix}", self.node))
+                    .query_async(&mut conn)
+                    .await?;
+                let held_by_us = ledger[0]
+                    .unwrap_or(0)
+                    .saturating_sub(ledger[1].unwrap_or(0));
+                let Ok(counts) = self.engine.bucket_counts(*sku, bucket) else {
+                    continue;
+                };
+                let local = u64::from(counts.total());
+                let lease = self.lease(*sku).expect("a known sku");
+                if held_by_us > local {
+                    let extra = (held_by_us - local) as u32;
+                    tracing::info!(
+                        sku = id,
+                        bucket = field,
+                        extra,
+                        "reconciling: leased units this node never used go back"
+                    );
+                    let _one = lease.op.lock().await;
+                    self.own_op(*sku, &lease, bucket, Kind::Return, extra, 0)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+                } else if local > held_by_us {
+                    let extra = (local - held_by_us) as u32;
+                    anyhow::ensure!(
+                        extra <= counts.available,
+                        "sku {id} ({field}): this node holds {local} units but its lease is {held_by_us} and \
+                         only {} are available: the cluster lost lease records (a failover?); rebuild the SKU",
+                        counts.available
+                    );
+                    tracing::info!(
+                        sku = id,
+                        bucket = field,
+                        extra,
+                        "reconciling: units already returned leave the engine"
+                    );
+                    self.engine
+                        .lease_bucket(*sku, bucket, extra, false)
+                        .map_err(|e| anyhow::anyhow!("sku {id}: {e}"))?;
+                }
             }
         }
         Ok(())

@@ -55,11 +55,12 @@ use crate::config::ServeArgs;
 use crate::error::ApiError;
 use crate::journal::Fenced;
 use crate::journal::replicas::ReplicaAcks;
-use crate::protocol::{Code, SkuDef, SkuMeta};
+use crate::protocol::{ChannelDef, Code, SkuDef, SkuMeta};
 use anyhow::Context as _;
 use counts::GlobalCounts;
 use dashmap::DashMap;
-use holdfast_engine::{Engine, SaleWindow, SkuIdx, SkuSettings, SkuSpec};
+use holdfast_engine::limits::SKU_UNITS_MAX;
+use holdfast_engine::{Bucket, Engine, SaleWindow, SkuIdx, SkuSettings, SkuSpec};
 use keys::ClusterKeys;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -646,10 +647,59 @@ impl Cluster {
         {
             self.meta.set(sku, meta);
         }
+        self.load_channels(id, sku, &def)?;
         let pool = num("pool")? as u32;
         let version = num("version")?;
         self.counts.set_pool(sku, pool, version);
         Ok(sku)
+    }
+
+    /// A definition's sales channels applied here: each channel the
+    /// engine does not have yet is added with nothing leased (no quota
+    /// units, and a capped one no headroom: both come by lease), a lifted
+    /// cap is lifted here too; the configured quotas and caps go to the
+    /// global counts.
+    fn load_channels(
+        &self,
+        id: &str,
+        sku: SkuIdx,
+        def: &HashMap<String, String>,
+    ) -> anyhow::Result<()> {
+        let list = def.get("channels").map_or("", String::as_str);
+        let mut configured = Vec::new();
+        for c in list.split(',').filter(|c| !c.is_empty()) {
+            let quota = def
+                .get(&format!("cq:{c}"))
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(0);
+            let cap: Option<u32> = def.get(&format!("cc:{c}")).and_then(|q| q.parse().ok());
+            configured.push((c.to_string(), quota, cap));
+            let local = self
+                .engine
+                .channel(sku, c)
+                .and_then(|ch| self.engine.bucket_counts(sku, Bucket::Allowance(ch)).ok());
+            let capped_here = local.is_some_and(|a| a.total() < SKU_UNITS_MAX);
+            match local {
+                None => {
+                    self.engine
+                        .configure_channel(sku, c, 0, cap.map(|_| 0))
+                        .map_err(|e| anyhow::anyhow!("sku {id}, channel {c}: {e}"))?;
+                }
+                Some(_) if cap.is_none() && capped_here => {
+                    let quota_here = self
+                        .engine
+                        .channel(sku, c)
+                        .and_then(|ch| self.engine.bucket_counts(sku, Bucket::Quota(ch)).ok())
+                        .map_or(0, |q| q.total());
+                    self.engine
+                        .configure_channel(sku, c, quota_here, None)
+                        .map_err(|e| anyhow::anyhow!("sku {id}, channel {c}: {e}"))?;
+                }
+                Some(_) => {}
+            }
+        }
+        self.counts.set_configured(sku, configured);
+        Ok(())
     }
 
     /// Creates a SKU in the cluster if it is not there (the catalog file
@@ -658,8 +708,8 @@ impl Cluster {
         let (spec, meta) = catalog::def_to_spec(def, self.meta.images())?;
         let (window, opens_at_ms) = window_fields(spec.window);
         let mut conn = self.conn();
-        let created: i64 = scripts::CREATE
-            .key(self.keys.def(&def.id))
+        let mut invocation = scripts::CREATE.key(self.keys.def(&def.id));
+        invocation
             .arg(spec.total)
             .arg(spec.settings.buyer_limit)
             .arg(spec.settings.hold_ttl_ms)
@@ -667,7 +717,15 @@ impl Cluster {
             .arg(spec.settings.order_units_max)
             .arg(window)
             .arg(opens_at_ms)
-            .arg(serde_json::to_string(&meta).unwrap_or_default())
+            .arg(serde_json::to_string(&meta).unwrap_or_default());
+        let mut invocation = invocation;
+        for c in &def.channels {
+            invocation
+                .arg(&c.id)
+                .arg(c.quota.unwrap_or(0))
+                .arg(c.cap.map(|c| c.to_string()).unwrap_or_default());
+        }
+        let created: i64 = invocation
             .invoke_async(&mut conn)
             .await
             .map_err(redis_error)?;
@@ -708,14 +766,48 @@ impl Cluster {
             AdminKind::Total(n) => ("total", n),
             AdminKind::Fields => ("fields", 0),
         };
+        let args: Vec<String> = fields
+            .iter()
+            .flat_map(|(k, v)| [k.to_string(), v.clone()])
+            .collect();
+        self.run_admin(id, name, units, &args).await
+    }
+
+    /// Adds a sales channel to a SKU or changes its quota and cap (the
+    /// whole definition: no quota is 0, no cap is uncapped), in the SKU's
+    /// definition; every node reloads it.
+    pub async fn configure_channel(&self, id: &str, def: &ChannelDef) -> Result<(), ApiError> {
+        let args = [
+            def.id.clone(),
+            def.quota.unwrap_or(0).to_string(),
+            def.cap.map(|c| c.to_string()).unwrap_or_default(),
+        ];
+        self.run_admin(id, "channel", 0, &args).await
+    }
+
+    /// Moves `units` unleased units from the pool into a channel's quota
+    /// (negative: back).
+    pub async fn move_quota(&self, id: &str, channel: &str, units: i64) -> Result<(), ApiError> {
+        let args = [channel.to_string(), units.to_string()];
+        self.run_admin(id, "move", units.unsigned_abs() as u32, &args)
+            .await
+    }
+
+    async fn run_admin(
+        &self,
+        id: &str,
+        name: &str,
+        units: u32,
+        args: &[String],
+    ) -> Result<(), ApiError> {
         let mut invocation = scripts::ADMIN.key(self.keys.def(id));
         invocation
             .arg(name)
             .arg(units)
             .arg(self.keys.channel(id))
             .arg(holdfast_engine::limits::SKU_UNITS_MAX);
-        for (k, v) in fields {
-            invocation.arg(*k).arg(v);
+        for a in args {
+            invocation.arg(a);
         }
         let reply: Vec<redis::Value> = invocation
             .invoke_async(&mut self.conn())
@@ -743,6 +835,43 @@ impl Cluster {
                     ),
                 ))
             }
+            "shortq" => {
+                let quota: u32 = redis::from_redis_value(reply[1].clone()).unwrap_or(0);
+                let _ = lease::publish_demand(self, id, units.saturating_sub(quota)).await;
+                Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    Code::NotEnoughQuota,
+                    format!(
+                        "only {quota} of the channel's quota units are not leased to a node right now; nodes \
+                         return idle units within {} ms, retry then",
+                        self.settings.lease_idle_return_ms
+                    ),
+                ))
+            }
+            "capshort" => {
+                let headroom: u32 = redis::from_redis_value(reply[1].clone()).unwrap_or(0);
+                let _ = lease::publish_demand(self, id, 1).await;
+                Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    Code::CapBelowUsed,
+                    format!(
+                        "the cap can shrink by {headroom} now: the rest of its headroom is used or leased to \
+                         nodes, which return idle headroom within {} ms",
+                        self.settings.lease_idle_return_ms
+                    ),
+                ))
+            }
+            "capnew" => Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                Code::InvalidChannels,
+                "in multi-node mode a cap is set when its channel is added (the units a channel already \
+                 sold are counted on the nodes): add a new channel with the cap",
+            )),
+            "nochannel" => Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                Code::UnknownChannel,
+                "{channel}: the sku has no such channel",
+            )),
             "above" => Err(catalog::check_total(u32::MAX).expect_err("above the maximum")),
             _ => Err(ApiError::unknown_sku()),
         }

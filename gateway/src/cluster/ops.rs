@@ -70,7 +70,15 @@ impl Ops {
                 cluster.check_frozen(sku)?;
                 // A partial fill takes what there is: one unit will do.
                 let need = if req.allow_partial { 1 } else { *qty };
-                if !cluster.ensure(sku, need).await? {
+                // A channel the SKU does not have: the engine refuses it.
+                let channel = match req.channel.as_deref() {
+                    Some(c) => match self.engine.channel(sku, c) {
+                        Some(c) => Some(c),
+                        None => return self.reserve_now(req),
+                    },
+                    None => None,
+                };
+                if !cluster.ensure(sku, need, channel).await? {
                     return Err(self.shortage(sku, *qty));
                 }
             }

@@ -193,10 +193,12 @@ impl Cluster {
             // Whatever an unanswered operation did, this node's stock is
             // what its engine holds; the rebuild makes the ledger say so.
             lease.forget_pending();
+            // The common pool's units only: channel quotas are kept as
+            // their ledgers say (see `scripts::REBUILD`).
             let units = self
                 .engine
-                .snapshot(sku)
-                .map_or(0, |s| u64::from(s.counts.total()));
+                .bucket_counts(sku, holdfast_engine::Bucket::Pool)
+                .map_or(0, |c| u64::from(c.total()));
             let seen = self.versions.get(&sku).map_or(0, |v| *v);
             let op = self.next_op(self.epoch);
             redis::cmd("HSET")

@@ -16,6 +16,22 @@ use std::sync::LazyLock;
 const NOW: &str = "local t = redis.call('TIME')\n\
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
+/// A Lua function: the unleased units of every channel bucket of the SKU
+/// whose definition is `def`, as `id:quota:headroom` joined by commas
+/// (`-` for the headroom of an uncapped channel; empty without channels).
+/// Published with the pool, so every node's global counts see them.
+const FREE: &str = "local function free(def)
+  local list = redis.call('HGET', def, 'channels')
+  if not list or list == '' then return '' end
+  local out = {}
+  for c in string.gmatch(list, '[^,]+') do
+    local f = redis.call('HMGET', def, 'q:' .. c, 'a:' .. c)
+    table.insert(out, c .. ':' .. (f[1] or '0') .. ':' .. (f[2] or '-'))
+  end
+  return table.concat(out, ',')
+end
+";
+
 /// Takes a node's ownership at start. KEYS: owner, journal record.
 /// ARGV: instance, ttl_ms. Refuses (`busy`) while another live instance
 /// owns the node (one that stopped and resigned does not count); otherwise
@@ -81,103 +97,182 @@ return {{'ok', epoch}}"
 
 /// Creates a SKU if it does not exist. KEYS: def. ARGV: total,
 /// buyer_limit, hold_ttl_ms, hold_lifetime_max_ms, order_units_max,
-/// window, opens_at_ms, meta. 1 if created, 0 if it existed.
+/// window, opens_at_ms, meta, then `id, quota, cap` per sales channel
+/// (`cap` empty for none). Each channel's quota comes out of the pool into
+/// its own bucket `q:<id>`; a capped channel's headroom starts as its cap in
+/// `a:<id>`; `cq:`/`cc:` keep the configured quota and cap. 1 if created,
+/// 0 if it existed.
 pub static CREATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'total', ARGV[1], 'pool', ARGV[1], 'version', 1,
+local pool, list = tonumber(ARGV[1]), {}
+for i = 9, #ARGV, 3 do
+  pool = pool - tonumber(ARGV[i + 1])
+end
+if pool < 0 then return redis.error_reply('quotas above the total') end
+for i = 9, #ARGV, 3 do
+  local c, q = ARGV[i], ARGV[i + 1]
+  table.insert(list, c)
+  redis.call('HSET', KEYS[1], 'q:' .. c, q, 'cq:' .. c, q)
+  if ARGV[i + 2] ~= '' then redis.call('HSET', KEYS[1], 'a:' .. c, ARGV[i + 2], 'cc:' .. c, ARGV[i + 2]) end
+end
+redis.call('HSET', KEYS[1], 'total', ARGV[1], 'pool', pool, 'version', 1,
   'buyer_limit', ARGV[2], 'hold_ttl_ms', ARGV[3], 'hold_lifetime_max_ms', ARGV[4],
-  'order_units_max', ARGV[5], 'window', ARGV[6], 'opens_at_ms', ARGV[7], 'meta', ARGV[8])
+  'order_units_max', ARGV[5], 'window', ARGV[6], 'opens_at_ms', ARGV[7], 'meta', ARGV[8],
+  'channels', table.concat(list, ','))
 return 1",
     )
 });
 
-/// Grants units to a node from the pool, or takes units back. KEYS: def,
-/// lease. ARGV: node, op id, `grant`|`return`, units, the least a grant may
-/// be (else it grants none), live nodes, channel.
+/// Grants units to a node from one of a SKU's buckets, or takes units
+/// back. KEYS: def, lease. ARGV: node, op id, `grant`|`return`, units, the
+/// least a grant may be (else it grants none), live nodes, channel, the
+/// bucket's field in the definition (`pool`, `q:<channel>` for a channel's
+/// quota, `a:<channel>` for a capped channel's headroom) and its suffix in
+/// the ledger (empty for the pool, `:q:<channel>`, `:a:<channel>`).
 ///
-/// A grant is `min(asked, pool, cap)` with `cap = max(least, pool / (4 ×
-/// nodes))`, so one node cannot starve the others; one that falls short
-/// publishes `w` (demand), and nodes holding idle units return them. A
-/// return moves units back (never more than the node holds). Answers
-/// `{ok, 'moved:pool:version:granted:returned'}`, or the same answer again
-/// for a repeated op id (`{dup, ...}`), or `{nosku}`.
+/// A grant is `min(asked, bucket, cap)` with `cap = max(least, bucket /
+/// (4 × nodes))`, so one node cannot starve the others; one that falls
+/// short publishes `w` (demand), and nodes holding idle units return them.
+/// A return moves units back (never more than the node holds of that
+/// bucket). Answers `{ok, 'moved:bucket:version:granted:returned', free}`
+/// (`free`: every channel bucket's unleased units, see `FREE`), the same
+/// answer again for a repeated op id (`{dup, ...}`; op ids are per node
+/// and SKU, shared by its buckets), `{nosku}`, or `{nobucket}` (no such
+/// channel, or it has no cap).
 pub static LEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local node, op, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+    Script::new(&format!(
+        "{FREE}
+local node, op, kind = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local n, least, nodes = tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(1, tonumber(ARGV[6]))
-local f = redis.call('HMGET', KEYS[2], node .. ':g', node .. ':r', node .. ':op', node .. ':res')
+local b, sfx = ARGV[8], ARGV[9]
+local f = redis.call('HMGET', KEYS[2], node .. ':g' .. sfx, node .. ':r' .. sfx, node .. ':op', node .. ':res')
 local g, r, last = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]) or -1
-if op <= last then return {'dup', f[4] or ''} end
-local d = redis.call('HMGET', KEYS[1], 'pool', 'version')
-if not d[1] then return {'nosku'} end
-local pool, v = tonumber(d[1]), tonumber(d[2]) + 1
+if op <= last then return {{'dup', f[4] or '', free(KEYS[1])}} end
+local d = redis.call('HMGET', KEYS[1], b, 'version', 'pool')
+if not d[2] then return {{'nosku'}} end
+if not d[1] then return {{'nobucket'}} end
+local have, v = tonumber(d[1]), tonumber(d[2]) + 1
 local moved = 0
 if kind == 'grant' then
-  local cap = math.max(least, math.floor(pool / (4 * nodes)))
-  moved = math.min(n, pool, cap)
+  local cap = math.max(least, math.floor(have / (4 * nodes)))
+  moved = math.min(n, have, cap)
   if moved < least then moved = 0 end
-  pool = pool - moved
+  have = have - moved
   g = g + moved
   if moved < n then redis.call('SPUBLISH', ARGV[7], 'w|' .. node .. '|' .. (n - moved)) end
 else
   moved = math.min(n, g - r)
-  pool = pool + moved
+  have = have + moved
   r = r + moved
 end
-local res = moved .. ':' .. pool .. ':' .. v .. ':' .. g .. ':' .. r
-redis.call('HSET', KEYS[1], 'pool', pool, 'version', v)
-redis.call('HSET', KEYS[2], node .. ':g', g, node .. ':r', r, node .. ':op', op, node .. ':res', res)
-if moved > 0 then redis.call('SPUBLISH', ARGV[7], 'p|' .. pool .. '|' .. v) end
-return {'ok', res}",
-    )
+local res = moved .. ':' .. have .. ':' .. v .. ':' .. g .. ':' .. r
+redis.call('HSET', KEYS[1], b, have, 'version', v)
+redis.call('HSET', KEYS[2], node .. ':g' .. sfx, g, node .. ':r' .. sfx, r, node .. ':op', op, node .. ':res', res)
+local pool = d[3]
+if b == 'pool' then pool = have end
+local fr = free(KEYS[1])
+if moved > 0 then redis.call('SPUBLISH', ARGV[7], 'p|' .. pool .. '|' .. v .. '|' .. fr) end
+return {{'ok', res, fr, pool}}"
+    ))
 });
 
 /// Publishes a node's counts of one SKU. KEYS: counts, def. ARGV: node,
-/// available, held, sold, seq, channel. Stores them (for snapshots) and
-/// publishes `c|node|available|held|sold|seq|pool|version`; returns the
-/// SKU's version.
+/// available, held, sold, seq, channel, and the node's channel part (see
+/// [`super::counts::NodeChannels`]; empty for a SKU without channels).
+/// Stores them (for snapshots, as `available:held:sold:seq|part`) and
+/// publishes `c|node|available|held|sold|seq|pool|version|free|part`;
+/// returns the SKU's version.
 pub static COUNTS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5])
+    Script::new(&format!(
+        "{FREE}
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4] .. ':' .. ARGV[5] .. '|' .. ARGV[7])
 local d = redis.call('HMGET', KEYS[2], 'pool', 'version')
-redis.call('SPUBLISH', ARGV[6], 'c|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. (d[1] or 0) .. '|' .. (d[2] or 0))
-return tonumber(d[2] or 0)",
-    )
+redis.call('SPUBLISH', ARGV[6], 'c|' .. ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[3] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. (d[1] or 0) .. '|' .. (d[2] or 0) .. '|' .. free(KEYS[2]) .. '|' .. ARGV[7])
+return tonumber(d[2] or 0)"
+    ))
 });
 
 /// A host's change to a SKU. KEYS: def. ARGV: kind (`restock`, `adjust`,
-/// `total`, `fields`), units, channel, max units, then field/value pairs
-/// (`fields`). Restock adds to the pool; adjust removes from the pool only
-/// (leased units are the nodes'); a new total keeps what nodes hold.
-/// Answers `{ok, total, pool, version}`, `{short, pool}` (not enough
-/// unleased units), `{above, total}` or `{nosku}`; publishes `d|version|pool`
-/// so every node reloads the definition.
+/// `total`, `fields`, `channel`, `move`), units, channel, max units, then
+/// field/value pairs (`fields`), or for `channel` the channel's id, its
+/// quota (empty: keep) and its cap (empty: none, `keep`: keep), or for
+/// `move` the channel's id and the signed units to move into its quota.
+/// Restock adds to the pool; adjust removes from the pool only (leased
+/// units are the nodes'); a new total keeps what nodes hold and the
+/// quotas. A channel's quota grows from the unleased pool and shrinks by
+/// its unleased quota units; a cap changes its unleased headroom by the
+/// difference (a cap can be set on a channel only when it is added: the
+/// units it already used are counted on the nodes). Answers
+/// `{ok, total, pool, version}`, `{short, pool}` (not enough unleased
+/// units), `{shortq, quota}` (not enough unleased quota units),
+/// `{capshort, headroom}` (the cap's headroom is leased to nodes),
+/// `{capnew}`, `{nochannel}`, `{above, total}` or `{nosku}`; publishes
+/// `d|version|pool` so every node reloads the definition.
 pub static ADMIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local d = redis.call('HMGET', KEYS[1], 'total', 'pool', 'version')
-if not d[1] then return {'nosku'} end
+    Script::new(&format!(
+        "{FREE}
+local d = redis.call('HMGET', KEYS[1], 'total', 'pool', 'version', 'channels')
+if not d[1] then return {{'nosku'}} end
 local total, pool, v = tonumber(d[1]), tonumber(d[2]), tonumber(d[3]) + 1
 local kind, x, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 if kind == 'restock' then
-  if total + x > max then return {'above', total} end
+  if total + x > max then return {{'above', total}} end
   total = total + x
   pool = pool + x
 elseif kind == 'adjust' then
-  if x > pool then return {'short', pool} end
+  if x > pool then return {{'short', pool}} end
   total = total - x
   pool = pool - x
 elseif kind == 'total' then
   local leased = total - pool
-  if x < leased then return {'short', pool} end
+  if x < leased then return {{'short', pool}} end
   pool = x - leased
   total = x
+elseif kind == 'channel' or kind == 'move' then
+  local c, list = ARGV[5], d[4] or ''
+  local known = false
+  for id in string.gmatch(list, '[^,]+') do
+    if id == c then known = true end
+  end
+  if kind == 'move' and not known then return {{'nochannel'}} end
+  local f = redis.call('HMGET', KEYS[1], 'q:' .. c, 'cq:' .. c, 'a:' .. c, 'cc:' .. c)
+  local q, cq, a, cc = tonumber(f[1]) or 0, tonumber(f[2]) or 0, tonumber(f[3]), tonumber(f[4])
+  local delta = 0
+  if kind == 'move' then
+    delta = tonumber(ARGV[6])
+  elseif ARGV[6] ~= '' then
+    delta = tonumber(ARGV[6]) - cq
+  end
+  if delta > pool then return {{'short', pool}} end
+  if -delta > q then return {{'shortq', q}} end
+  if kind == 'channel' and ARGV[7] ~= 'keep' then
+    local cap = tonumber(ARGV[7])
+    if cap and cc then
+      if a + cap - cc < 0 then return {{'capshort', a}} end
+      redis.call('HSET', KEYS[1], 'a:' .. c, a + cap - cc, 'cc:' .. c, cap)
+    elseif cap then
+      if known then return {{'capnew'}} end
+      redis.call('HSET', KEYS[1], 'a:' .. c, cap, 'cc:' .. c, cap)
+    elseif cc then
+      redis.call('HDEL', KEYS[1], 'a:' .. c, 'cc:' .. c)
+    end
+  end
+  if not known then
+    if list == '' then list = c else list = list .. ',' .. c end
+    redis.call('HSET', KEYS[1], 'channels', list)
+  end
+  pool = pool - delta
+  redis.call('HSET', KEYS[1], 'q:' .. c, q + delta, 'cq:' .. c, cq + delta)
 end
-for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if kind ~= 'channel' and kind ~= 'move' then
+  for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
 redis.call('HSET', KEYS[1], 'total', total, 'pool', pool, 'version', v)
 redis.call('SPUBLISH', ARGV[3], 'd|' .. v .. '|' .. pool)
-return {'ok', total, pool, v}",
-    )
+redis.call('SPUBLISH', ARGV[3], 'p|' .. pool .. '|' .. v .. '|' .. free(KEYS[1]))
+return {{'ok', total, pool, v}}"
+    ))
 });
 
 /// Rebuilds a SKU's pool and lease ledger from what the nodes hold (see
@@ -195,21 +290,22 @@ return {'ok', total, pool, v}",
 /// id; publishes the pool. Answers `{ok, pool, version, oversold}`,
 /// `{stale}` or `{nosku}`.
 pub static REBUILD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local d = redis.call('HMGET', KEYS[1], 'total', 'version')
-if not d[1] then return {'nosku'} end
+    Script::new(&format!(
+        "{FREE}
+local d = redis.call('HMGET', KEYS[1], 'total', 'version')
+if not d[1] then return {{'nosku'}} end
 local total, v = tonumber(d[1]), math.max(tonumber(d[2]), tonumber(ARGV[3])) + 1
-local listed, held = {}, 0
-local ops = {}
+local listed, held = {{}}, 0
+local ops = {{}}
 for i = 4, #ARGV, 3 do
   local node, units = ARGV[i], tonumber(ARGV[i + 1])
   local claim = redis.call('HGET', KEYS[2], node .. ':claim') or ''
-  if string.sub(claim, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {'stale'} end
+  if string.sub(claim, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return {{'stale'}} end
   listed[node] = units
   ops[node] = tonumber(ARGV[i + 2])
 end
 local l = redis.call('HGETALL', KEYS[2])
-local g, r = {}, {}
+local g, r = {{}}, {{}}
 for i = 1, #l, 2 do
   local node, kind = string.match(l[i], '^(%d+):(%a+)$')
   if kind == 'g' then g[node] = tonumber(l[i + 1]) end
@@ -217,6 +313,15 @@ for i = 1, #l, 2 do
 end
 for node, granted in pairs(g) do
   if not listed[node] then held = held + granted - (r[node] or 0) end
+end
+-- Channel quotas are not rebuilt: their units, leased or not, stay theirs.
+for i = 1, #l, 2 do
+  local kind = string.match(l[i], '^%d+:(%a):q:')
+  if kind == 'g' then held = held + tonumber(l[i + 1]) end
+  if kind == 'r' then held = held - tonumber(l[i + 1]) end
+end
+for c in string.gmatch(redis.call('HGET', KEYS[1], 'channels') or '', '[^,]+') do
+  held = held + tonumber(redis.call('HGET', KEYS[1], 'q:' .. c) or '0')
 end
 for node, units in pairs(listed) do
   held = held + units
@@ -227,9 +332,9 @@ end
 local pool, oversold = total - held, 0
 if pool < 0 then oversold, pool = -pool, 0 end
 redis.call('HSET', KEYS[1], 'pool', pool, 'version', v, 'rebuilt', ARGV[1])
-redis.call('SPUBLISH', ARGV[2], 'p|' .. pool .. '|' .. v)
-return {'ok', pool, v, oversold}",
-    )
+redis.call('SPUBLISH', ARGV[2], 'p|' .. pool .. '|' .. v .. '|' .. free(KEYS[1]))
+return {{'ok', pool, v, oversold}}"
+    ))
 });
 
 /// Withdraws a request's claim if it still names the same first attempt.

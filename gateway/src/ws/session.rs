@@ -690,9 +690,16 @@ impl Session {
                     self.queue_error(Some(id), &e);
                     return None;
                 }
+                let req = match ops.claimed(r, token.channel.as_deref()) {
+                    Ok(req) => req,
+                    Err(e) => {
+                        self.queue_error(Some(id), &e);
+                        return None;
+                    }
+                };
                 return Some(Deferred::Reserve {
                     id,
-                    req: r,
+                    req,
                     started: None,
                 });
             }

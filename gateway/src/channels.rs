@@ -101,8 +101,14 @@ pub fn states(s: &SkuSnapshot) -> Vec<ChannelState> {
 /// channel (read at scrape time, so the label set is exactly the
 /// configured channels: at most `CHANNELS_MAX` per SKU, never a value a
 /// client made up). `state`: `available`, `held`, `sold`, `quota_available`.
-pub fn refresh_gauges(engine: &Engine) {
-    for s in engine.snapshots().iter().filter(|s| !s.channels.is_empty()) {
+/// Counts are the deployment's with `--redis-cluster`.
+pub fn refresh_gauges(ops: &crate::ops::Ops) {
+    let snaps = ops.engine.snapshots().into_iter().filter_map(|s| {
+        (!s.channels.is_empty())
+            .then(|| ops.snapshot(s.sku))
+            .flatten()
+    });
+    for s in snaps {
         for c in &s.channels {
             for (state, units) in [
                 ("available", c.available),

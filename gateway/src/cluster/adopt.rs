@@ -36,6 +36,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+use super::counts::{NodeChannel, NodeChannels};
 use super::forward::Request;
 
 /// Retries of one adopted-state transaction that lost a race (`WATCH`).
@@ -85,7 +86,12 @@ async fn look(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> redis::Re
         if node == cluster.node {
             continue;
         }
-        if cluster.adopted.contains_key(&node) {
+        if let Some(epoch) = cluster.adopted.get(&node).map(|e| *e) {
+            // Adopted for a forwarded hold operation: its upkeep starts here.
+            if cluster.kept.insert(node) {
+                let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+                tokio::spawn(async move { keep(cluster, node, epoch, shutdown).await });
+            }
             continue;
         }
         let reply: Vec<redis::Value> = scripts::ADOPT
@@ -108,6 +114,7 @@ async fn look(cluster: &Arc<Cluster>, shutdown: &CancellationToken) -> redis::Re
         );
         counter!("holdfast_cluster_adoptions_total").increment(1);
         cluster.adopted.insert(node, epoch);
+        cluster.kept.insert(node);
         let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
         tokio::spawn(async move { keep(cluster, node, epoch, shutdown).await });
     }
@@ -169,6 +176,7 @@ async fn keep(cluster: Arc<Cluster>, node: u8, epoch: u64, shutdown: Cancellatio
         }
     }
     cluster.adopted.remove(&node);
+    cluster.kept.remove(&node);
 }
 
 /// An adopted node's state in Redis, worked on through a connection of
@@ -262,8 +270,30 @@ impl<'c> Adopted<'c> {
             let mut pipe = redis::pipe();
             pipe.atomic();
             let mut transfers = Vec::new();
+            // The node's per-channel counts, as its journal keeps them,
+            // follow the lines that end (its next adopter reads them).
+            let mut records: HashMap<String, Vec<ChannelRecord>> = HashMap::new();
+            for line in lines.iter().filter(|l| l.record.channel > 0) {
+                if !records.contains_key(&line.sku) {
+                    let list = self.channel_records(&line.sku).await;
+                    records.insert(line.sku.clone(), list);
+                }
+            }
             for line in &lines {
                 let r = &line.record;
+                let quota = r.quota.min(r.qty);
+                let record = records
+                    .get_mut(&line.sku)
+                    .and_then(|l| l.get_mut(usize::from(r.channel.checked_sub(1)?)));
+                let channel = record.as_ref().map(|c| c.id.clone());
+                if let Some(c) = record {
+                    c.held = c.held.saturating_sub(r.qty);
+                    c.quota_held = c.quota_held.saturating_sub(quota);
+                    if how == How::Commit {
+                        c.sold += r.qty;
+                        c.quota_sold += quota;
+                    }
+                }
                 pipe.cmd("HDEL")
                     .arg(self.keys.holds(&line.sku))
                     .arg(hold_field(hold, r.line).as_bytes())
@@ -323,10 +353,9 @@ impl<'c> Adopted<'c> {
                     }
                     // Per bucket: quota units to the channel's quota, the
                     // rest to the pool, and a capped channel's headroom back.
-                    let channel = self.channel_id(&line.sku, r.channel).await;
-                    let mut parts = vec![("pool".to_string(), r.qty - r.quota.min(r.qty))];
+                    let mut parts = vec![("pool".to_string(), r.qty - quota)];
                     if let Some(c) = &channel {
-                        parts.push((format!("q:{c}"), r.quota.min(r.qty)));
+                        parts.push((format!("q:{c}"), quota));
                         parts.push((format!("a:{c}"), r.qty));
                     }
                     for (field, units) in parts.into_iter().filter(|(_, u)| *u > 0) {
@@ -365,6 +394,13 @@ impl<'c> Adopted<'c> {
                     .arg(ended_bucket_ttl_ms(bucket, ENDED_RETENTION_MS, now))
                     .ignore();
             }
+            for (sku, list) in &records {
+                pipe.cmd("HSET")
+                    .arg(self.keys.sku(sku))
+                    .arg("channels")
+                    .arg(serde_json::to_string(list).unwrap_or_default())
+                    .ignore();
+            }
             let done: Option<()> = pipe
                 .query_async(&mut self.conn)
                 .await
@@ -384,18 +420,19 @@ impl<'c> Adopted<'c> {
         ))
     }
 
-    /// The id of a SKU's channel by its index in the node's journal (plus
-    /// one; 0: none).
-    async fn channel_id(&mut self, sku: &str, channel: u8) -> Option<String> {
-        let index = usize::from(channel.checked_sub(1)?);
+    /// A SKU's channels as the node's journal keeps them (in the order
+    /// they were added: a hold record names one by its place plus one).
+    async fn channel_records(&mut self, sku: &str) -> Vec<ChannelRecord> {
         let json: Option<String> = redis::cmd("HGET")
             .arg(self.keys.sku(sku))
             .arg("channels")
             .query_async(&mut self.conn)
             .await
-            .ok()?;
-        let records: Vec<ChannelRecord> = serde_json::from_str(&json?).ok()?;
-        records.into_iter().nth(index).map(|r| r.id)
+            .ok()
+            .flatten();
+        json.filter(|j| !j.is_empty())
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default()
     }
 
     /// Moves `units` of a transfer record into the SKU's bucket `field`
@@ -488,20 +525,21 @@ impl<'c> Adopted<'c> {
             .map_err(redis_error)?;
         for sku in me.skus().await.map_err(redis_error)? {
             for _ in 0..TXN_RETRIES_MAX {
-                let ledger: HashMap<String, i64> = redis::cmd("HGETALL")
+                // Counters, and each node's last answer (text).
+                let ledger: HashMap<String, String> = redis::cmd("HGETALL")
                     .arg(me.cluster.keys.lease(&sku))
                     .query_async(&mut me.conn)
                     .await
                     .map_err(redis_error)?;
-                let leased = |suffix: &str| {
+                let counter = |field: String| {
                     ledger
-                        .get(&format!("{}:g{suffix}", me.node))
-                        .copied()
+                        .get(&field)
+                        .and_then(|v| v.parse::<i64>().ok())
                         .unwrap_or(0)
-                        - ledger
-                            .get(&format!("{}:r{suffix}", me.node))
-                            .copied()
-                            .unwrap_or(0)
+                };
+                let leased = |suffix: &str| {
+                    counter(format!("{}:g{suffix}", me.node))
+                        - counter(format!("{}:r{suffix}", me.node))
                 };
                 let sku_key = me.keys.sku(&sku);
                 let journal = me.keys.journal().to_string();
@@ -577,6 +615,22 @@ impl<'c> Adopted<'c> {
                     .arg("total")
                     .arg(kept)
                     .ignore();
+                if !records.is_empty() {
+                    // Its quotas and headroom leave it too.
+                    let left: Vec<ChannelRecord> = records
+                        .iter()
+                        .map(|c| ChannelRecord {
+                            quota_available: 0,
+                            cap: c.cap.map(|_| c.held + c.sold),
+                            ..c.clone()
+                        })
+                        .collect();
+                    pipe.cmd("HSET")
+                        .arg(&sku_key)
+                        .arg("channels")
+                        .arg(serde_json::to_string(&left).unwrap_or_default())
+                        .ignore();
+                }
                 let mut transfers = Vec::new();
                 for (field, units) in unsold {
                     let op = me.cluster.next_op(me.epoch);
@@ -660,6 +714,27 @@ impl<'c> Adopted<'c> {
             .query_async(&mut self.conn)
             .await;
         let Ok(c) = read else { return };
+        // Its share of each channel: nothing left to sell (its unsold
+        // units went back), what it still holds and what it sold.
+        let part = NodeChannels {
+            pool_available: 0,
+            channels: self
+                .channel_records(sku)
+                .await
+                .into_iter()
+                .map(|r| NodeChannel {
+                    id: r.id,
+                    quota: holdfast_engine::Counts {
+                        available: 0,
+                        held: r.quota_held,
+                        sold: r.quota_sold,
+                    },
+                    held: r.held,
+                    sold: r.sold,
+                    headroom: 0,
+                })
+                .collect(),
+        };
         let seq = self.cluster.next_op(self.epoch);
         let _: redis::RedisResult<u64> = scripts::COUNTS
             .key(self.cluster.keys.counts(sku))
@@ -670,7 +745,7 @@ impl<'c> Adopted<'c> {
             .arg(c[2].unwrap_or(0))
             .arg(seq)
             .arg(self.cluster.keys.channel(sku))
-            .arg("")
+            .arg(part.encode())
             .invoke_async(&mut self.conn)
             .await;
     }

@@ -111,6 +111,10 @@ pub struct Cluster {
     ops: OnceLock<Weak<crate::ops::Ops>>,
     /// Nodes this one adopted: node -> adoption epoch.
     pub adopted: DashMap<u8, u64>,
+    /// Adopted nodes whose upkeep (renewal, returning their unsold units,
+    /// expiring their holds) runs: an adoption made on a forwarded hold
+    /// operation gets its upkeep from the watcher's next look.
+    pub kept: dashmap::DashSet<u8>,
     /// Per SKU: the highest version this node's own lease operations saw
     /// (a lower one is a rollback).
     versions: DashMap<SkuIdx, u64>,
@@ -356,6 +360,7 @@ impl Cluster {
             forward: forward::Pending::default(),
             ops: OnceLock::new(),
             adopted: DashMap::new(),
+            kept: dashmap::DashSet::new(),
             versions: DashMap::new(),
             frozen: DashMap::new(),
             claimed_for: DashMap::new(),

@@ -78,7 +78,7 @@ impl Health {
         if let Some(log) = ops.engine.events() {
             gauge!("holdfast_event_queue").set(log.len() as f64);
         }
-        crate::channels::refresh_gauges(&ops.engine);
+        crate::channels::refresh_gauges(ops);
     }
 }
 

@@ -79,7 +79,7 @@ impl Ops {
                     None => None,
                 };
                 if !cluster.ensure(sku, need, channel).await? {
-                    return Err(self.shortage(sku, *qty));
+                    return Err(self.shortage(sku, *qty, channel));
                 }
             }
             match self.reserve_now(req.clone()) {
@@ -91,10 +91,35 @@ impl Ops {
     }
 
     /// The refusal of a reservation the deployment cannot fill: sold out
-    /// when no unit is available anywhere, else how many are.
-    fn shortage(&self, sku: holdfast_engine::SkuIdx, qty: u32) -> ApiError {
-        let available = self.snapshot(sku).map_or(0, |s| s.counts.available);
-        if available == 0 {
+    /// when no unit is available anywhere (for its channel, if it names
+    /// one: other channels' quotas are not its), a channel's cap reached,
+    /// else how many are.
+    fn shortage(
+        &self,
+        sku: holdfast_engine::SkuIdx,
+        qty: u32,
+        channel: Option<holdfast_engine::ChannelIdx>,
+    ) -> ApiError {
+        let snap = self.snapshot(sku);
+        let channels = snap.iter().flat_map(|s| &s.channels);
+        let (available, headroom) = match channel {
+            // Quota units are their channels' alone.
+            None => {
+                let quotas: u32 = channels.map(|c| c.quota.available).sum();
+                let all = snap.as_ref().map_or(0, |s| s.counts.available);
+                (all.saturating_sub(quotas), None)
+            }
+            Some(c) => match channels.into_iter().find(|x| x.channel == c) {
+                Some(x) => (
+                    x.available,
+                    x.cap.map(|cap| cap.saturating_sub(x.held + x.sold)),
+                ),
+                None => (0, None),
+            },
+        };
+        if let Some(remaining) = headroom.filter(|r| *r < qty) {
+            ReserveError::ChannelCapReached { remaining }.into()
+        } else if available == 0 {
             ReserveError::SoldOut.into()
         } else if available < qty {
             ReserveError::NotEnoughAvailable { available }.into()

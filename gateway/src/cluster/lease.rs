@@ -422,21 +422,22 @@ impl Cluster {
         let units = |me: &Self| {
             me.local_available(sku, Bucket::Quota(c)) + me.local_available(sku, Bucket::Pool)
         };
-        let have = units(self);
+        // The quota's units before the pool's, as in one process: while
+        // Redis has unleased quota units, lease them rather than sell the
+        // channel the pool's (which every buyer shares).
+        let have_quota = self.local_available(sku, Bucket::Quota(c));
         let free_quota = self
             .engine
             .channel_id(sku, c)
             .map_or(0, |id| self.counts.free_quota(sku, &id));
-        if have < need && free_quota > 0 {
-            // The quota's units first, as many as the reservation lacks if
-            // it has them (the engine takes them before the pool's).
-            let least = (need - have).min(free_quota);
+        if have_quota < need && free_quota > 0 {
+            let least = (need - have_quota).min(free_quota);
             self.own_op(
                 sku,
                 lease,
                 Bucket::Quota(c),
                 Kind::Grant,
-                want - have,
+                want - have_quota,
                 least,
             )
             .await?;

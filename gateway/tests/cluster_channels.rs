@@ -112,7 +112,7 @@ async fn a_quota_and_a_cap_hold_across_three_nodes() {
         "every unit held, none twice: {held:?}"
     );
     assert!(
-        live >= 20 && live <= 30,
+        (20..=30).contains(&live),
         "live took its quota, within its cap: {held:?}"
     );
     assert!(web <= 15, "web within its cap: {held:?}");

@@ -723,7 +723,6 @@ impl Cluster {
             .arg(window)
             .arg(opens_at_ms)
             .arg(serde_json::to_string(&meta).unwrap_or_default());
-        let mut invocation = invocation;
         for c in &def.channels {
             invocation
                 .arg(&c.id)

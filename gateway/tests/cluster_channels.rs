@@ -20,6 +20,11 @@ async fn sku(http: &reqwest::Client, node: &HoldfastNode, id: &str) -> Value {
         .expect("sku json")
 }
 
+/// POSTs a reservation to `node` with the checkout token.
+async fn reserve(http: &reqwest::Client, node: &HoldfastNode, body: Value) -> (u16, Value) {
+    node.post(http, "/api/reservations", body, CHECKOUT).await
+}
+
 fn channel<'a>(sku: &'a Value, id: &str) -> &'a Value {
     sku["channels"]
         .as_array()
@@ -171,14 +176,12 @@ async fn a_dead_nodes_quota_units_go_back_to_the_quota() {
     };
     let http = reqwest::Client::new();
     // Node 2 holds 5 of the quota (and leased what it wanted of the rest).
-    let (status, v) = nodes[1]
-        .post(
-            &http,
-            "/api/reservations",
-            json!({"sku": "q", "qty": 5, "buyer": "a", "channel": "live"}),
-            CHECKOUT,
-        )
-        .await;
+    let (status, v) = reserve(
+        &http,
+        &nodes[1],
+        json!({"sku": "q", "qty": 5, "buyer": "a", "channel": "live"}),
+    )
+    .await;
     assert_eq!(status, 201, "{v}");
     let hold = v["hold"].as_str().expect("hold").to_string();
     nodes[1].kill9();
@@ -219,25 +222,21 @@ async fn a_dead_nodes_quota_units_go_back_to_the_quota() {
     // Without a channel: the 20 shared units, not one more.
     let mut none = 0;
     for i in 0..25 {
-        let (status, _) = nodes[0]
-            .post(
-                &http,
-                "/api/reservations",
-                json!({"sku": "q", "qty": 1, "buyer": format!("n{i}")}),
-                CHECKOUT,
-            )
-            .await;
+        let (status, _) = reserve(
+            &http,
+            &nodes[0],
+            json!({"sku": "q", "qty": 1, "buyer": format!("n{i}")}),
+        )
+        .await;
         none += u32::from(status == 201);
     }
     assert_eq!(none, 20, "the quota's 10 units stay the live show's");
-    let (status, v) = nodes[0]
-        .post(
-            &http,
-            "/api/reservations",
-            json!({"sku": "q", "qty": 5, "buyer": "b", "channel": "live"}),
-            CHECKOUT,
-        )
-        .await;
+    let (status, v) = reserve(
+        &http,
+        &nodes[0],
+        json!({"sku": "q", "qty": 5, "buyer": "b", "channel": "live"}),
+    )
+    .await;
     assert_eq!(
         status,
         201,
@@ -261,14 +260,12 @@ async fn a_channel_sells_its_quota_before_the_shared_pool() {
     };
     let http = reqwest::Client::new();
     // Node 2 leases 3 shared units and gets them back idle.
-    let (status, v) = nodes[1]
-        .post(
-            &http,
-            "/api/reservations",
-            json!({"sku": "f", "qty": 3, "buyer": "a"}),
-            CHECKOUT,
-        )
-        .await;
+    let (status, v) = reserve(
+        &http,
+        &nodes[1],
+        json!({"sku": "f", "qty": 3, "buyer": "a"}),
+    )
+    .await;
     assert_eq!(status, 201, "{v}");
     let hold = v["hold"].as_str().expect("hold");
     let (status, v) = nodes[1]
@@ -281,14 +278,12 @@ async fn a_channel_sells_its_quota_before_the_shared_pool() {
         .await;
     assert_eq!(status, 200, "{v}");
     for i in 0..5 {
-        let (status, v) = nodes[1]
-            .post(
-                &http,
-                "/api/reservations",
-                json!({"sku": "f", "qty": 1, "buyer": format!("l{i}"), "channel": "live"}),
-                CHECKOUT,
-            )
-            .await;
+        let (status, v) = reserve(
+            &http,
+            &nodes[1],
+            json!({"sku": "f", "qty": 1, "buyer": format!("l{i}"), "channel": "live"}),
+        )
+        .await;
         assert_eq!(status, 201, "{v}");
     }
     let s = sku(&http, &nodes[1], "f").await;
@@ -300,14 +295,12 @@ async fn a_channel_sells_its_quota_before_the_shared_pool() {
             let http = http.clone();
             let node = &nodes[0];
             async move {
-                let (status, v) = node
-                    .post(
-                        &http,
-                        "/api/reservations",
-                        json!({"sku": "f", "qty": 1, "buyer": format!("n{i}")}),
-                        CHECKOUT,
-                    )
-                    .await;
+                let (status, v) = reserve(
+                    &http,
+                    node,
+                    json!({"sku": "f", "qty": 1, "buyer": format!("n{i}")}),
+                )
+                .await;
                 (status != 503).then_some((status, v))
             }
         })

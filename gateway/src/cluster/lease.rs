@@ -396,15 +396,8 @@ impl Cluster {
         let Some(c) = channel else {
             let have = self.local_available(sku, Bucket::Pool);
             if have < need {
-                self.own_op(
-                    sku,
-                    lease,
-                    Bucket::Pool,
-                    Kind::Grant,
-                    want - have,
-                    need - have,
-                )
-                .await?;
+                self.grant(sku, lease, Bucket::Pool, want - have, need - have)
+                    .await?;
             }
             return Ok(self.local_available(sku, Bucket::Pool) < need);
         };
@@ -412,16 +405,13 @@ impl Cluster {
             let headroom = Bucket::Allowance(c);
             let have = self.local_available(sku, headroom);
             if have < need {
-                self.own_op(sku, lease, headroom, Kind::Grant, want - have, need - have)
+                self.grant(sku, lease, headroom, want - have, need - have)
                     .await?;
             }
             if self.local_available(sku, headroom) < need {
                 return Ok(true);
             }
         }
-        let units = |me: &Self| {
-            me.local_available(sku, Bucket::Quota(c)) + me.local_available(sku, Bucket::Pool)
-        };
         // The quota's units before the pool's, as in one process: while
         // Redis has unleased quota units, lease them rather than sell the
         // channel the pool's (which every buyer shares).
@@ -432,29 +422,31 @@ impl Cluster {
             .map_or(0, |id| self.counts.free_quota(sku, &id));
         if have_quota < need && free_quota > 0 {
             let least = (need - have_quota).min(free_quota);
-            self.own_op(
-                sku,
-                lease,
-                Bucket::Quota(c),
-                Kind::Grant,
-                want - have_quota,
-                least,
-            )
-            .await?;
+            self.grant(sku, lease, Bucket::Quota(c), want - have_quota, least)
+                .await?;
         }
+        let units = |me: &Self| {
+            me.local_available(sku, Bucket::Quota(c)) + me.local_available(sku, Bucket::Pool)
+        };
         let have = units(self);
         if have < need {
-            self.own_op(
-                sku,
-                lease,
-                Bucket::Pool,
-                Kind::Grant,
-                want - have,
-                need - have,
-            )
-            .await?;
+            self.grant(sku, lease, Bucket::Pool, want - have, need - have)
+                .await?;
         }
         Ok(units(self) < need)
+    }
+
+    /// Leases `units` more of a bucket (none unless at least `least`).
+    async fn grant(
+        &self,
+        sku: SkuIdx,
+        lease: &Lease,
+        bucket: Bucket,
+        units: u32,
+        least: u32,
+    ) -> Result<Moved, ApiError> {
+        self.own_op(sku, lease, bucket, Kind::Grant, units, least)
+            .await
     }
 
     fn local_available(&self, sku: SkuIdx, bucket: Bucket) -> u32 {
